@@ -1,0 +1,182 @@
+using Microsoft.ML.SIDCo.Kernels;
+
+namespace Microsoft.ML.SIDCo.Compression;
+
+/// <summary>
+/// Base of every compressor: handles error feedback, the non-finite policy, the empty-selection guard
+/// and the optional hard cap, so each subclass only chooses which entries to keep.
+/// </summary>
+/// <remarks>A compressor keeps per-buffer state (adaptive stages, random state): use one instance per gradient buffer and worker. Not thread-safe.</remarks>
+public abstract class GradientCompressor
+{
+    private float[] _magnitudeScratch = [];
+
+    /// <summary>Creates the compressor with validated options.</summary>
+    protected GradientCompressor(CompressorOptions options, IGradientKernels? kernels)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        Options = options.Clone();
+        Kernels = kernels ?? CpuGradientKernels.Instance;
+    }
+
+    /// <summary>Which compressor this is.</summary>
+    public abstract CompressorKind Kind { get; }
+
+    /// <summary>The stable name (<c>sidco-e</c>, <c>topk</c>, ...).</summary>
+    public string Name => Kind.ToName();
+
+    /// <summary>The options in force (a private copy).</summary>
+    public CompressorOptions Options { get; }
+
+    /// <summary>The kernel backend.</summary>
+    public IGradientKernels Kernels { get; }
+
+    /// <summary>Statistics the subclass needs from the measuring pass.</summary>
+    protected virtual StatisticsKinds RequiredStatistics => StatisticsKinds.Basic;
+
+    /// <summary>k = ceil(density * n), at least 1 for a non-empty buffer.</summary>
+    public int TargetCount(int length) => length == 0 ? 0 : (int)Math.Clamp(Math.Ceiling(Options.Density * length - 1e-9), 1, length);
+
+    /// <summary>
+    /// Compresses <paramref name="gradient"/> into <paramref name="output"/>. With <paramref name="feedback"/>,
+    /// compresses gradient + residual and updates the residual; without, compresses the gradient as is.
+    /// </summary>
+    /// <exception cref="NonFiniteGradientException">A NaN or infinity was found and the policy is <see cref="NonFinitePolicy.Throw"/>; nothing was modified.</exception>
+    public CompressionStats Compress(ReadOnlySpan<float> gradient, SparseGradient output, ErrorFeedback? feedback = null)
+    {
+        ArgumentNullException.ThrowIfNull(output);
+        int n = gradient.Length;
+        output.Reset(n);
+        int k = TargetCount(n);
+        GradientStatistics stats;
+        ReadOnlySpan<float> acc;
+        if (feedback is not null)
+        {
+            if (feedback.Length != n) throw new ArgumentException($"Error feedback for buffer '{feedback.Name}' has {feedback.Length} entries; the gradient has {n}.", nameof(feedback));
+            stats = Kernels.AccumulateAndMeasure(gradient, feedback.Residual, feedback.Accumulator, RequiredStatistics);
+            acc = feedback.Accumulator;
+        }
+        else
+        {
+            stats = Kernels.Measure(gradient, RequiredStatistics);
+            acc = gradient;
+        }
+
+        if (!stats.AllFinite)
+        {
+            if (Options.NonFinite == NonFinitePolicy.Throw)
+                throw new NonFiniteGradientException(feedback?.Name ?? "gradient", stats.FirstNonFinite, acc[(int)stats.FirstNonFinite]);
+            return new CompressionStats(n, k, 0, 0, float.NaN, 0, Skipped: true, stats.FirstNonFinite);
+        }
+        if (n == 0) return new CompressionStats(0, 0, 0, 0, 0, 0, false, -1);
+
+        var (threshold, stages) = SelectCore(acc, stats, k, output);
+        int estimated = output.Count;
+        OnEstimated(estimated, k);
+
+        // Guard: an estimate above every magnitude (e.g. constant input) would send nothing and stall
+        // training while the residual grows; fall back to the exact top-k for this step.
+        if (estimated == 0 && stats.MaxAbs > 0 && Kind != CompressorKind.None)
+        {
+            SelectTopK(acc, k, output);
+        }
+        if (Options.SelectionCap > 0 && Kind != CompressorKind.None)
+        {
+            int cap = (int)Math.Min(n, Math.Floor(Options.SelectionCap * k));
+            if (output.Count > cap) KeepLargest(output, cap);
+        }
+        if (feedback is not null)
+        {
+            var accumulator = feedback.Accumulator;
+            foreach (int i in output.Indices) accumulator[i] = 0;
+            feedback.Commit();
+        }
+        return new CompressionStats(n, k, estimated, output.Count, threshold, stages, false, -1);
+    }
+
+    /// <summary>Chooses the entries to send, appending them to <paramref name="output"/> in ascending index order.</summary>
+    /// <returns>The threshold used (0 if none) and the number of estimation stages.</returns>
+    protected abstract (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output);
+
+    /// <summary>Called with the estimator's own count, before fallbacks and the cap (the adaptive controller listens here).</summary>
+    protected virtual void OnEstimated(int estimatedCount, int k) { }
+
+    /// <summary>Exact top-k by magnitude, ties broken by lower index, written in ascending index order. Exact zeros are never sent (they would change nothing).</summary>
+    protected void SelectTopK(ReadOnlySpan<float> values, int k, SparseGradient output)
+    {
+        output.Clear();
+        if (k <= 0) return;
+        if (k >= values.Length)
+        {
+            for (int i = 0; i < values.Length; i++) output.Add(i, values[i]);
+            return;
+        }
+        float kth = KthLargestMagnitude(values, k);
+        int above = (int)Kernels.CountAbove(values, kth);
+        int ties = kth > 0 ? k - above : 0;
+        output.Reserve(k);
+        for (int i = 0; i < values.Length; i++)
+        {
+            float a = MathF.Abs(values[i]);
+            if (a > kth || (a == kth && ties-- > 0)) output.Add(i, values[i]);
+        }
+    }
+
+    /// <summary>Keeps the <paramref name="count"/> largest-magnitude entries of <paramref name="output"/>, preserving order.</summary>
+    protected void KeepLargest(SparseGradient output, int count)
+    {
+        var values = output.ValuesMutable;
+        var indices = output.IndicesMutable;
+        float kth = KthLargestMagnitude(values, count);
+        int above = 0;
+        foreach (float v in values) if (MathF.Abs(v) > kth) above++;
+        int ties = kth > 0 ? count - above : 0, w = 0;
+        for (int j = 0; j < values.Length; j++)
+        {
+            float a = MathF.Abs(values[j]);
+            if (a > kth || (a == kth && ties-- > 0)) { indices[w] = indices[j]; values[w] = values[j]; w++; }
+        }
+        output.Truncate(w);
+    }
+
+    /// <summary>The k-th largest |x| (1-based) by quickselect on a reused scratch copy: O(n) expected.</summary>
+    protected float KthLargestMagnitude(ReadOnlySpan<float> values, int k)
+    {
+        if (_magnitudeScratch.Length < values.Length) _magnitudeScratch = new float[values.Length];
+        var a = _magnitudeScratch.AsSpan(0, values.Length);
+        System.Numerics.Tensors.TensorPrimitives.Abs(values, a);
+        return QuickSelect.KthLargest(a, k);
+    }
+}
+
+/// <summary>In-place selection of order statistics.</summary>
+internal static class QuickSelect
+{
+    /// <summary>Returns the k-th largest element (1-based), partially reordering <paramref name="a"/>.</summary>
+    public static float KthLargest(Span<float> a, int k)
+    {
+        int target = a.Length - k; // k-th largest = (n-k)-th smallest, 0-based
+        int lo = 0, hi = a.Length - 1;
+        while (hi > lo)
+        {
+            int mid = lo + ((hi - lo) >> 1);
+            // median of three as pivot
+            if (a[mid] < a[lo]) (a[mid], a[lo]) = (a[lo], a[mid]);
+            if (a[hi] < a[lo]) (a[hi], a[lo]) = (a[lo], a[hi]);
+            if (a[hi] < a[mid]) (a[hi], a[mid]) = (a[mid], a[hi]);
+            float pivot = a[mid];
+            int i = lo, j = hi;
+            while (i <= j)
+            {
+                while (a[i] < pivot) i++;
+                while (a[j] > pivot) j--;
+                if (i <= j) { (a[i], a[j]) = (a[j], a[i]); i++; j--; }
+            }
+            if (target <= j) hi = j;
+            else if (target >= i) lo = i;
+            else return a[target];
+        }
+        return a[target];
+    }
+}

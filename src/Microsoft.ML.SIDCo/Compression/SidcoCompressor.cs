@@ -1,0 +1,100 @@
+using Microsoft.ML.SIDCo.Kernels;
+
+namespace Microsoft.ML.SIDCo.Compression;
+
+/// <summary>
+/// SIDCo: fits a sparsity-inducing distribution to the gradient magnitudes with closed-form
+/// statistics and keeps the entries above the fitted tail quantile. Multi-stage: the first stage
+/// targets a 25% tail on all magnitudes, later stages refit on the exceedances (peaks over threshold),
+/// so the far tail is modelled by data from the tail itself.
+/// </summary>
+public sealed class SidcoCompressor : GradientCompressor
+{
+    /// <summary>Tail probability targeted by the first of several stages.</summary>
+    public const double FirstStageTail = 0.25;
+
+    private readonly CompressorKind _kind;
+
+    /// <summary>Creates a SIDCo compressor of the given family.</summary>
+    public SidcoCompressor(CompressorKind kind, CompressorOptions options, IGradientKernels? kernels = null) : base(options, kernels)
+    {
+        if (!kind.IsSidco()) throw new ArgumentOutOfRangeException(nameof(kind), kind, "Not a SIDCo variant.");
+        _kind = kind;
+        Controller = options.AdaptiveStages
+            ? new AdaptiveStageController(options.Stages, Options.EffectiveMaxStages, options.AdaptationInterval, options.AdaptationTolerance)
+            : null;
+    }
+
+    /// <inheritdoc />
+    public override CompressorKind Kind => _kind;
+
+    /// <summary>The adaptive stage controller, or null when the stage count is fixed.</summary>
+    public AdaptiveStageController? Controller { get; }
+
+    /// <summary>The stage count the next call will use.</summary>
+    public int CurrentStages => Controller?.Stages ?? Options.Stages;
+
+    /// <inheritdoc />
+    protected override StatisticsKinds RequiredStatistics => _kind switch
+    {
+        CompressorKind.SidcoGammaPareto => StatisticsKinds.LogMagnitudes,
+        CompressorKind.SidcoPareto => StatisticsKinds.Squares,
+        _ => StatisticsKinds.Basic,
+    };
+
+    /// <inheritdoc />
+    protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output)
+    {
+        var (threshold, stages) = EstimateThreshold(acc, stats);
+        Kernels.SelectAbove(acc, threshold, output);
+        return (threshold, stages);
+    }
+
+    /// <summary>Estimates the threshold for the configured density (without selecting).</summary>
+    public (float Threshold, int Stages) EstimateThreshold(ReadOnlySpan<float> acc, in GradientStatistics stats)
+    {
+        double delta = Options.Density;
+        if (delta >= 1) return (-1f, 1); // everything passes |x| > -1
+        int m = CurrentStages;
+        if (m == 1 || delta >= FirstStageTail) return ((float)FirstStage(stats, delta), 1);
+
+        double eta = FirstStage(stats, FirstStageTail);
+        double ratio = Math.Pow(delta / FirstStageTail, 1.0 / (m - 1));
+        int used = 1;
+        for (int s = 2; s <= m; s++)
+        {
+            var ex = Kernels.MeasureExceedances(acc, (float)eta);
+            if (ex.Count < 2) break; // nothing left to fit: keep the last threshold
+            double t = ex.Min;
+            double meanY = ex.Mean - t;
+            double next = t + LaterStage(meanY, ex.Variance, ratio);
+            if (!double.IsFinite(next)) break;
+            eta = next;
+            used++;
+        }
+        return ((float)eta, used);
+    }
+
+    private double FirstStage(in GradientStatistics stats, double tail)
+    {
+        double mean = stats.MeanAbs;
+        switch (_kind)
+        {
+            case CompressorKind.SidcoGammaPareto:
+                var gamma = ThresholdEstimators.FitGamma(mean, stats.MeanLogAbs);
+                // Degenerate (constant) data has no gamma fit: the exponential one is the sane limit.
+                return gamma is { } g ? ThresholdEstimators.GammaThreshold(g, tail, Options.GammaQuantile) : ThresholdEstimators.ExponentialThreshold(mean, tail);
+            case CompressorKind.SidcoPareto:
+                return ThresholdEstimators.ParetoThreshold(ThresholdEstimators.FitGeneralizedPareto(mean, stats.VarianceAbs), tail);
+            default:
+                return ThresholdEstimators.ExponentialThreshold(mean, tail);
+        }
+    }
+
+    private double LaterStage(double meanY, double varianceY, double tail) => _kind == CompressorKind.SidcoExponential
+        ? ThresholdEstimators.ExponentialThreshold(meanY, tail)
+        : ThresholdEstimators.ParetoThreshold(ThresholdEstimators.FitGeneralizedPareto(meanY, varianceY), tail);
+
+    /// <inheritdoc />
+    protected override void OnEstimated(int estimatedCount, int k) => Controller?.Observe((double)estimatedCount / Math.Max(1, k));
+}

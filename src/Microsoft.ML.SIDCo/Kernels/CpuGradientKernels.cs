@@ -1,0 +1,333 @@
+using System.Buffers;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+
+namespace Microsoft.ML.SIDCo.Kernels;
+
+/// <summary>
+/// CPU backend: Vector256 loops with a scalar tail, split into fixed-size chunks that run in
+/// parallel on large buffers. Chunk boundaries do not depend on the thread count, and partial
+/// results are combined in chunk order, so results are bitwise reproducible.
+/// </summary>
+public sealed class CpuGradientKernels : IGradientKernels
+{
+    /// <summary>Elements per parallel chunk (256K floats = 1 MiB: large enough to amortise scheduling).</summary>
+    public const int ChunkSize = 1 << 18;
+
+    // Partial sums stay in float only within a block this long, then move to double, which keeps
+    // the statistics accurate on 25M-entry buffers without paying for double lanes in the loop.
+    private const int BlockSize = 4096;
+
+    /// <summary>The shared instance (the backend holds no state).</summary>
+    public static CpuGradientKernels Instance { get; } = new();
+
+    private readonly int _maxThreads;
+
+    /// <summary>Creates a CPU backend using at most <paramref name="maxThreads"/> threads (0 = all cores).</summary>
+    public CpuGradientKernels(int maxThreads = 0)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(maxThreads);
+        _maxThreads = maxThreads == 0 ? Environment.ProcessorCount : maxThreads;
+    }
+
+    /// <inheritdoc />
+    public string Name => "cpu-simd";
+
+    /// <inheritdoc />
+    public unsafe GradientStatistics AccumulateAndMeasure(ReadOnlySpan<float> gradient, ReadOnlySpan<float> residual, Span<float> accumulator, StatisticsKinds kinds)
+    {
+        if (residual.Length != gradient.Length) throw new ArgumentException($"Residual length {residual.Length} differs from gradient length {gradient.Length}.", nameof(residual));
+        if (accumulator.Length != gradient.Length) throw new ArgumentException($"Accumulator length {accumulator.Length} differs from gradient length {gradient.Length}.", nameof(accumulator));
+        fixed (float* g = gradient)
+        fixed (float* r = residual)
+        fixed (float* acc = accumulator)
+        {
+            var (gp, rp, ap) = ((nint)g, (nint)r, (nint)acc);
+            return Reduce(gradient.Length, (start, len) => MeasureRange((float*)gp + start, (float*)rp + start, (float*)ap + start, len, start, kinds));
+        }
+    }
+
+    /// <inheritdoc />
+    public unsafe GradientStatistics Measure(ReadOnlySpan<float> values, StatisticsKinds kinds)
+    {
+        fixed (float* v = values)
+        {
+            var vp = (nint)v;
+            return Reduce(values.Length, (start, len) => MeasureRange((float*)vp + start, null, null, len, start, kinds));
+        }
+    }
+
+    /// <inheritdoc />
+    public unsafe ExceedanceStatistics MeasureExceedances(ReadOnlySpan<float> values, float threshold)
+    {
+        fixed (float* v = values)
+        {
+            var vp = (nint)v;
+            int chunks = ChunkCount(values.Length);
+            var parts = ArrayPool<ExceedanceStatistics>.Shared.Rent(chunks);
+            try
+            {
+                ForEachChunk(values.Length, (c, start, len) => parts[c] = ExceedRange((float*)vp + start, len, threshold));
+                ExceedanceStatistics total = new(0, 0, 0, float.PositiveInfinity);
+                for (int c = 0; c < chunks; c++)
+                {
+                    var p = parts[c];
+                    total = new(total.Count + p.Count, total.Sum + p.Sum, total.SumSquares + p.SumSquares, Math.Min(total.Min, p.Min));
+                }
+                return total;
+            }
+            finally { ArrayPool<ExceedanceStatistics>.Shared.Return(parts); }
+        }
+    }
+
+    /// <inheritdoc />
+    public unsafe long CountAbove(ReadOnlySpan<float> values, float threshold)
+    {
+        fixed (float* v = values)
+        {
+            var vp = (nint)v;
+            int chunks = ChunkCount(values.Length);
+            var parts = ArrayPool<long>.Shared.Rent(chunks);
+            try
+            {
+                ForEachChunk(values.Length, (c, start, len) => parts[c] = CountRange((float*)vp + start, len, threshold));
+                long total = 0;
+                for (int c = 0; c < chunks; c++) total += parts[c];
+                return total;
+            }
+            finally { ArrayPool<long>.Shared.Return(parts); }
+        }
+    }
+
+    /// <inheritdoc />
+    public unsafe int SelectAbove(ReadOnlySpan<float> values, float threshold, SparseBuffer output)
+    {
+        ArgumentNullException.ThrowIfNull(output);
+        int chunks = ChunkCount(values.Length);
+        if (chunks <= 1)
+        {
+            int before = output.Count;
+            fixed (float* v = values) SelectRange(v, values.Length, 0, threshold, output);
+            return output.Count - before;
+        }
+
+        // Each chunk compacts into its own pooled buffer; the buffers are then appended in chunk
+        // order, which keeps indices ascending. Only the selected entries are written twice.
+        var locals = ArrayPool<SparseBuffer?>.Shared.Rent(chunks);
+        try
+        {
+            fixed (float* v = values)
+            {
+                var vp = (nint)v;
+                ForEachChunk(values.Length, (c, start, len) =>
+                {
+                    var local = locals[c] ??= LocalBuffers.Rent();
+                    local.Clear();
+                    SelectRange((float*)vp + start, len, start, threshold, local);
+                });
+            }
+            int total = 0;
+            for (int c = 0; c < chunks; c++) total += locals[c]!.Count;
+            output.Reserve(total);
+            for (int c = 0; c < chunks; c++) output.AddRange(locals[c]!.Indices, locals[c]!.Values);
+            return total;
+        }
+        finally
+        {
+            for (int c = 0; c < chunks; c++) { if (locals[c] is { } l) LocalBuffers.Return(l); locals[c] = null; }
+            ArrayPool<SparseBuffer?>.Shared.Return(locals);
+        }
+    }
+
+    /// <inheritdoc />
+    public void ScatterAdd(ReadOnlySpan<int> indices, ReadOnlySpan<float> values, Span<float> dense)
+    {
+        if (indices.Length != values.Length) throw new ArgumentException("Index and value spans differ in length.", nameof(values));
+        ref float d = ref MemoryMarshal.GetReference(dense);
+        int n = dense.Length;
+        for (int j = 0; j < indices.Length; j++)
+        {
+            int i = indices[j];
+            if ((uint)i >= (uint)n) throw new IndexOutOfRangeException($"Sparse index {i} at position {j} is outside the dense buffer of length {n}.");
+            Unsafe.Add(ref d, i) += values[j];
+        }
+    }
+
+    private int ChunkCount(int n) => n <= ChunkSize ? 1 : (n + ChunkSize - 1) / ChunkSize;
+
+    private void ForEachChunk(int n, Action<int, int, int> body)
+    {
+        int chunks = ChunkCount(n);
+        if (chunks == 1 || _maxThreads == 1)
+        {
+            for (int c = 0; c < chunks; c++) body(c, c * ChunkSize, Math.Min(ChunkSize, n - c * ChunkSize));
+            return;
+        }
+        Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = _maxThreads },
+            c => body(c, c * ChunkSize, Math.Min(ChunkSize, n - c * ChunkSize)));
+    }
+
+    private GradientStatistics Reduce(int n, Func<int, int, GradientStatistics> range)
+    {
+        int chunks = ChunkCount(n);
+        if (chunks == 1) return range(0, n);
+        var parts = ArrayPool<GradientStatistics>.Shared.Rent(chunks);
+        try
+        {
+            ForEachChunk(n, (c, start, len) => parts[c] = range(start, len));
+            var total = new GradientStatistics(0, 0, 0, 0, 0, -1);
+            for (int c = 0; c < chunks; c++)
+            {
+                var p = parts[c];
+                long bad = total.FirstNonFinite >= 0 ? total.FirstNonFinite : p.FirstNonFinite;
+                total = new(total.Count + p.Count, total.SumAbs + p.SumAbs, total.SumLogAbs + p.SumLogAbs,
+                    total.SumSquares + p.SumSquares, Math.Max(total.MaxAbs, p.MaxAbs), bad);
+            }
+            return total;
+        }
+        finally { ArrayPool<GradientStatistics>.Shared.Return(parts); }
+    }
+
+    // One pass over a range: optionally acc = g + r (written), then |x| statistics.
+    private static unsafe GradientStatistics MeasureRange(float* x, float* residual, float* acc, int length, long offset, StatisticsKinds kinds)
+    {
+        bool logs = (kinds & StatisticsKinds.LogMagnitudes) != 0;
+        bool squares = (kinds & StatisticsKinds.Squares) != 0;
+        double sumAbs = 0, sumLog = 0, sumSq = 0;
+        var vMax = Vector256<float>.Zero;
+        var vBad = Vector256<float>.Zero; // any lane becomes non-zero once a non-finite value appears
+        var vEps = Vector256.Create(GradientStatistics.LogEpsilon);
+        var vInf = Vector256.Create(float.PositiveInfinity);
+        float sMax = 0;
+        bool badScalar = false;
+        int i = 0;
+        while (i < length)
+        {
+            int end = Math.Min(length, i + BlockSize);
+            var vSum = Vector256<float>.Zero; var vLog = Vector256<float>.Zero; var vSq = Vector256<float>.Zero;
+            for (; i + Vector256<float>.Count <= end; i += Vector256<float>.Count)
+            {
+                var v = Vector256.Load(x + i);
+                if (residual != null)
+                {
+                    v += Vector256.Load(residual + i);
+                    v.Store(acc + i);
+                }
+                var a = Vector256.Abs(v);
+                // |v| < inf is false for NaN and for +-inf: flag those lanes.
+                vBad |= ~Vector256.LessThan(a, vInf);
+                vSum += a;
+                vMax = Vector256.Max(vMax, a);
+                if (logs) vLog += Vector256.Log(a + vEps);
+                if (squares) vSq += a * a;
+            }
+            double blockSum = Vector256.Sum(vSum), blockLog = logs ? Vector256.Sum(vLog) : 0, blockSq = squares ? Vector256.Sum(vSq) : 0;
+            for (; i < end; i++)
+            {
+                float v = x[i];
+                if (residual != null) { v += residual[i]; acc[i] = v; }
+                float a = MathF.Abs(v);
+                if (!float.IsFinite(v)) badScalar = true;
+                blockSum += a;
+                if (a > sMax) sMax = a;
+                if (logs) blockLog += MathF.Log(a + GradientStatistics.LogEpsilon);
+                if (squares) blockSq += (double)a * a;
+            }
+            sumAbs += blockSum; sumLog += blockLog; sumSq += blockSq;
+        }
+        float max = Math.Max(sMax, MaxLanes(vMax));
+        long firstBad = -1;
+        if (badScalar || vBad != Vector256<float>.Zero)
+        {
+            // Rare path: locate the first offending entry exactly.
+            for (int j = 0; j < length; j++)
+            {
+                float v = residual != null ? acc[j] : x[j];
+                if (!float.IsFinite(v)) { firstBad = offset + j; break; }
+            }
+        }
+        return new GradientStatistics(length, sumAbs, sumLog, sumSq, max, firstBad);
+    }
+
+    private static float MaxLanes(Vector256<float> v)
+    {
+        float m = 0;
+        for (int k = 0; k < Vector256<float>.Count; k++) m = MathF.Max(m, v.GetElement(k));
+        return m;
+    }
+
+    private static unsafe ExceedanceStatistics ExceedRange(float* x, int length, float threshold)
+    {
+        long count = 0; double sum = 0, sumSq = 0; float min = float.PositiveInfinity;
+        var vT = Vector256.Create(threshold);
+        var vMin = Vector256.Create(float.PositiveInfinity);
+        int i = 0;
+        while (i < length)
+        {
+            int end = Math.Min(length, i + BlockSize);
+            var vSum = Vector256<float>.Zero; var vSq = Vector256<float>.Zero; var vCnt = Vector256<int>.Zero;
+            for (; i + Vector256<float>.Count <= end; i += Vector256<float>.Count)
+            {
+                var a = Vector256.Abs(Vector256.Load(x + i));
+                var mask = Vector256.GreaterThan(a, vT);
+                var sel = a & mask;
+                vSum += sel;
+                vSq += sel * sel;
+                vCnt -= mask.AsInt32(); // mask lanes are -1
+                vMin = Vector256.Min(vMin, Vector256.ConditionalSelect(mask, a, Vector256.Create(float.PositiveInfinity)));
+            }
+            count += Vector256.Sum(vCnt); sum += Vector256.Sum(vSum); sumSq += Vector256.Sum(vSq);
+            for (; i < end; i++)
+            {
+                float a = MathF.Abs(x[i]);
+                if (a > threshold) { count++; sum += a; sumSq += (double)a * a; if (a < min) min = a; }
+            }
+        }
+        for (int k = 0; k < Vector256<float>.Count; k++) min = MathF.Min(min, vMin.GetElement(k));
+        return new ExceedanceStatistics(count, sum, sumSq, min);
+    }
+
+    private static unsafe long CountRange(float* x, int length, float threshold)
+    {
+        long count = 0;
+        var vT = Vector256.Create(threshold);
+        int i = 0;
+        while (i < length)
+        {
+            int end = Math.Min(length, i + BlockSize);
+            var vCnt = Vector256<int>.Zero;
+            for (; i + Vector256<float>.Count <= end; i += Vector256<float>.Count)
+                vCnt -= Vector256.GreaterThan(Vector256.Abs(Vector256.Load(x + i)), vT).AsInt32();
+            count += Vector256.Sum(vCnt);
+            for (; i < end; i++) if (MathF.Abs(x[i]) > threshold) count++;
+        }
+        return count;
+    }
+
+    // Compaction: a vector compare skips the (vast majority of) lanes with nothing selected.
+    private static unsafe void SelectRange(float* x, int length, int offset, float threshold, SparseBuffer output)
+    {
+        var vT = Vector256.Create(threshold);
+        int i = 0;
+        for (; i + Vector256<float>.Count <= length; i += Vector256<float>.Count)
+        {
+            uint bits = Vector256.GreaterThan(Vector256.Abs(Vector256.Load(x + i)), vT).ExtractMostSignificantBits();
+            while (bits != 0)
+            {
+                int lane = System.Numerics.BitOperations.TrailingZeroCount(bits);
+                output.Add(offset + i + lane, x[i + lane]);
+                bits &= bits - 1;
+            }
+        }
+        for (; i < length; i++) if (MathF.Abs(x[i]) > threshold) output.Add(offset + i, x[i]);
+    }
+
+    // A small pool of per-chunk selection buffers, so parallel selection allocates nothing in steady state.
+    private static class LocalBuffers
+    {
+        private static readonly System.Collections.Concurrent.ConcurrentBag<SparseBuffer> s_pool = new();
+        public static SparseBuffer Rent() => s_pool.TryTake(out var b) ? b : new SparseBuffer(1024);
+        public static void Return(SparseBuffer b) { b.Clear(); s_pool.Add(b); }
+    }
+}

@@ -1,0 +1,52 @@
+namespace Microsoft.ML.SIDCo.Kernels;
+
+/// <summary>Which optional statistics a measuring pass should compute besides the sum of magnitudes.</summary>
+[Flags]
+public enum StatisticsKinds
+{
+    /// <summary>Only count, sum of |x| and max |x|.</summary>
+    Basic = 0,
+    /// <summary>Also the sum of ln(|x| + eps) (needed by the gamma fit).</summary>
+    LogMagnitudes = 1,
+    /// <summary>Also the sum of x^2 (needed by the generalized-Pareto fit and the Gaussian baseline).</summary>
+    Squares = 2,
+}
+
+/// <summary>Summary statistics of the magnitudes of a buffer, produced in one fused pass.</summary>
+/// <param name="Count">Number of entries measured.</param>
+/// <param name="SumAbs">Sum of |x|.</param>
+/// <param name="SumLogAbs">Sum of ln(|x| + <see cref="GradientStatistics.LogEpsilon"/>), when requested.</param>
+/// <param name="SumSquares">Sum of x^2, when requested.</param>
+/// <param name="MaxAbs">Largest |x|.</param>
+/// <param name="FirstNonFinite">Index of the first NaN or infinite entry, or -1 when all are finite.</param>
+public readonly record struct GradientStatistics(long Count, double SumAbs, double SumLogAbs, double SumSquares, float MaxAbs, long FirstNonFinite)
+{
+    /// <summary>Guard added before taking logarithms so that exact zeros stay finite.</summary>
+    public const float LogEpsilon = 2.2e-16f;
+
+    /// <summary>Mean of |x| (0 for an empty buffer).</summary>
+    public double MeanAbs => Count == 0 ? 0 : SumAbs / Count;
+
+    /// <summary>Mean of ln(|x| + eps) (0 for an empty buffer).</summary>
+    public double MeanLogAbs => Count == 0 ? 0 : SumLogAbs / Count;
+
+    /// <summary>Unbiased variance of |x| (0 for fewer than two entries).</summary>
+    public double VarianceAbs => Count < 2 ? 0 : Math.Max(0, (SumSquares - SumAbs * SumAbs / Count) / (Count - 1));
+
+    /// <summary>True when every entry was finite.</summary>
+    public bool AllFinite => FirstNonFinite < 0;
+}
+
+/// <summary>Statistics of the entries whose magnitude exceeds a threshold (the "peaks over threshold").</summary>
+/// <param name="Count">Number of entries with |x| &gt; threshold.</param>
+/// <param name="Sum">Sum of their magnitudes.</param>
+/// <param name="SumSquares">Sum of their squared magnitudes.</param>
+/// <param name="Min">Smallest magnitude among them (+inf when there are none).</param>
+public readonly record struct ExceedanceStatistics(long Count, double Sum, double SumSquares, float Min)
+{
+    /// <summary>Mean of the exceedance magnitudes.</summary>
+    public double Mean => Count == 0 ? 0 : Sum / Count;
+
+    /// <summary>Unbiased variance of the exceedance magnitudes.</summary>
+    public double Variance => Count < 2 ? 0 : Math.Max(0, (SumSquares - Sum * Sum / Count) / (Count - 1));
+}

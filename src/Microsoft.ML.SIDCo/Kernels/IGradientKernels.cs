@@ -1,0 +1,37 @@
+namespace Microsoft.ML.SIDCo.Kernels;
+
+/// <summary>
+/// The hot loops of gradient compression, behind one interface so that a CPU (SIMD) backend and an
+/// ILGPU backend can be swapped and tested against each other. Implementations know nothing about
+/// what the numbers mean: they measure, select and scatter.
+/// </summary>
+/// <remarks>
+/// Every method is deterministic: the same input gives the same output regardless of thread count,
+/// and selections come out in ascending index order.
+/// </remarks>
+public interface IGradientKernels
+{
+    /// <summary>A short name for reports ("cpu-simd", "ilgpu-cpu", "ilgpu-cuda", ...).</summary>
+    string Name { get; }
+
+    /// <summary>Fused error feedback and statistics: writes <c>acc = gradient + residual</c> and measures |acc| in the same pass.</summary>
+    GradientStatistics AccumulateAndMeasure(ReadOnlySpan<float> gradient, ReadOnlySpan<float> residual, Span<float> accumulator, StatisticsKinds kinds);
+
+    /// <summary>Measures |x| over <paramref name="values"/> in one pass.</summary>
+    GradientStatistics Measure(ReadOnlySpan<float> values, StatisticsKinds kinds);
+
+    /// <summary>Statistics of the magnitudes strictly above <paramref name="threshold"/>.</summary>
+    ExceedanceStatistics MeasureExceedances(ReadOnlySpan<float> values, float threshold);
+
+    /// <summary>Counts the entries with |x| &gt; <paramref name="threshold"/>.</summary>
+    long CountAbove(ReadOnlySpan<float> values, float threshold);
+
+    /// <summary>
+    /// Selection with compaction: appends every (index, value) with |value| &gt; <paramref name="threshold"/>
+    /// to <paramref name="output"/>, in ascending index order. Returns the number selected.
+    /// </summary>
+    int SelectAbove(ReadOnlySpan<float> values, float threshold, SparseBuffer output);
+
+    /// <summary>Adds <c>values[j]</c> to <c>dense[indices[j]]</c> for every j (duplicates accumulate).</summary>
+    void ScatterAdd(ReadOnlySpan<int> indices, ReadOnlySpan<float> values, Span<float> dense);
+}
