@@ -1,1 +1,56 @@
-Console.WriteLine("placeholder");
+using Microsoft.ML.SIDCo.Communication;
+using Microsoft.ML.SIDCo.TestHost;
+
+// Scenarios the tests start under mpirun. Each rank prints lines the tests parse:
+//   CHECK <rank> <name> OK|FAIL <detail>
+// Exit code 0 means the scenario itself ran to its end.
+string scenario = args.Length > 0 ? args[0] : "contract";
+switch (scenario)
+{
+    case "contract":
+    {
+        using var comm = new MpiCommunicator();
+        foreach (var r in CommunicatorContract.Run(comm))
+            Console.WriteLine($"CHECK {comm.Rank} {r.Name} {(r.Ok ? "OK" : "FAIL")} {r.Detail}");
+        // Large buffers are sent in pieces: force tiny pieces and check the sums.
+        using var chunked = new MpiCommunicator { MaxElementsPerCall = 7 };
+        var buf = Enumerable.Range(0, 100).Select(i => (float)i).ToArray();
+        chunked.AllReduceSum<float>(buf);
+        bool ok = buf.Select((v, i) => v == i * comm.Size).All(x => x);
+        Console.WriteLine($"CHECK {comm.Rank} chunked-allreduce {(ok ? "OK" : "FAIL")} {buf[99]}");
+        Console.WriteLine($"CHECK {comm.Rank} launched-by-mpirun {(MpiCommunicator.IsLaunchedByMpirun && MpiCommunicator.LaunchedWorldSize == comm.Size ? "OK" : "FAIL")}");
+        return 0;
+    }
+    case "mismatch":
+    {
+        using var comm = new MpiCommunicator();
+        try
+        {
+            _ = new GradientExchange(comm, 1000 + comm.Rank, ExchangeMode.Sparse);
+            Console.WriteLine($"CHECK {comm.Rank} mismatch FAIL no exception");
+        }
+        catch (RankMismatchException e)
+        {
+            Console.WriteLine($"CHECK {comm.Rank} mismatch OK {e.Message}");
+        }
+        return 0;
+    }
+    case "die":
+    {
+        using var comm = new MpiCommunicator();
+        var buf = new float[1 << 16];
+        for (int step = 0; ; step++)
+        {
+            if (comm.Rank == 1 && step == 3)
+            {
+                Console.WriteLine($"CHECK {comm.Rank} dying OK at step {step}");
+                Console.Out.Flush();
+                Environment.Exit(3);
+            }
+            comm.AllReduceSum<float>(buf);
+        }
+    }
+    default:
+        Console.Error.WriteLine($"unknown scenario '{scenario}'");
+        return 2;
+}

@@ -1,0 +1,82 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+
+namespace Microsoft.ML.SIDCo.Communication;
+
+/// <summary>
+/// The alpha-beta (latency-bandwidth) model of the two exchanges, for <paramref name="Workers"/> workers:
+/// ring allreduce of n floats costs 2(P-1) alpha + 2 (P-1)/P 4n beta; allgather of K (index, value)
+/// pairs in total costs 2(P-1) alpha + (P-1)/P K (4 + value bytes) beta. Sparse stops paying once the
+/// union of selections approaches P k ~ n, i.e. when P * density nears 1.
+/// </summary>
+/// <param name="AlphaSeconds">Per-message latency.</param>
+/// <param name="BetaSecondsPerByte">Inverse bandwidth.</param>
+/// <param name="Workers">Number of workers P.</param>
+public sealed record CostModel(double AlphaSeconds, double BetaSecondsPerByte, int Workers)
+{
+    private static readonly ConditionalWeakTable<ICommunicator, CostModel> s_cache = new();
+
+    /// <summary>Bytes each rank sends in a ring allreduce of <paramref name="elements"/> floats.</summary>
+    public double DenseBytesPerRank(long elements) => Workers <= 1 ? 0 : 2.0 * (Workers - 1) / Workers * 4.0 * elements;
+
+    /// <summary>Bytes each rank sends, on average, in the allgather of <paramref name="totalSelected"/> pairs.</summary>
+    public double SparseBytesPerRank(long totalSelected, int valueBytes = 4) => Workers <= 1 ? 0 : (double)(Workers - 1) / Workers * totalSelected * (4 + valueBytes);
+
+    /// <summary>Predicted seconds for the dense allreduce.</summary>
+    public double DenseSeconds(long elements) => Workers <= 1 ? 0 : 2.0 * (Workers - 1) * AlphaSeconds + DenseBytesPerRank(elements) * BetaSecondsPerByte;
+
+    /// <summary>Predicted seconds for the sparse allgather exchange (counts allgather included).</summary>
+    public double SparseSeconds(long totalSelected, int valueBytes = 4) => Workers <= 1 ? 0 : 3.0 * (Workers - 1) * AlphaSeconds + SparseBytesPerRank(totalSelected, valueBytes) * BetaSecondsPerByte;
+
+    /// <summary>Which exchange the model predicts to be faster.</summary>
+    public ExchangeMode Choose(long elements, long totalSelected, int valueBytes = 4)
+        => SparseSeconds(totalSelected, valueBytes) <= DenseSeconds(elements) ? ExchangeMode.Sparse : ExchangeMode.Dense;
+
+    /// <summary>
+    /// Measures alpha and beta on <paramref name="comm"/> with a short probe (small and 4 MiB allreduces,
+    /// median of <paramref name="repetitions"/>), agreed on by all ranks (rank 0's figures are broadcast).
+    /// Collective: every rank must call it. Cached per communicator.
+    /// </summary>
+    public static CostModel Probe(ICommunicator comm, int repetitions = 10)
+    {
+        ArgumentNullException.ThrowIfNull(comm);
+        if (s_cache.TryGetValue(comm, out var cached)) return cached;
+        if (comm.Size == 1) return Remember(comm, new CostModel(0, 0, 1));
+        const int Large = 1 << 20;
+        var small = new float[1];
+        var large = new float[Large];
+        double tSmall = MedianSeconds(comm, () => comm.AllReduceSum<float>(small), repetitions);
+        double tLarge = MedianSeconds(comm, () => comm.AllReduceSum<float>(large), repetitions);
+        int p = comm.Size;
+        double alpha = tSmall / (2.0 * (p - 1));
+        double beta = Math.Max(1e-13, (tLarge - 2.0 * (p - 1) * alpha) / (2.0 * (p - 1) / p * 4.0 * Large));
+        var agreed = new[] { alpha, beta };
+        comm.Broadcast<double>(agreed, 0);
+        return Remember(comm, new CostModel(agreed[0], agreed[1], p));
+    }
+
+    /// <summary>A model from a known link: latency in microseconds and bandwidth in Mbit/s.</summary>
+    public static CostModel FromLink(double latencyMicroseconds, double megabitsPerSecond, int workers)
+        => new(latencyMicroseconds * 1e-6, 8.0 / (megabitsPerSecond * 1e6), workers);
+
+    private static CostModel Remember(ICommunicator comm, CostModel model)
+    {
+        s_cache.AddOrUpdate(comm, model);
+        return model;
+    }
+
+    private static double MedianSeconds(ICommunicator comm, Action op, int repetitions)
+    {
+        op(); op(); // warm-up
+        var t = new double[repetitions];
+        for (int i = 0; i < repetitions; i++)
+        {
+            comm.Barrier();
+            long start = Stopwatch.GetTimestamp();
+            op();
+            t[i] = Stopwatch.GetElapsedTime(start).TotalSeconds;
+        }
+        Array.Sort(t);
+        return t[repetitions / 2];
+    }
+}

@@ -1,0 +1,150 @@
+using System.Diagnostics;
+using System.Numerics.Tensors;
+using Microsoft.ML.SIDCo.Kernels;
+
+namespace Microsoft.ML.SIDCo.Communication;
+
+/// <summary>How compressed gradients travel between workers.</summary>
+public enum ExchangeMode
+{
+    /// <summary>Per step, whichever of sparse and dense the cost model predicts to be faster, from the actual counts.</summary>
+    Auto,
+    /// <summary>Allgather of (index, value) pairs, then scatter-add.</summary>
+    Sparse,
+    /// <summary>Dense allreduce of the (densified) vector.</summary>
+    Dense,
+}
+
+/// <summary>What one exchange did, including the cost model's inputs and decision.</summary>
+/// <param name="Mode">The exchange actually used.</param>
+/// <param name="LocalSelected">Entries this worker contributed.</param>
+/// <param name="TotalSelected">Entries contributed by all workers together (K).</param>
+/// <param name="PredictedDenseMs">The model's prediction for a dense allreduce.</param>
+/// <param name="PredictedSparseMs">The model's prediction for the sparse allgather.</param>
+/// <param name="BytesPerRank">Bytes each rank sends in the mode used, per the model.</param>
+/// <param name="ElapsedMs">Measured wall time of the exchange.</param>
+public readonly record struct ExchangeStats(ExchangeMode Mode, int LocalSelected, long TotalSelected, double PredictedDenseMs, double PredictedSparseMs, double BytesPerRank, double ElapsedMs)
+{
+    /// <summary>The model's prediction for the mode used.</summary>
+    public double PredictedMs => Mode == ExchangeMode.Dense ? PredictedDenseMs : PredictedSparseMs;
+}
+
+/// <summary>
+/// Averages gradients over all workers: sparse allreduce (allgather the counts, allgatherv the int32
+/// indices and the values, scatter-add in rank order into a zeroed buffer, divide by the worker count)
+/// or dense allreduce, chosen per step by <see cref="CostModel"/> in <see cref="ExchangeMode.Auto"/>.
+/// Every worker ends with bitwise the same result. Buffers are reused from step to step.
+/// </summary>
+public sealed class GradientExchange
+{
+    private readonly ICommunicator _comm;
+    private readonly IGradientKernels _kernels;
+    private readonly int[] _counts;
+    private int[] _allIndices = [];
+    private float[] _allValues = [];
+    private Half[] _halfMine = [], _halfAll = [];
+
+    /// <summary>Creates an exchange for gradients of <paramref name="length"/> entries.</summary>
+    /// <param name="comm">The workers.</param>
+    /// <param name="length">Dense gradient length; checked to agree across ranks (collective).</param>
+    /// <param name="mode">Exchange mode.</param>
+    /// <param name="halfPrecisionValues">Send sparse values as float16 (halves value bytes; rounds values).</param>
+    /// <param name="model">Cost model; probed on <paramref name="comm"/> when null and the mode is Auto.</param>
+    /// <param name="kernels">Scatter-add backend (CPU by default).</param>
+    public GradientExchange(ICommunicator comm, int length, ExchangeMode mode = ExchangeMode.Auto, bool halfPrecisionValues = false, CostModel? model = null, IGradientKernels? kernels = null)
+    {
+        ArgumentNullException.ThrowIfNull(comm);
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        if (!Enum.IsDefined(mode)) throw new ArgumentOutOfRangeException(nameof(mode), mode, "Unknown ExchangeMode.");
+        _comm = comm;
+        Length = length;
+        Mode = mode;
+        HalfPrecisionValues = halfPrecisionValues;
+        _kernels = kernels ?? CpuGradientKernels.Instance;
+        _counts = new int[comm.Size];
+        comm.VerifyAgreement("the gradient length", length);
+        comm.VerifyAgreement("the exchange mode and value precision", (long)mode * 2 + (halfPrecisionValues ? 1 : 0));
+        Model = model ?? (mode == ExchangeMode.Auto ? CostModel.Probe(comm) : new CostModel(0, 0, comm.Size));
+    }
+
+    /// <summary>Dense gradient length.</summary>
+    public int Length { get; }
+
+    /// <summary>The configured mode.</summary>
+    public ExchangeMode Mode { get; }
+
+    /// <summary>True when sparse values travel as float16.</summary>
+    public bool HalfPrecisionValues { get; }
+
+    /// <summary>The cost model in use.</summary>
+    public CostModel Model { get; }
+
+    /// <summary>
+    /// Averages the workers' sparse gradients into <paramref name="averaged"/> (length <see cref="Length"/>).
+    /// Indices chosen by several workers accumulate. Collective.
+    /// </summary>
+    public ExchangeStats AllReduce(SparseBuffer local, Span<float> averaged)
+    {
+        ArgumentNullException.ThrowIfNull(local);
+        if (averaged.Length != Length) throw new ArgumentException($"Output length {averaged.Length} differs from the exchange length {Length}.", nameof(averaged));
+        long start = Stopwatch.GetTimestamp();
+        int p = _comm.Size;
+        _comm.AllGather<int>([local.Count], _counts);
+        long total = 0;
+        foreach (int c in _counts) total += c;
+        int valueBytes = HalfPrecisionValues ? 2 : 4;
+        double denseMs = Model.DenseSeconds(Length) * 1e3, sparseMs = Model.SparseSeconds(total, valueBytes) * 1e3;
+        var mode = Mode switch
+        {
+            ExchangeMode.Auto => Model.Choose(Length, total, valueBytes),
+            _ => Mode,
+        };
+        // Every rank saw the same counts, so every rank takes the same branch.
+        if (mode == ExchangeMode.Dense)
+        {
+            averaged.Clear();
+            _kernels.ScatterAdd(local.Indices, local.Values, averaged);
+            _comm.AllReduceSum(averaged);
+        }
+        else
+        {
+            if (total > int.MaxValue) throw new InvalidOperationException($"{total} selected entries exceed one exchange; use ExchangeMode.Dense.");
+            int t = (int)total;
+            if (_allIndices.Length < t) { _allIndices = new int[t]; _allValues = new float[t]; }
+            _comm.AllGatherV(local.Indices, _allIndices.AsSpan(0, t), _counts);
+            if (HalfPrecisionValues)
+            {
+                if (_halfMine.Length < local.Count) _halfMine = new Half[local.Count];
+                if (_halfAll.Length < t) _halfAll = new Half[t];
+                TensorPrimitives.ConvertToHalf(local.Values, _halfMine.AsSpan(0, local.Count));
+                _comm.AllGatherV<Half>(_halfMine.AsSpan(0, local.Count), _halfAll.AsSpan(0, t), _counts);
+                TensorPrimitives.ConvertToSingle(_halfAll.AsSpan(0, t), _allValues.AsSpan(0, t));
+            }
+            else
+            {
+                _comm.AllGatherV(local.Values, _allValues.AsSpan(0, t), _counts);
+            }
+            averaged.Clear();
+            int offset = 0;
+            for (int r = 0; r < p; r++)
+            {
+                _kernels.ScatterAdd(_allIndices.AsSpan(offset, _counts[r]), _allValues.AsSpan(offset, _counts[r]), averaged);
+                offset += _counts[r];
+            }
+        }
+        if (p > 1) TensorPrimitives.Multiply(averaged, 1f / p, averaged);
+        double bytes = mode == ExchangeMode.Dense ? Model.DenseBytesPerRank(Length) : Model.SparseBytesPerRank(total, valueBytes);
+        return new ExchangeStats(mode, local.Count, total, denseMs, sparseMs, bytes, Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+    }
+
+    /// <summary>Dense allreduce of <paramref name="gradient"/> in place, divided by the worker count. Collective.</summary>
+    public ExchangeStats AllReduceDense(Span<float> gradient)
+    {
+        if (gradient.Length != Length) throw new ArgumentException($"Gradient length {gradient.Length} differs from the exchange length {Length}.", nameof(gradient));
+        long start = Stopwatch.GetTimestamp();
+        _comm.AllReduceSum(gradient);
+        if (_comm.Size > 1) TensorPrimitives.Multiply(gradient, 1f / _comm.Size, gradient);
+        double ms = Model.DenseSeconds(Length) * 1e3;
+        return new ExchangeStats(ExchangeMode.Dense, Length, (long)Length * _comm.Size, ms, double.NaN, Model.DenseBytesPerRank(Length), Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+    }
+}

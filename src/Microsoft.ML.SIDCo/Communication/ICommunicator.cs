@@ -1,0 +1,72 @@
+namespace Microsoft.ML.SIDCo.Communication;
+
+/// <summary>
+/// Collective operations among the workers of one training job. Every worker must call the same
+/// collectives in the same order with compatible sizes, as with MPI. Element types are the
+/// unmanaged types MPI moves natively: <see cref="float"/>, <see cref="double"/>, <see cref="int"/>,
+/// <see cref="long"/>, <see cref="byte"/> (and <see cref="Half"/> as raw bytes).
+/// </summary>
+public interface ICommunicator : IDisposable
+{
+    /// <summary>This worker's rank, 0 .. <see cref="Size"/> - 1.</summary>
+    int Rank { get; }
+
+    /// <summary>Number of workers.</summary>
+    int Size { get; }
+
+    /// <summary>"mpi" or "inprocess".</summary>
+    string Transport { get; }
+
+    /// <summary>Blocks until every worker has arrived.</summary>
+    void Barrier();
+
+    /// <summary>Copies <paramref name="buffer"/> from <paramref name="root"/> to every worker.</summary>
+    void Broadcast<T>(Span<T> buffer, int root) where T : unmanaged;
+
+    /// <summary>Element-wise sum over all workers, in place; every worker gets the same result.</summary>
+    void AllReduceSum<T>(Span<T> buffer) where T : unmanaged;
+
+    /// <summary>Gathers an equal-sized block from every worker into <paramref name="all"/> (rank order).</summary>
+    void AllGather<T>(ReadOnlySpan<T> mine, Span<T> all) where T : unmanaged;
+
+    /// <summary>Gathers blocks of different sizes (<paramref name="counts"/>[r] from rank r) into <paramref name="all"/> in rank order.</summary>
+    void AllGatherV<T>(ReadOnlySpan<T> mine, Span<T> all, ReadOnlySpan<int> counts) where T : unmanaged;
+}
+
+/// <summary>Thrown on every rank when ranks disagree about something they must share (buffer length, compressor, ...).</summary>
+public sealed class RankMismatchException(string message) : InvalidOperationException(message);
+
+/// <summary>Helpers built on the collectives.</summary>
+public static class CommunicatorExtensions
+{
+    /// <summary>
+    /// Collectively checks that every rank holds the same <paramref name="value"/> for <paramref name="what"/>;
+    /// when they differ, throws <see cref="RankMismatchException"/> on every rank (never a hang: all ranks take part).
+    /// </summary>
+    public static void VerifyAgreement(this ICommunicator comm, string what, long value)
+    {
+        ArgumentNullException.ThrowIfNull(comm);
+        if (comm.Size == 1) return;
+        var all = new long[comm.Size];
+        comm.AllGather<long>([value], all);
+        if (all.Distinct().Count() > 1)
+            throw new RankMismatchException($"Ranks disagree on {what}: " + string.Join(", ", all.Select((v, r) => $"rank {r} = {v}")) + ". Every rank must train the same model with the same options.");
+    }
+
+    /// <summary>A stable 64-bit fingerprint of a string (for <see cref="VerifyAgreement"/>).</summary>
+    public static long Fingerprint(string text) => (long)System.IO.Hashing.XxHash64.HashToUInt64(System.Text.Encoding.UTF8.GetBytes(text));
+
+    /// <summary>Exclusive prefix sums of <paramref name="counts"/>.</summary>
+    internal static int[] Displacements(ReadOnlySpan<int> counts)
+    {
+        var d = new int[counts.Length];
+        long sum = 0;
+        for (int r = 0; r < counts.Length; r++)
+        {
+            d[r] = (int)sum;
+            sum += counts[r];
+            if (sum > int.MaxValue) throw new InvalidOperationException("AllGatherV total exceeds int.MaxValue elements; exchange in smaller pieces.");
+        }
+        return d;
+    }
+}

@@ -1,0 +1,197 @@
+using System.Runtime.CompilerServices;
+using System.Text;
+
+namespace Microsoft.ML.SIDCo.Communication;
+
+/// <summary>An MPI call returned an error code; the message carries <c>MPI_Error_string</c>.</summary>
+public sealed class MpiException(string operation, int code, string detail)
+    : Exception($"{operation} failed with MPI error {code}: {detail}")
+{
+    /// <summary>The MPI error code.</summary>
+    public int ErrorCode { get; } = code;
+}
+
+/// <summary>
+/// <see cref="ICommunicator"/> over Open MPI's <c>MPI_COMM_WORLD</c>: one worker per rank, launched by
+/// <c>mpirun</c>. MPI is initialised once per process (thread level at least SERIALIZED) and
+/// finalised at a clean process exit. The world communicator
+/// uses <c>MPI_ERRORS_RETURN</c>, so every failure surfaces as an <see cref="MpiException"/>.
+/// MPI stays initialised until the process ends cleanly (or <see cref="Shutdown"/> is called), so
+/// several trainings in one process can each create and dispose a communicator.
+/// </summary>
+public sealed unsafe class MpiCommunicator : ICommunicator
+{
+    private static readonly object s_lock = new();
+    private static int s_instances;
+    private static bool s_initializedByUs;
+
+    private readonly MpiNative.Api _api;
+    private bool _disposed;
+
+    /// <summary>Largest element count passed to one MPI call; larger buffers are sent in pieces so counts never overflow int.</summary>
+    public int MaxElementsPerCall { get; init; } = 1 << 28;
+
+    /// <summary>True when this process was started by mpirun (Open MPI or PMIx environment present).</summary>
+    public static bool IsLaunchedByMpirun =>
+        Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_SIZE") is not null || Environment.GetEnvironmentVariable("PMIX_RANK") is not null;
+
+    /// <summary>The world size announced by mpirun, or 1.</summary>
+    public static int LaunchedWorldSize => int.TryParse(Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_SIZE"), out int s) ? s : 1;
+
+    /// <summary>True when Open MPI's library can be loaded on this machine.</summary>
+    public static bool IsAvailable => MpiNative.TryLoad(out _);
+
+    /// <summary>Initialises MPI (once per process) and attaches to the world communicator.</summary>
+    public MpiCommunicator()
+    {
+        _api = MpiNative.Get();
+        lock (s_lock)
+        {
+            int flag;
+            Check("MPI_Initialized", _api.Initialized(&flag));
+            if (flag == 0)
+            {
+                int finalized;
+                Check("MPI_Finalized", _api.Finalized(&finalized));
+                if (finalized != 0) throw new InvalidOperationException("MPI was already finalized in this process; it cannot be initialised twice.");
+                int provided;
+                Check("MPI_Init_thread", _api.InitThread(null, null, MpiNative.ThreadMultiple, &provided));
+                if (provided < MpiNative.ThreadSerialized)
+                    throw new InvalidOperationException($"Open MPI provided thread level {provided}; at least MPI_THREAD_SERIALIZED is required.");
+                s_initializedByUs = true;
+                AppDomain.CurrentDomain.ProcessExit += OnProcessExit;
+            }
+            Check("MPI_Comm_set_errhandler", _api.CommSetErrhandler(_api.CommWorld, _api.ErrorsReturn));
+            s_instances++;
+        }
+        int rank, size;
+        Check("MPI_Comm_rank", _api.CommRank(_api.CommWorld, &rank));
+        Check("MPI_Comm_size", _api.CommSize(_api.CommWorld, &size));
+        Rank = rank; Size = size;
+    }
+
+    /// <inheritdoc />
+    public int Rank { get; }
+
+    /// <inheritdoc />
+    public int Size { get; }
+
+    /// <inheritdoc />
+    public string Transport => "mpi";
+
+    /// <inheritdoc />
+    public void Barrier() => Check("MPI_Barrier", _api.BarrierFn(_api.CommWorld));
+
+    /// <inheritdoc />
+    public void Broadcast<T>(Span<T> buffer, int root) where T : unmanaged
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(root);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(root, Size);
+        var (type, scale) = TypeOf<T>();
+        fixed (T* p = buffer)
+        {
+            for (long off = 0; off < buffer.Length; off += MaxElementsPerCall)
+            {
+                int n = (int)Math.Min(MaxElementsPerCall, buffer.Length - off);
+                Check("MPI_Bcast", _api.Bcast(p + off, n * scale, type, root, _api.CommWorld));
+            }
+        }
+    }
+
+    /// <inheritdoc />
+    public void AllReduceSum<T>(Span<T> buffer) where T : unmanaged
+    {
+        var (type, scale) = TypeOf<T>();
+        if (scale != 1) throw new NotSupportedException($"AllReduceSum supports float, double, int and long, not {typeof(T).Name}.");
+        fixed (T* p = buffer)
+        {
+            for (long off = 0; off < buffer.Length; off += MaxElementsPerCall)
+            {
+                int n = (int)Math.Min(MaxElementsPerCall, buffer.Length - off);
+                Check("MPI_Allreduce", _api.Allreduce((void*)MpiNative.InPlace, p + off, n, type, _api.OpSum, _api.CommWorld));
+            }
+        }
+    }
+
+    /// <inheritdoc />
+    public void AllGather<T>(ReadOnlySpan<T> mine, Span<T> all) where T : unmanaged
+    {
+        if ((long)mine.Length * Size != all.Length) throw new ArgumentException($"AllGather needs {mine.Length} x {Size} = {(long)mine.Length * Size} elements of output, got {all.Length}.", nameof(all));
+        var (type, scale) = TypeOf<T>();
+        fixed (T* s = mine)
+        fixed (T* r = all)
+            Check("MPI_Allgather", _api.Allgather(s, mine.Length * scale, type, r, mine.Length * scale, type, _api.CommWorld));
+    }
+
+    /// <inheritdoc />
+    public void AllGatherV<T>(ReadOnlySpan<T> mine, Span<T> all, ReadOnlySpan<int> counts) where T : unmanaged
+    {
+        if (counts.Length != Size) throw new ArgumentException($"AllGatherV needs one count per rank ({Size}), got {counts.Length}.", nameof(counts));
+        if (counts[Rank] != mine.Length) throw new ArgumentException($"counts[{Rank}] = {counts[Rank]} but this rank contributes {mine.Length} elements.", nameof(counts));
+        var (type, scale) = TypeOf<T>();
+        var displs = CommunicatorExtensions.Displacements(counts);
+        long total = (long)displs[^1] + counts[^1];
+        if (total > all.Length) throw new ArgumentException($"AllGatherV output holds {all.Length} elements; {total} are needed.", nameof(all));
+        if (total * scale > int.MaxValue) throw new InvalidOperationException("AllGatherV total exceeds int.MaxValue MPI elements; exchange in smaller pieces.");
+        var scaledCounts = new int[Size];
+        for (int r = 0; r < Size; r++) { scaledCounts[r] = counts[r] * scale; displs[r] *= scale; }
+        fixed (T* s = mine)
+        fixed (T* r = all)
+        fixed (int* c = scaledCounts)
+        fixed (int* d = displs)
+            Check("MPI_Allgatherv", _api.Allgatherv(s, mine.Length * scale, type, r, c, d, type, _api.CommWorld));
+    }
+
+    /// <summary>Ends every process of the job with <paramref name="code"/> (MPI_Abort): the way out when one rank cannot continue.</summary>
+    public void Abort(int code) => _api.Abort(_api.CommWorld, code);
+
+    private (nint Type, int Scale) TypeOf<T>() where T : unmanaged
+    {
+        if (typeof(T) == typeof(float)) return (_api.Float, 1);
+        if (typeof(T) == typeof(double)) return (_api.Double, 1);
+        if (typeof(T) == typeof(int)) return (_api.Int, 1);
+        if (typeof(T) == typeof(long)) return (_api.Long, 1);
+        if (typeof(T) == typeof(byte)) return (_api.Byte, 1);
+        // Other unmanaged types (Half, structs) travel as raw bytes.
+        return (_api.Byte, Unsafe.SizeOf<T>());
+    }
+
+    private void Check(string operation, int code)
+    {
+        if (code == MpiNative.Success) return;
+        var buffer = stackalloc byte[512];
+        int len = 0;
+        string detail = _api.ErrorString(code, buffer, &len) == MpiNative.Success ? Encoding.ASCII.GetString(buffer, len) : "unknown error";
+        throw new MpiException(operation, code, detail);
+    }
+
+    private static void OnProcessExit(object? sender, EventArgs e)
+    {
+        // A clean exit finalises MPI so mpirun sees a normal end; a failing exit must not (peers may be
+        // blocked in a collective, and mpirun's own abort handling ends the job).
+        if (Environment.ExitCode == 0) FinalizeOnce();
+    }
+
+    private static void FinalizeOnce()
+    {
+        lock (s_lock)
+        {
+            if (!s_initializedByUs) return;
+            var api = MpiNative.Get();
+            int finalized;
+            if (api.Finalized(&finalized) == MpiNative.Success && finalized == 0) api.Finalize();
+            s_initializedByUs = false;
+        }
+    }
+
+    /// <summary>Finalises MPI now (no MPI call is possible in this process afterwards). Optional: a clean exit does it.</summary>
+    public static void Shutdown() => FinalizeOnce();
+
+    /// <summary>Detaches this instance. MPI itself stays initialised (see <see cref="Shutdown"/>).</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        lock (s_lock) s_instances--;
+    }
+}

@@ -1,0 +1,156 @@
+using Microsoft.ML.SIDCo.Communication;
+using Microsoft.ML.SIDCo.Kernels;
+
+namespace Microsoft.ML.SIDCo.TestHost;
+
+/// <summary>One named check's outcome on one rank.</summary>
+public readonly record struct CheckResult(string Name, bool Ok, string Detail);
+
+/// <summary>
+/// The behaviour every <see cref="ICommunicator"/> must show, written once and run by the in-process
+/// tests directly and by the MPI tests through this host under mpirun. Expected values are computed
+/// from rank and size, so a wrong transport cannot pass.
+/// </summary>
+public static class CommunicatorContract
+{
+    public static IReadOnlyList<CheckResult> Run(ICommunicator comm)
+    {
+        var results = new List<CheckResult>();
+        void Check(string name, Func<string?> body)
+        {
+            try { var problem = body(); results.Add(new(name, problem is null, problem ?? "")); }
+            catch (Exception e) { results.Add(new(name, false, e.GetType().Name + ": " + e.Message)); }
+        }
+        int p = comm.Size, me = comm.Rank;
+
+        Check("rank-size", () => me >= 0 && me < p ? null : $"rank {me} of {p}");
+        Check("barrier", () => { comm.Barrier(); return null; });
+        Check("broadcast", () =>
+        {
+            int root = p - 1;
+            var buf = Enumerable.Range(0, 5).Select(i => me == root ? root * 10f + i : -1f).ToArray();
+            comm.Broadcast<float>(buf, root);
+            return buf.SequenceEqual(Enumerable.Range(0, 5).Select(i => root * 10f + i)) ? null : string.Join(",", buf);
+        });
+        Check("allreduce-float", () =>
+        {
+            var buf = Enumerable.Range(0, 1000).Select(i => (me + 1) * (float)i).ToArray();
+            comm.AllReduceSum<float>(buf);
+            float f = p * (p + 1) / 2f;
+            return buf.Select((v, i) => v == f * i).All(x => x) ? null : $"buf[7] = {buf[7]}, want {7 * f}";
+        });
+        Check("allreduce-double", () =>
+        {
+            var buf = new[] { me + 0.5, -me };
+            comm.AllReduceSum<double>(buf);
+            return buf[0] == p * (p - 1) / 2.0 + 0.5 * p && buf[1] == -p * (p - 1) / 2.0 ? null : $"{buf[0]}, {buf[1]}";
+        });
+        Check("allreduce-int", () =>
+        {
+            var buf = new[] { 1, me };
+            comm.AllReduceSum<int>(buf);
+            return buf[0] == p && buf[1] == p * (p - 1) / 2 ? null : $"{buf[0]}, {buf[1]}";
+        });
+        Check("allreduce-long", () =>
+        {
+            var buf = new[] { (1L << 40) + me };
+            comm.AllReduceSum<long>(buf);
+            return buf[0] == p * (1L << 40) + p * (p - 1) / 2 ? null : $"{buf[0]}";
+        });
+        Check("allgather", () =>
+        {
+            var all = new int[2 * p];
+            comm.AllGather<int>([me, me * me], all);
+            return all.SequenceEqual(Enumerable.Range(0, p).SelectMany(r => new[] { r, r * r })) ? null : string.Join(",", all);
+        });
+        Check("allgatherv-float", () =>
+        {
+            // rank r contributes r elements (rank 0 none): empty contributions must work.
+            var counts = Enumerable.Range(0, p).ToArray();
+            var mine = Enumerable.Range(0, me).Select(j => me + j * 0.5f).ToArray();
+            var all = new float[counts.Sum()];
+            comm.AllGatherV<float>(mine, all, counts);
+            var want = Enumerable.Range(0, p).SelectMany(r => Enumerable.Range(0, r).Select(j => r + j * 0.5f));
+            return all.SequenceEqual(want) ? null : string.Join(",", all);
+        });
+        Check("allgatherv-bytes", () =>
+        {
+            var counts = Enumerable.Range(0, p).Select(r => r + 1).ToArray();
+            var mine = Enumerable.Repeat((byte)(me + 1), me + 1).ToArray();
+            var all = new byte[counts.Sum()];
+            comm.AllGatherV<byte>(mine, all, counts);
+            return all.SequenceEqual(Enumerable.Range(0, p).SelectMany(r => Enumerable.Repeat((byte)(r + 1), r + 1))) ? null : string.Join(",", all);
+        });
+        Check("sparse-equals-dense-sum-exactly", () =>
+        {
+            // Random float values, overlapping indices, rank 1 empty: the sparse allreduce must equal
+            // the sum in rank order divided by P, bit for bit.
+            const int n = 5000;
+            var parts = Enumerable.Range(0, p).Select(r => SparseVector(r, n, empty: r == 1)).ToArray();
+            var expected = new float[n];
+            foreach (var (idx, val) in parts) for (int j = 0; j < idx.Length; j++) expected[idx[j]] += val[j];
+            for (int i = 0; i < n; i++) expected[i] *= 1f / p;
+            var exchange = new GradientExchange(comm, n, ExchangeMode.Sparse);
+            var local = new SparseBuffer();
+            local.AddRange(parts[me].Indices, parts[me].Values);
+            var result = new float[n];
+            var stats = exchange.AllReduce(local, result);
+            if (stats.Mode != ExchangeMode.Sparse) return $"mode {stats.Mode}";
+            if (stats.TotalSelected != parts.Sum(x => x.Indices.Length)) return $"total {stats.TotalSelected}";
+            for (int i = 0; i < n; i++) if (result[i] != expected[i]) return $"entry {i}: {result[i]:R} vs {expected[i]:R}";
+            return null;
+        });
+        Check("dense-and-sparse-agree", () =>
+        {
+            // Small integers sum exactly in any order, so the dense allreduce must give the same answer.
+            const int n = 3000;
+            var local = new SparseBuffer();
+            for (int i = me; i < n; i += 7) local.Add(i, (i % 13) - 6);
+            var sparse = new float[n];
+            var dense = new float[n];
+            new GradientExchange(comm, n, ExchangeMode.Sparse).AllReduce(local, sparse);
+            var s = new GradientExchange(comm, n, ExchangeMode.Dense).AllReduce(local, dense);
+            if (s.Mode != ExchangeMode.Dense) return $"mode {s.Mode}";
+            return sparse.SequenceEqual(dense) ? null : "dense and sparse differ";
+        });
+        Check("half-precision-values", () =>
+        {
+            const int n = 100;
+            var local = new SparseBuffer();
+            local.Add(me, 1f / 3f);
+            var result = new float[n];
+            new GradientExchange(comm, n, ExchangeMode.Sparse, halfPrecisionValues: true).AllReduce(local, result);
+            for (int r = 0; r < p; r++) if (Math.Abs(result[r] - 1f / 3f / p) > 1e-3f / p) return $"entry {r}: {result[r]}";
+            return null;
+        });
+        Check("auto-follows-the-model", () =>
+        {
+            const int n = 10_000;
+            var model = new CostModel(1e-5, 1e-9, p);
+            var sparseSide = new SparseBuffer();
+            sparseSide.Add(me, 1f);
+            var few = new GradientExchange(comm, n, ExchangeMode.Auto, model: model).AllReduce(sparseSide, new float[n]);
+            var many = new SparseBuffer();
+            for (int i = 0; i < n; i++) many.Add(i, 1f); // P * density = P > 1: union fill-in
+            var full = new GradientExchange(comm, n, ExchangeMode.Auto, model: model).AllReduce(many, new float[n]);
+            if (p == 1) return null;
+            return few.Mode == ExchangeMode.Sparse && full.Mode == ExchangeMode.Dense ? null : $"few {few.Mode}, full {full.Mode}";
+        });
+        Check("length-mismatch-is-reported-on-every-rank", () =>
+        {
+            if (p == 1) return null;
+            try { _ = new GradientExchange(comm, 1000 + me, ExchangeMode.Sparse); return "no exception"; }
+            catch (RankMismatchException e) { return e.Message.Contains("rank 1 = 1001") ? null : e.Message; }
+        });
+        return results;
+    }
+
+    public static (int[] Indices, float[] Values) SparseVector(int rank, int n, bool empty)
+    {
+        if (empty) return ([], []);
+        var rng = new Random(100 + rank);
+        var idx = Enumerable.Range(0, n).Where(i => i % 5 == 0 || rng.NextDouble() < 0.05).ToArray(); // multiples of 5 overlap across ranks
+        var val = idx.Select(_ => (float)(rng.NextDouble() * 2 - 1) * 1e-3f).ToArray();
+        return (idx, val);
+    }
+}

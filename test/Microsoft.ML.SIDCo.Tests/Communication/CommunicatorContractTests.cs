@@ -1,0 +1,130 @@
+using Microsoft.ML.SIDCo.Communication;
+using Microsoft.ML.SIDCo.TestHost;
+using Microsoft.ML.SIDCo.Tests.Support;
+
+namespace Microsoft.ML.SIDCo.Tests.Communication;
+
+/// <summary>The same contract (<see cref="CommunicatorContract"/>) against in-process workers and real Open MPI.</summary>
+public class CommunicatorContractTests
+{
+    private static readonly string[] s_expectedChecks = CommunicatorContract.Run(InProcessCommunicator.CreateSingle()).Select(c => c.Name).ToArray();
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    [InlineData(4)]
+    public void InProcessWorkersHonourTheContract(int workers)
+    {
+        using var group = new InProcessGroup(workers);
+        var results = new IReadOnlyList<CheckResult>[workers];
+        group.Run(c => results[c.Rank] = CommunicatorContract.Run(c));
+        for (int r = 0; r < workers; r++)
+        {
+            Assert.Equal(s_expectedChecks, results[r].Select(c => c.Name).ToArray());
+            foreach (var c in results[r]) Assert.True(c.Ok, $"rank {r}: {c.Name}: {c.Detail}");
+        }
+    }
+
+    [Theory]
+    [InlineData(2)]
+    [InlineData(4)]
+    public void OpenMpiRanksHonourTheContract(int ranks)
+    {
+        var run = MpiRunner.Run(ranks, MpiRunner.TestHost, "contract", TimeSpan.FromSeconds(120));
+        Assert.False(run.TimedOut, run.Output);
+        Assert.True(run.ExitCode == 0, run.Output);
+        var names = s_expectedChecks.Concat(["chunked-allreduce", "launched-by-mpirun"]).ToArray();
+        for (int r = 0; r < ranks; r++)
+        {
+            var mine = run.Checks.Where(c => c.Rank == r).ToList();
+            Assert.Equal(names, mine.Select(c => c.Name).ToArray());
+            foreach (var c in mine) Assert.True(c.Ok, $"rank {r}: {c.Name}: {c.Detail}\n{run.Output}");
+        }
+    }
+}
+
+public class CommunicationFaultTests
+{
+    [Fact]
+    public void MismatchedLengthsThrowOnEveryMpiRank()
+    {
+        var run = MpiRunner.Run(2, MpiRunner.TestHost, "mismatch", TimeSpan.FromSeconds(30));
+        Assert.False(run.TimedOut, "hung instead of reporting the mismatch\n" + run.Output);
+        var checks = run.Checks.Where(c => c.Name == "mismatch").ToList();
+        Assert.Equal([0, 1], checks.Select(c => c.Rank).Order().ToArray());
+        Assert.All(checks, c => Assert.True(c.Ok && c.Detail.Contains("rank 0 = 1000") && c.Detail.Contains("rank 1 = 1001"), c.Detail));
+    }
+
+    [Fact]
+    public void ARankThatDiesEndsTheJobWithAnError()
+    {
+        var run = MpiRunner.Run(2, MpiRunner.TestHost, "die", TimeSpan.FromSeconds(30));
+        Assert.False(run.TimedOut, "mpirun hung after a rank died\n" + run.Output);
+        Assert.NotEqual(0, run.ExitCode);
+        Assert.Contains(run.Checks, c => c.Name == "dying");
+        Assert.True(run.Elapsed < TimeSpan.FromSeconds(30));
+    }
+
+    [Fact]
+    public void AFailingInProcessWorkerReleasesItsPeers()
+    {
+        using var group = new InProcessGroup(3);
+        var e = Assert.Throws<InvalidOperationException>(() => group.Run(c =>
+        {
+            if (c.Rank == 2) throw new InvalidOperationException("worker 2 broke");
+            for (int i = 0; i < 100; i++) c.AllReduceSum<float>(new float[10]);
+        }));
+        Assert.Equal("worker 2 broke", e.Message);
+    }
+
+    [Fact]
+    public void InProcessLengthMismatchThrowsOnEveryWorker()
+    {
+        using var group = new InProcessGroup(3);
+        var messages = new string?[3];
+        group.Run(c =>
+        {
+            try { c.AllReduceSum<float>(new float[10 + c.Rank]); }
+            catch (RankMismatchException e) { messages[c.Rank] = e.Message; }
+        });
+        Assert.All(messages, m => Assert.Contains("lengths differ", m));
+    }
+}
+
+public class CostModelTests
+{
+    [Theory]
+    [InlineData(4, 0.001, ExchangeMode.Sparse)]
+    [InlineData(4, 0.01, ExchangeMode.Sparse)]
+    [InlineData(4, 0.3, ExchangeMode.Dense)]   // P * density > 1: the union of supports fills the vector
+    [InlineData(64, 0.05, ExchangeMode.Dense)]
+    [InlineData(64, 0.001, ExchangeMode.Sparse)]
+    public void UnionFillInFlipsTheChoiceToDense(int workers, double density, ExchangeMode expected)
+    {
+        var model = new CostModel(AlphaSeconds: 20e-6, BetaSecondsPerByte: 1e-9, Workers: workers);
+        long n = 10_000_000, total = (long)(density * n) * workers;
+        Assert.Equal(expected, model.Choose(n, total));
+    }
+
+    [Fact]
+    public void PredictionsFollowTheAlphaBetaFormulas()
+    {
+        var m = new CostModel(1e-5, 2e-9, 4);
+        Assert.Equal(2 * 3 * 1e-5 + 2.0 * 3 / 4 * 4 * 1000 * 2e-9, m.DenseSeconds(1000), 15);
+        Assert.Equal(3 * 3 * 1e-5 + 3.0 / 4 * 100 * 8 * 2e-9, m.SparseSeconds(100), 15);
+        Assert.Equal(3.0 / 4 * 100 * 6, m.SparseBytesPerRank(100, valueBytes: 2), 9);
+        Assert.Equal(0, new CostModel(1, 1, 1).DenseSeconds(1000));
+    }
+
+    [Fact]
+    public void ProbeMeasuresPositiveParametersAndAllWorkersAgree()
+    {
+        using var group = new InProcessGroup(2);
+        var models = new CostModel[2];
+        group.Run(c => models[c.Rank] = CostModel.Probe(c, repetitions: 5));
+        Assert.Equal(models[0], models[1]);
+        Assert.True(models[0].AlphaSeconds > 0 && models[0].BetaSecondsPerByte > 0);
+        Assert.Same(models[0], CostModel.Probe(group.Communicators[0])); // cached per communicator
+    }
+}
