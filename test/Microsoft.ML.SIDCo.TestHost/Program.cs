@@ -1,3 +1,4 @@
+using Microsoft.ML;
 using Microsoft.ML.SIDCo.Communication;
 using Microsoft.ML.SIDCo.TestHost;
 
@@ -49,6 +50,31 @@ switch (scenario)
             }
             comm.AllReduceSum<float>(buf);
         }
+    }
+    case "train":
+    {
+        // The trainer under mpirun: the same user code as in-process, one worker per rank.
+        var ml = new MLContext(seed: 1);
+        var (train, test) = Scenarios.LoadData(ml, 3000, 1000);
+        var options = Scenarios.SmallFashionMnist(workers: 1);
+        var (_, accuracy, sidco) = Scenarios.TrainAndEvaluate(ml, options, train, test);
+        int rank = int.Parse(Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_RANK") ?? "0");
+        Console.WriteLine($"CHECK {rank} accuracy OK {accuracy:R}");
+        Console.WriteLine($"CHECK {rank} fingerprint OK {sidco.WeightsFingerprint}");
+        Console.WriteLine($"CHECK {rank} transport OK {sidco.Info.Transport}/{sidco.Info.Workers}");
+        return 0;
+    }
+    case "score":
+    {
+        // Load a saved model in a fresh process and write the scores of the first test images.
+        var ml = new MLContext(seed: 1);
+        var model = ml.Extensions.LoadSIDCoModel(args[1]);
+        var test = ml.Data.LoadFromEnumerable(Microsoft.ML.SIDCo.Datasets.FashionMnist.Load(train: false, limit: int.Parse(args[3])));
+        var keys = ml.Transforms.Conversion.MapValueToKey("Label").Fit(test);
+        var scores = Scenarios.Scores(ml, keys, model, test, int.Parse(args[3]));
+        File.WriteAllBytes(args[2], System.Runtime.InteropServices.MemoryMarshal.AsBytes(scores.AsSpan()).ToArray());
+        Console.WriteLine($"CHECK 0 scored OK {scores.Length}");
+        return 0;
     }
     default:
         Console.Error.WriteLine($"unknown scenario '{scenario}'");

@@ -75,6 +75,22 @@ public sealed class AdaptiveStageController
         Adjustments++;
     }
 
+    /// <summary>Writes the full controller state.</summary>
+    public void Save(BinaryWriter w)
+    {
+        w.Write(Stages); w.Write(MoreStagesLowerDensity); w.Write(Adjustments);
+        w.Write(_windowSum); w.Write(_windowCount); w.Write(_lastMove); w.Write(_lastLogRatio);
+    }
+
+    /// <summary>Restores state written by <see cref="Save"/>.</summary>
+    public void Load(BinaryReader r)
+    {
+        int stages = r.ReadInt32(), dir = r.ReadInt32(), adj = r.ReadInt32();
+        double sum = r.ReadDouble(); int count = r.ReadInt32(), move = r.ReadInt32(); double last = r.ReadDouble();
+        if (stages < 1 || stages > _maxStages) throw new InvalidDataException($"Saved stage count {stages} is outside [1, {_maxStages}].");
+        (Stages, MoreStagesLowerDensity, Adjustments, _windowSum, _windowCount, _lastMove, _lastLogRatio) = (stages, dir, adj, sum, count, move, last);
+    }
+
     /// <summary>Forgets the window (keeps the stage count and learned direction).</summary>
     public void ResetWindow() { _windowSum = 0; _windowCount = 0; }
 }

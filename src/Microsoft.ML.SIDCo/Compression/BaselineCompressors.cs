@@ -45,11 +45,10 @@ public sealed class TopKCompressor(CompressorOptions options, IGradientKernels? 
 /// </summary>
 public sealed class DgcCompressor : GradientCompressor
 {
-    private readonly Random _random;
     private float[] _sample = [];
 
     /// <summary>Creates the compressor.</summary>
-    public DgcCompressor(CompressorOptions options, IGradientKernels? kernels = null) : base(options, kernels) => _random = new Random(options.Seed);
+    public DgcCompressor(CompressorOptions options, IGradientKernels? kernels = null) : base(options, kernels) { }
 
     /// <inheritdoc />
     public override CompressorKind Kind => CompressorKind.Dgc;
@@ -61,7 +60,8 @@ public sealed class DgcCompressor : GradientCompressor
         int sampleSize = (int)Math.Clamp(Math.Ceiling(n * Options.DgcSampleFraction), 1, n);
         if (_sample.Length < sampleSize) _sample = new float[sampleSize];
         var sample = _sample.AsSpan(0, sampleSize);
-        for (int j = 0; j < sampleSize; j++) sample[j] = MathF.Abs(acc[_random.Next(n)]);
+        var random = CallRandom();
+        for (int j = 0; j < sampleSize; j++) sample[j] = MathF.Abs(acc[random.Next(n)]);
         int sampleK = (int)Math.Clamp(Math.Ceiling(sampleSize * Options.Density), 1, sampleSize);
         float threshold = QuickSelect.KthLargest(sample, sampleK);
         // The sample's k-th value itself should pass: select strictly above its next float down.
@@ -139,12 +139,11 @@ public sealed class GaussianKCompressor(CompressorOptions options, IGradientKern
 /// <summary>k entries chosen uniformly at random without replacement (Floyd's algorithm), sent in ascending order.</summary>
 public sealed class RandomKCompressor : GradientCompressor
 {
-    private readonly Random _random;
     private readonly HashSet<int> _chosen = [];
     private int[] _order = [];
 
     /// <summary>Creates the compressor.</summary>
-    public RandomKCompressor(CompressorOptions options, IGradientKernels? kernels = null) : base(options, kernels) => _random = new Random(options.Seed);
+    public RandomKCompressor(CompressorOptions options, IGradientKernels? kernels = null) : base(options, kernels) { }
 
     /// <inheritdoc />
     public override CompressorKind Kind => CompressorKind.RandomK;
@@ -153,10 +152,11 @@ public sealed class RandomKCompressor : GradientCompressor
     protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output)
     {
         int n = acc.Length;
+        var random = CallRandom();
         _chosen.Clear();
         for (int j = n - k; j < n; j++)
         {
-            int t = _random.Next(j + 1);
+            int t = random.Next(j + 1);
             if (!_chosen.Add(t)) _chosen.Add(j);
         }
         if (_order.Length < k) _order = new int[k];

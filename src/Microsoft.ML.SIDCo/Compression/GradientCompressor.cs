@@ -32,6 +32,24 @@ public abstract class GradientCompressor
     /// <summary>The kernel backend.</summary>
     public IGradientKernels Kernels { get; }
 
+    /// <summary>Number of completed compress calls (randomised compressors derive their per-call seed from it, so a restored compressor continues exactly).</summary>
+    public long Calls { get; private set; }
+
+    /// <summary>Writes the compressor's adaptive state (call count, stage controller).</summary>
+    public virtual void SaveState(BinaryWriter writer) { ArgumentNullException.ThrowIfNull(writer); writer.Write(Name); writer.Write(Calls); }
+
+    /// <summary>Restores state written by <see cref="SaveState"/> of the same compressor kind.</summary>
+    public virtual void LoadState(BinaryReader reader)
+    {
+        ArgumentNullException.ThrowIfNull(reader);
+        string name = reader.ReadString();
+        if (name != Name) throw new InvalidDataException($"Compressor state is for '{name}', this compressor is '{Name}'.");
+        Calls = reader.ReadInt64();
+    }
+
+    /// <summary>A random generator for the current call, reproducible from (seed, call).</summary>
+    protected Random CallRandom() => new(HashCode.Combine(Options.Seed, Calls));
+
     /// <summary>Statistics the subclass needs from the measuring pass.</summary>
     protected virtual StatisticsKinds RequiredStatistics => StatisticsKinds.Basic;
 
@@ -72,6 +90,7 @@ public abstract class GradientCompressor
         if (n == 0) return new CompressionStats(0, 0, 0, 0, 0, 0, false, -1);
 
         var (threshold, stages) = SelectCore(acc, stats, k, output);
+        Calls++;
         int estimated = output.Count;
         OnEstimated(estimated, k);
 

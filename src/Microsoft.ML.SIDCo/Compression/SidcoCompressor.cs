@@ -96,5 +96,22 @@ public sealed class SidcoCompressor : GradientCompressor
         : ThresholdEstimators.ParetoThreshold(ThresholdEstimators.FitGeneralizedPareto(meanY, varianceY), tail);
 
     /// <inheritdoc />
+    public override void SaveState(BinaryWriter writer)
+    {
+        base.SaveState(writer);
+        writer.Write(Controller is not null);
+        Controller?.Save(writer);
+    }
+
+    /// <inheritdoc />
+    public override void LoadState(BinaryReader reader)
+    {
+        base.LoadState(reader);
+        bool adaptive = reader.ReadBoolean();
+        if (adaptive != Controller is not null) throw new InvalidDataException("Compressor state and options disagree on AdaptiveStages.");
+        Controller?.Load(reader);
+    }
+
+    /// <inheritdoc />
     protected override void OnEstimated(int estimatedCount, int k) => Controller?.Observe((double)estimatedCount / Math.Max(1, k));
 }

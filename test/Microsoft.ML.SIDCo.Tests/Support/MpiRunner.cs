@@ -30,12 +30,18 @@ public static class MpiRunner
 
     /// <summary>Runs <c>mpirun -np ranks dotnet dll args</c>, killing the whole job after <paramref name="timeout"/>.</summary>
     public static MpiRun Run(int ranks, string dll, string args, TimeSpan timeout)
+        => Start("mpirun", ["-np", ranks.ToString(System.Globalization.CultureInfo.InvariantCulture), "--oversubscribe", "--bind-to", "none", "dotnet", dll], args, timeout);
+
+    /// <summary>Runs <c>dotnet dll args</c> as a plain new process (no mpirun).</summary>
+    public static MpiRun RunPlain(string dll, string args, TimeSpan timeout) => Start("dotnet", [dll], args, timeout);
+
+    private static MpiRun Start(string program, string[] prefix, string args, TimeSpan timeout)
     {
-        var psi = new ProcessStartInfo("mpirun")
+        var psi = new ProcessStartInfo(program)
         {
             RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
         };
-        foreach (var a in new[] { "-np", ranks.ToString(), "--oversubscribe", "--bind-to", "none", "dotnet", dll }) psi.ArgumentList.Add(a);
+        foreach (var a in prefix) psi.ArgumentList.Add(a);
         foreach (var a in args.Split(' ', StringSplitOptions.RemoveEmptyEntries)) psi.ArgumentList.Add(a);
         psi.Environment["OMPI_ALLOW_RUN_AS_ROOT"] = "1";
         psi.Environment["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1";

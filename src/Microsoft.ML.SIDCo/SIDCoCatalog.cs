@@ -1,0 +1,66 @@
+using Microsoft.ML.SIDCo;
+using Microsoft.ML.SIDCo.Compression;
+using Microsoft.ML.SIDCo.Models;
+
+namespace Microsoft.ML;
+
+/// <summary>The catalog behind <c>mlContext.Extensions</c>: SIDCo's trainers and model loading.</summary>
+public sealed class SIDCoCatalog
+{
+    internal SIDCoCatalog(MLContext context) => Context = context ?? throw new ArgumentNullException(nameof(context));
+
+    /// <summary>The ML.NET context the catalog belongs to.</summary>
+    public MLContext Context { get; }
+}
+
+/// <summary>Adds <c>mlContext.Extensions</c> (a C# 14 extension property, since <see cref="MLContext"/> is sealed).</summary>
+public static class SIDCoMLContextExtensions
+{
+    /// <summary>The extension members on <see cref="MLContext"/>.</summary>
+    /// <param name="mlContext">The ML.NET context.</param>
+    extension(MLContext mlContext)
+    {
+        /// <summary>Trainers and helpers of Microsoft.ML.SIDCo.</summary>
+        public SIDCoCatalog Extensions => new(mlContext);
+    }
+}
+
+/// <summary>Catalog methods for SIDCo, in ML.NET's two-overload style.</summary>
+public static class SIDCoCatalogExtensions
+{
+    /// <summary>Creates a <see cref="SIDCo.SIDCoTrainer"/> from full <see cref="SIDCo.SIDCoTrainer.Options"/>.</summary>
+    /// <param name="catalog">The catalog (<c>mlContext.Extensions</c>).</param>
+    /// <param name="options">Trainer options; validated here, with the offending option named in the exception.</param>
+    public static SIDCoTrainer SIDCoTrainer(this SIDCoCatalog catalog, SIDCoTrainer.Options options)
+    {
+        ArgumentNullException.ThrowIfNull(catalog);
+        return new SIDCoTrainer(catalog.Context, options);
+    }
+
+    /// <summary>Creates a <see cref="SIDCo.SIDCoTrainer"/> from the most used settings.</summary>
+    /// <param name="catalog">The catalog (<c>mlContext.Extensions</c>).</param>
+    /// <param name="labelColumnName">Label column (a key for classification).</param>
+    /// <param name="featureColumnName">Feature column (known-size vector of Single).</param>
+    /// <param name="model">Architecture; default <c>SIDCoModels.Mlp(128)</c>.</param>
+    /// <param name="compressor">Gradient compressor.</param>
+    /// <param name="density">Target density in (0, 1].</param>
+    /// <param name="workers">In-process workers (ignored under mpirun).</param>
+    /// <param name="epochs">Passes over the data.</param>
+    public static SIDCoTrainer SIDCoTrainer(this SIDCoCatalog catalog, string labelColumnName = "Label", string featureColumnName = "Features",
+        ModelDefinition? model = null, CompressorKind compressor = CompressorKind.SidcoExponential, double density = 0.001, int workers = 1, int epochs = 5)
+        => catalog.SIDCoTrainer(new SIDCo.SIDCoTrainer.Options
+        {
+            LabelColumnName = labelColumnName, FeatureColumnName = featureColumnName, Model = model, Compressor = compressor,
+            Density = density, Workers = workers, Epochs = epochs,
+        });
+
+    /// <summary>Loads a model saved with <see cref="SIDCoTransformer.Save(string)"/>.</summary>
+    /// <param name="catalog">The catalog (<c>mlContext.Extensions</c>).</param>
+    /// <param name="path">The saved model file.</param>
+    /// <param name="customModel">The architecture, when the model was trained with <see cref="ModelDefinition.Custom"/>.</param>
+    public static SIDCoTransformer LoadSIDCoModel(this SIDCoCatalog catalog, string path, ModelDefinition? customModel = null)
+    {
+        ArgumentNullException.ThrowIfNull(catalog);
+        return SIDCoTransformer.Load(catalog.Context, path, customModel);
+    }
+}

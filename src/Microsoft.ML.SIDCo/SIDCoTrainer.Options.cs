@@ -1,0 +1,193 @@
+using Microsoft.ML.SIDCo.Communication;
+using Microsoft.ML.SIDCo.Compression;
+using Microsoft.ML.SIDCo.Models;
+using Microsoft.ML.SIDCo.Training;
+
+namespace Microsoft.ML.SIDCo;
+
+/// <summary>Where the workers run.</summary>
+public enum TransportKind
+{
+    /// <summary>One worker per MPI rank when the process was started by mpirun, else <see cref="SIDCoTrainer.Options.Workers"/> in-process workers.</summary>
+    Auto,
+    /// <summary>In-process workers (threads), even under mpirun.</summary>
+    InProcess,
+    /// <summary>One worker per MPI rank; fails when not started by mpirun.</summary>
+    Mpi,
+}
+
+/// <summary>Which backend runs the compression kernels.</summary>
+public enum KernelBackend
+{
+    /// <summary>Vectorised, multi-threaded CPU kernels.</summary>
+    Cpu,
+    /// <summary>ILGPU kernels on the best device found (a CUDA/OpenCL GPU, else ILGPU's CPU accelerator).</summary>
+    Ilgpu,
+}
+
+public sealed partial class SIDCoTrainer
+{
+    /// <summary>
+    /// Options of <see cref="SIDCoTrainer"/>. Every field has a documented default; <see cref="Validate"/>
+    /// runs before training and names the offending option in its exception.
+    /// </summary>
+    /// <remarks>
+    /// | Group | Options |
+    /// | --- | --- |
+    /// | Data | <see cref="LabelColumnName"/>, <see cref="FeatureColumnName"/>, <see cref="ValidationData"/> |
+    /// | Model | <see cref="Model"/>, <see cref="Task"/> |
+    /// | Compression | <see cref="Compressor"/>, <see cref="Density"/>, <see cref="AdaptiveStages"/>, <see cref="Stages"/>, <see cref="SelectionCap"/>, <see cref="ErrorFeedback"/>, <see cref="NonFiniteGradients"/>, <see cref="DenseWarmupSteps"/>, <see cref="DenseWarmupEpochs"/>, <see cref="GradientHook"/> |
+    /// | Exchange | <see cref="ExchangeMode"/>, <see cref="HalfPrecisionValues"/>, <see cref="Transport"/>, <see cref="Workers"/>, <see cref="Kernels"/> |
+    /// | Optimisation | <see cref="Epochs"/>, <see cref="BatchSize"/>, <see cref="Optimizer"/>, <see cref="LearningRate"/>, <see cref="Momentum"/>, <see cref="Nesterov"/>, <see cref="WeightDecay"/>, <see cref="Schedule"/>, <see cref="LearningRateWarmupSteps"/>, <see cref="GradientClipNorm"/>, <see cref="Seed"/> |
+    /// | Robustness | <see cref="CheckpointDirectory"/>, <see cref="CheckpointInterval"/>, <see cref="ReplicaCheckInterval"/> |
+    /// </remarks>
+    public sealed class Options
+    {
+        /// <summary>Label column: a key (classification) or Single (regression). Default "Label".</summary>
+        public string LabelColumnName = "Label";
+
+        /// <summary>Feature column: a known-size vector of Single. Default "Features".</summary>
+        public string FeatureColumnName = "Features";
+
+        /// <summary>Optional validation data (same schema), scored after every epoch. Default null.</summary>
+        public IDataView? ValidationData;
+
+        /// <summary>The architecture. Default: <c>SIDCoModels.Mlp(128)</c>. Use <c>SIDCoModels.ConvNet()</c> for images, <c>SIDCoModels.Lstm(...)</c> for sequences, or <c>ModelDefinition.Custom</c>.</summary>
+        public ModelDefinition? Model;
+
+        /// <summary>Multiclass classification or regression. Default multiclass classification.</summary>
+        public TrainingTask Task = TrainingTask.MulticlassClassification;
+
+        /// <summary>Gradient compressor. Default <see cref="CompressorKind.SidcoExponential"/>.</summary>
+        public CompressorKind Compressor = CompressorKind.SidcoExponential;
+
+        /// <summary>Target density delta = k / n in (0, 1]. Default 0.001.</summary>
+        public double Density = 0.001;
+
+        /// <summary>Adapt SIDCo's number of estimation stages to keep achieved/target near 1. Default true.</summary>
+        public bool AdaptiveStages = true;
+
+        /// <summary>SIDCo's (initial) number of stages. Default 1.</summary>
+        public int Stages = 1;
+
+        /// <summary>Never send more than cap * k entries (0 = no cap). Default 0.</summary>
+        public double SelectionCap;
+
+        /// <summary>Keep residuals of what was not sent (strongly recommended at low densities). Default true.</summary>
+        public bool ErrorFeedback = true;
+
+        /// <summary>Policy for NaN/Inf gradients. Default <see cref="NonFinitePolicy.Throw"/>.</summary>
+        public NonFinitePolicy NonFiniteGradients = NonFinitePolicy.Throw;
+
+        /// <summary>Uncompressed (dense) steps at the start, as in DGC's warm-up. Default 0.</summary>
+        public int DenseWarmupSteps;
+
+        /// <summary>Uncompressed epochs at the start (added to <see cref="DenseWarmupSteps"/>). Default 0.</summary>
+        public int DenseWarmupEpochs;
+
+        /// <summary>Replaces the default compression hook: called once per worker. Default null (SIDCo compression hook built from these options).</summary>
+        public Func<IGradientHook>? GradientHook;
+
+        /// <summary>Sparse, dense, or per-step automatic exchange. Default <see cref="Communication.ExchangeMode.Auto"/>.</summary>
+        public ExchangeMode ExchangeMode = ExchangeMode.Auto;
+
+        /// <summary>Send sparse values as float16. Default false.</summary>
+        public bool HalfPrecisionValues;
+
+        /// <summary>Where workers run. Default <see cref="TransportKind.Auto"/> (MPI under mpirun, else in-process).</summary>
+        public TransportKind Transport = TransportKind.Auto;
+
+        /// <summary>In-process workers (threads); ignored under MPI, where each rank is one worker. Default 1.</summary>
+        public int Workers = 1;
+
+        /// <summary>Backend of the compression kernels. Default <see cref="KernelBackend.Cpu"/>.</summary>
+        public KernelBackend Kernels = KernelBackend.Cpu;
+
+        /// <summary>Passes over the training data. Default 5.</summary>
+        public int Epochs = 5;
+
+        /// <summary>Examples per step per worker. Default 64.</summary>
+        public int BatchSize = 64;
+
+        /// <summary>Optimizer. Default SGD.</summary>
+        public OptimizerKind Optimizer = OptimizerKind.Sgd;
+
+        /// <summary>Peak learning rate. Default 0.05.</summary>
+        public double LearningRate = 0.05;
+
+        /// <summary>SGD momentum in [0, 1). Default 0.9.</summary>
+        public double Momentum = 0.9;
+
+        /// <summary>Nesterov momentum. Default false.</summary>
+        public bool Nesterov;
+
+        /// <summary>L2 weight decay. Default 0.</summary>
+        public double WeightDecay;
+
+        /// <summary>Learning-rate schedule after warm-up. Default constant.</summary>
+        public LearningRateSchedule Schedule = LearningRateSchedule.Constant;
+
+        /// <summary>Steps of linear learning-rate warm-up. Default 0.</summary>
+        public int LearningRateWarmupSteps;
+
+        /// <summary>Clip the averaged gradient's L2 norm (0 = off). Default 0.</summary>
+        public double GradientClipNorm;
+
+        /// <summary>Seed for initialisation and data order. Default 1.</summary>
+        public int Seed = 1;
+
+        /// <summary>Directory for checkpoints (null = none). A run resumes from the newest valid one there. Default null.</summary>
+        public string? CheckpointDirectory;
+
+        /// <summary>Steps between checkpoints. Default 500.</summary>
+        public int CheckpointInterval = 500;
+
+        /// <summary>Steps between checks that all replicas hold bitwise-identical parameters (0 = only at epoch ends). Default 1 in Debug builds, 0 in Release.</summary>
+        public int ReplicaCheckInterval =
+#if DEBUG
+            1;
+#else
+            0;
+#endif
+
+        /// <summary>Cap on steps per epoch (0 = whole epoch). Default 0.</summary>
+        public int MaxStepsPerEpoch;
+
+        /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> (or <see cref="ArgumentException"/>) naming the first invalid option.</summary>
+        public void Validate()
+        {
+            if (string.IsNullOrWhiteSpace(LabelColumnName)) throw new ArgumentException("LabelColumnName must be set.", nameof(LabelColumnName));
+            if (string.IsNullOrWhiteSpace(FeatureColumnName)) throw new ArgumentException("FeatureColumnName must be set.", nameof(FeatureColumnName));
+            if (!Enum.IsDefined(Task)) throw new ArgumentOutOfRangeException(nameof(Task), Task, "Unknown task.");
+            if (!Enum.IsDefined(Compressor)) throw new ArgumentOutOfRangeException(nameof(Compressor), Compressor, "Unknown compressor.");
+            if (!(Density > 0 && Density <= 1)) throw new ArgumentOutOfRangeException(nameof(Density), Density, "Density must be in (0, 1].");
+            if (Stages < 1) throw new ArgumentOutOfRangeException(nameof(Stages), Stages, "Stages must be at least 1.");
+            if (!(SelectionCap == 0 || SelectionCap >= 1)) throw new ArgumentOutOfRangeException(nameof(SelectionCap), SelectionCap, "SelectionCap must be 0 (off) or at least 1.");
+            if (DenseWarmupSteps < 0) throw new ArgumentOutOfRangeException(nameof(DenseWarmupSteps), DenseWarmupSteps, "DenseWarmupSteps must not be negative.");
+            if (DenseWarmupEpochs < 0) throw new ArgumentOutOfRangeException(nameof(DenseWarmupEpochs), DenseWarmupEpochs, "DenseWarmupEpochs must not be negative.");
+            if (!Enum.IsDefined(ExchangeMode)) throw new ArgumentOutOfRangeException(nameof(ExchangeMode), ExchangeMode, "Unknown exchange mode.");
+            if (!Enum.IsDefined(Transport)) throw new ArgumentOutOfRangeException(nameof(Transport), Transport, "Unknown transport.");
+            if (Workers < 1 || Workers > 256) throw new ArgumentOutOfRangeException(nameof(Workers), Workers, "Workers must be in [1, 256].");
+            if (Epochs < 1) throw new ArgumentOutOfRangeException(nameof(Epochs), Epochs, "Epochs must be at least 1.");
+            if (BatchSize < 1) throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "BatchSize must be at least 1.");
+            if (!Enum.IsDefined(Optimizer)) throw new ArgumentOutOfRangeException(nameof(Optimizer), Optimizer, "Unknown optimizer.");
+            if (!(LearningRate > 0) || double.IsInfinity(LearningRate)) throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, "LearningRate must be positive and finite.");
+            if (!(Momentum >= 0 && Momentum < 1)) throw new ArgumentOutOfRangeException(nameof(Momentum), Momentum, "Momentum must be in [0, 1).");
+            if (!(WeightDecay >= 0) || double.IsInfinity(WeightDecay)) throw new ArgumentOutOfRangeException(nameof(WeightDecay), WeightDecay, "WeightDecay must be non-negative and finite.");
+            if (!Enum.IsDefined(Schedule)) throw new ArgumentOutOfRangeException(nameof(Schedule), Schedule, "Unknown schedule.");
+            if (LearningRateWarmupSteps < 0) throw new ArgumentOutOfRangeException(nameof(LearningRateWarmupSteps), LearningRateWarmupSteps, "LearningRateWarmupSteps must not be negative.");
+            if (!(GradientClipNorm >= 0) || double.IsInfinity(GradientClipNorm)) throw new ArgumentOutOfRangeException(nameof(GradientClipNorm), GradientClipNorm, "GradientClipNorm must be non-negative (0 = off).");
+            if (CheckpointInterval < 1) throw new ArgumentOutOfRangeException(nameof(CheckpointInterval), CheckpointInterval, "CheckpointInterval must be at least 1.");
+            if (ReplicaCheckInterval < 0) throw new ArgumentOutOfRangeException(nameof(ReplicaCheckInterval), ReplicaCheckInterval, "ReplicaCheckInterval must not be negative.");
+            if (MaxStepsPerEpoch < 0) throw new ArgumentOutOfRangeException(nameof(MaxStepsPerEpoch), MaxStepsPerEpoch, "MaxStepsPerEpoch must not be negative.");
+            if (Transport == TransportKind.Mpi && !MpiCommunicator.IsLaunchedByMpirun)
+                throw new ArgumentException("Transport is Mpi but this process was not started by mpirun. Start it with 'mpirun -np N dotnet app.dll' or use TransportKind.Auto.", nameof(Transport));
+            ToCompressorOptions().Validate();
+        }
+
+        internal CompressorOptions ToCompressorOptions() => new()
+        {
+            Density = Density, AdaptiveStages = AdaptiveStages, Stages = Stages, SelectionCap = SelectionCap, NonFinite = NonFiniteGradients, Seed = Seed,
+        };
+    }
+}

@@ -1,0 +1,277 @@
+using System.Diagnostics;
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
+using Microsoft.ML.SIDCo.Communication;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.SIDCo.Training;
+
+/// <summary>The result of a training run: worker 0's model (identical on every worker) and the history.</summary>
+public sealed class TrainingResult(nn.Module<Tensor, Tensor> model, TrainingHistory history, long steps) : IDisposable
+{
+    /// <summary>The trained module.</summary>
+    public nn.Module<Tensor, Tensor> Model { get; } = model;
+
+    /// <summary>Per-epoch metrics.</summary>
+    public TrainingHistory History { get; } = history;
+
+    /// <summary>Steps completed in total.</summary>
+    public long Steps { get; } = steps;
+
+    /// <summary>Releases the module's native memory.</summary>
+    public void Dispose() => Model.Dispose();
+}
+
+/// <summary>
+/// Data-parallel training on TorchSharp: every worker holds a replica, trains on its shard, and
+/// between backward and the optimizer step runs the gradient hook, which leaves the same averaged
+/// gradient on every worker; replicas therefore stay bitwise identical (checked by fingerprint).
+/// </summary>
+public static class DataParallelTrainer
+{
+    /// <summary>Trains with <paramref name="workers"/> in-process workers (threads).</summary>
+    public static TrainingResult RunInProcess(TrainingData train, TrainingData? validation, TrainingSettings settings, int workers)
+    {
+        ArgumentNullException.ThrowIfNull(train);
+        ArgumentNullException.ThrowIfNull(settings);
+        ArgumentOutOfRangeException.ThrowIfLessThan(workers, 1);
+        // Workers share the cores: one intra-op thread each unless there are cores to spare.
+        torch.set_num_threads(Math.Max(1, Environment.ProcessorCount / workers));
+        var models = CreateReplicas(train.FeatureLength, settings, workers);
+        using var group = new InProcessGroup(workers);
+        var results = new (TrainingHistory History, long Steps)[workers];
+        try
+        {
+            group.Run(comm => results[comm.Rank] = WorkerLoop(comm, models[comm.Rank], train, validation, settings));
+        }
+        catch
+        {
+            foreach (var m in models) m.Dispose();
+            throw;
+        }
+        for (int w = 1; w < workers; w++) models[w].Dispose();
+        return new TrainingResult(models[0], results[0].History, results[0].Steps);
+    }
+
+    /// <summary>Trains as one worker of <paramref name="comm"/> (e.g. an MPI rank). Collective: every worker calls it.</summary>
+    public static TrainingResult RunWorker(ICommunicator comm, TrainingData train, TrainingData? validation, TrainingSettings settings)
+    {
+        ArgumentNullException.ThrowIfNull(comm);
+        ArgumentNullException.ThrowIfNull(train);
+        ArgumentNullException.ThrowIfNull(settings);
+        var model = CreateReplicas(train.FeatureLength, settings, 1)[0];
+        try
+        {
+            // Same seed gives the same initialisation everywhere; broadcasting rank 0's weights makes it certain.
+            var ps = new ParameterSet(model);
+            comm.VerifyAgreement("the model layout", ps.LayoutFingerprint());
+            var flat = new float[ps.Length];
+            ps.CopyTo(flat);
+            comm.Broadcast<float>(flat, 0);
+            ps.CopyFrom(flat);
+            var (history, steps) = WorkerLoop(comm, model, train, validation, settings);
+            return new TrainingResult(model, history, steps);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    private static nn.Module<Tensor, Tensor>[] CreateReplicas(int inputs, TrainingSettings s, int count)
+    {
+        torch.manual_seed(s.Seed);
+        var first = s.Model.Build(inputs, s.Outputs);
+        var models = new nn.Module<Tensor, Tensor>[count];
+        models[0] = first;
+        var ps0 = new ParameterSet(first);
+        var flat = new float[ps0.Length];
+        ps0.CopyTo(flat);
+        for (int w = 1; w < count; w++)
+        {
+            models[w] = s.Model.Build(inputs, s.Outputs);
+            new ParameterSet(models[w]).CopyFrom(flat);
+        }
+        return models;
+    }
+
+    /// <summary>Steps per epoch for <paramref name="examples"/> examples over <paramref name="workers"/> workers.</summary>
+    public static int StepsPerEpoch(int examples, int workers, TrainingSettings s)
+    {
+        int steps = examples / workers / s.BatchSize;
+        return s.MaxStepsPerEpoch > 0 ? Math.Min(steps, s.MaxStepsPerEpoch) : steps;
+    }
+
+    private static (TrainingHistory, long) WorkerLoop(ICommunicator comm, nn.Module<Tensor, Tensor> model, TrainingData train, TrainingData? validation, TrainingSettings s)
+    {
+        int p = comm.Size, rank = comm.Rank, b = s.BatchSize, d = train.FeatureLength;
+        var ps = new ParameterSet(model);
+        long fingerprint = s.Fingerprint(p);
+        comm.VerifyAgreement("the training options", fingerprint);
+        comm.VerifyAgreement("the number of training examples", train.Count);
+        int stepsPerEpoch = StepsPerEpoch(train.Count, p, s);
+        if (stepsPerEpoch < 1) throw new ArgumentOutOfRangeException(nameof(s.BatchSize), s.BatchSize, $"BatchSize {b} x {p} workers exceeds the {train.Count} training examples: no full step fits in an epoch.");
+        long totalSteps = (long)stepsPerEpoch * s.Epochs;
+
+        using var hook = s.HookFactory();
+        hook.Initialize(new GradientHookContext(comm, ps.Length, ps.Slices));
+        var optimizer = FlatOptimizer.Create(s.Optimizer, ps.Length, s.Momentum, s.Nesterov, s.WeightDecay, s.AdamBeta1, s.AdamBeta2, s.AdamEpsilon);
+        var history = new TrainingHistory();
+        long step = 0;
+        if (s.CheckpointDirectory is { } dir && s.Resume && TrainingCheckpoint.TryLoad(dir, comm, fingerprint, ps, optimizer, hook) is { } resumed)
+        {
+            (step, history) = resumed;
+        }
+
+        var bucket = new float[ps.Length];
+        var xBuf = new float[b * d];
+        var yClass = new long[b];
+        var yReal = new float[b];
+        double denseBytes = new CostModel(0, 0, p).DenseBytesPerRank(ps.Length);
+        bool classify = s.Task == TrainingTask.MulticlassClassification;
+
+        for (int epoch = (int)(step / stepsPerEpoch); epoch < s.Epochs; epoch++)
+        {
+            if (s.StopAfterSteps > 0 && step >= s.StopAfterSteps) break;
+            var order = Permutation(train.Count, s.Seed * 7919 + epoch);
+            var epochWatch = Stopwatch.StartNew();
+            // [loss, correct, examples, compute, compress, communicate, predicted, selected, bytes, quality, sparse steps, skipped, steps, step ms]
+            var acc = new double[14];
+            model.train();
+            for (int inEpoch = (int)(step % stepsPerEpoch); inEpoch < stepsPerEpoch; inEpoch++)
+            {
+                if (s.StopAfterSteps > 0 && step >= s.StopAfterSteps) break;
+                long stepStart = Stopwatch.GetTimestamp();
+                for (int j = 0; j < b; j++)
+                {
+                    int row = order[((long)inEpoch * b + j) * p + rank];
+                    Array.Copy(train.Features, (long)row * d, xBuf, (long)j * d, d);
+                    if (classify) yClass[j] = train.ClassLabels![row]; else yReal[j] = train.Targets![row];
+                }
+                double lossValue; long correct = 0;
+                using (var scope = torch.NewDisposeScope())
+                {
+                    var x = torch.tensor(xBuf, [b, d]);
+                    var output = model.forward(x);
+                    Tensor loss;
+                    if (classify)
+                    {
+                        var y = torch.tensor(yClass);
+                        loss = nn.functional.cross_entropy(output, y);
+                        correct = output.argmax(1).eq(y).sum().item<long>();
+                    }
+                    else
+                    {
+                        loss = nn.functional.mse_loss(output.view(-1), torch.tensor(yReal));
+                    }
+                    model.zero_grad();
+                    loss.backward();
+                    lossValue = loss.item<float>();
+                }
+                ps.GatherGradients(bucket);
+                double computeMs = Stopwatch.GetElapsedTime(stepStart).TotalMilliseconds;
+
+                var hs = hook.Reduce(bucket, step);
+
+                long updateStart = Stopwatch.GetTimestamp();
+                if (s.GradientClipNorm > 0)
+                {
+                    float norm = TensorPrimitives.Norm<float>(bucket);
+                    if (norm > s.GradientClipNorm) TensorPrimitives.Multiply(bucket, (float)(s.GradientClipNorm / norm), bucket);
+                }
+                optimizer.Step(ps, bucket, s.LearningRateAt(step, totalSteps));
+                computeMs += Stopwatch.GetElapsedTime(updateStart).TotalMilliseconds;
+                step++;
+
+                if (s.ReplicaCheckInterval > 0 && step % s.ReplicaCheckInterval == 0)
+                    comm.VerifyAgreement($"the model parameters after step {step} (replicas diverged)", ps.Fingerprint());
+                // A checkpoint due on an epoch's last step is written after the epoch's metrics join the history.
+                if (s.CheckpointDirectory is { } cdir && step % s.CheckpointInterval == 0 && inEpoch < stepsPerEpoch - 1)
+                    TrainingCheckpoint.Save(cdir, comm, step, fingerprint, ps, optimizer, hook, history);
+
+                acc[0] += lossValue * b; acc[1] += correct; acc[2] += b; acc[3] += computeMs; acc[4] += hs.CompressMs; acc[5] += hs.CommunicateMs;
+                acc[6] += hs.PredictedCommunicateMs; acc[7] += hs.Selected; acc[8] += hs.BytesSent; acc[9] += hs.AchievedOverTarget;
+                acc[10] += hs.Mode == ExchangeMode.Sparse ? 1 : 0; acc[11] += hs.Skipped ? 1 : 0; acc[12] += 1;
+                acc[13] += Stopwatch.GetElapsedTime(stepStart).TotalMilliseconds;
+                if (rank == 0 && s.Progress is { } progress && (inEpoch % 10 == 9 || inEpoch == stepsPerEpoch - 1))
+                    progress(new TrainingProgress(epoch, s.Epochs, inEpoch + 1, stepsPerEpoch, acc[0] / acc[2], null));
+            }
+            if (acc[12] == 0) break;
+            comm.AllReduceSum<double>(acc);
+            comm.VerifyAgreement($"the model parameters after epoch {epoch + 1} (replicas diverged)", ps.Fingerprint());
+            double workerSteps = acc[12];
+            var (vLoss, vAcc) = validation is null ? (null, null) : Evaluate(comm, model, validation, classify);
+            var metrics = new EpochMetrics
+            {
+                Epoch = epoch + 1,
+                Steps = (int)(workerSteps / p),
+                Loss = acc[0] / acc[2],
+                Accuracy = classify ? acc[1] / acc[2] : null,
+                ValidationLoss = vLoss,
+                ValidationAccuracy = classify ? vAcc : null,
+                AchievedDensity = acc[7] / workerSteps / ps.Length,
+                AchievedOverTarget = acc[9] / workerSteps,
+                BytesPerStep = acc[8] / workerSteps,
+                DenseBytesPerStep = denseBytes,
+                ComputeMs = acc[3] / workerSteps,
+                CompressMs = acc[4] / workerSteps,
+                CommunicateMs = acc[5] / workerSteps,
+                PredictedCommunicateMs = acc[6] / workerSteps,
+                StepMs = acc[13] / workerSteps,
+                SparseFraction = acc[10] / workerSteps,
+                SkippedContributions = (int)acc[11],
+                Seconds = epochWatch.Elapsed.TotalSeconds,
+            };
+            history.Epochs.Add(metrics);
+            if (s.CheckpointDirectory is { } edir && step % s.CheckpointInterval == 0 && step % stepsPerEpoch == 0)
+                TrainingCheckpoint.Save(edir, comm, step, fingerprint, ps, optimizer, hook, history);
+            if (rank == 0) s.Progress?.Invoke(new TrainingProgress(epoch, s.Epochs, stepsPerEpoch, stepsPerEpoch, metrics.Loss, metrics));
+        }
+        model.eval();
+        return (history, step);
+    }
+
+    /// <summary>Loss and accuracy on <paramref name="data"/>, each worker scoring its share (collective).</summary>
+    private static (double? Loss, double? Accuracy) Evaluate(ICommunicator comm, nn.Module<Tensor, Tensor> model, TrainingData data, bool classify)
+    {
+        const int Batch = 500;
+        var sums = new double[3];
+        model.eval();
+        using (torch.no_grad())
+        {
+            var rows = Enumerable.Range(0, data.Count).Where(i => i % comm.Size == comm.Rank).ToArray();
+            for (int start = 0; start < rows.Length; start += Batch)
+            {
+                int n = Math.Min(Batch, rows.Length - start);
+                var x = new float[n * data.FeatureLength];
+                for (int j = 0; j < n; j++) Array.Copy(data.Features, (long)rows[start + j] * data.FeatureLength, x, (long)j * data.FeatureLength, data.FeatureLength);
+                using var scope = torch.NewDisposeScope();
+                var output = model.forward(torch.tensor(x, [n, data.FeatureLength]));
+                if (classify)
+                {
+                    var y = torch.tensor(rows.Skip(start).Take(n).Select(r => (long)data.ClassLabels![r]).ToArray());
+                    sums[0] += nn.functional.cross_entropy(output, y).item<float>() * n;
+                    sums[1] += output.argmax(1).eq(y).sum().item<long>();
+                }
+                else
+                {
+                    var y = torch.tensor(rows.Skip(start).Take(n).Select(r => data.Targets![r]).ToArray());
+                    sums[0] += nn.functional.mse_loss(output.view(-1), y).item<float>() * n;
+                }
+                sums[2] += n;
+            }
+        }
+        model.train();
+        comm.AllReduceSum<double>(sums);
+        return (sums[0] / sums[2], classify ? sums[1] / sums[2] : null);
+    }
+
+    private static int[] Permutation(int n, int seed)
+    {
+        var order = new int[n];
+        for (int i = 0; i < n; i++) order[i] = i;
+        new Random(seed).Shuffle(order);
+        return order;
+    }
+}

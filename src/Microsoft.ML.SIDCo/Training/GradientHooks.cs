@@ -1,0 +1,172 @@
+using System.Diagnostics;
+using Microsoft.ML.SIDCo.Communication;
+using Microsoft.ML.SIDCo.Compression;
+using Microsoft.ML.SIDCo.Kernels;
+
+namespace Microsoft.ML.SIDCo.Training;
+
+/// <summary>What a gradient hook is told once, before the first step.</summary>
+/// <param name="Communicator">This worker's view of the group.</param>
+/// <param name="Length">Length of the flat gradient bucket.</param>
+/// <param name="Parameters">The bucket's layout.</param>
+public sealed record GradientHookContext(ICommunicator Communicator, int Length, IReadOnlyList<ParameterSlice> Parameters);
+
+/// <summary>What a hook did in one step (all fields are this worker's view).</summary>
+/// <param name="CompressMs">Time spent compressing.</param>
+/// <param name="CommunicateMs">Time spent exchanging.</param>
+/// <param name="Selected">Entries this worker sent (the bucket length when dense).</param>
+/// <param name="BytesSent">Bytes this worker sent, per the cost model.</param>
+/// <param name="AchievedOverTarget">Compression estimation quality (1 when not compressing).</param>
+/// <param name="Mode">Exchange used.</param>
+/// <param name="Stages">Estimation stages used (1 when not applicable).</param>
+/// <param name="Skipped">True when this worker's contribution was dropped (non-finite values, SkipStep policy).</param>
+/// <param name="PredictedCommunicateMs">The cost model's prediction for the exchange used.</param>
+public readonly record struct GradientHookStats(double CompressMs, double CommunicateMs, long Selected, double BytesSent, double AchievedOverTarget, ExchangeMode Mode, int Stages, bool Skipped, double PredictedCommunicateMs);
+
+/// <summary>
+/// The pluggable step between backward and the optimizer: receives this worker's flat gradient and
+/// must leave in the same buffer the gradient every worker applies (identical on all workers).
+/// One instance per worker; every worker's hook must make the same collective calls.
+/// </summary>
+public interface IGradientHook : IDisposable
+{
+    /// <summary>Called once per training run, before the first step (collective).</summary>
+    void Initialize(GradientHookContext context);
+
+    /// <summary>Replaces <paramref name="gradient"/> (this worker's) with the averaged gradient (collective).</summary>
+    GradientHookStats Reduce(Span<float> gradient, long step);
+
+    /// <summary>Writes the hook's state (e.g. error-feedback residuals) for a checkpoint.</summary>
+    void SaveState(Stream stream);
+
+    /// <summary>Restores state written by <see cref="SaveState"/>; throws without changing anything on a mismatch.</summary>
+    void LoadState(Stream stream);
+}
+
+/// <summary>The no-compression baseline: dense allreduce of the whole gradient, averaged.</summary>
+public sealed class DenseAllReduceHook : IGradientHook
+{
+    private GradientExchange? _exchange;
+
+    /// <inheritdoc />
+    public void Initialize(GradientHookContext context)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        _exchange = new GradientExchange(context.Communicator, context.Length, ExchangeMode.Dense);
+    }
+
+    /// <inheritdoc />
+    public GradientHookStats Reduce(Span<float> gradient, long step)
+    {
+        var e = (_exchange ?? throw new InvalidOperationException("Initialize must be called first.")).AllReduceDense(gradient);
+        return new GradientHookStats(0, e.ElapsedMs, gradient.Length, e.BytesPerRank, 1, ExchangeMode.Dense, 1, false, e.PredictedDenseMs);
+    }
+
+    /// <inheritdoc />
+    public void SaveState(Stream stream) { }
+
+    /// <inheritdoc />
+    public void LoadState(Stream stream) { }
+
+    /// <inheritdoc />
+    public void Dispose() { }
+}
+
+/// <summary>Settings of <see cref="CompressionHook"/>.</summary>
+public sealed class CompressionHookOptions
+{
+    /// <summary>Compressor. Default SIDCo-E.</summary>
+    public CompressorKind Compressor { get; set; } = CompressorKind.SidcoExponential;
+
+    /// <summary>Compressor settings (density, stages, policies).</summary>
+    public CompressorOptions Compression { get; set; } = new();
+
+    /// <summary>Keep a residual of what was not sent. Default true.</summary>
+    public bool ErrorFeedback { get; set; } = true;
+
+    /// <summary>Sparse, dense or automatic exchange. Default Auto.</summary>
+    public ExchangeMode Exchange { get; set; } = ExchangeMode.Auto;
+
+    /// <summary>Send sparse values as float16. Default false.</summary>
+    public bool HalfPrecisionValues { get; set; }
+
+    /// <summary>Steps at the start that use dense allreduce without compression (as DGC's warm-up). Default 0.</summary>
+    public long DenseWarmupSteps { get; set; }
+
+    /// <summary>Kernel backend (CPU SIMD by default).</summary>
+    public IGradientKernels? Kernels { get; set; }
+
+    /// <summary>Cost model to use instead of probing the communicator.</summary>
+    public CostModel? CostModel { get; set; }
+}
+
+/// <summary>
+/// The default hook: error feedback + compressor + sparse/dense exchange.
+/// acc = g + residual; select with the compressor; exchange the selections (sparse allreduce, or
+/// dense when the cost model says so); residual = acc with the sent entries zeroed.
+/// </summary>
+public sealed class CompressionHook(CompressionHookOptions options) : IGradientHook
+{
+    private readonly CompressionHookOptions _options = options ?? throw new ArgumentNullException(nameof(options));
+    private GradientCompressor? _compressor;
+    private ErrorFeedback? _feedback;
+    private GradientExchange? _exchange;
+    private readonly SparseGradient _sparse = new();
+
+    /// <summary>The compressor in use (after <see cref="Initialize"/>).</summary>
+    public GradientCompressor Compressor => _compressor ?? throw new InvalidOperationException("Initialize must be called first.");
+
+    /// <summary>The residual memory, or null without error feedback.</summary>
+    public ErrorFeedback? Feedback => _feedback;
+
+    /// <inheritdoc />
+    public void Initialize(GradientHookContext context)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        var comm = context.Communicator;
+        _compressor = Compressors.Create(_options.Compressor, _options.Compression, _options.Kernels);
+        comm.VerifyAgreement("the compressor and density", CommunicatorExtensions.Fingerprint($"{_compressor.Name}/{_options.Compression.Density:R}/{_options.ErrorFeedback}"));
+        _feedback = _options.ErrorFeedback && _options.Compressor != CompressorKind.None ? new ErrorFeedback(context.Length, "gradient bucket") : null;
+        var mode = _options.Compressor == CompressorKind.None ? ExchangeMode.Dense : _options.Exchange;
+        _exchange = new GradientExchange(comm, context.Length, mode, _options.HalfPrecisionValues, _options.CostModel, _options.Kernels);
+    }
+
+    /// <inheritdoc />
+    public GradientHookStats Reduce(Span<float> gradient, long step)
+    {
+        if (_exchange is null || _compressor is null) throw new InvalidOperationException("Initialize must be called first.");
+        if (step < _options.DenseWarmupSteps || _compressor.Kind == CompressorKind.None)
+        {
+            var d = _exchange.AllReduceDense(gradient);
+            return new GradientHookStats(0, d.ElapsedMs, gradient.Length, d.BytesPerRank, 1, ExchangeMode.Dense, 1, false, d.PredictedDenseMs);
+        }
+        long start = Stopwatch.GetTimestamp();
+        var c = _compressor.Compress(gradient, _sparse, _feedback);
+        double compressMs = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+        var e = _exchange.AllReduce(_sparse, gradient);
+        return new GradientHookStats(compressMs, e.ElapsedMs, c.Selected, e.BytesPerRank, c.AchievedOverTarget, e.Mode, c.Stages, c.Skipped, e.PredictedMs);
+    }
+
+    /// <inheritdoc />
+    public void SaveState(Stream stream)
+    {
+        using var w = new BinaryWriter(stream, System.Text.Encoding.UTF8, leaveOpen: true);
+        Compressor.SaveState(w);
+        w.Write(_feedback is not null);
+        w.Flush();
+        _feedback?.Save(stream);
+    }
+
+    /// <inheritdoc />
+    public void LoadState(Stream stream)
+    {
+        using var r = new BinaryReader(stream, System.Text.Encoding.UTF8, leaveOpen: true);
+        Compressor.LoadState(r);
+        bool hasFeedback = r.ReadBoolean();
+        if (hasFeedback != _feedback is not null) throw new InvalidDataException("Checkpoint and options disagree on error feedback.");
+        _feedback?.Load(stream);
+    }
+
+    /// <inheritdoc />
+    public void Dispose() { }
+}

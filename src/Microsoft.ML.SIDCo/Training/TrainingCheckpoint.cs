@@ -1,0 +1,110 @@
+using System.Globalization;
+using System.IO.Hashing;
+using System.Text.Json;
+using Microsoft.ML.SIDCo.Communication;
+
+namespace Microsoft.ML.SIDCo.Training;
+
+/// <summary>A checkpoint is missing, corrupt, or does not fit the run that tries to resume from it.</summary>
+public sealed class CheckpointException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>
+/// Checkpoints of a data-parallel run: model weights, optimizer state, every worker's hook state
+/// (error-feedback residuals, compressor state), the step counter and the history. Written into
+/// <c>step-N.tmp/</c> and renamed to <c>step-N/</c> once complete, so a crash never leaves a checkpoint
+/// that looks whole; the manifest holds a checksum of every file, verified before anything is loaded.
+/// </summary>
+internal static class TrainingCheckpoint
+{
+    private const int Format = 1;
+    private const string ManifestName = "manifest.json";
+
+    private sealed record Manifest(int Format, long Step, long Settings, long Layout, int Workers, Dictionary<string, string> Files);
+
+    public static void Save(string directory, ICommunicator comm, long step, long settingsFingerprint, ParameterSet parameters, FlatOptimizer optimizer, IGradientHook hook, TrainingHistory history)
+    {
+        string final = Path.Combine(directory, $"step-{step:D10}");
+        string temp = final + ".tmp";
+        if (comm.Rank == 0)
+        {
+            Directory.CreateDirectory(directory);
+            if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true);
+            Directory.CreateDirectory(temp);
+        }
+        comm.Barrier();
+        using (var f = File.Create(Path.Combine(temp, $"hook-rank{comm.Rank}.bin"))) hook.SaveState(f);
+        comm.Barrier();
+        if (comm.Rank == 0)
+        {
+            using (var f = File.Create(Path.Combine(temp, "model.bin"))) parameters.Save(f);
+            using (var f = File.Create(Path.Combine(temp, "optimizer.bin")))
+            using (var w = new BinaryWriter(f)) optimizer.Save(w);
+            File.WriteAllText(Path.Combine(temp, "history.json"), history.ToJson());
+            var files = Directory.GetFiles(temp).Select(Path.GetFileName).OfType<string>().Order()
+                .ToDictionary(n => n, n => Hash(Path.Combine(temp, n)));
+            var manifest = new Manifest(Format, step, settingsFingerprint, parameters.LayoutFingerprint(), comm.Size, files);
+            File.WriteAllText(Path.Combine(temp, ManifestName), JsonSerializer.Serialize(manifest));
+            if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
+            Directory.Move(temp, final);
+            // Keep the two newest complete checkpoints.
+            foreach (var old in Complete(directory).SkipLast(2)) Directory.Delete(old, recursive: true);
+        }
+        comm.Barrier();
+    }
+
+    /// <summary>The newest complete checkpoint directory, or null.</summary>
+    public static string? Latest(string directory) => Directory.Exists(directory) ? Complete(directory).LastOrDefault() : null;
+
+    /// <summary>Verifies and loads the newest checkpoint; returns its step and history. Nothing is modified unless every check passes.</summary>
+    public static (long Step, TrainingHistory History)? TryLoad(string directory, ICommunicator comm, long settingsFingerprint, ParameterSet parameters, FlatOptimizer optimizer, IGradientHook hook)
+    {
+        string? dir = Latest(directory);
+        comm.VerifyAgreement("whether a checkpoint exists", dir is null ? 0 : 1);
+        if (dir is null) return null;
+        Manifest manifest;
+        try { manifest = JsonSerializer.Deserialize<Manifest>(File.ReadAllText(Path.Combine(dir, ManifestName))) ?? throw new InvalidDataException("empty manifest"); }
+        catch (Exception e) when (e is JsonException or InvalidDataException or IOException)
+        { throw new CheckpointException($"Checkpoint '{dir}' has an unreadable manifest ({e.Message}). Delete the directory to start over.", e); }
+        if (manifest.Format != Format) throw new CheckpointException($"Checkpoint '{dir}' has format {manifest.Format}; this version reads format {Format}.");
+        if (manifest.Workers != comm.Size) throw new CheckpointException($"Checkpoint '{dir}' was written by {manifest.Workers} workers; this run has {comm.Size}. Resume with the same number of workers.");
+        if (manifest.Layout != parameters.LayoutFingerprint()) throw new CheckpointException($"Checkpoint '{dir}' holds a different model architecture.");
+        if (manifest.Settings != settingsFingerprint) throw new CheckpointException($"Checkpoint '{dir}' was written with different training options (model, optimizer, learning rate, batch size, epochs or seed).");
+        foreach (var (name, hash) in manifest.Files)
+        {
+            string path = Path.Combine(dir, name);
+            if (!File.Exists(path)) throw new CheckpointException($"Checkpoint '{dir}' is missing '{name}'.");
+            if (Hash(path) != hash) throw new CheckpointException($"Checkpoint file '{path}' is corrupt (checksum mismatch). Delete '{dir}' to resume from the previous checkpoint or start over.");
+        }
+        if (!manifest.Files.ContainsKey($"hook-rank{comm.Rank}.bin")) throw new CheckpointException($"Checkpoint '{dir}' has no state for rank {comm.Rank}.");
+
+        // All checks passed: load. Stage into copies first where a partial failure would be possible.
+        var weights = new MemoryStream(File.ReadAllBytes(Path.Combine(dir, "model.bin")));
+        var optimizerBytes = File.ReadAllBytes(Path.Combine(dir, "optimizer.bin"));
+        var hookBytes = File.ReadAllBytes(Path.Combine(dir, $"hook-rank{comm.Rank}.bin"));
+        var history = TrainingHistory.FromJson(File.ReadAllText(Path.Combine(dir, "history.json")));
+        try
+        {
+            parameters.Load(weights);
+            using (var r = new BinaryReader(new MemoryStream(optimizerBytes))) optimizer.Load(r);
+            hook.LoadState(new MemoryStream(hookBytes));
+        }
+        catch (Exception e) when (e is InvalidDataException or EndOfStreamException)
+        {
+            throw new CheckpointException($"Checkpoint '{dir}' does not fit this run: {e.Message}", e);
+        }
+        comm.VerifyAgreement("the checkpoint step", manifest.Step);
+        return (manifest.Step, history);
+    }
+
+    private static IEnumerable<string> Complete(string directory) => Directory.GetDirectories(directory, "step-*")
+        .Where(d => !d.EndsWith(".tmp", StringComparison.Ordinal) && File.Exists(Path.Combine(d, ManifestName)))
+        .Order(StringComparer.Ordinal);
+
+    private static string Hash(string path)
+    {
+        using var f = File.OpenRead(path);
+        var h = new XxHash64();
+        h.Append(f);
+        return h.GetCurrentHashAsUInt64().ToString("x16", CultureInfo.InvariantCulture);
+    }
+}

@@ -1,0 +1,136 @@
+using Microsoft.ML.SIDCo.Models;
+
+namespace Microsoft.ML.SIDCo.Training;
+
+/// <summary>What the model predicts.</summary>
+public enum TrainingTask
+{
+    /// <summary>One of several classes (cross-entropy loss, softmax scores).</summary>
+    MulticlassClassification,
+    /// <summary>A real value (mean squared error).</summary>
+    Regression,
+}
+
+/// <summary>How the learning rate evolves after warm-up.</summary>
+public enum LearningRateSchedule
+{
+    /// <summary>Constant.</summary>
+    Constant,
+    /// <summary>Cosine decay to zero over the run.</summary>
+    Cosine,
+    /// <summary>x0.1 at 50% and again at 75% of the run.</summary>
+    Step,
+}
+
+/// <summary>Examples in memory: row-major features plus class indices or regression targets.</summary>
+public sealed class TrainingData
+{
+    /// <summary>Creates the data set.</summary>
+    public TrainingData(float[] features, int featureLength, int[]? classLabels, float[]? targets)
+    {
+        ArgumentNullException.ThrowIfNull(features);
+        ArgumentOutOfRangeException.ThrowIfLessThan(featureLength, 1);
+        if (features.Length % featureLength != 0) throw new ArgumentException("Feature array length is not a multiple of the feature length.", nameof(features));
+        if ((classLabels is null) == (targets is null)) throw new ArgumentException("Give either class labels or regression targets.");
+        Count = features.Length / featureLength;
+        if ((classLabels?.Length ?? targets!.Length) != Count) throw new ArgumentException($"{Count} feature rows but {(classLabels?.Length ?? targets!.Length)} labels.");
+        Features = features; FeatureLength = featureLength; ClassLabels = classLabels; Targets = targets;
+    }
+
+    /// <summary>Number of examples.</summary>
+    public int Count { get; }
+
+    /// <summary>Features per example.</summary>
+    public int FeatureLength { get; }
+
+    /// <summary>Row-major features.</summary>
+    public float[] Features { get; }
+
+    /// <summary>Class indices 0..C-1 (classification), else null.</summary>
+    public int[]? ClassLabels { get; }
+
+    /// <summary>Targets (regression), else null.</summary>
+    public float[]? Targets { get; }
+}
+
+/// <summary>Progress of a running training, reported by worker 0.</summary>
+/// <param name="Epoch">Current epoch (0-based).</param>
+/// <param name="Epochs">Total epochs.</param>
+/// <param name="StepInEpoch">Steps done in this epoch.</param>
+/// <param name="StepsPerEpoch">Steps per epoch.</param>
+/// <param name="Loss">Running mean training loss of this epoch on worker 0.</param>
+/// <param name="EpochDone">Metrics of the epoch that just ended, or null mid-epoch.</param>
+public sealed record TrainingProgress(int Epoch, int Epochs, int StepInEpoch, int StepsPerEpoch, double Loss, EpochMetrics? EpochDone);
+
+/// <summary>Settings of the data-parallel training loop (the ML.NET trainer's Options map onto these).</summary>
+public sealed class TrainingSettings
+{
+    /// <summary>Architecture.</summary>
+    public required ModelDefinition Model { get; init; }
+    /// <summary>Task.</summary>
+    public TrainingTask Task { get; init; } = TrainingTask.MulticlassClassification;
+    /// <summary>Classes (classification) or 1 (regression).</summary>
+    public required int Outputs { get; init; }
+    /// <summary>Passes over the data.</summary>
+    public int Epochs { get; init; } = 5;
+    /// <summary>Examples per step per worker.</summary>
+    public int BatchSize { get; init; } = 64;
+    /// <summary>Optimizer.</summary>
+    public OptimizerKind Optimizer { get; init; } = OptimizerKind.Sgd;
+    /// <summary>Peak learning rate.</summary>
+    public double LearningRate { get; init; } = 0.05;
+    /// <summary>SGD momentum.</summary>
+    public double Momentum { get; init; } = 0.9;
+    /// <summary>Nesterov momentum.</summary>
+    public bool Nesterov { get; init; }
+    /// <summary>L2 weight decay.</summary>
+    public double WeightDecay { get; init; }
+    /// <summary>Adam beta1.</summary>
+    public double AdamBeta1 { get; init; } = 0.9;
+    /// <summary>Adam beta2.</summary>
+    public double AdamBeta2 { get; init; } = 0.999;
+    /// <summary>Adam epsilon.</summary>
+    public double AdamEpsilon { get; init; } = 1e-8;
+    /// <summary>Schedule after warm-up.</summary>
+    public LearningRateSchedule Schedule { get; init; } = LearningRateSchedule.Constant;
+    /// <summary>Steps of linear learning-rate warm-up.</summary>
+    public int LearningRateWarmupSteps { get; init; }
+    /// <summary>Clip the averaged gradient's global L2 norm to this (0 = off).</summary>
+    public double GradientClipNorm { get; init; }
+    /// <summary>Seed for initialisation and data order.</summary>
+    public int Seed { get; init; }
+    /// <summary>Where checkpoints go (null = none).</summary>
+    public string? CheckpointDirectory { get; init; }
+    /// <summary>Steps between checkpoints.</summary>
+    public int CheckpointInterval { get; init; } = 500;
+    /// <summary>Resume from the latest checkpoint in <see cref="CheckpointDirectory"/> when there is one.</summary>
+    public bool Resume { get; init; } = true;
+    /// <summary>Steps between replica fingerprint checks (0 = only at epoch ends).</summary>
+    public int ReplicaCheckInterval { get; init; }
+    /// <summary>Cap on steps per epoch (0 = the whole shard).</summary>
+    public int MaxStepsPerEpoch { get; init; }
+    /// <summary>Stop after this many steps in total (0 = run all epochs); for tests and interrupted-run experiments.</summary>
+    public long StopAfterSteps { get; init; }
+    /// <summary>Creates each worker's gradient hook.</summary>
+    public required Func<IGradientHook> HookFactory { get; init; }
+    /// <summary>Progress callback (called on worker 0's thread).</summary>
+    public Action<TrainingProgress>? Progress { get; init; }
+
+    /// <summary>A fingerprint of everything that must agree across workers and with a checkpoint.</summary>
+    public long Fingerprint(int workers) => Communication.CommunicatorExtensions.Fingerprint(
+        $"{Model.Descriptor}|{Task}|{Outputs}|{Epochs}|{BatchSize}|{Optimizer}|{LearningRate:R}|{Momentum:R}|{Nesterov}|{WeightDecay:R}|{Schedule}|{LearningRateWarmupSteps}|{GradientClipNorm:R}|{Seed}|{MaxStepsPerEpoch}|{workers}");
+
+    /// <summary>Learning rate at <paramref name="step"/> of <paramref name="totalSteps"/>.</summary>
+    public float LearningRateAt(long step, long totalSteps)
+    {
+        double lr = LearningRate;
+        if (step < LearningRateWarmupSteps) return (float)(lr * (step + 1) / LearningRateWarmupSteps);
+        double progress = totalSteps <= LearningRateWarmupSteps ? 1 : (double)(step - LearningRateWarmupSteps) / (totalSteps - LearningRateWarmupSteps);
+        return (float)(Schedule switch
+        {
+            LearningRateSchedule.Cosine => lr * 0.5 * (1 + Math.Cos(Math.PI * Math.Min(1, progress))),
+            LearningRateSchedule.Step => lr * (progress >= 0.75 ? 0.01 : progress >= 0.5 ? 0.1 : 1),
+            _ => lr,
+        });
+    }
+}

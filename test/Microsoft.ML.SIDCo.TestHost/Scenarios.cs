@@ -1,0 +1,46 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.SIDCo;
+using Microsoft.ML.SIDCo.Compression;
+using Microsoft.ML.SIDCo.Datasets;
+using Microsoft.ML.SIDCo.Models;
+
+namespace Microsoft.ML.SIDCo.TestHost;
+
+/// <summary>Training scenarios shared by the in-process tests and the mpirun host, so both run the same code.</summary>
+public static class Scenarios
+{
+    /// <summary>The settings of the acceptance test: ConvNet, SIDCo-E at density 0.01, 3,000 training images.</summary>
+    public static SIDCoTrainer.Options SmallFashionMnist(int workers) => new()
+    {
+        Model = SIDCoModels.ConvNet(),
+        Compressor = CompressorKind.SidcoExponential,
+        Density = 0.01,
+        Workers = workers,
+        Epochs = 8,
+        BatchSize = 32,
+        LearningRate = 0.05,
+        Momentum = 0.9,
+        Seed = 7,
+        ReplicaCheckInterval = 1,
+    };
+
+    public static (IDataView Train, IDataView Test) LoadData(MLContext ml, int train, int test)
+        => (ml.Data.LoadFromEnumerable(FashionMnist.Load(train: true, limit: train)), ml.Data.LoadFromEnumerable(FashionMnist.Load(train: false, limit: test)));
+
+    /// <summary>MapValueToKey(Label) then the trainer: what an ML.NET user writes.</summary>
+    public static (ITransformer Model, double Accuracy, SIDCoTransformer Sidco) TrainAndEvaluate(MLContext ml, SIDCoTrainer.Options options, IDataView train, IDataView test)
+    {
+        var pipeline = ml.Transforms.Conversion.MapValueToKey("Label").Append(ml.Extensions.SIDCoTrainer(options));
+        var model = pipeline.Fit(train);
+        var metrics = ml.MulticlassClassification.Evaluate(model.Transform(test));
+        return (model, metrics.MacroAccuracy >= 0 ? metrics.MicroAccuracy : double.NaN, model.LastTransformer);
+    }
+
+    /// <summary>Scores of the first <paramref name="rows"/> test images, in row order.</summary>
+    public static float[] Scores(MLContext ml, ITransformer keyMapper, SIDCoTransformer model, IDataView test, int rows)
+    {
+        var scored = model.Transform(keyMapper.Transform(test));
+        return scored.GetColumn<float[]>("Score").Take(rows).SelectMany(s => s).ToArray();
+    }
+}

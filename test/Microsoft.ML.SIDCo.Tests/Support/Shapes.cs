@@ -1,0 +1,11 @@
+using System.Reflection;
+
+namespace Microsoft.ML.SIDCo.Tests.Support;
+
+/// <summary>ML.NET keeps SchemaShape.Create internal; its pipelines call it for us. Tests that check GetOutputSchema directly reach it this way.</summary>
+public static class Shapes
+{
+    private static readonly MethodInfo s_create = typeof(SchemaShape).GetMethod("Create", BindingFlags.NonPublic | BindingFlags.Public | BindingFlags.Static, [typeof(DataViewSchema)])!;
+
+    public static SchemaShape Of(DataViewSchema schema) => (SchemaShape)s_create.Invoke(null, [schema])!;
+}

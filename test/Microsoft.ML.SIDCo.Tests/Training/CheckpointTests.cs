@@ -1,0 +1,92 @@
+using Microsoft.ML.SIDCo.Compression;
+using Microsoft.ML.SIDCo.Models;
+using Microsoft.ML.SIDCo.Tests.Support;
+using Microsoft.ML.SIDCo.Training;
+
+namespace Microsoft.ML.SIDCo.Tests.Training;
+
+public sealed class CheckpointTests : IDisposable
+{
+    private readonly string _dir = Path.Combine(Path.GetTempPath(), "sidco-ckpt-" + Guid.NewGuid().ToString("N"));
+    private static readonly TrainingData s_data = Load();
+
+    private static TrainingData Load()
+    {
+        var rows = Datasets.FashionMnist.Load(train: true, limit: 2000);
+        return new TrainingData(rows.SelectMany(r => r.Features).ToArray(), 784, rows.Select(r => (int)r.Label).ToArray(), null);
+    }
+
+    private TrainingSettings Settings(double learningRate = 0.05, long stopAfter = 0, bool checkpoints = true) => new()
+    {
+        Model = SIDCoModels.Mlp(32), Outputs = 10, Epochs = 2, BatchSize = 25, MaxStepsPerEpoch = 20, LearningRate = learningRate, Seed = 3,
+        CheckpointDirectory = checkpoints ? _dir : null, CheckpointInterval = 10, StopAfterSteps = stopAfter, ReplicaCheckInterval = 1,
+        HookFactory = () => new CompressionHook(new CompressionHookOptions { Compressor = CompressorKind.SidcoExponential, Compression = new CompressorOptions { Density = 0.01 } }),
+    };
+
+    [Fact]
+    public void ResumedRunEndsBitwiseEqualToAnUninterruptedOne()
+    {
+        using var uninterrupted = DataParallelTrainer.RunInProcess(s_data, null, Settings(checkpoints: false), workers: 2);
+        using (var interrupted = DataParallelTrainer.RunInProcess(s_data, null, Settings(stopAfter: 25), workers: 2))
+            Assert.Equal(25, interrupted.Steps);
+        Assert.EndsWith("step-0000000020", TrainingCheckpoint.Latest(_dir));
+        using var resumed = DataParallelTrainer.RunInProcess(s_data, null, Settings(), workers: 2);
+        Assert.Equal(40, resumed.Steps);
+        Assert.Equal(new ParameterSet(uninterrupted.Model).Fingerprint(), new ParameterSet(resumed.Model).Fingerprint());
+        Assert.Equal(uninterrupted.History.Epochs.Select(e => e.Loss), resumed.History.Epochs.Select(e => e.Loss));
+    }
+
+    [Fact]
+    public void CorruptCheckpointIsRefusedAndNothingIsLoaded()
+    {
+        using (DataParallelTrainer.RunInProcess(s_data, null, Settings(stopAfter: 10), workers: 2)) { }
+        string latest = TrainingCheckpoint.Latest(_dir)!;
+        var file = Path.Combine(latest, "hook-rank1.bin");
+        var bytes = File.ReadAllBytes(file);
+        bytes[^5] ^= 0xFF;
+        File.WriteAllBytes(file, bytes);
+        var e = Assert.Throws<CheckpointException>(() => DataParallelTrainer.RunInProcess(s_data, null, Settings(), workers: 2));
+        Assert.Contains("corrupt", e.Message);
+        Assert.Contains("hook-rank1.bin", e.Message);
+
+        // The check runs before any state is touched: a model given to the loader keeps its weights.
+        using var model = SIDCoModels.Mlp(32).Build(784, 10);
+        var ps = new ParameterSet(model);
+        long before = ps.Fingerprint();
+        var comm = Microsoft.ML.SIDCo.Communication.InProcessCommunicator.CreateSingle();
+        Assert.Throws<CheckpointException>(() => { _ = TrainingCheckpoint.TryLoad(_dir, comm, Settings().Fingerprint(1), ps, new SgdOptimizer(ps.Length, 0.9f, false, 0), new DenseAllReduceHook()); });
+        Assert.Equal(before, ps.Fingerprint());
+    }
+
+    [Fact]
+    public void CheckpointFromOtherOptionsOrWorkerCountIsRefused()
+    {
+        using (DataParallelTrainer.RunInProcess(s_data, null, Settings(stopAfter: 10), workers: 2)) { }
+        var e = Assert.Throws<CheckpointException>(() => DataParallelTrainer.RunInProcess(s_data, null, Settings(learningRate: 0.1), workers: 2));
+        Assert.Contains("different training options", e.Message);
+        var e2 = Assert.Throws<CheckpointException>(() => DataParallelTrainer.RunInProcess(s_data, null, Settings(), workers: 1));
+        Assert.Contains("2 workers", e2.Message);
+    }
+
+    [Fact]
+    public void WeightsFileRejectsCorruptionAndForeignLayoutsWithoutChangingTheModel()
+    {
+        using var a = SIDCoModels.Mlp(8).Build(20, 3);
+        using var b = SIDCoModels.Mlp(9).Build(20, 3);
+        var pa = new ParameterSet(a);
+        var saved = new MemoryStream();
+        pa.Save(saved);
+        var pb = new ParameterSet(b);
+        long before = pb.Fingerprint();
+        var e = Assert.Throws<InvalidDataException>(() => pb.Load(new MemoryStream(saved.ToArray())));
+        Assert.Contains("fc0.weight", e.Message);
+        Assert.Equal(before, pb.Fingerprint());
+        var bytes = saved.ToArray();
+        bytes[40] ^= 1;
+        long beforeA = pa.Fingerprint();
+        Assert.Throws<InvalidDataException>(() => pa.Load(new MemoryStream(bytes)));
+        Assert.Equal(beforeA, pa.Fingerprint());
+    }
+
+    public void Dispose() { if (Directory.Exists(_dir)) Directory.Delete(_dir, recursive: true); }
+}

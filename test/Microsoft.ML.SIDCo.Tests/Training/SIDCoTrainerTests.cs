@@ -1,0 +1,188 @@
+using Microsoft.ML.Data;
+using Microsoft.ML.SIDCo.Communication;
+using Microsoft.ML.SIDCo.Compression;
+using Microsoft.ML.SIDCo.Models;
+using Microsoft.ML.SIDCo.TestHost;
+using Microsoft.ML.SIDCo.Tests.Support;
+using Microsoft.ML.SIDCo.Training;
+using Xunit.Abstractions;
+
+namespace Microsoft.ML.SIDCo.Tests.Training;
+
+[Collection(FashionMnistCollection.Name)]
+public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
+{
+    [Fact]
+    public void TwoInProcessWorkersLearnFashionMnistWithSidcoE()
+    {
+        var (model, accuracy, sidco) = Scenarios.TrainAndEvaluate(data.Ml, Scenarios.SmallFashionMnist(workers: 2), data.Train, data.Test);
+        log.WriteLine($"2 in-process workers, ConvNet, sidco-e at 0.01, 3000 images: test accuracy {accuracy:F4}");
+        foreach (var e in sidco.History.Epochs) log.WriteLine($"  epoch {e.Epoch}: loss {e.Loss:F3} density {e.AchievedDensity:G3} bytes/step {e.BytesPerStep:F0} (dense {e.DenseBytesPerStep:F0})");
+        Assert.True(accuracy >= 0.75, $"accuracy {accuracy}");
+        Assert.Equal(8, sidco.History.Epochs.Count);
+        Assert.Equal(("sidco-e", 2, "inprocess"), (sidco.Info.Compressor, sidco.Info.Workers, sidco.Info.Transport));
+        var last = sidco.History.Epochs[^1];
+        Assert.InRange(last.AchievedDensity, 0.005, 0.02);
+        Assert.True(last.BytesPerStep < 0.1 * last.DenseBytesPerStep, $"{last.BytesPerStep} vs dense {last.DenseBytesPerStep}");
+        Assert.True(sidco.History.Epochs[^1].Loss < sidco.History.Epochs[0].Loss);
+        Assert.Contains("\"achievedDensity\"", sidco.History.ToJson());
+    }
+
+    [Fact]
+    public void TheSameProgramUnderMpirunReachesTheSameBandWithIdenticalModels()
+    {
+        var run = MpiRunner.Run(2, MpiRunner.TestHost, "train", TimeSpan.FromMinutes(5));
+        Assert.False(run.TimedOut, run.Output);
+        Assert.True(run.ExitCode == 0, run.Output);
+        var accuracy = run.Checks.Where(c => c.Name == "accuracy").Select(c => double.Parse(c.Detail, System.Globalization.CultureInfo.InvariantCulture)).ToList();
+        var prints = run.Checks.Where(c => c.Name == "fingerprint").Select(c => c.Detail).ToList();
+        log.WriteLine($"mpirun -np 2: accuracies {string.Join(", ", accuracy)}");
+        Assert.Equal(2, accuracy.Count);
+        Assert.All(accuracy, a => Assert.True(a >= 0.75, $"accuracy {a}"));
+        Assert.Single(prints.Distinct());
+        Assert.All(run.Checks.Where(c => c.Name == "transport"), c => Assert.Equal("mpi/2", c.Detail));
+    }
+
+    [Fact]
+    public void SavedModelLoadsInANewProcessWithIdenticalScores()
+    {
+        var options = Scenarios.SmallFashionMnist(workers: 1);
+        options.Epochs = 1;
+        options.Model = SIDCoModels.Mlp(64);
+        var keys = data.Ml.Transforms.Conversion.MapValueToKey("Label").Fit(data.Train);
+        using var model = data.Ml.Extensions.SIDCoTrainer(options).Fit(keys.Transform(data.Train));
+        string path = Path.Combine(Path.GetTempPath(), $"sidco-model-{Guid.NewGuid():N}.zip");
+        string scoresPath = path + ".scores";
+        try
+        {
+            model.Save(path);
+            var expected = Scenarios.Scores(data.Ml, keys, model, data.Test, 200);
+            var run = MpiRunner.RunPlain(MpiRunner.TestHost, $"score {path} {scoresPath} 200", TimeSpan.FromMinutes(2));
+            Assert.True(run.ExitCode == 0, run.Output);
+            var actual = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(File.ReadAllBytes(scoresPath)).ToArray();
+            Assert.Equal(expected, actual);
+        }
+        finally { File.Delete(path); File.Delete(scoresPath); }
+    }
+
+    [Fact]
+    public void CorruptSavedModelIsRejected()
+    {
+        var options = Scenarios.SmallFashionMnist(workers: 1);
+        options.Epochs = 1; options.MaxStepsPerEpoch = 2; options.Model = SIDCoModels.Mlp(16);
+        var keys = data.Ml.Transforms.Conversion.MapValueToKey("Label").Fit(data.Train);
+        using var model = data.Ml.Extensions.SIDCoTrainer(options).Fit(keys.Transform(data.Train));
+        var stream = new MemoryStream();
+        model.Save(stream);
+        var bytes = stream.ToArray();
+        Assert.Throws<InvalidDataException>(() => SIDCoTransformer.Load(data.Ml, new MemoryStream(bytes[..(bytes.Length / 2)])));
+        var e = Assert.Throws<NotSupportedException>(() => data.Ml.Model.Save(model, keys.Transform(data.Train).Schema, new MemoryStream()));
+        Assert.Contains("LoadSIDCoModel", e.Message);
+    }
+
+    [Theory]
+    [InlineData("Density", 0.0)]
+    [InlineData("Density", 2.0)]
+    [InlineData("Workers", 0.0)]
+    [InlineData("Epochs", 0.0)]
+    [InlineData("BatchSize", 0.0)]
+    [InlineData("LearningRate", -1.0)]
+    [InlineData("Momentum", 1.0)]
+    [InlineData("SelectionCap", 0.5)]
+    [InlineData("GradientClipNorm", -1.0)]
+    public void InvalidOptionsAreRejectedUpFrontNamingTheOption(string option, double value)
+    {
+        var o = new SIDCoTrainer.Options();
+        typeof(SIDCoTrainer.Options).GetField(option)!.SetValue(o, Convert.ChangeType(value, typeof(SIDCoTrainer.Options).GetField(option)!.FieldType, System.Globalization.CultureInfo.InvariantCulture));
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => data.Ml.Extensions.SIDCoTrainer(o));
+        Assert.Equal(option, e.ParamName);
+    }
+
+    [Fact]
+    public void BatchLargerThanTheShardIsReportedByName()
+    {
+        var o = new SIDCoTrainer.Options { BatchSize = 2000, Workers = 2, Epochs = 1 };
+        var pipeline = data.Ml.Transforms.Conversion.MapValueToKey("Label").Append(data.Ml.Extensions.SIDCoTrainer(o));
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => pipeline.Fit(data.Train));
+        Assert.Contains("BatchSize", e.Message);
+    }
+
+    private sealed class TextRow { public string Features { get; set; } = ""; public uint Label { get; set; } }
+
+    [Fact]
+    public void SchemaMismatchesGetMlNetStyleMessages()
+    {
+        var text = data.Ml.Data.LoadFromEnumerable(new[] { new TextRow { Features = "x", Label = 1 } });
+        var trainer = data.Ml.Extensions.SIDCoTrainer();
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => trainer.Fit(text));
+        Assert.Contains("Schema mismatch for feature column 'Features': expected known-size vector of Single, got String", e.Message);
+        var e2 = Assert.Throws<ArgumentOutOfRangeException>(() => trainer.GetOutputSchema(Shapes.Of(text.Schema)));
+        Assert.Contains("Schema mismatch for feature column 'Features'", e2.Message);
+        // Label not mapped to a key.
+        var e3 = Assert.Throws<ArgumentOutOfRangeException>(() => trainer.Fit(data.Train));
+        Assert.Contains("Schema mismatch for label column 'Label': expected Key, got UInt32", e3.Message);
+    }
+
+    [Fact]
+    public void OutputSchemaHasScoreAndPredictedLabelKeys()
+    {
+        var keyed = data.Ml.Transforms.Conversion.MapValueToKey("Label").Fit(data.Train).Transform(data.Train);
+        var shape = data.Ml.Extensions.SIDCoTrainer().GetOutputSchema(Shapes.Of(keyed.Schema));
+        var score = shape.Single(c => c.Name == "Score");
+        var predicted = shape.Single(c => c.Name == "PredictedLabel");
+        Assert.Equal(SchemaShape.Column.VectorKind.Vector, score.Kind);
+        Assert.True(predicted.IsKey);
+    }
+
+    private sealed class RecordingHook : IGradientHook
+    {
+        private readonly DenseAllReduceHook _inner = new();
+        public List<long> Steps { get; } = [];
+        public int Length { get; private set; }
+        public void Initialize(GradientHookContext context) { Length = context.Length; _inner.Initialize(context); }
+        public GradientHookStats Reduce(Span<float> gradient, long step) { Steps.Add(step); return _inner.Reduce(gradient, step); }
+        public void SaveState(Stream stream) { }
+        public void LoadState(Stream stream) { }
+        public void Dispose() { }
+    }
+
+    [Fact]
+    public void AUserHookSeesEveryStepOnEveryWorker()
+    {
+        var hooks = new System.Collections.Concurrent.ConcurrentBag<RecordingHook>();
+        var o = new SIDCoTrainer.Options
+        {
+            Model = SIDCoModels.Mlp(32), Workers = 2, Epochs = 2, BatchSize = 50, MaxStepsPerEpoch = 7,
+            GradientHook = () => { var h = new RecordingHook(); hooks.Add(h); return h; },
+        };
+        data.Ml.Transforms.Conversion.MapValueToKey("Label").Append(data.Ml.Extensions.SIDCoTrainer(o)).Fit(data.Train);
+        Assert.Equal(2, hooks.Count);
+        Assert.All(hooks, h => Assert.Equal(Enumerable.Range(0, 14).Select(i => (long)i).ToArray(), h.Steps.ToArray()));
+        Assert.All(hooks, h => Assert.Equal(784 * 32 + 32 + 32 * 10 + 10, h.Length));
+    }
+
+    [Fact]
+    public void NonFiniteGradientsThrowOrAreSkippedAsConfigured()
+    {
+        var rows = FashionMnistRowsWithNaN();
+        var view = data.Ml.Data.LoadFromEnumerable(rows);
+        var o = new SIDCoTrainer.Options { Model = SIDCoModels.Mlp(16), Workers = 2, Epochs = 1, BatchSize = 20, Density = 0.01 };
+        var pipeline = data.Ml.Transforms.Conversion.MapValueToKey("Label").Append(data.Ml.Extensions.SIDCoTrainer(o));
+        var e = Assert.Throws<NonFiniteGradientException>(() => pipeline.Fit(view));
+        Assert.Contains("gradient bucket", e.Message);
+
+        o.NonFiniteGradients = NonFinitePolicy.SkipStep;
+        o.GradientClipNorm = 1;
+        var model = data.Ml.Transforms.Conversion.MapValueToKey("Label").Append(data.Ml.Extensions.SIDCoTrainer(o)).Fit(view);
+        var history = model.LastTransformer.History.Epochs.Single();
+        Assert.True(history.SkippedContributions > 0);
+        Assert.True(double.IsFinite(model.LastTransformer.Predict(rows[1].Features)[0]));
+    }
+
+    private static Datasets.ImageExample[] FashionMnistRowsWithNaN()
+    {
+        var rows = Datasets.FashionMnist.Load(train: true, limit: 400);
+        rows[0].Features[3] = float.NaN; // whichever worker draws row 0 gets a NaN gradient
+        return rows;
+    }
+}
