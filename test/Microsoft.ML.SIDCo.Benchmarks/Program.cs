@@ -1,1 +1,23 @@
-Console.WriteLine("placeholder");
+using Microsoft.ML.SIDCo.Benchmarks;
+
+// The paper-style benchmarks. Speed is measured here (ratios side by side in one run), never in tests.
+//   compression [--elements N,..] [--densities d,..] [--data laplace,heavy,real] [--compressors a,b] [--runs 10] [--json FILE]
+//   allreduce   [--ranks 2,4] [--elements N] [--densities d,..] [--runs 10] [--json FILE]
+//   training    [--transport mpi|inprocess] [--workers 4] [--compressors ..] [--densities ..] [--epochs N] [--model convnet|convnet-wide|wide-mlp] [--json FILE]
+if (args.Length == 0)
+{
+    Console.Error.WriteLine("usage: Microsoft.ML.SIDCo.Benchmarks compression|allreduce|training [options]   (see docs/benchmarks.md)");
+    return 2;
+}
+var rest = new BenchArgs(args[1..]);
+return args[0] switch
+{
+    "compression" => CompressionBenchmark.Run(rest),
+    "allreduce" => AllReduceBenchmark.Run(rest),
+    "allreduce-worker" => AllReduceBenchmark.MpiWorker(rest),
+    "training" => TrainingBenchmark.Run(rest),
+    "training-worker" => TrainingBenchmark.Worker(rest),
+    _ => Fail($"unknown benchmark '{args[0]}' (compression, allreduce, training; cluster runs through ./build.sh bench cluster)"),
+};
+
+static int Fail(string message) { Console.Error.WriteLine(message); return 2; }

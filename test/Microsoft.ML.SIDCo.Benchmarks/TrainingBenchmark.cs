@@ -1,0 +1,120 @@
+using System.Text.Json;
+using Microsoft.ML.SIDCo.Compression;
+using Microsoft.ML.SIDCo.Datasets;
+using Microsoft.ML.SIDCo.Models;
+
+namespace Microsoft.ML.SIDCo.Benchmarks;
+
+/// <summary>
+/// End-to-end: trains the Fashion-MNIST ConvNet once per compressor and density with the same seed,
+/// and reports test accuracy, time per step split into compute / compress / communicate, and bytes per step.
+/// </summary>
+internal static class TrainingBenchmark
+{
+    public sealed record Row(string Compressor, double Density, int Workers, string Transport, double TestAccuracy, double StepMs, double ComputeMs,
+        double CompressMs, double CommunicateMs, double BytesPerStep, double PredictedCommunicateMs, double DenseBytesPerStep, double WallSeconds, string Model);
+
+    public static int Run(BenchArgs a)
+    {
+        string transport = a.Get("transport", "mpi");
+        int workers = a.Int("workers", 4);
+        var compressors = a.List("compressors", "none,topk,dgc,sidco-e,sidco-gp,sidco-p");
+        var densities = a.List("densities", "0.01,0.001");
+        int epochs = a.Int("epochs", 3);
+        string model = a.Get("model", "convnet");
+        var rows = new List<Row>();
+        foreach (var c in compressors)
+        {
+            foreach (var d in c == "none" ? densities.Take(1) : densities)
+            {
+                string args = $"training-worker --compressor {c} --density {d} --epochs {epochs} --workers {workers} --model {model} --max-steps {a.Int("max-steps", 0)}";
+                Console.WriteLine($"{transport}: {c} at {d}");
+                var lines = transport == "mpi" ? Bench.RunUnderMpirun(workers, args) : InProcess(args);
+                var row = JsonSerializer.Deserialize<Row>(lines.Single(), Bench.JsonLine)!;
+                rows.Add(row);
+                Console.WriteLine($"  accuracy {row.TestAccuracy:P2}, step {row.StepMs:F1} ms (compute {row.ComputeMs:F1}, compress {row.CompressMs:F3}, communicate {row.CommunicateMs:F2}), {row.BytesPerStep:N0} B/step");
+            }
+        }
+        var none = rows.FirstOrDefault(r => r.Compressor == "none");
+        var table = Bench.Table(["compressor", "density", "test accuracy", "vs none (points)", "step ms", "compute ms", "compress ms", "communicate ms", "bytes/step", "bytes vs dense"],
+            rows.Select(r => new[]
+            {
+                r.Compressor, r.Compressor == "none" ? "-" : Bench.F(r.Density, "G3"), Bench.F(r.TestAccuracy * 100, "F2") + " %",
+                none is null ? "-" : Bench.F((r.TestAccuracy - none.TestAccuracy) * 100, "+0.00;-0.00"), Bench.F(r.StepMs), Bench.F(r.ComputeMs), Bench.F(r.CompressMs, "F3"),
+                Bench.F(r.CommunicateMs), Bench.F(r.BytesPerStep, "N0"), Bench.F(r.BytesPerStep / r.DenseBytesPerStep, "P2"),
+            }));
+        Bench.WriteResults(a.Get("json"), rows, $"{workers} workers ({transport}), model {model}, {epochs} epochs, same seed\n\n" + table);
+        if (a.Get("json") is { } json) Plot(rows, Path.ChangeExtension(json, ".png"));
+        return 0;
+    }
+
+    private static List<string> InProcess(string args)
+    {
+        var output = new StringWriter();
+        var original = Console.Out;
+        Console.SetOut(output);
+        try { Worker(new BenchArgs(args.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1..]), inProcess: true); }
+        finally { Console.SetOut(original); }
+        return output.ToString().Split('\n').Where(l => l.StartsWith("RESULT ", StringComparison.Ordinal)).Select(l => l[7..]).ToList();
+    }
+
+    /// <summary>One training run (a rank's part under mpirun, or all workers in-process); rank 0 prints the RESULT line.</summary>
+    public static int Worker(BenchArgs a, bool inProcess = false)
+    {
+        var ml = new MLContext(seed: 1);
+        var train = ml.Data.LoadFromEnumerable(FashionMnist.Load(train: true));
+        var test = ml.Data.LoadFromEnumerable(FashionMnist.Load(train: false));
+        var compressor = CompressorNames.Parse(a.Get("compressor", "sidco-e"));
+        string modelName = a.Get("model", "convnet");
+        var model = modelName switch
+        {
+            "convnet" => SIDCoModels.ConvNet(),
+            "convnet-wide" => SIDCoModels.ConvNet(conv1: 32, conv2: 64, hidden: 256),
+            "wide-mlp" => SIDCoModels.Mlp(2048, 2048),
+            _ => throw new ArgumentException($"unknown model '{modelName}' (convnet, convnet-wide, wide-mlp)"),
+        };
+        var options = new SIDCoTrainer.Options
+        {
+            Model = model, Compressor = compressor, Density = a.Double("density", 0.001), Workers = a.Int("workers", 4), Epochs = a.Int("epochs", 3),
+            BatchSize = 32, LearningRate = 0.05, Momentum = 0.9, Schedule = Training.LearningRateSchedule.Cosine, LearningRateWarmupSteps = 50, Seed = 1,
+            Transport = inProcess ? TransportKind.InProcess : TransportKind.Auto, MaxStepsPerEpoch = a.Int("max-steps", 0),
+        };
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        var keys = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train);
+        var fitted = ml.Extensions.SIDCoTrainer(options).Fit(keys.Transform(train));
+        double wall = watch.Elapsed.TotalSeconds;
+        int rank = int.Parse(Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_RANK") ?? "0", System.Globalization.CultureInfo.InvariantCulture);
+        if (rank != 0) return 0;
+        var metrics = ml.MulticlassClassification.Evaluate(fitted.Transform(keys.Transform(test)));
+        var h = fitted.History.Epochs;
+        var row = new Row(compressor.ToName(), options.Density, fitted.Info.Workers, fitted.Info.Transport, metrics.MicroAccuracy,
+            h.Average(e => e.StepMs), h.Average(e => e.ComputeMs), h.Average(e => e.CompressMs), h.Average(e => e.CommunicateMs), h.Average(e => e.BytesPerStep),
+            h.Average(e => e.PredictedCommunicateMs), h[0].DenseBytesPerStep, wall, model.Descriptor);
+        Console.WriteLine("RESULT " + JsonSerializer.Serialize(row, Bench.JsonLine));
+        return 0;
+    }
+
+    private static void Plot(List<Row> rows, string path)
+    {
+        var plot = new ScottPlot.Plot();
+        var labels = rows.Select(r => r.Compressor == "none" ? "none" : $"{r.Compressor}\n{r.Density}").ToArray();
+        var stacks = new (string Name, Func<Row, double> Value)[] { ("compute", r => r.ComputeMs), ("compress", r => r.CompressMs), ("communicate", r => r.CommunicateMs) };
+        var bars = new List<ScottPlot.Bar>();
+        for (int i = 0; i < rows.Count; i++)
+        {
+            double bottom = 0;
+            for (int s = 0; s < stacks.Length; s++)
+            {
+                double v = stacks[s].Value(rows[i]);
+                bars.Add(new ScottPlot.Bar { Position = i, ValueBase = bottom, Value = bottom + v, FillColor = ScottPlot.Colors.Category10[s] });
+                bottom += v;
+            }
+        }
+        plot.Add.Bars(bars);
+        plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(labels.Select((l, i) => new ScottPlot.Tick(i, l)).ToArray());
+        plot.Axes.Left.Label.Text = "ms per step (compute | compress | communicate)";
+        plot.Title($"{rows[0].Workers} workers ({rows[0].Transport}): time per step; accuracy " + string.Join(", ", rows.Select(r => $"{r.Compressor}{(r.Compressor == "none" ? "" : "@" + r.Density)} {r.TestAccuracy:P1}")));
+        plot.SavePng(path, 1200, 550);
+        Console.WriteLine($"wrote {path}");
+    }
+}
