@@ -10,21 +10,22 @@ namespace Microsoft.ML.SIDCo.Compression;
 /// with the sent entries zeroed.
 /// </summary>
 /// <remarks>
-/// The accumulator is written into a second buffer and the two are swapped only when a step
-/// completes, so a step that fails (non-finite values, an exception) leaves the residual exactly as it was.
+/// The accumulation runs in place, fused with the statistics pass (one read of the gradient, one read
+/// and one write of the residual: the least memory traffic error feedback can have). Entries whose
+/// sum is not finite are never stored, so a step rejected for NaN/Inf loses nothing: the finite part
+/// of its gradient stays in the residual, to be sent later like any other residual, and the residual
+/// keeps its previous value at the offending entries.
 /// </remarks>
 public sealed class ErrorFeedback
 {
     private const uint Magic = 0x45444953; // "SIDE"
     private float[] _residual;
-    private float[] _scratch;
 
     /// <summary>Creates a zero residual for a buffer of <paramref name="length"/> entries.</summary>
     public ErrorFeedback(int length, string name = "gradient")
     {
         ArgumentOutOfRangeException.ThrowIfNegative(length);
         _residual = new float[length];
-        _scratch = new float[length];
         Name = name;
     }
 
@@ -37,11 +38,8 @@ public sealed class ErrorFeedback
     /// <summary>The current residual.</summary>
     public ReadOnlySpan<float> Residual => _residual;
 
-    /// <summary>Where the compressor writes acc = g + residual for the step in progress.</summary>
-    internal Span<float> Accumulator => _scratch;
-
-    /// <summary>Makes the accumulator (with the sent entries zeroed) the new residual.</summary>
-    internal void Commit() => (_residual, _scratch) = (_scratch, _residual);
+    /// <summary>The residual, writable: compressors accumulate into it and zero what they send.</summary>
+    internal Span<float> Accumulator => _residual;
 
     /// <summary>Zeroes the residual.</summary>
     public void Reset() => Array.Clear(_residual);

@@ -10,6 +10,16 @@ namespace Microsoft.ML.SIDCo.Compression;
 public abstract class GradientCompressor
 {
     private float[] _magnitudeScratch = [];
+    private readonly SparseBuffer _candidates = new();
+    private float _lastThreshold = float.NaN;
+
+    /// <summary>
+    /// The statistics pass also collects the entries above this fraction of the previous call's
+    /// threshold. When the new threshold is at least that high (gradients change slowly from step to
+    /// step), the selection filters those candidates instead of reading the whole buffer again; the
+    /// result is exactly the same as a full pass.
+    /// </summary>
+    private const float CandidateFraction = 0.7f;
 
     /// <summary>Creates the compressor with validated options.</summary>
     protected GradientCompressor(CompressorOptions options, IGradientKernels? kernels)
@@ -69,27 +79,33 @@ public abstract class GradientCompressor
         int k = TargetCount(n);
         GradientStatistics stats;
         ReadOnlySpan<float> acc;
+        bool collect = UsesCandidates && float.IsFinite(_lastThreshold) && _lastThreshold > 0;
+        float bound = collect ? _lastThreshold * CandidateFraction : float.PositiveInfinity;
+        _candidates.Clear();
         if (feedback is not null)
         {
             if (feedback.Length != n) throw new ArgumentException($"Error feedback for buffer '{feedback.Name}' has {feedback.Length} entries; the gradient has {n}.", nameof(feedback));
-            stats = Kernels.AccumulateAndMeasure(gradient, feedback.Residual, feedback.Accumulator, RequiredStatistics);
+            stats = Kernels.AccumulateAndMeasure(gradient, feedback.Accumulator, RequiredStatistics, bound, collect ? _candidates : null);
             acc = feedback.Accumulator;
         }
         else
         {
-            stats = Kernels.Measure(gradient, RequiredStatistics);
+            stats = Kernels.Measure(gradient, RequiredStatistics, bound, collect ? _candidates : null);
             acc = gradient;
         }
 
         if (!stats.AllFinite)
         {
             if (Options.NonFinite == NonFinitePolicy.Throw)
-                throw new NonFiniteGradientException(feedback?.Name ?? "gradient", stats.FirstNonFinite, acc[(int)stats.FirstNonFinite]);
+                throw new NonFiniteGradientException(feedback?.Name ?? "gradient", stats.FirstNonFinite, gradient[(int)stats.FirstNonFinite]);
             return new CompressionStats(n, k, 0, 0, float.NaN, 0, Skipped: true, stats.FirstNonFinite);
         }
         if (n == 0) return new CompressionStats(0, 0, 0, 0, 0, 0, false, -1);
 
+        CandidateBound = bound;
+        HasCandidates = collect;
         var (threshold, stages) = SelectCore(acc, stats, k, output);
+        _lastThreshold = threshold;
         Calls++;
         int estimated = output.Count;
         OnEstimated(estimated, k);
@@ -109,9 +125,35 @@ public abstract class GradientCompressor
         {
             var accumulator = feedback.Accumulator;
             foreach (int i in output.Indices) accumulator[i] = 0;
-            feedback.Commit();
         }
         return new CompressionStats(n, k, estimated, output.Count, threshold, stages, false, -1);
+    }
+
+    /// <summary>True for compressors whose selection is a magnitude threshold that can use the candidate prefilter.</summary>
+    protected virtual bool UsesCandidates => false;
+
+    /// <summary>True when this call's statistics pass collected <see cref="Candidates"/>.</summary>
+    protected bool HasCandidates { get; private set; }
+
+    /// <summary>The bound above which <see cref="Candidates"/> holds every entry (ascending).</summary>
+    protected float CandidateBound { get; private set; } = float.PositiveInfinity;
+
+    /// <summary>The entries above <see cref="CandidateBound"/>, when <see cref="HasCandidates"/>.</summary>
+    protected SparseBuffer Candidates => _candidates;
+
+    /// <summary>
+    /// Appends every entry with |x| &gt; <paramref name="threshold"/> in ascending order: from the candidates
+    /// when they cover the threshold, else with a full pass.
+    /// </summary>
+    protected void SelectAboveThreshold(ReadOnlySpan<float> acc, float threshold, SparseGradient output)
+    {
+        if (HasCandidates && threshold >= CandidateBound)
+        {
+            var idx = _candidates.Indices; var val = _candidates.Values;
+            for (int j = 0; j < idx.Length; j++) if (MathF.Abs(val[j]) > threshold) output.Add(idx[j], val[j]);
+            return;
+        }
+        Kernels.SelectAbove(acc, threshold, output);
     }
 
     /// <summary>Chooses the entries to send, appending them to <paramref name="output"/> in ascending index order.</summary>

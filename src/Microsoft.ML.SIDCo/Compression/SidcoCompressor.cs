@@ -35,6 +35,20 @@ public sealed class SidcoCompressor : GradientCompressor
     public int CurrentStages => Controller?.Stages ?? Options.Stages;
 
     /// <inheritdoc />
+    protected override bool UsesCandidates => true;
+
+    private static ExceedanceStatistics MeasureExceedances(ReadOnlySpan<float> values, float threshold)
+    {
+        long count = 0; double sum = 0, sumSq = 0; float min = float.PositiveInfinity;
+        foreach (float v in values)
+        {
+            float a = MathF.Abs(v);
+            if (a > threshold) { count++; sum += a; sumSq += (double)a * a; if (a < min) min = a; }
+        }
+        return new ExceedanceStatistics(count, sum, sumSq, min);
+    }
+
+    /// <inheritdoc />
     protected override StatisticsKinds RequiredStatistics => _kind switch
     {
         CompressorKind.SidcoGammaPareto => StatisticsKinds.LogMagnitudes,
@@ -46,7 +60,7 @@ public sealed class SidcoCompressor : GradientCompressor
     protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output)
     {
         var (threshold, stages) = EstimateThreshold(acc, stats);
-        Kernels.SelectAbove(acc, threshold, output);
+        SelectAboveThreshold(acc, threshold, output);
         return (threshold, stages);
     }
 
@@ -63,7 +77,8 @@ public sealed class SidcoCompressor : GradientCompressor
         int used = 1;
         for (int s = 2; s <= m; s++)
         {
-            var ex = Kernels.MeasureExceedances(acc, (float)eta);
+            // Later stages look only at the tail: when it lies above the candidate bound, the candidates hold all of it.
+            var ex = HasCandidates && eta >= CandidateBound ? MeasureExceedances(Candidates.Values, (float)eta) : Kernels.MeasureExceedances(acc, (float)eta);
             if (ex.Count < 2) break; // nothing left to fit: keep the last threshold
             double t = ex.Min;
             double meanY = ex.Mean - t;

@@ -35,26 +35,24 @@ public sealed class CpuGradientKernels : IGradientKernels
     public string Name => "cpu-simd";
 
     /// <inheritdoc />
-    public unsafe GradientStatistics AccumulateAndMeasure(ReadOnlySpan<float> gradient, ReadOnlySpan<float> residual, Span<float> accumulator, StatisticsKinds kinds)
+    public unsafe GradientStatistics AccumulateAndMeasure(ReadOnlySpan<float> gradient, Span<float> residual, StatisticsKinds kinds, float candidateBound = float.PositiveInfinity, SparseBuffer? candidates = null)
     {
         if (residual.Length != gradient.Length) throw new ArgumentException($"Residual length {residual.Length} differs from gradient length {gradient.Length}.", nameof(residual));
-        if (accumulator.Length != gradient.Length) throw new ArgumentException($"Accumulator length {accumulator.Length} differs from gradient length {gradient.Length}.", nameof(accumulator));
         fixed (float* g = gradient)
         fixed (float* r = residual)
-        fixed (float* acc = accumulator)
         {
-            var (gp, rp, ap) = ((nint)g, (nint)r, (nint)acc);
-            return Reduce(gradient.Length, (start, len) => MeasureRange((float*)gp + start, (float*)rp + start, (float*)ap + start, len, start, kinds));
+            var (gp, rp) = ((nint)g, (nint)r);
+            return Reduce(gradient.Length, candidates, (start, len, local) => MeasureRange((float*)gp + start, (float*)rp + start, len, start, kinds, candidateBound, local));
         }
     }
 
     /// <inheritdoc />
-    public unsafe GradientStatistics Measure(ReadOnlySpan<float> values, StatisticsKinds kinds)
+    public unsafe GradientStatistics Measure(ReadOnlySpan<float> values, StatisticsKinds kinds, float candidateBound = float.PositiveInfinity, SparseBuffer? candidates = null)
     {
         fixed (float* v = values)
         {
             var vp = (nint)v;
-            return Reduce(values.Length, (start, len) => MeasureRange((float*)vp + start, null, null, len, start, kinds));
+            return Reduce(values.Length, candidates, (start, len, local) => MeasureRange((float*)vp + start, null, len, start, kinds, candidateBound, local));
         }
     }
 
@@ -168,14 +166,22 @@ public sealed class CpuGradientKernels : IGradientKernels
             c => body(c, c * ChunkSize, Math.Min(ChunkSize, n - c * ChunkSize)));
     }
 
-    private GradientStatistics Reduce(int n, Func<int, int, GradientStatistics> range)
+    private delegate GradientStatistics RangeMeasure(int start, int length, SparseBuffer? candidates);
+
+    private GradientStatistics Reduce(int n, SparseBuffer? candidates, RangeMeasure range)
     {
         int chunks = ChunkCount(n);
-        if (chunks == 1) return range(0, n);
+        if (chunks == 1) return range(0, n, candidates);
         var parts = ArrayPool<GradientStatistics>.Shared.Rent(chunks);
+        var locals = candidates is null ? null : ArrayPool<SparseBuffer?>.Shared.Rent(chunks);
         try
         {
-            ForEachChunk(n, (c, start, len) => parts[c] = range(start, len));
+            ForEachChunk(n, (c, start, len) =>
+            {
+                SparseBuffer? local = null;
+                if (locals is not null) { local = locals[c] ??= LocalBuffers.Rent(); local.Clear(); }
+                parts[c] = range(start, len, local);
+            });
             var total = new GradientStatistics(0, 0, 0, 0, 0, -1);
             for (int c = 0; c < chunks; c++)
             {
@@ -183,14 +189,24 @@ public sealed class CpuGradientKernels : IGradientKernels
                 long bad = total.FirstNonFinite >= 0 ? total.FirstNonFinite : p.FirstNonFinite;
                 total = new(total.Count + p.Count, total.SumAbs + p.SumAbs, total.SumLogAbs + p.SumLogAbs,
                     total.SumSquares + p.SumSquares, Math.Max(total.MaxAbs, p.MaxAbs), bad);
+                if (locals is not null) candidates!.AddRange(locals[c]!.Indices, locals[c]!.Values);
             }
             return total;
         }
-        finally { ArrayPool<GradientStatistics>.Shared.Return(parts); }
+        finally
+        {
+            ArrayPool<GradientStatistics>.Shared.Return(parts);
+            if (locals is not null)
+            {
+                for (int c = 0; c < chunks; c++) { if (locals[c] is { } l) LocalBuffers.Return(l); locals[c] = null; }
+                ArrayPool<SparseBuffer?>.Shared.Return(locals);
+            }
+        }
     }
 
-    // One pass over a range: optionally acc = g + r (written), then |x| statistics.
-    private static unsafe GradientStatistics MeasureRange(float* x, float* residual, float* acc, int length, long offset, StatisticsKinds kinds)
+    // One pass over a range: optionally residual += x in place (finite lanes only), then |acc| statistics
+    // and, when asked, compaction of the entries above a candidate bound.
+    private static unsafe GradientStatistics MeasureRange(float* x, float* residual, int length, long offset, StatisticsKinds kinds, float bound, SparseBuffer? candidates)
     {
         bool logs = (kinds & StatisticsKinds.LogMagnitudes) != 0;
         bool squares = (kinds & StatisticsKinds.Squares) != 0;
@@ -199,40 +215,97 @@ public sealed class CpuGradientKernels : IGradientKernels
         var vBad = Vector256<float>.Zero; // any lane becomes non-zero once a non-finite value appears
         var vEps = Vector256.Create(GradientStatistics.LogEpsilon);
         var vInf = Vector256.Create(float.PositiveInfinity);
+        var vBound = Vector256.Create(bound);
+        bool compact = candidates is not null;
         float sMax = 0;
         bool badScalar = false;
         int i = 0;
+        // Sum of logs without a log per element: ln(y) = e ln 2 + ln(m) for y = m 2^e, m in [1, 2).
+        // Exponents are summed as integers and mantissas multiplied per lane; the product is
+        // renormalised every 32 vectors (a product of 32 values in [1, 2) stays below 2^32) and its
+        // logarithm taken once per renormalisation. Memory-bound instead of compute-bound.
+        var vMantMask = Vector256.Create(0x007FFFFF);
+        var vOne = Vector256.Create(0x3F800000);
+        var vBias = Vector256.Create(127);
         while (i < length)
         {
             int end = Math.Min(length, i + BlockSize);
-            var vSum = Vector256<float>.Zero; var vLog = Vector256<float>.Zero; var vSq = Vector256<float>.Zero;
+            var vSum = Vector256<float>.Zero; var vSq = Vector256<float>.Zero;
+            var vProd = Vector256.Create(1f); var vExp = Vector256<int>.Zero;
+            double blockLogProducts = 0;
+            int sinceNormalise = 0;
             for (; i + Vector256<float>.Count <= end; i += Vector256<float>.Count)
             {
                 var v = Vector256.Load(x + i);
+                var a = Vector256.Abs(v);
                 if (residual != null)
                 {
-                    v += Vector256.Load(residual + i);
-                    v.Store(acc + i);
+                    var old = Vector256.Load(residual + i);
+                    v += old;
+                    a = Vector256.Abs(v);
+                    var finite = Vector256.LessThan(a, vInf);
+                    // Non-finite lanes keep the old residual: a rejected step loses nothing.
+                    Vector256.ConditionalSelect(finite, v, old).Store(residual + i);
+                    vBad |= ~finite;
+                    a &= finite;
+                    v &= finite;
                 }
-                var a = Vector256.Abs(v);
-                // |v| < inf is false for NaN and for +-inf: flag those lanes.
-                vBad |= ~Vector256.LessThan(a, vInf);
+                else
+                {
+                    var finite = Vector256.LessThan(a, vInf);
+                    vBad |= ~finite;
+                    a &= finite;
+                }
                 vSum += a;
                 vMax = Vector256.Max(vMax, a);
-                if (logs) vLog += Vector256.Log(a + vEps);
+                if (logs)
+                {
+                    var bits = (a + vEps).AsInt32();
+                    vExp += Vector256.ShiftRightLogical(bits, 23) - vBias;
+                    vProd *= ((bits & vMantMask) | vOne).AsSingle();
+                    if (++sinceNormalise == 32)
+                    {
+                        var pb = vProd.AsInt32();
+                        vExp += Vector256.ShiftRightLogical(pb, 23) - vBias;
+                        vProd = ((pb & vMantMask) | vOne).AsSingle();
+                        sinceNormalise = 0;
+                    }
+                }
                 if (squares) vSq += a * a;
+                if (compact)
+                {
+                    uint bits = Vector256.GreaterThan(a, vBound).ExtractMostSignificantBits();
+                    while (bits != 0)
+                    {
+                        int lane = System.Numerics.BitOperations.TrailingZeroCount(bits);
+                        candidates!.Add((int)(offset + i + lane), v.GetElement(lane));
+                        bits &= bits - 1;
+                    }
+                }
             }
-            double blockSum = Vector256.Sum(vSum), blockLog = logs ? Vector256.Sum(vLog) : 0, blockSq = squares ? Vector256.Sum(vSq) : 0;
+            double blockSum = Vector256.Sum(vSum), blockSq = squares ? Vector256.Sum(vSq) : 0;
+            double blockLog = 0;
+            if (logs)
+            {
+                for (int k = 0; k < Vector256<float>.Count; k++) blockLogProducts += Math.Log(vProd.GetElement(k));
+                blockLog = blockLogProducts + Vector256.Sum(vExp) * Math.Log(2);
+            }
             for (; i < end; i++)
             {
                 float v = x[i];
-                if (residual != null) { v += residual[i]; acc[i] = v; }
+                if (residual != null)
+                {
+                    float sum = v + residual[i];
+                    if (float.IsFinite(sum)) residual[i] = sum; else { badScalar = true; continue; }
+                    v = sum;
+                }
+                else if (!float.IsFinite(v)) { badScalar = true; continue; }
                 float a = MathF.Abs(v);
-                if (!float.IsFinite(v)) badScalar = true;
                 blockSum += a;
                 if (a > sMax) sMax = a;
                 if (logs) blockLog += MathF.Log(a + GradientStatistics.LogEpsilon);
                 if (squares) blockSq += (double)a * a;
+                if (compact && a > bound) candidates!.Add((int)(offset + i), v);
             }
             sumAbs += blockSum; sumLog += blockLog; sumSq += blockSq;
         }
@@ -240,10 +313,10 @@ public sealed class CpuGradientKernels : IGradientKernels
         long firstBad = -1;
         if (badScalar || vBad != Vector256<float>.Zero)
         {
-            // Rare path: locate the first offending entry exactly.
+            // Rare path: locate the first offending entry exactly (the sum was not stored there).
             for (int j = 0; j < length; j++)
             {
-                float v = residual != null ? acc[j] : x[j];
+                float v = residual != null ? x[j] + residual[j] : x[j];
                 if (!float.IsFinite(v)) { firstBad = offset + j; break; }
             }
         }

@@ -14,11 +14,20 @@ public interface IGradientKernels
     /// <summary>A short name for reports ("cpu-simd", "ilgpu-cpu", "ilgpu-cuda", ...).</summary>
     string Name { get; }
 
-    /// <summary>Fused error feedback and statistics: writes <c>acc = gradient + residual</c> and measures |acc| in the same pass.</summary>
-    GradientStatistics AccumulateAndMeasure(ReadOnlySpan<float> gradient, ReadOnlySpan<float> residual, Span<float> accumulator, StatisticsKinds kinds);
+    /// <summary>
+    /// Fused error feedback and statistics, in place: <c>residual += gradient</c> and |residual| measured in the
+    /// same pass. Lanes whose sum is not finite are not written (the residual keeps its old value there)
+    /// and are reported through <see cref="GradientStatistics.FirstNonFinite"/>.
+    /// </summary>
+    /// <param name="gradient">This step's gradient.</param>
+    /// <param name="residual">The residual; becomes the accumulator gradient + residual.</param>
+    /// <param name="kinds">Optional statistics.</param>
+    /// <param name="candidateBound">When <paramref name="candidates"/> is given, every entry with |acc| &gt; this bound is appended to it (ascending), in the same pass.</param>
+    /// <param name="candidates">Receives the candidates, or null.</param>
+    GradientStatistics AccumulateAndMeasure(ReadOnlySpan<float> gradient, Span<float> residual, StatisticsKinds kinds, float candidateBound = float.PositiveInfinity, SparseBuffer? candidates = null);
 
-    /// <summary>Measures |x| over <paramref name="values"/> in one pass.</summary>
-    GradientStatistics Measure(ReadOnlySpan<float> values, StatisticsKinds kinds);
+    /// <summary>Measures |x| over <paramref name="values"/> in one pass, optionally compacting the entries above <paramref name="candidateBound"/>.</summary>
+    GradientStatistics Measure(ReadOnlySpan<float> values, StatisticsKinds kinds, float candidateBound = float.PositiveInfinity, SparseBuffer? candidates = null);
 
     /// <summary>Statistics of the magnitudes strictly above <paramref name="threshold"/>.</summary>
     ExceedanceStatistics MeasureExceedances(ReadOnlySpan<float> values, float threshold);

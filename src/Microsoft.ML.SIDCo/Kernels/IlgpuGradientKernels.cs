@@ -27,14 +27,14 @@ public sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
     private readonly Accelerator _accelerator;
     private readonly bool _ownsContext;
 
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<double>, ArrayView<float>, ArrayView<long>, int, int> _measure;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<double>, ArrayView<float>, ArrayView<long>, int, int> _measure;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<double>, ArrayView<float>, ArrayView<long>, int, float> _exceed;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<int>, int, float> _count;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, int, float> _compact;
     private readonly Action<Index1D, ArrayView<int>, ArrayView<float>, ArrayView<float>> _scatterAdd;
 
     // Device buffers are grown on demand and reused, so steady-state calls allocate nothing on the device.
-    private MemoryBuffer1D<float, Stride1D.Dense>? _x, _r, _acc, _outValues, _segFloat;
+    private MemoryBuffer1D<float, Stride1D.Dense>? _x, _r, _outValues, _segFloat;
     private MemoryBuffer1D<int, Stride1D.Dense>? _segInt, _outIndices, _offsets;
     private MemoryBuffer1D<double, Stride1D.Dense>? _segDouble;
     private MemoryBuffer1D<long, Stride1D.Dense>? _segLong;
@@ -44,7 +44,7 @@ public sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
         _context = context;
         _accelerator = accelerator;
         _ownsContext = ownsContext;
-        _measure = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<double>, ArrayView<float>, ArrayView<long>, int, int>(MeasureKernel);
+        _measure = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<double>, ArrayView<float>, ArrayView<long>, int, int>(MeasureKernel);
         _exceed = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<double>, ArrayView<float>, ArrayView<long>, int, float>(ExceedKernel);
         _count = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<int>, int, float>(CountKernel);
         _compact = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, int, float>(CompactKernel);
@@ -73,17 +73,22 @@ public sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
     public string Name => "ilgpu-" + _accelerator.AcceleratorType.ToString().ToLowerInvariant();
 
     /// <inheritdoc />
-    public GradientStatistics AccumulateAndMeasure(ReadOnlySpan<float> gradient, ReadOnlySpan<float> residual, Span<float> accumulator, StatisticsKinds kinds)
+    public GradientStatistics AccumulateAndMeasure(ReadOnlySpan<float> gradient, Span<float> residual, StatisticsKinds kinds, float candidateBound = float.PositiveInfinity, SparseBuffer? candidates = null)
     {
         if (residual.Length != gradient.Length) throw new ArgumentException($"Residual length {residual.Length} differs from gradient length {gradient.Length}.", nameof(residual));
-        if (accumulator.Length != gradient.Length) throw new ArgumentException($"Accumulator length {accumulator.Length} differs from gradient length {gradient.Length}.", nameof(accumulator));
         var stats = MeasureCore(gradient, residual, kinds | (StatisticsKinds)FlagResidual);
-        if (gradient.Length > 0) _acc!.View.AsContiguous().SubView(0, gradient.Length).CopyToCPU(accumulator);
+        if (gradient.Length > 0) _r!.View.AsContiguous().SubView(0, gradient.Length).CopyToCPU(residual);
+        if (candidates is not null) SelectAbove(residual, candidateBound, candidates);
         return stats;
     }
 
     /// <inheritdoc />
-    public GradientStatistics Measure(ReadOnlySpan<float> values, StatisticsKinds kinds) => MeasureCore(values, default, kinds);
+    public GradientStatistics Measure(ReadOnlySpan<float> values, StatisticsKinds kinds, float candidateBound = float.PositiveInfinity, SparseBuffer? candidates = null)
+    {
+        var stats = MeasureCore(values, default, kinds);
+        if (candidates is not null) SelectAbove(values, candidateBound, candidates);
+        return stats;
+    }
 
     private GradientStatistics MeasureCore(ReadOnlySpan<float> x, ReadOnlySpan<float> residual, StatisticsKinds kinds)
     {
@@ -93,10 +98,9 @@ public sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
         bool hasResidual = ((int)kinds & FlagResidual) != 0;
         Ensure(ref _x, n).View.AsContiguous().SubView(0, n).CopyFromCPU(x);
         Ensure(ref _r, hasResidual ? n : 1);
-        Ensure(ref _acc, hasResidual ? n : 1);
         if (hasResidual) _r!.View.AsContiguous().SubView(0, n).CopyFromCPU(residual);
         Ensure(ref _segDouble, segments * 3); Ensure(ref _segFloat, segments); Ensure(ref _segLong, segments);
-        _measure(segments, _x!.View, _r!.View, _acc!.View, _segDouble!.View, _segFloat!.View, _segLong!.View, n, (int)kinds);
+        _measure(segments, _x!.View, _r!.View, _segDouble!.View, _segFloat!.View, _segLong!.View, n, (int)kinds);
         _accelerator.Synchronize();
         var sums = new double[segments * 3];
         var maxes = new float[segments];
@@ -216,7 +220,7 @@ public sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
 
     // ---- kernels: small static methods, one thread per segment ----
 
-    private static void MeasureKernel(Index1D segment, ArrayView<float> x, ArrayView<float> r, ArrayView<float> acc,
+    private static void MeasureKernel(Index1D segment, ArrayView<float> x, ArrayView<float> r,
         ArrayView<double> sums, ArrayView<float> maxes, ArrayView<long> firstBad, int n, int flags)
     {
         int start = segment * SegmentSize;
@@ -227,9 +231,14 @@ public sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
         for (int i = start; i < end; i++)
         {
             float v = x[i];
-            if (residual) { v += r[i]; acc[i] = v; }
+            if (residual) v += r[i];
             float a = v < 0 ? -v : v;
-            if (bad < 0 && !(a < float.PositiveInfinity)) bad = i;
+            if (!(a < float.PositiveInfinity))
+            {
+                if (bad < 0) bad = i; // non-finite: not stored, not measured
+                continue;
+            }
+            if (residual) r[i] = v;
             sum += a;
             if (a > max) max = a;
             if (logs) sumLog += XMath.Log(a + GradientStatistics.LogEpsilon);
@@ -282,7 +291,7 @@ public sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
     /// <summary>Releases the device buffers, the accelerator and the context.</summary>
     public void Dispose()
     {
-        _x?.Dispose(); _r?.Dispose(); _acc?.Dispose(); _outValues?.Dispose(); _segFloat?.Dispose();
+        _x?.Dispose(); _r?.Dispose(); _outValues?.Dispose(); _segFloat?.Dispose();
         _segInt?.Dispose(); _outIndices?.Dispose(); _offsets?.Dispose(); _segDouble?.Dispose(); _segLong?.Dispose();
         _accelerator.Dispose();
         if (_ownsContext) _context.Dispose();

@@ -34,12 +34,17 @@ public class KernelBackendTests(IlgpuFixture ilgpu) : IClassFixture<IlgpuFixture
     [Fact]
     public void BackendsAgreeOnAccumulateAndStatistics()
     {
-        var accCpu = new float[s_gradient.Length];
-        var accGpu = new float[s_gradient.Length];
+        var accCpu = (float[])s_residual.Clone();
+        var accGpu = (float[])s_residual.Clone();
         var kinds = StatisticsKinds.LogMagnitudes | StatisticsKinds.Squares;
-        var a = CpuGradientKernels.Instance.AccumulateAndMeasure(s_gradient, s_residual, accCpu, kinds);
-        var b = ilgpu.Kernels.AccumulateAndMeasure(s_gradient, s_residual, accGpu, kinds);
+        var candCpu = new SparseBuffer();
+        var candGpu = new SparseBuffer();
+        var a = CpuGradientKernels.Instance.AccumulateAndMeasure(s_gradient, accCpu, kinds, 4f, candCpu);
+        var b = ilgpu.Kernels.AccumulateAndMeasure(s_gradient, accGpu, kinds, 4f, candGpu);
         Assert.Equal(accCpu, accGpu); // the same float additions, bit for bit
+        Assert.Equal(s_gradient[12345] + s_residual[12345], accCpu[12345]);
+        Assert.Equal(candCpu.Indices.ToArray(), candGpu.Indices.ToArray());
+        Assert.Equal(Enumerable.Range(0, accCpu.Length).Where(i => MathF.Abs(accCpu[i]) > 4f).ToArray(), candCpu.Indices.ToArray());
         Assert.Equal(a.Count, b.Count);
         Assert.Equal(a.MaxAbs, b.MaxAbs);
         Assert.Equal(a.SumAbs, b.SumAbs, a.SumAbs * 1e-5);
@@ -102,6 +107,19 @@ public class KernelBackendTests(IlgpuFixture ilgpu) : IClassFixture<IlgpuFixture
         g[400_123] = float.NaN; g[600_000] = float.PositiveInfinity;
         Assert.Equal(400_123, CpuGradientKernels.Instance.Measure(g, StatisticsKinds.Basic).FirstNonFinite);
         Assert.Equal(400_123, ilgpu.Kernels.Measure(g, StatisticsKinds.Basic).FirstNonFinite);
+    }
+
+    [Fact]
+    public void NonFiniteLanesAreNeitherStoredNorMeasured()
+    {
+        var g = new float[] { 1, float.NaN, 2, float.PositiveInfinity, 3, 4, 5, 6, 7, 8, 9 };
+        foreach (IGradientKernels k in new IGradientKernels[] { CpuGradientKernels.Instance, ilgpu.Kernels })
+        {
+            var r = Enumerable.Repeat(0.5f, g.Length).ToArray();
+            var stats = k.AccumulateAndMeasure(g, r, StatisticsKinds.Basic);
+            Assert.Equal(1, stats.FirstNonFinite);
+            Assert.Equal(new float[] { 1.5f, 0.5f, 2.5f, 0.5f, 3.5f, 4.5f, 5.5f, 6.5f, 7.5f, 8.5f, 9.5f }, r);
+        }
     }
 
     [Theory]
