@@ -17,6 +17,8 @@ return args[0] switch
     "allreduce-worker" => AllReduceBenchmark.MpiWorker(rest),
     "training" => TrainingBenchmark.Run(rest),
     "training-worker" => TrainingBenchmark.Worker(rest),
+    "cluster-worker" => ClusterBenchmark.Worker(rest),
+    "cluster-report" => ClusterBenchmark.Report(rest),
     _ => Fail($"unknown benchmark '{args[0]}' (compression, allreduce, training; cluster runs through ./build.sh bench cluster)"),
 };
 

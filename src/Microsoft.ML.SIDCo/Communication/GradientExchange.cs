@@ -49,7 +49,7 @@ public sealed class GradientExchange
     /// <param name="length">Dense gradient length; checked to agree across ranks (collective).</param>
     /// <param name="mode">Exchange mode.</param>
     /// <param name="halfPrecisionValues">Send sparse values as float16 (halves value bytes; rounds values).</param>
-    /// <param name="model">Cost model; probed on <paramref name="comm"/> when null and the mode is Auto.</param>
+    /// <param name="model">Cost model; probed on <paramref name="comm"/> (once per communicator) when null, so every exchange reports a prediction.</param>
     /// <param name="kernels">Scatter-add backend (CPU by default).</param>
     public GradientExchange(ICommunicator comm, int length, ExchangeMode mode = ExchangeMode.Auto, bool halfPrecisionValues = false, CostModel? model = null, IGradientKernels? kernels = null)
     {
@@ -64,7 +64,7 @@ public sealed class GradientExchange
         _counts = new int[comm.Size];
         comm.VerifyAgreement("the gradient length", length);
         comm.VerifyAgreement("the exchange mode and value precision", (long)mode * 2 + (halfPrecisionValues ? 1 : 0));
-        Model = model ?? (mode == ExchangeMode.Auto ? CostModel.Probe(comm) : new CostModel(0, 0, comm.Size));
+        Model = model ?? CostModel.Probe(comm);
     }
 
     /// <summary>Dense gradient length.</summary>

@@ -21,6 +21,9 @@ public abstract class GradientCompressor
     /// </summary>
     private const float CandidateFraction = 0.7f;
 
+    /// <summary>Above this density the candidates would be a large part of the buffer and cost more than they save.</summary>
+    private const double CandidateMaxDensity = 0.02;
+
     /// <summary>Creates the compressor with validated options.</summary>
     protected GradientCompressor(CompressorOptions options, IGradientKernels? kernels)
     {
@@ -79,7 +82,7 @@ public abstract class GradientCompressor
         int k = TargetCount(n);
         GradientStatistics stats;
         ReadOnlySpan<float> acc;
-        bool collect = UsesCandidates && float.IsFinite(_lastThreshold) && _lastThreshold > 0;
+        bool collect = UsesCandidates && Options.Density <= CandidateMaxDensity && float.IsFinite(_lastThreshold) && _lastThreshold > 0;
         float bound = collect ? _lastThreshold * CandidateFraction : float.PositiveInfinity;
         _candidates.Clear();
         if (feedback is not null)

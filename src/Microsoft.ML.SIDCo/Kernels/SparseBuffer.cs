@@ -47,9 +47,25 @@ public class SparseBuffer
     }
 
     /// <summary>Appends one entry (callers keep indices ascending).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     public void Add(int index, float value)
     {
-        if (Count == _indices.Length) Reserve(1);
+        int c = Count;
+        var idx = _indices;
+        var val = _values;
+        if ((uint)c < (uint)idx.Length && (uint)c < (uint)val.Length)
+        {
+            idx[c] = index;
+            val[c] = value;
+            Count = c + 1;
+            return;
+        }
+        AddSlow(index, value);
+    }
+
+    private void AddSlow(int index, float value)
+    {
+        Reserve(1);
         _indices[Count] = index;
         _values[Count] = value;
         Count++;

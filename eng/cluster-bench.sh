@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Emulated cluster for the training benchmark: each "host" is a network namespace with its own
+# address, all joined by a bridge, every link rate-limited with tc; real mpirun starts one rank per
+# host through an rsh stand-in, so ranks talk TCP over the limited links. Everything is torn down on
+# exit, on failure and on Ctrl-C.
+#   ./build.sh bench cluster [--hosts 2,4] [--link 100mbit,1gbit] [--model wide-mlp] [--compressors ...]
+#                            [--densities ...] [--steps N] [--json FILE]
+set -euo pipefail
+dll=${1:?benchmark dll}; shift
+hosts_list=4; links=100mbit,1gbit; model=wide-mlp; compressors=none,topk,dgc,sidco-e,sidco-gp,sidco-p
+densities=0.01,0.001; steps=40; json=artifacts/bench/cluster.json; epochs=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --hosts) hosts_list=$2; shift 2;;
+    --link) links=$2; shift 2;;
+    --model) model=$2; shift 2;;
+    --compressors) compressors=$2; shift 2;;
+    --densities) densities=$2; shift 2;;
+    --steps) steps=$2; shift 2;;
+    --epochs) epochs=$2; shift 2;;
+    --json) json=$2; shift 2;;
+    *) echo "cluster: unknown option $1"; exit 2;;
+  esac
+done
+
+if [ "$(id -u)" -ne 0 ]; then echo "cluster: needs root (it creates network namespaces, veth links, a bridge and tc qdiscs). Run as root."; exit 1; fi
+for tool in ip tc mpirun; do
+  command -v $tool >/dev/null || { echo "cluster: '$tool' not found: install iproute2 (ip, tc) and openmpi-bin"; exit 1; }
+done
+ip netns add sidco-probe 2>/dev/null && ip netns del sidco-probe || { echo "cluster: 'ip netns' does not work here (needs CAP_SYS_ADMIN and network namespaces)"; exit 1; }
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+export SIDCO_NETNS_MAP=$work/hosts.map
+max_hosts=$(echo "$hosts_list" | tr ',' '\n' | sort -n | tail -1)
+
+net_down() {
+  for i in $(seq 0 $((max_hosts - 1))); do ip netns del "sidco-h$i" 2>/dev/null || true; ip link del "sidco-v$i" 2>/dev/null || true; done
+  ip link del sidco-br0 2>/dev/null || true
+}
+trap 'net_down; rm -rf "$work"' EXIT
+trap 'echo "cluster: interrupted, tearing down"; exit 130' INT TERM
+net_down
+
+# rate: tc syntax (100mbit, 1gbit); burst large enough for the rate, as tc's tbf needs.
+make_cluster() {
+  local n=$1 rate=$2 burst=$3
+  ip link add sidco-br0 type bridge
+  ip link set sidco-br0 up
+  : > "$SIDCO_NETNS_MAP"
+  for i in $(seq 0 $((n - 1))); do
+    local ns=sidco-h$i addr=10.200.0.$((i + 1))
+    ip netns add $ns
+    ip link add sidco-v$i type veth peer name eth0 netns $ns
+    ip link set sidco-v$i master sidco-br0 up
+    ip -n $ns addr add $addr/24 dev eth0
+    ip -n $ns link set eth0 up
+    ip -n $ns link set lo up
+    # Both directions of every host's link are limited: egress in the namespace, ingress at the bridge port.
+    ip netns exec $ns tc qdisc add dev eth0 root tbf rate $rate burst $burst latency 50ms
+    tc qdisc add dev sidco-v$i root tbf rate $rate burst $burst latency 50ms
+    echo "$addr $ns" >> "$SIDCO_NETNS_MAP"
+  done
+}
+
+mkdir -p "$(dirname "$json")"
+rows=$json.rows.jsonl; : > "$rows"
+for n in $(echo "$hosts_list" | tr ',' ' '); do
+  for link in $(echo "$links" | tr ',' ' '); do
+    case "$link" in
+      *gbit) mbps=$(( ${link%gbit} * 1000 ));;
+      *mbit) mbps=${link%mbit};;
+      *) echo "cluster: link rate must look like 100mbit or 1gbit"; exit 2;;
+    esac
+    burst=$(( mbps >= 1000 ? 4 : 1 ))mb
+    net_down
+    make_cluster "$n" "$link" "$burst"
+    hostlist=$(awk '{ printf "%s%s:1", (NR > 1 ? "," : ""), $1 }' "$SIDCO_NETNS_MAP")
+    echo "cluster: $n hosts at $link ($hostlist)"
+    for c in $(echo "$compressors" | tr ',' ' '); do
+      for d in $(echo "$densities" | tr ',' ' '); do
+        [ "$c" = none ] && [ "$d" != "${densities%%,*}" ] && continue
+        echo "  $c at $d"
+        ip netns exec sidco-h0 env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+          mpirun -np "$n" --host "$hostlist" --oversubscribe --bind-to none \
+          --mca plm_rsh_agent "$root/eng/netns-rsh.sh" --mca btl tcp,self \
+          --mca btl_tcp_if_include 10.200.0.0/24 --mca oob_tcp_if_include 10.200.0.0/24 \
+          -x OMPI_ALLOW_RUN_AS_ROOT -x OMPI_ALLOW_RUN_AS_ROOT_CONFIRM -x OMPI_MCA_mpi_yield_when_idle=1 -x DOTNET_CLI_TELEMETRY_OPTOUT=1 -x PATH -x HOME \
+          dotnet "$root/$dll" cluster-worker --compressor "$c" --density "$d" --steps "$steps" --model "$model" --link-mbps "$mbps" --hosts "$n" ${epochs:+--epochs $epochs} \
+          | tee -a "$work/run.log" | sed -n 's/.*RESULT //p' >> "$rows"
+      done
+    done
+    net_down
+  done
+done
+dotnet "$root/$dll" cluster-report --rows "$rows" --json "$json"

@@ -1,0 +1,118 @@
+using System.Text.Json;
+using Microsoft.ML.SIDCo.Communication;
+using Microsoft.ML.SIDCo.Compression;
+using Microsoft.ML.SIDCo.Datasets;
+using Microsoft.ML.SIDCo.Models;
+
+namespace Microsoft.ML.SIDCo.Benchmarks;
+
+/// <summary>
+/// The rank side of <c>./build.sh bench cluster</c> (eng/cluster-bench.sh builds the emulated hosts and
+/// links and starts mpirun), and the report over all runs: speed-ups, predicted vs measured
+/// communicate time, and the cost model's projection to larger clusters.
+/// </summary>
+internal static class ClusterBenchmark
+{
+    public sealed record Row(string Compressor, double Density, int Hosts, int LinkMbps, double StepMs, double ComputeMs, double CompressMs, double CommunicateMs,
+        double PredictedCommunicateMs, double BytesPerStep, double TestAccuracy, int Steps, double ExamplesPerSecond, double AlphaUs, double BetaNsPerByte, int Parameters, string Model, double SparseFraction);
+
+    public static int Worker(BenchArgs a)
+    {
+        var ml = new MLContext(seed: 1);
+        var train = ml.Data.LoadFromEnumerable(FashionMnist.Load(train: true));
+        var test = ml.Data.LoadFromEnumerable(FashionMnist.Load(train: false, limit: a.Int("test-limit", 10000)));
+        string modelName = a.Get("model", "wide-mlp");
+        var model = modelName == "convnet" ? SIDCoModels.ConvNet() : SIDCoModels.Mlp(2048, 2048);
+        int steps = a.Int("steps", 40);
+        var options = new SIDCoTrainer.Options
+        {
+            Model = model, Compressor = CompressorNames.Parse(a.Get("compressor", "sidco-e")), Density = a.Double("density", 0.001),
+            Epochs = a.Int("epochs", 1), MaxStepsPerEpoch = a.Has("epochs") ? 0 : steps, BatchSize = 32, LearningRate = 0.05, Momentum = 0.9, Seed = 1,
+            Transport = TransportKind.Mpi,
+        };
+        var keys = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train);
+        using var fitted = ml.Extensions.SIDCoTrainer(options).Fit(keys.Transform(train));
+        using var comm = new MpiCommunicator();
+        var cost = CostModel.Probe(comm); // cached: the one the trainer's exchange used
+        if (comm.Rank != 0) return 0;
+        var metrics = ml.MulticlassClassification.Evaluate(fitted.Transform(keys.Transform(test)));
+        var h = fitted.History.Epochs;
+        int total = h.Sum(e => e.Steps);
+        double W(Func<Training.EpochMetrics, double> f) => h.Sum(e => f(e) * e.Steps) / total;
+        int parameters = new Training.ParameterSet(fitted.Module).Length;
+        var row = new Row(options.Compressor.ToName(), options.Density, comm.Size, a.Int("link-mbps", 0), W(e => e.StepMs), W(e => e.ComputeMs), W(e => e.CompressMs),
+            W(e => e.CommunicateMs), W(e => e.PredictedCommunicateMs), W(e => e.BytesPerStep), metrics.MicroAccuracy, total,
+            comm.Size * options.BatchSize / W(e => e.StepMs) * 1000, cost.AlphaSeconds * 1e6, cost.BetaSecondsPerByte * 1e9, parameters, model.Descriptor, W(e => e.SparseFraction));
+        Console.WriteLine("RESULT " + JsonSerializer.Serialize(row, Bench.JsonLine));
+        return 0;
+    }
+
+    public static int Report(BenchArgs a)
+    {
+        var rows = File.ReadAllLines(a.Get("rows") ?? throw new ArgumentException("--rows FILE"))
+            .Where(l => l.Length > 0).Select(l => JsonSerializer.Deserialize<Row>(l, Bench.JsonLine)!).ToList();
+        if (rows.Count == 0) { Console.Error.WriteLine("cluster: no results"); return 1; }
+        var sb = new System.Text.StringBuilder();
+        foreach (var g in rows.GroupBy(r => (r.Hosts, r.LinkMbps)))
+        {
+            Row? Base(string name, double d) => g.FirstOrDefault(r => r.Compressor == name && (name == "none" || r.Density == d));
+            sb.AppendLine($"**{g.Key.Hosts} hosts at {g.Key.LinkMbps} Mbit/s**, {g.First().Model} ({g.First().Parameters:N0} parameters), {g.First().Steps} steps; probe: alpha {g.First().AlphaUs:F0} us, beta {g.First().BetaNsPerByte:F2} ns/B");
+            sb.AppendLine();
+            sb.Append(Bench.Table(["compressor", "density", "step ms", "compute", "compress", "communicate", "predicted comm.", "pred./meas.", "examples/s", "bytes/step", "test acc.", "vs none", "vs topk", "vs dgc"],
+                g.Select(r =>
+                {
+                    string Speed(Row? b) => b is null ? "-" : Bench.F(b.StepMs / r.StepMs, "F1") + "x";
+                    return new[]
+                    {
+                        r.Compressor, r.Compressor == "none" ? "-" : Bench.F(r.Density, "G3"), Bench.F(r.StepMs, "F0"), Bench.F(r.ComputeMs, "F0"), Bench.F(r.CompressMs, "F1"),
+                        Bench.F(r.CommunicateMs, "F1"), Bench.F(r.PredictedCommunicateMs, "F1"), Bench.F(r.PredictedCommunicateMs / r.CommunicateMs, "F2"),
+                        Bench.F(r.ExamplesPerSecond, "F0"), Bench.F(r.BytesPerStep, "N0"), Bench.F(r.TestAccuracy * 100, "F2") + " %",
+                        Speed(Base("none", r.Density)), Speed(Base("topk", r.Density)), Speed(Base("dgc", r.Density)),
+                    };
+                })));
+            sb.AppendLine();
+        }
+        // On paper: the measured alpha/beta of the fastest link, projected to larger clusters.
+        var reference = rows.OrderByDescending(r => r.LinkMbps).First();
+        var projection = new List<(int P, double Density, double DenseMs, double SparseMs, string Auto)>();
+        foreach (int p in new[] { 4, 16, 64, 256, 1024 })
+            foreach (double d in new[] { 0.01, 0.001 })
+            {
+                var m = new CostModel(reference.AlphaUs * 1e-6, reference.BetaSecondsPerByte(), p);
+                long k = (long)Math.Ceiling(d * reference.Parameters);
+                long union = Math.Min((long)reference.Parameters, k * p); // worst case: no overlap between workers
+                double dense = m.DenseSeconds(reference.Parameters) * 1e3, sparse = m.SparseSeconds(k * p) * 1e3;
+                projection.Add((p, d, dense, sparse, m.Choose(reference.Parameters, k * p).ToString().ToLowerInvariant()));
+                _ = union;
+            }
+        sb.AppendLine($"**Projection** with the {reference.LinkMbps} Mbit/s probe (alpha {reference.AlphaUs:F0} us, beta {reference.BetaNsPerByte:F2} ns/B), {reference.Parameters:N0} parameters, selections assumed disjoint (K = P k):");
+        sb.AppendLine();
+        sb.Append(Bench.Table(["workers", "density", "P x density", "dense allreduce ms", "sparse allgather ms", "Auto picks"],
+            projection.Select(x => new[] { x.P.ToString(), Bench.F(x.Density, "G3"), Bench.F(x.P * x.Density, "G3"), Bench.F(x.DenseMs, "F1"), Bench.F(x.SparseMs, "F1"), x.Auto })));
+        string json = a.Get("json", "artifacts/bench/cluster.json");
+        Bench.WriteResults(json, rows, sb.ToString());
+        PlotProjection(projection, Path.ChangeExtension(json, ".png"));
+        return 0;
+    }
+
+    private static double BetaSecondsPerByte(this Row r) => r.BetaNsPerByte * 1e-9;
+
+    private static void PlotProjection(List<(int P, double Density, double DenseMs, double SparseMs, string Auto)> projection, string path)
+    {
+        var plot = new ScottPlot.Plot();
+        var ps = projection.Where(x => x.Density == 0.01).Select(x => Math.Log2(x.P)).ToArray();
+        var dense = plot.Add.Scatter(ps, projection.Where(x => x.Density == 0.01).Select(x => Math.Log10(x.DenseMs)).ToArray());
+        dense.LegendText = "dense ring allreduce";
+        foreach (double d in new[] { 0.01, 0.001 })
+        {
+            var s = plot.Add.Scatter(ps, projection.Where(x => x.Density == d).Select(x => Math.Log10(x.SparseMs)).ToArray());
+            s.LegendText = $"sparse allgather, density {d}";
+        }
+        plot.Axes.Bottom.Label.Text = "log2(workers)";
+        plot.Axes.Left.Label.Text = "log10(ms per exchange)";
+        plot.Title("Cost-model projection: sparse stops paying once P x density nears 1");
+        plot.ShowLegend();
+        plot.SavePng(path, 900, 500);
+        Console.WriteLine($"wrote {path}");
+    }
+}
