@@ -37,7 +37,7 @@ public sealed partial class SIDCoTrainer
     /// | Data | <see cref="LabelColumnName"/>, <see cref="FeatureColumnName"/>, <see cref="ValidationData"/> |
     /// | Model | <see cref="Model"/>, <see cref="Task"/> |
     /// | Compression | <see cref="Compressor"/>, <see cref="Density"/>, <see cref="AdaptiveStages"/>, <see cref="Stages"/>, <see cref="SelectionCap"/>, <see cref="ErrorFeedback"/>, <see cref="NonFiniteGradients"/>, <see cref="DenseWarmupSteps"/>, <see cref="DenseWarmupEpochs"/>, <see cref="GradientHook"/> |
-    /// | Exchange | <see cref="ExchangeMode"/>, <see cref="HalfPrecisionValues"/>, <see cref="Transport"/>, <see cref="Workers"/>, <see cref="Kernels"/> |
+    /// | Exchange | <see cref="ExchangeMode"/>, <see cref="HalfPrecisionValues"/>, <see cref="Transport"/>, <see cref="Workers"/>, <see cref="WorkersPerRank"/>, <see cref="HierarchicalExchange"/>, <see cref="Kernels"/> |
     /// | Optimisation | <see cref="Epochs"/>, <see cref="BatchSize"/>, <see cref="Optimizer"/>, <see cref="LearningRate"/>, <see cref="Momentum"/>, <see cref="Nesterov"/>, <see cref="WeightDecay"/>, <see cref="Schedule"/>, <see cref="LearningRateWarmupSteps"/>, <see cref="GradientClipNorm"/>, <see cref="Seed"/> |
     /// | Robustness | <see cref="CheckpointDirectory"/>, <see cref="CheckpointInterval"/>, <see cref="ReplicaCheckInterval"/> |
     /// </remarks>
@@ -99,6 +99,16 @@ public sealed partial class SIDCoTrainer
 
         /// <summary>In-process workers (threads); ignored under MPI, where each rank is one worker. Default 1.</summary>
         public int Workers = 1;
+
+        /// <summary>Under MPI: in-process workers inside each rank (e.g. one per device of a machine); the job has ranks x this many workers. Default 1.</summary>
+        public int WorkersPerRank = 1;
+
+        /// <summary>
+        /// With <see cref="WorkersPerRank"/> &gt; 1 under MPI: the workers of a rank average densely over shared
+        /// memory and only the rank's leader compresses and exchanges with the other ranks (one selection per
+        /// machine on the network instead of one per worker). Default false (flat: every worker compresses).
+        /// </summary>
+        public bool HierarchicalExchange;
 
         /// <summary>Backend of the compression kernels. Default <see cref="KernelBackend.Cpu"/>.</summary>
         public KernelBackend Kernels = KernelBackend.Cpu;
@@ -168,6 +178,8 @@ public sealed partial class SIDCoTrainer
             if (!Enum.IsDefined(ExchangeMode)) throw new ArgumentOutOfRangeException(nameof(ExchangeMode), ExchangeMode, "Unknown exchange mode.");
             if (!Enum.IsDefined(Transport)) throw new ArgumentOutOfRangeException(nameof(Transport), Transport, "Unknown transport.");
             if (Workers < 1 || Workers > 256) throw new ArgumentOutOfRangeException(nameof(Workers), Workers, "Workers must be in [1, 256].");
+            if (WorkersPerRank < 1 || WorkersPerRank > 64) throw new ArgumentOutOfRangeException(nameof(WorkersPerRank), WorkersPerRank, "WorkersPerRank must be in [1, 64].");
+            if (HierarchicalExchange && GradientHook is not null) throw new ArgumentException("HierarchicalExchange configures the built-in hook; it cannot be combined with a custom GradientHook.", nameof(HierarchicalExchange));
             if (Epochs < 1) throw new ArgumentOutOfRangeException(nameof(Epochs), Epochs, "Epochs must be at least 1.");
             if (BatchSize < 1) throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "BatchSize must be at least 1.");
             if (!Enum.IsDefined(Optimizer)) throw new ArgumentOutOfRangeException(nameof(Optimizer), Optimizer, "Unknown optimizer.");

@@ -80,9 +80,9 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
         }
 
         bool useMpi = o.Transport == TransportKind.Mpi || (o.Transport == TransportKind.Auto && MpiCommunicator.IsLaunchedByMpirun);
-        int workers = useMpi ? MpiCommunicator.LaunchedWorldSize : o.Workers;
+        bool hybrid = useMpi && o.WorkersPerRank > 1;
+        int workers = useMpi ? MpiCommunicator.LaunchedWorldSize * o.WorkersPerRank : o.Workers;
         var model = o.Model ?? SIDCoModels.Mlp(128);
-        int stepsPerEpoch = Math.Max(1, train.Count / workers / o.BatchSize);
         var kernels = o.Kernels == KernelBackend.Ilgpu ? IlgpuGradientKernels.CreatePreferred() : null;
 
         using var ch = _host.Start("Training");
@@ -93,6 +93,8 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
             if (last is { } p) { e.SetProgress(0, p.Epoch, p.Epochs); e.SetProgress(1, p.StepInEpoch, p.StepsPerEpoch); e.SetMetric(0, p.Loss); }
         });
         ch.Info(MessageSensitivity.None, $"SIDCo: {model.Descriptor}, {train.Count} examples x {train.FeatureLength} features, {workers} {(useMpi ? "MPI ranks" : "in-process workers")}, compressor {o.Compressor.ToName()} at density {o.Density}, exchange {o.ExchangeMode}");
+        int stepsPerEpoch = Math.Max(1, train.Count / workers / o.BatchSize);
+        if (o.MaxStepsPerEpoch > 0) stepsPerEpoch = Math.Min(stepsPerEpoch, o.MaxStepsPerEpoch);
         var settings = new TrainingSettings
         {
             Model = model, Task = o.Task, Outputs = o.Task == TrainingTask.Regression ? 1 : classes, Epochs = o.Epochs, BatchSize = o.BatchSize,
@@ -100,11 +102,15 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
             Schedule = o.Schedule, LearningRateWarmupSteps = o.LearningRateWarmupSteps, GradientClipNorm = o.GradientClipNorm, Seed = o.Seed,
             CheckpointDirectory = o.CheckpointDirectory, CheckpointInterval = o.CheckpointInterval, ReplicaCheckInterval = o.ReplicaCheckInterval,
             MaxStepsPerEpoch = o.MaxStepsPerEpoch,
-            HookFactory = o.GradientHook ?? (() => new CompressionHook(new CompressionHookOptions
+            HookFactory = o.GradientHook ?? (() =>
             {
-                Compressor = o.Compressor, Compression = o.ToCompressorOptions(), ErrorFeedback = o.ErrorFeedback, Exchange = o.ExchangeMode,
-                HalfPrecisionValues = o.HalfPrecisionValues, DenseWarmupSteps = o.DenseWarmupSteps + (long)o.DenseWarmupEpochs * stepsPerEpoch, Kernels = kernels,
-            })),
+                var hookOptions = new CompressionHookOptions
+                {
+                    Compressor = o.Compressor, Compression = o.ToCompressorOptions(), ErrorFeedback = o.ErrorFeedback, Exchange = o.ExchangeMode,
+                    HalfPrecisionValues = o.HalfPrecisionValues, DenseWarmupSteps = o.DenseWarmupSteps + (long)o.DenseWarmupEpochs * stepsPerEpoch, Kernels = kernels,
+                };
+                return hybrid && o.HierarchicalExchange ? new HierarchicalCompressionHook(hookOptions) : new CompressionHook(hookOptions);
+            }),
             Progress = p =>
             {
                 last = p;
@@ -121,7 +127,7 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
             if (useMpi)
             {
                 using var comm = new MpiCommunicator();
-                try { result = DataParallelTrainer.RunWorker(comm, train, validation, settings); }
+                try { result = hybrid ? DataParallelTrainer.RunHybrid(comm, o.WorkersPerRank, train, validation, settings) : DataParallelTrainer.RunWorker(comm, train, validation, settings); }
                 catch (Exception e) when (comm.Size > 1 && e is not RankMismatchException and not CheckpointException and not ArgumentException)
                 {
                     // Peers may be blocked in a collective this rank will never join: end the whole job.
@@ -139,7 +145,7 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
         {
             kernels?.Dispose();
         }
-        var info = new SIDCoTransformer.TrainingInfo(o.Compressor.ToName(), o.Density, workers, useMpi ? "mpi" : "inprocess");
+        var info = new SIDCoTransformer.TrainingInfo(o.Compressor.ToName(), o.Density, workers, hybrid ? "mpi+inprocess" : useMpi ? "mpi" : "inprocess");
         return new SIDCoTransformer(_ml, result.Model, model, o.FeatureColumnName, train.FeatureLength, o.Task, classes, keyValues, result.History, info);
     }
 

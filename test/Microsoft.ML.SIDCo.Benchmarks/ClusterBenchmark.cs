@@ -14,7 +14,7 @@ namespace Microsoft.ML.SIDCo.Benchmarks;
 internal static class ClusterBenchmark
 {
     public sealed record Row(string Compressor, double Density, int Hosts, int LinkMbps, double StepMs, double ComputeMs, double CompressMs, double CommunicateMs,
-        double PredictedCommunicateMs, double BytesPerStep, double TestAccuracy, int Steps, double ExamplesPerSecond, double AlphaUs, double BetaNsPerByte, int Parameters, string Model, double SparseFraction);
+        double PredictedCommunicateMs, double BytesPerStep, double TestAccuracy, int Steps, double ExamplesPerSecond, double AlphaUs, double BetaNsPerByte, int Parameters, string Model, double SparseFraction, int WorkersPerHost = 1, string Exchange = "flat");
 
     public static int Worker(BenchArgs a)
     {
@@ -28,7 +28,7 @@ internal static class ClusterBenchmark
         {
             Model = model, Compressor = CompressorNames.Parse(a.Get("compressor", "sidco-e")), Density = a.Double("density", 0.001),
             Epochs = a.Int("epochs", 1), MaxStepsPerEpoch = a.Has("epochs") ? 0 : steps, BatchSize = 32, LearningRate = 0.05, Momentum = 0.9, Seed = 1,
-            Transport = TransportKind.Mpi,
+            Transport = TransportKind.Mpi, WorkersPerRank = a.Int("workers-per-host", 1), HierarchicalExchange = a.Has("hierarchical"),
         };
         var keys = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train);
         using var fitted = ml.Extensions.SIDCoTrainer(options).Fit(keys.Transform(train));
@@ -42,7 +42,8 @@ internal static class ClusterBenchmark
         int parameters = new Training.ParameterSet(fitted.Module).Length;
         var row = new Row(options.Compressor.ToName(), options.Density, comm.Size, a.Int("link-mbps", 0), W(e => e.StepMs), W(e => e.ComputeMs), W(e => e.CompressMs),
             W(e => e.CommunicateMs), W(e => e.PredictedCommunicateMs), W(e => e.BytesPerStep), metrics.MicroAccuracy, total,
-            comm.Size * options.BatchSize / W(e => e.StepMs) * 1000, cost.AlphaSeconds * 1e6, cost.BetaSecondsPerByte * 1e9, parameters, model.Descriptor, W(e => e.SparseFraction));
+            comm.Size * options.WorkersPerRank * options.BatchSize / W(e => e.StepMs) * 1000, cost.AlphaSeconds * 1e6, cost.BetaSecondsPerByte * 1e9, parameters, model.Descriptor, W(e => e.SparseFraction),
+            options.WorkersPerRank, options.HierarchicalExchange ? "hierarchical" : "flat");
         Console.WriteLine("RESULT " + JsonSerializer.Serialize(row, Bench.JsonLine));
         return 0;
     }
@@ -53,18 +54,18 @@ internal static class ClusterBenchmark
             .Where(l => l.Length > 0).Select(l => JsonSerializer.Deserialize<Row>(l, Bench.JsonLine)!).ToList();
         if (rows.Count == 0) { Console.Error.WriteLine("cluster: no results"); return 1; }
         var sb = new System.Text.StringBuilder();
-        foreach (var g in rows.GroupBy(r => (r.Hosts, r.LinkMbps)))
+        foreach (var g in rows.GroupBy(r => (r.Hosts, r.LinkMbps, r.WorkersPerHost)))
         {
-            Row? Base(string name, double d) => g.FirstOrDefault(r => r.Compressor == name && (name == "none" || r.Density == d));
-            sb.AppendLine($"**{g.Key.Hosts} hosts at {g.Key.LinkMbps} Mbit/s**, {g.First().Model} ({g.First().Parameters:N0} parameters), {g.First().Steps} steps; probe: alpha {g.First().AlphaUs:F0} us, beta {g.First().BetaNsPerByte:F2} ns/B");
+            Row? Base(string name, double d) => g.FirstOrDefault(r => r.Compressor == name && (name == "none" || r.Density == d) && r.Exchange == "flat");
+            sb.AppendLine($"**{g.Key.Hosts} hosts{(g.Key.WorkersPerHost > 1 ? $" x {g.Key.WorkersPerHost} workers" : "")} at {g.Key.LinkMbps} Mbit/s**, {g.First().Model} ({g.First().Parameters:N0} parameters), {g.First().Steps} steps; probe: alpha {g.First().AlphaUs:F0} us, beta {g.First().BetaNsPerByte:F2} ns/B");
             sb.AppendLine();
-            sb.Append(Bench.Table(["compressor", "density", "step ms", "compute", "compress", "communicate", "predicted comm.", "pred./meas.", "examples/s", "bytes/step", "test acc.", "vs none", "vs topk", "vs dgc"],
+            sb.Append(Bench.Table(["compressor", "exchange", "density", "step ms", "compute", "compress", "communicate", "predicted comm.", "pred./meas.", "examples/s", "bytes/step", "test acc.", "vs none", "vs topk", "vs dgc"],
                 g.Select(r =>
                 {
                     string Speed(Row? b) => b is null ? "-" : Bench.F(b.StepMs / r.StepMs, "F1") + "x";
                     return new[]
                     {
-                        r.Compressor, r.Compressor == "none" ? "-" : Bench.F(r.Density, "G3"), Bench.F(r.StepMs, "F0"), Bench.F(r.ComputeMs, "F0"), Bench.F(r.CompressMs, "F1"),
+                        r.Compressor, r.Exchange, r.Compressor == "none" ? "-" : Bench.F(r.Density, "G3"), Bench.F(r.StepMs, "F0"), Bench.F(r.ComputeMs, "F0"), Bench.F(r.CompressMs, "F1"),
                         Bench.F(r.CommunicateMs, "F1"), Bench.F(r.PredictedCommunicateMs, "F1"), Bench.F(r.PredictedCommunicateMs / r.CommunicateMs, "F2"),
                         Bench.F(r.ExamplesPerSecond, "F0"), Bench.F(r.BytesPerStep, "N0"), Bench.F(r.TestAccuracy * 100, "F2") + " %",
                         Speed(Base("none", r.Density)), Speed(Base("topk", r.Density)), Speed(Base("dgc", r.Density)),
@@ -73,7 +74,7 @@ internal static class ClusterBenchmark
             sb.AppendLine();
         }
         // On paper: the measured alpha/beta of the fastest link, projected to larger clusters.
-        var reference = rows.OrderByDescending(r => r.LinkMbps).First();
+        var reference = rows.Where(r => r.WorkersPerHost == 1).DefaultIfEmpty(rows[0]).OrderByDescending(r => r.LinkMbps).First();
         var projection = new List<(int P, double Density, double DenseMs, double SparseMs, string Auto)>();
         foreach (int p in new[] { 4, 16, 64, 256, 1024 })
             foreach (double d in new[] { 0.01, 0.001 })

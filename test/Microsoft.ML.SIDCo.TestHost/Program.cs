@@ -64,6 +64,38 @@ switch (scenario)
         Console.WriteLine($"CHECK {rank} transport OK {sidco.Info.Transport}/{sidco.Info.Workers}");
         return 0;
     }
+    case "hybrid-contract":
+    {
+        // Two in-process workers inside every rank, seen as one flat group.
+        using var mpi = new MpiCommunicator();
+        using var group = new InProcessGroup(2);
+        var lines = new List<string>[2];
+        group.Run(local =>
+        {
+            var comm = new HybridCommunicator(local, mpi);
+            lines[local.Rank] = CommunicatorContract.Run(comm).Select(r => $"CHECK {comm.Rank} {r.Name} {(r.Ok ? "OK" : "FAIL")} {r.Detail}").ToList();
+        });
+        foreach (var l in lines.SelectMany(x => x)) Console.WriteLine(l);
+        return 0;
+    }
+    case "hybrid-train":
+    {
+        var ml = new MLContext(seed: 1);
+        var (train, test) = Scenarios.LoadData(ml, 3000, 1000);
+        int rank = int.Parse(Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_RANK") ?? "0");
+        foreach (bool hierarchical in new[] { false, true })
+        {
+            var options = Scenarios.SmallFashionMnist(workers: 1);
+            options.WorkersPerRank = 2;
+            options.HierarchicalExchange = hierarchical;
+            var (_, accuracy, sidco) = Scenarios.TrainAndEvaluate(ml, options, train, test);
+            string name = hierarchical ? "hierarchical" : "flat";
+            Console.WriteLine($"CHECK {rank} {name}-accuracy OK {accuracy:R}");
+            Console.WriteLine($"CHECK {rank} {name}-fingerprint OK {sidco.WeightsFingerprint}");
+            Console.WriteLine($"CHECK {rank} {name}-layout OK {sidco.Info.Transport}/{sidco.Info.Workers}/{sidco.History.Epochs[^1].BytesPerStep:F0}");
+        }
+        return 0;
+    }
     case "score":
     {
         // Load a saved model in a fresh process and write the scores of the first test images.

@@ -22,7 +22,7 @@ public abstract class GradientCompressor
     private const float CandidateFraction = 0.7f;
 
     /// <summary>Above this density the candidates would be a large part of the buffer and cost more than they save.</summary>
-    private const double CandidateMaxDensity = 0.02;
+    private const double CandidateMaxDensity = 0.005;
 
     /// <summary>Creates the compressor with validated options.</summary>
     protected GradientCompressor(CompressorOptions options, IGradientKernels? kernels)

@@ -79,6 +79,43 @@ public static class DataParallelTrainer
         }
     }
 
+    /// <summary>
+    /// Trains with <paramref name="workersPerHost"/> in-process workers inside each rank of <paramref name="hosts"/>
+    /// (e.g. one MPI rank per machine, one thread per device): hosts x workers replicas in all. Collective over <paramref name="hosts"/>.
+    /// </summary>
+    public static TrainingResult RunHybrid(ICommunicator hosts, int workersPerHost, TrainingData train, TrainingData? validation, TrainingSettings settings)
+    {
+        ArgumentNullException.ThrowIfNull(hosts);
+        ArgumentNullException.ThrowIfNull(train);
+        ArgumentNullException.ThrowIfNull(settings);
+        ArgumentOutOfRangeException.ThrowIfLessThan(workersPerHost, 1);
+        torch.set_num_threads(Math.Max(1, Environment.ProcessorCount / workersPerHost));
+        var models = CreateReplicas(train.FeatureLength, settings, workersPerHost);
+        using var group = new InProcessGroup(workersPerHost);
+        var results = new (TrainingHistory History, long Steps)[workersPerHost];
+        try
+        {
+            group.Run(local =>
+            {
+                var comm = new HybridCommunicator(local, hosts);
+                var ps = new ParameterSet(models[local.Rank]);
+                comm.VerifyAgreement("the model layout", ps.LayoutFingerprint());
+                var flat = new float[ps.Length];
+                ps.CopyTo(flat);
+                comm.Broadcast<float>(flat, 0);
+                ps.CopyFrom(flat);
+                results[local.Rank] = WorkerLoop(comm, models[local.Rank], train, validation, settings);
+            });
+        }
+        catch
+        {
+            foreach (var m in models) m.Dispose();
+            throw;
+        }
+        for (int w = 1; w < workersPerHost; w++) models[w].Dispose();
+        return new TrainingResult(models[0], results[0].History, results[0].Steps);
+    }
+
     private static nn.Module<Tensor, Tensor>[] CreateReplicas(int inputs, TrainingSettings s, int count)
     {
         torch.manual_seed(s.Seed);

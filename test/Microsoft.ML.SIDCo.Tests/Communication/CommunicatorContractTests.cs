@@ -44,6 +44,24 @@ public class CommunicatorContractTests
     }
 }
 
+public class HybridCommunicatorTests
+{
+    [Fact]
+    public void TwoWorkersInEachOfTwoRanksHonourTheContract()
+    {
+        var run = MpiRunner.Run(2, MpiRunner.TestHost, "hybrid-contract", TimeSpan.FromSeconds(120));
+        Assert.False(run.TimedOut, run.Output);
+        Assert.True(run.ExitCode == 0, run.Output);
+        var expected = CommunicatorContract.Run(InProcessCommunicator.CreateSingle()).Select(c => c.Name).ToArray();
+        for (int r = 0; r < 4; r++)
+        {
+            var mine = run.Checks.Where(c => c.Rank == r).ToList();
+            Assert.Equal(expected, mine.Select(c => c.Name).ToArray());
+            foreach (var c in mine) Assert.True(c.Ok, $"global rank {r}: {c.Name}: {c.Detail}\n{run.Output}");
+        }
+    }
+}
+
 public class CommunicationFaultTests
 {
     [Fact]

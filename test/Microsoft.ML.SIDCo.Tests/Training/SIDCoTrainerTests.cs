@@ -44,6 +44,26 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
     }
 
     [Fact]
+    public void HierarchicalAndFlatExchangeTrainTwoWorkersPerRankWithIdenticalReplicas()
+    {
+        var run = MpiRunner.Run(2, MpiRunner.TestHost, "hybrid-train", TimeSpan.FromMinutes(6));
+        Assert.False(run.TimedOut, run.Output);
+        Assert.True(run.ExitCode == 0, run.Output);
+        foreach (var layout in new[] { "flat", "hierarchical" })
+        {
+            var acc = run.Checks.Where(c => c.Name == layout + "-accuracy").Select(c => double.Parse(c.Detail, System.Globalization.CultureInfo.InvariantCulture)).ToList();
+            log.WriteLine($"{layout}, 2 ranks x 2 workers: accuracies {string.Join(", ", acc)}; {string.Join(" ", run.Checks.Where(c => c.Name == layout + "-layout").Select(c => c.Detail))}");
+            Assert.Equal(2, acc.Count);
+            Assert.All(acc, a => Assert.True(a >= 0.7, $"{layout} accuracy {a}"));
+            Assert.Single(run.Checks.Where(c => c.Name == layout + "-fingerprint").Select(c => c.Detail).Distinct());
+            Assert.All(run.Checks.Where(c => c.Name == layout + "-layout"), c => Assert.StartsWith("mpi+inprocess/4/", c.Detail));
+        }
+        // One selection per host on the network instead of one per worker: fewer bytes per step.
+        double Bytes(string layout) => double.Parse(run.Checks.First(c => c.Name == layout + "-layout").Detail.Split('/')[2], System.Globalization.CultureInfo.InvariantCulture);
+        Assert.True(Bytes("hierarchical") < Bytes("flat"), $"hierarchical {Bytes("hierarchical")} vs flat {Bytes("flat")}");
+    }
+
+    [Fact]
     public void SavedModelLoadsInANewProcessWithIdenticalScores()
     {
         var options = Scenarios.SmallFashionMnist(workers: 1);

@@ -1,0 +1,73 @@
+using System.Diagnostics;
+using System.Numerics.Tensors;
+using Microsoft.ML.SIDCo.Communication;
+using Microsoft.ML.SIDCo.Compression;
+
+namespace Microsoft.ML.SIDCo.Training;
+
+/// <summary>
+/// Two-level exchange for several workers per host (<see cref="HybridCommunicator"/>): the workers of
+/// a host average their gradients densely over shared memory, the host's leader compresses that
+/// average (with error feedback) and exchanges it sparsely with the other hosts' leaders, and the
+/// result is shared back with the host's workers. Compared with the flat exchange, the network sees
+/// one selection per host instead of one per worker.
+/// </summary>
+public sealed class HierarchicalCompressionHook(CompressionHookOptions options) : IGradientHook
+{
+    private readonly CompressionHookOptions _options = options ?? throw new ArgumentNullException(nameof(options));
+    private HybridCommunicator? _comm;
+    private CompressionHook? _leaderHook;
+
+    /// <inheritdoc />
+    public void Initialize(GradientHookContext context)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        _comm = context.Communicator as HybridCommunicator
+            ?? throw new InvalidOperationException("The hierarchical hook needs several workers per MPI rank (a HybridCommunicator); use CompressionHook otherwise.");
+        if (_comm.IsLeader)
+        {
+            _leaderHook = new CompressionHook(_options);
+            _leaderHook.Initialize(context with { Communicator = _comm.Hosts });
+        }
+        _comm.Local.Barrier();
+    }
+
+    /// <inheritdoc />
+    public GradientHookStats Reduce(Span<float> gradient, long step)
+    {
+        var comm = _comm ?? throw new InvalidOperationException("Initialize must be called first.");
+        long start = Stopwatch.GetTimestamp();
+        comm.Local.AllReduceSum(gradient);
+        TensorPrimitives.Multiply(gradient, 1f / comm.LocalSize, gradient);
+        double localMs = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+        var stats = default(GradientHookStats);
+        if (_leaderHook is not null) stats = _leaderHook.Reduce(gradient, step);
+        long shareStart = Stopwatch.GetTimestamp();
+        comm.Local.Broadcast(gradient, 0);
+        // Every worker reports the leader's figures (shared with the result) plus its own local time.
+        var figures = new double[] { stats.CompressMs, stats.CommunicateMs, stats.Selected, stats.BytesSent, stats.AchievedOverTarget, (double)stats.Mode, stats.Stages, stats.Skipped ? 1 : 0, stats.PredictedCommunicateMs };
+        comm.Local.Broadcast<double>(figures, 0);
+        double shareMs = Stopwatch.GetElapsedTime(shareStart).TotalMilliseconds;
+        return new GradientHookStats(figures[0], figures[1] + localMs + shareMs, (long)figures[2], figures[3], figures[4], (ExchangeMode)(int)figures[5], (int)figures[6], figures[7] != 0, figures[8]);
+    }
+
+    /// <inheritdoc />
+    public void SaveState(Stream stream)
+    {
+        using var w = new BinaryWriter(stream, System.Text.Encoding.UTF8, leaveOpen: true);
+        w.Write(_leaderHook is not null);
+        w.Flush();
+        _leaderHook?.SaveState(stream);
+    }
+
+    /// <inheritdoc />
+    public void LoadState(Stream stream)
+    {
+        using var r = new BinaryReader(stream, System.Text.Encoding.UTF8, leaveOpen: true);
+        if (r.ReadBoolean() != _leaderHook is not null) throw new InvalidDataException("Checkpoint and worker disagree on which worker leads its host.");
+        _leaderHook?.LoadState(stream);
+    }
+
+    /// <inheritdoc />
+    public void Dispose() => _leaderHook?.Dispose();
+}
