@@ -83,7 +83,6 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
         bool hybrid = useMpi && o.WorkersPerRank > 1;
         int workers = useMpi ? MpiCommunicator.LaunchedWorldSize * o.WorkersPerRank : o.Workers;
         var model = o.Model ?? SIDCoModels.Mlp(128);
-        var kernels = o.Kernels == KernelBackend.Ilgpu ? IlgpuGradientKernels.CreatePreferred() : null;
 
         using var ch = _host.Start("Training");
         using var pch = _host.StartProgressChannel("SIDCo training");
@@ -107,7 +106,9 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
                 var hookOptions = new CompressionHookOptions
                 {
                     Compressor = o.Compressor, Compression = o.ToCompressorOptions(), ErrorFeedback = o.ErrorFeedback, Exchange = o.ExchangeMode,
-                    HalfPrecisionValues = o.HalfPrecisionValues, DenseWarmupSteps = o.DenseWarmupSteps + (long)o.DenseWarmupEpochs * stepsPerEpoch, Kernels = kernels,
+                    HalfPrecisionValues = o.HalfPrecisionValues, DenseWarmupSteps = o.DenseWarmupSteps + (long)o.DenseWarmupEpochs * stepsPerEpoch,
+                    // One backend per worker: ILGPU backends hold device buffers and are not thread-safe.
+                    Kernels = o.Kernels == KernelBackend.Ilgpu ? IlgpuGradientKernels.CreatePreferred() : null, OwnsKernels = o.Kernels == KernelBackend.Ilgpu,
                 };
                 return hybrid && o.HierarchicalExchange ? new HierarchicalCompressionHook(hookOptions) : new CompressionHook(hookOptions);
             }),
@@ -122,28 +123,21 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
         };
 
         TrainingResult result;
-        try
+        if (useMpi)
         {
-            if (useMpi)
+            using var comm = new MpiCommunicator();
+            try { result = hybrid ? DataParallelTrainer.RunHybrid(comm, o.WorkersPerRank, train, validation, settings) : DataParallelTrainer.RunWorker(comm, train, validation, settings); }
+            catch (Exception e) when (comm.Size > 1 && e is not RankMismatchException and not CheckpointException and not ArgumentException)
             {
-                using var comm = new MpiCommunicator();
-                try { result = hybrid ? DataParallelTrainer.RunHybrid(comm, o.WorkersPerRank, train, validation, settings) : DataParallelTrainer.RunWorker(comm, train, validation, settings); }
-                catch (Exception e) when (comm.Size > 1 && e is not RankMismatchException and not CheckpointException and not ArgumentException)
-                {
-                    // Peers may be blocked in a collective this rank will never join: end the whole job.
-                    Console.Error.WriteLine($"rank {comm.Rank}: {e}");
-                    comm.Abort(1);
-                    throw;
-                }
-            }
-            else
-            {
-                result = DataParallelTrainer.RunInProcess(train, validation, settings, o.Workers);
+                // Peers may be blocked in a collective this rank will never join: end the whole job.
+                Console.Error.WriteLine($"rank {comm.Rank}: {e}");
+                comm.Abort(1);
+                throw;
             }
         }
-        finally
+        else
         {
-            kernels?.Dispose();
+            result = DataParallelTrainer.RunInProcess(train, validation, settings, o.Workers);
         }
         var info = new SIDCoTransformer.TrainingInfo(o.Compressor.ToName(), o.Density, workers, hybrid ? "mpi+inprocess" : useMpi ? "mpi" : "inprocess");
         return new SIDCoTransformer(_ml, result.Model, model, o.FeatureColumnName, train.FeatureLength, o.Task, classes, keyValues, result.History, info);

@@ -15,7 +15,7 @@ namespace Microsoft.ML.SIDCo.Benchmarks;
 /// </summary>
 internal static class CompressionBenchmark
 {
-    public sealed record Row(string Compressor, string Data, int Elements, double Density, double MedianMs, double AchievedOverTarget, int? CallsToBand = null, int? Stages = null);
+    public sealed record Row(string Compressor, string Data, int Elements, double Density, double MedianMs, double? AchievedOverTarget, int? CallsToBand = null, int? Stages = null);
 
     public static int Run(BenchArgs a)
     {
@@ -44,7 +44,7 @@ internal static class CompressionBenchmark
                 double floor = Bench.MedianMs(() => TensorPrimitives.SumOfMagnitudes(g), runs);
                 foreach (double d in densities)
                 {
-                    rows.Add(new Row("floor", kind, n, d, floor, double.NaN));
+                    rows.Add(new Row("floor", kind, n, d, floor, null));
                     Console.WriteLine($"  n={n} density={d}: floor {floor:F2} ms");
                     foreach (var name in compressors)
                     {
@@ -103,7 +103,7 @@ internal static class CompressionBenchmark
                 group.Select(r => new[]
                 {
                     r.Compressor, Bench.F(r.MedianMs), Bench.F(r.MedianMs / floor, "F1"), torchTopk is { } t ? Bench.F(t / r.MedianMs, "F1") : "-",
-                    double.IsNaN(r.AchievedOverTarget) ? "-" : Bench.F(r.AchievedOverTarget, "F3"), r.CallsToBand is { } c ? $"{c} ({r.Stages})" : r.Stages is { } s ? $"not in 30 ({s})" : "-",
+                    r.AchievedOverTarget is { } q ? Bench.F(q, "F3") : "-", r.CallsToBand is { } c ? $"{c} ({r.Stages})" : r.Stages is { } s ? $"not in 30 ({s})" : "-",
                 })));
             sb.AppendLine();
         }
@@ -126,8 +126,8 @@ internal static class CompressionBenchmark
             var bars = names.Select((c, i) => sel.FirstOrDefault(r => r.Compressor == c && r.Data == datas[di]) is { } r
                 ? new Bar { Position = i * (datas.Count + 1) + di, Value = Math.Log10(r.MedianMs), FillColor = Colors.Category10[di] } : null).OfType<Bar>().ToList();
             lat.Add.Bars(bars).LegendText = datas[di];
-            var qbars = names.Select((c, i) => sel.FirstOrDefault(r => r.Compressor == c && r.Data == datas[di] && !double.IsNaN(r.AchievedOverTarget)) is { } r
-                ? new Bar { Position = i * (datas.Count + 1) + di, Value = r.AchievedOverTarget, FillColor = Colors.Category10[di] } : null).OfType<Bar>().ToList();
+            var qbars = names.Select((c, i) => sel.FirstOrDefault(r => r.Compressor == c && r.Data == datas[di] && r.AchievedOverTarget is not null) is { } r
+                ? new Bar { Position = i * (datas.Count + 1) + di, Value = r.AchievedOverTarget!.Value, FillColor = Colors.Category10[di] } : null).OfType<Bar>().ToList();
             qual.Add.Bars(qbars).LegendText = datas[di];
         }
         var ticks = names.Select((c, i) => new Tick(i * (datas.Count + 1) + (datas.Count - 1) / 2.0, c)).ToArray();

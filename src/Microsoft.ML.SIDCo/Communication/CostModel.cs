@@ -6,13 +6,16 @@ namespace Microsoft.ML.SIDCo.Communication;
 /// <summary>
 /// The alpha-beta (latency-bandwidth) model of the two exchanges, for <paramref name="Workers"/> workers:
 /// ring allreduce of n floats costs 2(P-1) alpha + 2 (P-1)/P 4n beta; allgather of K (index, value)
-/// pairs in total costs 2(P-1) alpha + (P-1)/P K (4 + value bytes) beta. Sparse stops paying once the
-/// union of selections approaches P k ~ n, i.e. when P * density nears 1.
+/// pairs in total costs 3(P-1) alpha + (P-1)/P K (4 + value bytes) beta + K gamma, where gamma is the
+/// local cost of scatter-adding one received entry (random writes into the dense buffer). Sparse stops
+/// paying once the union of selections approaches P k ~ n, i.e. when P * density nears 1, and on fast
+/// links (shared memory) earlier, when K gamma outweighs the bytes saved.
 /// </summary>
 /// <param name="AlphaSeconds">Per-message latency.</param>
 /// <param name="BetaSecondsPerByte">Inverse bandwidth.</param>
 /// <param name="Workers">Number of workers P.</param>
-public sealed record CostModel(double AlphaSeconds, double BetaSecondsPerByte, int Workers)
+/// <param name="ScatterSecondsPerEntry">Local cost of scatter-adding one received entry (gamma).</param>
+public sealed record CostModel(double AlphaSeconds, double BetaSecondsPerByte, int Workers, double ScatterSecondsPerEntry = 0)
 {
     private static readonly ConditionalWeakTable<ICommunicator, CostModel> s_cache = new();
 
@@ -25,8 +28,9 @@ public sealed record CostModel(double AlphaSeconds, double BetaSecondsPerByte, i
     /// <summary>Predicted seconds for the dense allreduce.</summary>
     public double DenseSeconds(long elements) => Workers <= 1 ? 0 : 2.0 * (Workers - 1) * AlphaSeconds + DenseBytesPerRank(elements) * BetaSecondsPerByte;
 
-    /// <summary>Predicted seconds for the sparse allgather exchange (counts allgather included).</summary>
-    public double SparseSeconds(long totalSelected, int valueBytes = 4) => Workers <= 1 ? 0 : 3.0 * (Workers - 1) * AlphaSeconds + SparseBytesPerRank(totalSelected, valueBytes) * BetaSecondsPerByte;
+    /// <summary>Predicted seconds for the sparse allgather exchange (counts allgather and scatter-add included).</summary>
+    public double SparseSeconds(long totalSelected, int valueBytes = 4) => Workers <= 1 ? 0
+        : 3.0 * (Workers - 1) * AlphaSeconds + SparseBytesPerRank(totalSelected, valueBytes) * BetaSecondsPerByte + totalSelected * ScatterSecondsPerEntry;
 
     /// <summary>Which exchange the model predicts to be faster.</summary>
     public ExchangeMode Choose(long elements, long totalSelected, int valueBytes = 4)
@@ -50,9 +54,10 @@ public sealed record CostModel(double AlphaSeconds, double BetaSecondsPerByte, i
         int p = comm.Size;
         double alpha = tSmall / (2.0 * (p - 1));
         double beta = Math.Max(1e-13, (tLarge - 2.0 * (p - 1) * alpha) / (2.0 * (p - 1) / p * 4.0 * Large));
-        var agreed = new[] { alpha, beta };
+        double gamma = ScatterProbe(repetitions);
+        var agreed = new[] { alpha, beta, gamma };
         comm.Broadcast<double>(agreed, 0);
-        return Remember(comm, new CostModel(agreed[0], agreed[1], p));
+        return Remember(comm, new CostModel(agreed[0], agreed[1], p, agreed[2]));
     }
 
     /// <summary>A model from a known link: latency in microseconds and bandwidth in Mbit/s.</summary>
@@ -63,6 +68,27 @@ public sealed record CostModel(double AlphaSeconds, double BetaSecondsPerByte, i
     {
         s_cache.AddOrUpdate(comm, model);
         return model;
+    }
+
+    // Seconds per entry to scatter-add spread indices into a buffer larger than the caches.
+    private static double ScatterProbe(int repetitions)
+    {
+        const int Dense = 1 << 23, Entries = 1 << 18;
+        var dense = new float[Dense];
+        var idx = new int[Entries];
+        var val = new float[Entries];
+        var rng = new Random(7);
+        for (int i = 0; i < Entries; i++) { idx[i] = rng.Next(Dense); val[i] = 1f; }
+        Array.Sort(idx); // selections arrive in ascending order per worker
+        var t = new double[repetitions];
+        for (int r = 0; r < repetitions; r++)
+        {
+            long start = Stopwatch.GetTimestamp();
+            Kernels.CpuGradientKernels.Instance.ScatterAdd(idx, val, dense);
+            t[r] = Stopwatch.GetElapsedTime(start).TotalSeconds;
+        }
+        Array.Sort(t);
+        return t[repetitions / 2] / Entries;
     }
 
     private static double MedianSeconds(ICommunicator comm, Action op, int repetitions)

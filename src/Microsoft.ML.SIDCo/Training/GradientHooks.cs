@@ -93,8 +93,11 @@ public sealed class CompressionHookOptions
     /// <summary>Steps at the start that use dense allreduce without compression (as DGC's warm-up). Default 0.</summary>
     public long DenseWarmupSteps { get; set; }
 
-    /// <summary>Kernel backend (CPU SIMD by default).</summary>
+    /// <summary>Kernel backend (CPU SIMD by default). Backends with device state are not thread-safe: give each worker's hook its own.</summary>
     public IGradientKernels? Kernels { get; set; }
+
+    /// <summary>Dispose <see cref="Kernels"/> with the hook (when the hook was given its own backend). Default false.</summary>
+    public bool OwnsKernels { get; set; }
 
     /// <summary>Cost model to use instead of probing the communicator.</summary>
     public CostModel? CostModel { get; set; }
@@ -168,5 +171,8 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
     }
 
     /// <inheritdoc />
-    public void Dispose() { }
+    public void Dispose()
+    {
+        if (_options.OwnsKernels) (_options.Kernels as IDisposable)?.Dispose();
+    }
 }

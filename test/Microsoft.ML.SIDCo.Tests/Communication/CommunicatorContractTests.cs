@@ -133,6 +133,11 @@ public class CostModelTests
         Assert.Equal(3 * 3 * 1e-5 + 3.0 / 4 * 100 * 8 * 2e-9, m.SparseSeconds(100), 15);
         Assert.Equal(3.0 / 4 * 100 * 6, m.SparseBytesPerRank(100, valueBytes: 2), 9);
         Assert.Equal(0, new CostModel(1, 1, 1).DenseSeconds(1000));
+        // The scatter-add term: on shared memory a large union makes sparse lose even below P * density = 1.
+        var fastLink = new CostModel(1e-6, 0.05e-9, 4, ScatterSecondsPerEntry: 4e-9);
+        Assert.Equal(ExchangeMode.Dense, fastLink.Choose(25_600_000, 10_240_000));
+        Assert.Equal(ExchangeMode.Sparse, fastLink.Choose(25_600_000, 102_400));
+        Assert.Equal(3 * 3 * 1e-6 + 3.0 / 4 * 100 * 8 * 0.05e-9 + 100 * 4e-9, fastLink.SparseSeconds(100), 15);
     }
 
     [Fact]
@@ -142,7 +147,7 @@ public class CostModelTests
         var models = new CostModel[2];
         group.Run(c => models[c.Rank] = CostModel.Probe(c, repetitions: 5));
         Assert.Equal(models[0], models[1]);
-        Assert.True(models[0].AlphaSeconds > 0 && models[0].BetaSecondsPerByte > 0);
+        Assert.True(models[0].AlphaSeconds > 0 && models[0].BetaSecondsPerByte > 0 && models[0].ScatterSecondsPerEntry > 0);
         Assert.Same(models[0], CostModel.Probe(group.Communicators[0])); // cached per communicator
     }
 }

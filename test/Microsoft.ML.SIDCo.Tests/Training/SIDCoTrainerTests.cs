@@ -119,6 +119,23 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
     }
 
     [Fact]
+    public void IlgpuKernelBackendTrainsTwoWorkersLikeTheCpuBackend()
+    {
+        // Each worker gets its own ILGPU backend (ILGPU's CPU accelerator here, a GPU where there is one).
+        var results = new Dictionary<KernelBackend, double>();
+        foreach (var backend in new[] { KernelBackend.Cpu, KernelBackend.Ilgpu })
+        {
+            var o = new SIDCoTrainer.Options { Model = SIDCoModels.Mlp(32), Workers = 2, Epochs = 2, BatchSize = 32, Density = 0.01, Kernels = backend, ReplicaCheckInterval = 1, Seed = 5 };
+            var model = data.Ml.Transforms.Conversion.MapValueToKey("Label").Append(data.Ml.Extensions.SIDCoTrainer(o)).Fit(data.Train);
+            results[backend] = data.Ml.MulticlassClassification.Evaluate(model.Transform(data.Test)).MicroAccuracy;
+            Assert.InRange(model.LastTransformer.History.Epochs[^1].AchievedDensity, 0.003, 0.03);
+        }
+        log.WriteLine($"cpu {results[KernelBackend.Cpu]:F4}, ilgpu {results[KernelBackend.Ilgpu]:F4}");
+        Assert.True(results[KernelBackend.Ilgpu] >= 0.7, $"ilgpu accuracy {results[KernelBackend.Ilgpu]}");
+        Assert.InRange(results[KernelBackend.Ilgpu] - results[KernelBackend.Cpu], -0.03, 0.03);
+    }
+
+    [Fact]
     public void BatchLargerThanTheShardIsReportedByName()
     {
         var o = new SIDCoTrainer.Options { BatchSize = 2000, Workers = 2, Epochs = 1 };
