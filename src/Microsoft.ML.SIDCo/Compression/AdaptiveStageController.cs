@@ -9,6 +9,11 @@ namespace Microsoft.ML.SIDCo.Compression;
 /// on light tails they raise it. So the controller does not assume a direction: it starts with the
 /// heavy-tail guess and then learns the sign from the measured effect of its own last move, and it
 /// bounces off the stage limits instead of getting stuck there.
+/// Stages are coarse: on some gradients the ratios of neighbouring stage counts straddle the band
+/// (e.g. 2.1 at M = 3 and 0.5 at M = 4). Once a move would go back to a stage count already seen on
+/// the other side of the band, or no move is possible, the controller keeps M and calibrates the
+/// density the estimator targets instead (delta_eff = delta x <see cref="Calibration"/>, corrected by the
+/// window's ratio); thresholds fall monotonically with delta, so this converges.
 /// </remarks>
 public sealed class AdaptiveStageController
 {
@@ -19,6 +24,8 @@ public sealed class AdaptiveStageController
     private int _windowCount;
     private int _lastMove;
     private double _lastLogRatio = double.NaN;
+    private readonly Dictionary<int, double> _seen = new();
+    private double _calLow = double.NaN, _calHigh = double.NaN; // calibrations seen below / above the band at the current stage count
 
     /// <summary>Creates a controller starting at <paramref name="initialStages"/>.</summary>
     public AdaptiveStageController(int initialStages, int maxStages, int interval = 5, double tolerance = 0.2)
@@ -40,6 +47,9 @@ public sealed class AdaptiveStageController
     /// <summary>Number of times the stage count changed.</summary>
     public int Adjustments { get; private set; }
 
+    /// <summary>Factor applied to the target density once stage moves alone cannot reach the band (1 until then), in [1/64, 64].</summary>
+    public double Calibration { get; private set; } = 1;
+
     /// <summary>Records one call's achieved/target ratio; every interval calls, may move <see cref="Stages"/>.</summary>
     public void Observe(double achievedOverTarget)
     {
@@ -58,37 +68,61 @@ public sealed class AdaptiveStageController
         }
         _lastLogRatio = logRatio;
         _lastMove = 0;
+        if (Calibration == 1) _seen[Stages] = mean;
         if (mean >= 1 - _tolerance && mean <= 1 + _tolerance) return;
 
-        int wanted = mean > 1 ? MoreStagesLowerDensity : -MoreStagesLowerDensity;
-        int next = Stages + wanted;
-        if (next < 1 || next > _maxStages)
+        if (Calibration == 1)
         {
-            // At a limit the assumed direction cannot be followed: try the other one (it may be the right one).
-            MoreStagesLowerDensity = -MoreStagesLowerDensity;
-            wanted = -wanted;
-            next = Stages + wanted;
-            if (next < 1 || next > _maxStages) return;
+            int wanted = mean > 1 ? MoreStagesLowerDensity : -MoreStagesLowerDensity;
+            int next = Stages + wanted;
+            if (next < 1 || next > _maxStages)
+            {
+                // At a limit the assumed direction cannot be followed: try the other one (it may be the right one).
+                MoreStagesLowerDensity = -MoreStagesLowerDensity;
+                wanted = -wanted;
+                next = Stages + wanted;
+            }
+            bool bracketed = _seen.TryGetValue(next, out double there) && (there > 1) != (mean > 1);
+            if (next >= 1 && next <= _maxStages && !bracketed)
+            {
+                Stages = next;
+                _lastMove = wanted;
+                Adjustments++;
+                return;
+            }
         }
-        Stages = next;
-        _lastMove = wanted;
-        Adjustments++;
+        // Fine control: the achieved ratio rises with the targeted density, so bisect the calibration
+        // in log space between the largest value seen below the band and the smallest seen above it;
+        // until both are known, step by the measured ratio (at most 4x per window).
+        if (mean < 1) _calLow = double.IsNaN(_calLow) ? Calibration : Math.Max(_calLow, Calibration);
+        else _calHigh = double.IsNaN(_calHigh) ? Calibration : Math.Min(_calHigh, Calibration);
+        double calibrated = !double.IsNaN(_calLow) && !double.IsNaN(_calHigh)
+            ? Math.Sqrt(_calLow * _calHigh)
+            : Calibration * Math.Clamp(1 / mean, 0.25, 4);
+        Calibration = Math.Clamp(calibrated, 1.0 / 64, 64);
     }
 
     /// <summary>Writes the full controller state.</summary>
     public void Save(BinaryWriter w)
     {
         w.Write(Stages); w.Write(MoreStagesLowerDensity); w.Write(Adjustments);
-        w.Write(_windowSum); w.Write(_windowCount); w.Write(_lastMove); w.Write(_lastLogRatio);
+        w.Write(_windowSum); w.Write(_windowCount); w.Write(_lastMove); w.Write(_lastLogRatio); w.Write(Calibration); w.Write(_calLow); w.Write(_calHigh);
+        w.Write(_seen.Count);
+        foreach (var (m, r) in _seen) { w.Write(m); w.Write(r); }
     }
 
     /// <summary>Restores state written by <see cref="Save"/>.</summary>
     public void Load(BinaryReader r)
     {
         int stages = r.ReadInt32(), dir = r.ReadInt32(), adj = r.ReadInt32();
-        double sum = r.ReadDouble(); int count = r.ReadInt32(), move = r.ReadInt32(); double last = r.ReadDouble();
+        double sum = r.ReadDouble(); int count = r.ReadInt32(), move = r.ReadInt32(); double last = r.ReadDouble(), calibration = r.ReadDouble(), calLow = r.ReadDouble(), calHigh = r.ReadDouble();
+        var seen = new Dictionary<int, double>();
+        for (int i = r.ReadInt32(); i > 0; i--) seen[r.ReadInt32()] = r.ReadDouble();
         if (stages < 1 || stages > _maxStages) throw new InvalidDataException($"Saved stage count {stages} is outside [1, {_maxStages}].");
-        (Stages, MoreStagesLowerDensity, Adjustments, _windowSum, _windowCount, _lastMove, _lastLogRatio) = (stages, dir, adj, sum, count, move, last);
+        (Stages, MoreStagesLowerDensity, Adjustments, _windowSum, _windowCount, _lastMove, _lastLogRatio, Calibration) = (stages, dir, adj, sum, count, move, last, calibration);
+        (_calLow, _calHigh) = (calLow, calHigh);
+        _seen.Clear();
+        foreach (var (m, v) in seen) _seen[m] = v;
     }
 
     /// <summary>Forgets the window (keeps the stage count and learned direction).</summary>

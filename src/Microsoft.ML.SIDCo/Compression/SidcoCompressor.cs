@@ -67,8 +67,8 @@ public sealed class SidcoCompressor : GradientCompressor
     /// <summary>Estimates the threshold for the configured density (without selecting).</summary>
     public (float Threshold, int Stages) EstimateThreshold(ReadOnlySpan<float> acc, in GradientStatistics stats)
     {
-        double delta = Options.Density;
-        if (delta >= 1) return (-1f, 1); // everything passes |x| > -1
+        if (Options.Density >= 1) return (-1f, 1); // everything passes |x| > -1
+        double delta = Math.Min(0.5, Options.Density * (Controller?.Calibration ?? 1));
         int m = CurrentStages;
         if (m == 1 || delta >= FirstStageTail) return ((float)FirstStage(stats, delta), 1);
 

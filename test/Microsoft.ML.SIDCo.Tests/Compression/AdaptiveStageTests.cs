@@ -41,6 +41,19 @@ public class AdaptiveStageTests
     }
 
     [Fact]
+    public void WhenNeighbouringStagesStraddleTheBandTheControllerCalibratesTheDensity()
+    {
+        // A mixture of very different scales (like layers of a real network) gives stage counts whose ratios jump over the band.
+        var rng = new Random(3);
+        var mixture = Samples.Laplace(200_000, 5, scale: 1).Concat(Samples.Normal(200_000, 6).Select(v => v * 30f)).Concat(Samples.StudentT3(200_000, 7).Select(v => v * 0.01f)).OrderBy(_ => rng.Next()).ToArray();
+        var c = (SidcoCompressor)Compressors.Create("sidco-e", new CompressorOptions { Density = 0.001 });
+        var output = new SparseGradient();
+        var ratios = Enumerable.Range(0, 40).Select(_ => c.Compress(mixture, output).AchievedOverTarget).ToList();
+        double last = ratios.Skip(35).Average();
+        Assert.True(last >= 0.8 && last <= 1.25, $"last {last:F3}, stages {c.CurrentStages}, calibration {c.Controller!.Calibration:F3}: {string.Join(", ", ratios.Select(r => r.ToString("F2")))}");
+    }
+
+    [Fact]
     public void FixedStagesNeverMove()
     {
         var c = (SidcoCompressor)Compressors.Create("sidco-e", new CompressorOptions { Density = 0.001, AdaptiveStages = false, Stages = 2 });

@@ -45,12 +45,13 @@ public class CompressorTests
     }
 
     // Documented bands (docs/method.md, "Baselines") for achieved/target on 1M Laplace draws:
-    // DGC's sample estimate is within sampling error below and capped at 4k/3 above; RedSync stops
+    // DGC's sample estimate is within sampling error below (at 0.001 only the 10 largest of a 10,000-entry
+    // sample set the threshold, a relative error of about 1/sqrt(10)) and capped at 4k/3 above; RedSync stops
     // once its interval is narrower than 0.2 and may end at a few k; GaussianK's normal fit is far off
     // on Laplace tails and its x0.5 / x1.5 corrections can oscillate, so it only promises an order of magnitude.
     [Theory]
     [InlineData("dgc", 0.01, 0.75, 1.34)]
-    [InlineData("dgc", 0.001, 0.6, 1.34)]
+    [InlineData("dgc", 0.001, 0.3, 1.34)]
     [InlineData("redsync", 0.01, 0.5, 5.0)]
     [InlineData("redsync", 0.001, 0.5, 5.0)]
     [InlineData("gaussiank", 0.01, 0.5, 10.0)]
