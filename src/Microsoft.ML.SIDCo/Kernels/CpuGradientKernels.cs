@@ -15,6 +15,13 @@ public sealed class CpuGradientKernels : IGradientKernels
     /// <summary>Elements per parallel chunk (256K floats = 1 MiB: large enough to amortise scheduling).</summary>
     public const int ChunkSize = 1 << 18;
 
+    /// <summary>
+    /// Below this many elements a buffer is processed on the calling thread: a one-thread pass over a
+    /// few MiB takes well under a millisecond, less than waking workers costs when several training
+    /// processes share the cores.
+    /// </summary>
+    public const int ParallelThreshold = 1 << 22;
+
     // Partial sums stay in float only within a block this long, then move to double, which keeps
     // the statistics accurate on 25M-entry buffers without paying for double lanes in the loop.
     private const int BlockSize = 4096;
@@ -157,7 +164,7 @@ public sealed class CpuGradientKernels : IGradientKernels
     private void ForEachChunk(int n, Action<int, int, int> body)
     {
         int chunks = ChunkCount(n);
-        if (chunks == 1 || _maxThreads == 1)
+        if (chunks == 1 || _maxThreads == 1 || n < ParallelThreshold)
         {
             for (int c = 0; c < chunks; c++) body(c, c * ChunkSize, Math.Min(ChunkSize, n - c * ChunkSize));
             return;
