@@ -94,10 +94,12 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
         ch.Info(MessageSensitivity.None, $"SIDCo: {model.Descriptor}, {train.Count} examples x {train.FeatureLength} features, {workers} {(useMpi ? "MPI ranks" : "in-process workers")}, compressor {o.Compressor.ToName()} at density {o.Density}, exchange {o.ExchangeMode}");
         int stepsPerEpoch = Math.Max(1, train.Count / workers / o.BatchSize);
         if (o.MaxStepsPerEpoch > 0) stepsPerEpoch = Math.Min(stepsPerEpoch, o.MaxStepsPerEpoch);
+        // With momentum correction the hook carries the momentum (for compressed exchanges; dense keeps it too).
+        bool momentumCorrection = o.MomentumCorrection && o.GradientHook is null && o.Momentum > 0;
         var settings = new TrainingSettings
         {
             Model = model, Task = o.Task, Outputs = o.Task == TrainingTask.Regression ? 1 : classes, Epochs = o.Epochs, BatchSize = o.BatchSize,
-            Optimizer = o.Optimizer, LearningRate = o.LearningRate, Momentum = o.Momentum, Nesterov = o.Nesterov, WeightDecay = o.WeightDecay,
+            Optimizer = o.Optimizer, LearningRate = o.LearningRate, Momentum = momentumCorrection ? 0 : o.Momentum, Nesterov = o.Nesterov, WeightDecay = o.WeightDecay,
             Schedule = o.Schedule, LearningRateWarmupSteps = o.LearningRateWarmupSteps, GradientClipNorm = o.GradientClipNorm, Seed = o.Seed,
             CheckpointDirectory = o.CheckpointDirectory, CheckpointInterval = o.CheckpointInterval, ReplicaCheckInterval = o.ReplicaCheckInterval,
             MaxStepsPerEpoch = o.MaxStepsPerEpoch,
@@ -107,6 +109,7 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
                 {
                     Compressor = o.Compressor, Compression = o.ToCompressorOptions(), ErrorFeedback = o.ErrorFeedback, Exchange = o.ExchangeMode,
                     HalfPrecisionValues = o.HalfPrecisionValues, DenseWarmupSteps = o.DenseWarmupSteps + (long)o.DenseWarmupEpochs * stepsPerEpoch,
+                    MomentumCorrection = momentumCorrection ? o.Momentum : 0,
                     // One backend per worker: ILGPU backends hold device buffers and are not thread-safe.
                     Kernels = o.Kernels == KernelBackend.Ilgpu ? IlgpuGradientKernels.CreatePreferred() : null, OwnsKernels = o.Kernels == KernelBackend.Ilgpu,
                 };

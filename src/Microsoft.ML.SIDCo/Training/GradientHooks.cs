@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Numerics.Tensors;
 using Microsoft.ML.SIDCo.Communication;
 using Microsoft.ML.SIDCo.Compression;
 using Microsoft.ML.SIDCo.Kernels;
@@ -90,6 +91,13 @@ public sealed class CompressionHookOptions
     /// <summary>Send sparse values as float16. Default false.</summary>
     public bool HalfPrecisionValues { get; set; }
 
+    /// <summary>
+    /// DGC's momentum correction: each worker keeps a local velocity u = m u + g, compresses u (with
+    /// error feedback) instead of g, and clears the sent entries of u; the optimizer must then step
+    /// without momentum of its own. 0 disables it. Default 0.
+    /// </summary>
+    public double MomentumCorrection { get; set; }
+
     /// <summary>Steps at the start that use dense allreduce without compression (as DGC's warm-up). Default 0.</summary>
     public long DenseWarmupSteps { get; set; }
 
@@ -115,6 +123,7 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
     private ErrorFeedback? _feedback;
     private GradientExchange? _exchange;
     private readonly SparseGradient _sparse = new();
+    private ErrorFeedback? _velocity; // the local velocity of momentum correction (ErrorFeedback gives it checksummed save/load)
 
     /// <summary>The compressor in use (after <see cref="Initialize"/>).</summary>
     public GradientCompressor Compressor => _compressor ?? throw new InvalidOperationException("Initialize must be called first.");
@@ -130,6 +139,8 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
         _compressor = Compressors.Create(_options.Compressor, _options.Compression, _options.Kernels);
         comm.VerifyAgreement("the compressor and density", CommunicatorExtensions.Fingerprint($"{_compressor.Name}/{_options.Compression.Density:R}/{_options.ErrorFeedback}"));
         _feedback = _options.ErrorFeedback && _options.Compressor != CompressorKind.None ? new ErrorFeedback(context.Length, "gradient bucket") : null;
+        if (_options.MomentumCorrection is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(_options.MomentumCorrection), _options.MomentumCorrection, "MomentumCorrection must be in [0, 1).");
+        _velocity = _options.MomentumCorrection > 0 ? new ErrorFeedback(context.Length, "momentum velocity") : null;
         var mode = _options.Compressor == CompressorKind.None ? ExchangeMode.Dense : _options.Exchange;
         _exchange = new GradientExchange(comm, context.Length, mode, _options.HalfPrecisionValues, _options.CostModel, _options.Kernels);
     }
@@ -140,11 +151,30 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
         if (_exchange is null || _compressor is null) throw new InvalidOperationException("Initialize must be called first.");
         if (step < _options.DenseWarmupSteps || _compressor.Kind == CompressorKind.None)
         {
+            if (_velocity is not null)
+            {
+                // Dense steps still carry the momentum the optimizer does not apply.
+                var u = _velocity.Accumulator;
+                TensorPrimitives.MultiplyAdd(u, (float)_options.MomentumCorrection, gradient, u);
+                u.CopyTo(gradient);
+            }
             var d = _exchange.AllReduceDense(gradient);
             return new GradientHookStats(0, d.ElapsedMs, gradient.Length, d.BytesPerRank, 1, ExchangeMode.Dense, 1, false, d.PredictedDenseMs);
         }
         long start = Stopwatch.GetTimestamp();
-        var c = _compressor.Compress(gradient, _sparse, _feedback);
+        ReadOnlySpan<float> toCompress = gradient;
+        if (_velocity is not null)
+        {
+            var u = _velocity.Accumulator;
+            TensorPrimitives.MultiplyAdd(u, (float)_options.MomentumCorrection, gradient, u);
+            toCompress = u;
+        }
+        var c = _compressor.Compress(toCompress, _sparse, _feedback);
+        if (_velocity is not null)
+        {
+            var u = _velocity.Accumulator;
+            foreach (int i in _sparse.Indices) u[i] = 0; // momentum factor masking: what was sent stops accumulating
+        }
         double compressMs = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
         var e = _exchange.AllReduce(_sparse, gradient);
         return new GradientHookStats(compressMs, e.ElapsedMs, c.Selected, e.BytesPerRank, c.AchievedOverTarget, e.Mode, c.Stages, c.Skipped, e.PredictedMs);
@@ -156,8 +186,10 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
         using var w = new BinaryWriter(stream, System.Text.Encoding.UTF8, leaveOpen: true);
         Compressor.SaveState(w);
         w.Write(_feedback is not null);
+        w.Write(_velocity is not null);
         w.Flush();
         _feedback?.Save(stream);
+        _velocity?.Save(stream);
     }
 
     /// <inheritdoc />
@@ -165,9 +197,11 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
     {
         using var r = new BinaryReader(stream, System.Text.Encoding.UTF8, leaveOpen: true);
         Compressor.LoadState(r);
-        bool hasFeedback = r.ReadBoolean();
+        bool hasFeedback = r.ReadBoolean(), hasVelocity = r.ReadBoolean();
         if (hasFeedback != _feedback is not null) throw new InvalidDataException("Checkpoint and options disagree on error feedback.");
+        if (hasVelocity != _velocity is not null) throw new InvalidDataException("Checkpoint and options disagree on momentum correction.");
         _feedback?.Load(stream);
+        _velocity?.Load(stream);
     }
 
     /// <inheritdoc />

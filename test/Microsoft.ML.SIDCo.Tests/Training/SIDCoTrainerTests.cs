@@ -29,6 +29,21 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
     }
 
     [Fact]
+    public void MomentumCorrectionTrainsAtDensity0001()
+    {
+        var options = Scenarios.SmallFashionMnist(workers: 2);
+        options.Density = 0.001;
+        options.MomentumCorrection = true;
+        var (_, accuracy, sidco) = Scenarios.TrainAndEvaluate(data.Ml, options, data.Train, data.Test);
+        var plain = Scenarios.SmallFashionMnist(workers: 2);
+        plain.Density = 0.001;
+        var (_, plainAccuracy, _) = Scenarios.TrainAndEvaluate(data.Ml, plain, data.Train, data.Test);
+        log.WriteLine($"density 0.001, 2 workers, 3000 images: momentum correction {accuracy:F4}, without {plainAccuracy:F4}");
+        Assert.True(accuracy >= 0.7, $"accuracy {accuracy}");
+        Assert.InRange(sidco.History.Epochs[^1].AchievedDensity, 0.0005, 0.002);
+    }
+
+    [Fact]
     public void TheSameProgramUnderMpirunReachesTheSameBandWithIdenticalModels()
     {
         var run = MpiRunner.Run(2, MpiRunner.TestHost, "train", TimeSpan.FromMinutes(5));
