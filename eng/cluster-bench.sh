@@ -86,13 +86,19 @@ for n in $(echo "$hosts_list" | tr ',' ' '); do
         for layout in $layouts; do
         echo "  $c at $d ($layout, $per_host worker(s) per host)"
         extra=""; [ "$layout" = hierarchical ] && extra="--hierarchical"
-        ip netns exec sidco-h0 env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
-          mpirun -np "$n" --host "$hostlist" --oversubscribe --bind-to none \
+        # All emulated hosts share one hostname and /tmp: a fresh session directory per run keeps
+        # their orteds from colliding with each other's (or an earlier run's) session files.
+        session=$(mktemp -d "$work/session.XXXXXX")
+        if ! ip netns exec sidco-h0 env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+          mpirun -np "$n" --host "$hostlist" --oversubscribe --bind-to none --mca orte_tmpdir_base "$session" \
           --mca plm_rsh_agent "$root/eng/netns-rsh.sh" --mca btl tcp,self \
           --mca btl_tcp_if_include 10.200.0.0/24 --mca oob_tcp_if_include 10.200.0.0/24 \
           -x OMPI_ALLOW_RUN_AS_ROOT -x OMPI_ALLOW_RUN_AS_ROOT_CONFIRM -x OMPI_MCA_mpi_yield_when_idle=1 -x DOTNET_CLI_TELEMETRY_OPTOUT=1 -x PATH -x HOME \
           dotnet "$root/$dll" cluster-worker --compressor "$c" --density "$d" --steps "$steps" --model "$model" --link-mbps "$mbps" --hosts "$n" ${epochs:+--epochs $epochs} --workers-per-host "$per_host" $extra \
-          | tee -a "$work/run.log" | sed -n 's/.*RESULT //p' >> "$rows"
+          > "$work/run.log" 2>&1; then
+          echo "  run failed: $c at $d ($layout); last lines:"; tail -5 "$work/run.log" | sed 's/^/    /'
+        fi
+        sed -n 's/.*RESULT //p' "$work/run.log" >> "$rows"
         done
       done
     done
