@@ -38,7 +38,8 @@ public sealed record CostModel(double AlphaSeconds, double BetaSecondsPerByte, i
 
     /// <summary>
     /// Measures alpha and beta on <paramref name="comm"/> with a short probe (small and 4 MiB allreduces,
-    /// median of <paramref name="repetitions"/>), agreed on by all ranks (rank 0's figures are broadcast).
+    /// median of <paramref name="repetitions"/>, and 32 MiB ones when the link is fast), and gamma with a
+    /// local scatter-add; agreed on by all ranks (rank 0's figures are broadcast).
     /// Collective: every rank must call it. Cached per communicator.
     /// </summary>
     public static CostModel Probe(ICommunicator comm, int repetitions = 10)
@@ -53,7 +54,16 @@ public sealed record CostModel(double AlphaSeconds, double BetaSecondsPerByte, i
         double tLarge = MedianSeconds(comm, () => comm.AllReduceSum<float>(large), repetitions);
         int p = comm.Size;
         double alpha = tSmall / (2.0 * (p - 1));
-        double beta = Math.Max(1e-13, (tLarge - 2.0 * (p - 1) * alpha) / (2.0 * (p - 1) / p * 4.0 * Large));
+        int size = Large;
+        if (tLarge < 0.05)
+        {
+            // A fast link (shared memory, fast fabric): 4 MiB stays in caches and flatters the
+            // bandwidth, so measure again with a message the size of a real gradient bucket.
+            size = 8 * Large;
+            var huge = new float[size];
+            tLarge = MedianSeconds(comm, () => comm.AllReduceSum<float>(huge), 3);
+        }
+        double beta = Math.Max(1e-13, (tLarge - 2.0 * (p - 1) * alpha) / (2.0 * (p - 1) / p * 4.0 * size));
         double gamma = ScatterProbe(repetitions);
         var agreed = new[] { alpha, beta, gamma };
         comm.Broadcast<double>(agreed, 0);
