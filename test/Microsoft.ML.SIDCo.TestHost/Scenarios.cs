@@ -16,6 +16,9 @@ public static class Scenarios
         Model = SIDCoModels.ConvNet(),
         Compressor = CompressorKind.SidcoExponential,
         Density = 0.01,
+        // The sparse path is what these tests exercise; Auto may rightly pick dense for an
+        // 80k-parameter model on shared memory, where latency dominates.
+        ExchangeMode = Microsoft.ML.SIDCo.Communication.ExchangeMode.Sparse,
         Workers = workers,
         Epochs = 8,
         BatchSize = 32,

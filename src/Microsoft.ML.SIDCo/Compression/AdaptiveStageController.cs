@@ -92,13 +92,22 @@ public sealed class AdaptiveStageController
             }
         }
         // Fine control: the achieved ratio rises with the targeted density, so bisect the calibration
-        // in log space between the largest value seen below the band and the smallest seen above it;
-        // until both are known, step by the measured ratio (at most 4x per window).
-        if (mean < 1) _calLow = double.IsNaN(_calLow) ? Calibration : Math.Max(_calLow, Calibration);
-        else _calHigh = double.IsNaN(_calHigh) ? Calibration : Math.Min(_calHigh, Calibration);
-        double calibrated = !double.IsNaN(_calLow) && !double.IsNaN(_calHigh)
-            ? Math.Sqrt(_calLow * _calHigh)
-            : Calibration * Math.Clamp(1 / mean, 0.25, 4);
+        // in log space between the latest values seen below and above the band; until both are known,
+        // step by the measured ratio (at most 4x per window). Gradients drift during training: a
+        // bracket that has crossed, or has shrunk to nothing while the ratio is still out of band, no
+        // longer holds the target, so its stale side is dropped or widened.
+        if (mean < 1) _calLow = Calibration; else _calHigh = Calibration;
+        bool both = !double.IsNaN(_calLow) && !double.IsNaN(_calHigh);
+        if (both && _calLow >= _calHigh)
+        {
+            if (mean < 1) _calHigh = double.NaN; else _calLow = double.NaN;
+            both = false;
+        }
+        else if (both && _calHigh / _calLow < 1.05)
+        {
+            if (mean < 1) _calHigh *= 2; else _calLow /= 2;
+        }
+        double calibrated = both ? Math.Sqrt(_calLow * _calHigh) : Calibration * Math.Clamp(1 / mean, 0.25, 4);
         Calibration = Math.Clamp(calibrated, 1.0 / 64, 64);
     }
 
