@@ -57,6 +57,8 @@ sections.append("""## Allreduce: dense `MPI_Allreduce` vs sparse allreduce of SI
 for comparison; selections from SIDCo-E on Laplace data; each timing is the slowest rank's, median
 of 10 after warm-up. Bytes per rank are the cost model's (ring allreduce 2(P-1)/P 4n; allgather
 (P-1)/P K 8); "predicted" is the model with alpha, beta and the scatter cost probed at start-up.
+This run overlapped the (network-bound) cluster benchmark, which inflates absolute times; the rows of
+one configuration were measured side by side.
 """ + "\n" + table("allreduce"))
 sections.append("""## End-to-end training (Fashion-MNIST)
 
@@ -78,6 +80,10 @@ per host talks TCP over the limited links (docs/distributed.md). Model: a 784-20
 (5.8 million parameters, 23 MB of gradient per step). Steps counted after the same seed and data;
 "predicted comm." is the cost model with the probed alpha/beta; speed-ups are step time ratios.
 All four "hosts" share the same 2 cores, so compute time is inflated 2x relative to separate machines.
+The 4-host table comes from the build of commit 17b7e82's parent (the session's last cluster sweep);
+later commits changed the adaptive controller's calibration and the fast-link probe (which does not
+trigger on these links). The top-k run at density 0.001 on 100 Mbit/s failed (an Open MPI session
+directory collision, fixed afterwards by a fresh `orte_tmpdir_base` per run) and is missing.
 """ + image("cluster") + "\n" + table("cluster") + "\n\n### Hierarchical vs flat exchange (2 hosts x 2 workers)\n\n" + table("cluster-hierarchical"))
 
 issue5 = [report("issue5-none"), report("issue5-sidco-e")]
