@@ -35,22 +35,7 @@ public static class DataParallelTrainer
         ArgumentNullException.ThrowIfNull(train);
         ArgumentNullException.ThrowIfNull(settings);
         ArgumentOutOfRangeException.ThrowIfLessThan(workers, 1);
-        // Workers share the cores: one intra-op thread each unless there are cores to spare.
-        torch.set_num_threads(Math.Max(1, Environment.ProcessorCount / workers));
-        var models = CreateReplicas(train.FeatureLength, settings, workers);
-        using var group = new InProcessGroup(workers);
-        var results = new (TrainingHistory History, long Steps)[workers];
-        try
-        {
-            group.Run(comm => results[comm.Rank] = WorkerLoop(comm, models[comm.Rank], train, validation, settings));
-        }
-        catch
-        {
-            foreach (var m in models) m.Dispose();
-            throw;
-        }
-        for (int w = 1; w < workers; w++) models[w].Dispose();
-        return new TrainingResult(models[0], results[0].History, results[0].Steps);
+        return RunThreads(workers, train, settings, (comm, model) => WorkerLoop(comm, model, train, validation, settings));
     }
 
     /// <summary>Trains as one worker of <paramref name="comm"/> (e.g. an MPI rank). Collective: every worker calls it.</summary>
@@ -62,13 +47,7 @@ public static class DataParallelTrainer
         var model = CreateReplicas(train.FeatureLength, settings, 1)[0];
         try
         {
-            // Same seed gives the same initialisation everywhere; broadcasting rank 0's weights makes it certain.
-            var ps = new ParameterSet(model);
-            comm.VerifyAgreement("the model layout", ps.LayoutFingerprint());
-            var flat = new float[ps.Length];
-            ps.CopyTo(flat);
-            comm.Broadcast<float>(flat, 0);
-            ps.CopyFrom(flat);
+            AlignWeights(comm, model);
             var (history, steps) = WorkerLoop(comm, model, train, validation, settings);
             return new TrainingResult(model, history, steps);
         }
@@ -89,31 +68,45 @@ public static class DataParallelTrainer
         ArgumentNullException.ThrowIfNull(train);
         ArgumentNullException.ThrowIfNull(settings);
         ArgumentOutOfRangeException.ThrowIfLessThan(workersPerHost, 1);
-        torch.set_num_threads(Math.Max(1, Environment.ProcessorCount / workersPerHost));
-        var models = CreateReplicas(train.FeatureLength, settings, workersPerHost);
-        using var group = new InProcessGroup(workersPerHost);
-        var results = new (TrainingHistory History, long Steps)[workersPerHost];
+        return RunThreads(workersPerHost, train, settings, (local, model) =>
+        {
+            var comm = new HybridCommunicator(local, hosts);
+            AlignWeights(comm, model);
+            return WorkerLoop(comm, model, train, validation, settings);
+        });
+    }
+
+    // One replica and one thread per in-process worker; worker 0's model is the result, the others are released.
+    private static TrainingResult RunThreads(int workers, TrainingData train, TrainingSettings settings,
+        Func<InProcessCommunicator, nn.Module<Tensor, Tensor>, (TrainingHistory History, long Steps)> body)
+    {
+        // Workers share the cores: one intra-op thread each unless there are cores to spare.
+        torch.set_num_threads(Math.Max(1, Environment.ProcessorCount / workers));
+        var models = CreateReplicas(train.FeatureLength, settings, workers);
+        using var group = new InProcessGroup(workers);
+        var results = new (TrainingHistory History, long Steps)[workers];
         try
         {
-            group.Run(local =>
-            {
-                var comm = new HybridCommunicator(local, hosts);
-                var ps = new ParameterSet(models[local.Rank]);
-                comm.VerifyAgreement("the model layout", ps.LayoutFingerprint());
-                var flat = new float[ps.Length];
-                ps.CopyTo(flat);
-                comm.Broadcast<float>(flat, 0);
-                ps.CopyFrom(flat);
-                results[local.Rank] = WorkerLoop(comm, models[local.Rank], train, validation, settings);
-            });
+            group.Run(comm => results[comm.Rank] = body(comm, models[comm.Rank]));
         }
         catch
         {
             foreach (var m in models) m.Dispose();
             throw;
         }
-        for (int w = 1; w < workersPerHost; w++) models[w].Dispose();
+        for (int w = 1; w < workers; w++) models[w].Dispose();
         return new TrainingResult(models[0], results[0].History, results[0].Steps);
+    }
+
+    // Same seed gives the same initialisation everywhere; broadcasting rank 0's weights makes it certain.
+    private static void AlignWeights(ICommunicator comm, nn.Module<Tensor, Tensor> model)
+    {
+        var ps = new ParameterSet(model);
+        comm.VerifyAgreement("the model layout", ps.LayoutFingerprint());
+        var flat = new float[ps.Length];
+        ps.CopyTo(flat);
+        comm.Broadcast<float>(flat, 0);
+        ps.CopyFrom(flat);
     }
 
     private static nn.Module<Tensor, Tensor>[] CreateReplicas(int inputs, TrainingSettings s, int count)
