@@ -81,10 +81,8 @@ internal static class ClusterBenchmark
             {
                 var m = new CostModel(reference.AlphaUs * 1e-6, reference.BetaSecondsPerByte(), p);
                 long k = (long)Math.Ceiling(d * reference.Parameters);
-                long union = Math.Min((long)reference.Parameters, k * p); // worst case: no overlap between workers
                 double dense = m.DenseSeconds(reference.Parameters) * 1e3, sparse = m.SparseSeconds(k * p) * 1e3;
                 projection.Add((p, d, dense, sparse, m.Choose(reference.Parameters, k * p).ToString().ToLowerInvariant()));
-                _ = union;
             }
         sb.AppendLine($"**Projection** with the {reference.LinkMbps} Mbit/s probe (alpha {reference.AlphaUs:F0} us, beta {reference.BetaNsPerByte:F2} ns/B), {reference.Parameters:N0} parameters, selections assumed disjoint (K = P k):");
         sb.AppendLine();

@@ -22,11 +22,9 @@ public sealed class MpiException(string operation, int code, string detail)
 public sealed unsafe class MpiCommunicator : ICommunicator
 {
     private static readonly object s_lock = new();
-    private static int s_instances;
     private static bool s_initializedByUs;
 
     private readonly MpiNative.Api _api;
-    private bool _disposed;
 
     /// <summary>Largest element count passed to one MPI call; larger buffers are sent in pieces so counts never overflow int.</summary>
     public int MaxElementsPerCall { get; init; } = 1 << 28;
@@ -62,7 +60,6 @@ public sealed unsafe class MpiCommunicator : ICommunicator
                 AppDomain.CurrentDomain.ProcessExit += OnProcessExit;
             }
             Check("MPI_Comm_set_errhandler", _api.CommSetErrhandler(_api.CommWorld, _api.ErrorsReturn));
-            s_instances++;
         }
         int rank, size;
         Check("MPI_Comm_rank", _api.CommRank(_api.CommWorld, &rank));
@@ -188,10 +185,5 @@ public sealed unsafe class MpiCommunicator : ICommunicator
     public static void Shutdown() => FinalizeOnce();
 
     /// <summary>Detaches this instance. MPI itself stays initialised (see <see cref="Shutdown"/>).</summary>
-    public void Dispose()
-    {
-        if (_disposed) return;
-        _disposed = true;
-        lock (s_lock) s_instances--;
-    }
+    public void Dispose() { }
 }
