@@ -10,8 +10,9 @@ namespace Microsoft.ML.SIDCo.Compression;
 /// heavy-tail guess and then learns the sign from the measured effect of its own last move, and it
 /// bounces off the stage limits instead of getting stuck there.
 /// Stages are coarse: on some gradients the ratios of neighbouring stage counts straddle the band
-/// (e.g. 2.1 at M = 3 and 0.5 at M = 4). Once a move would go back to a stage count already seen on
-/// the other side of the band, or no move is possible, the controller keeps M and calibrates the
+/// (e.g. 2.1 at M = 3 and 0.5 at M = 4), or both sit on the same side (0.63 at M = 1, 0.59 at M = 2).
+/// Once a move would go back to a stage count already seen out of band, or no move is possible, the
+/// controller keeps M and calibrates the
 /// density the estimator targets instead (delta_eff = delta x <see cref="Calibration"/>, corrected by the
 /// window's ratio); thresholds fall monotonically with delta, so this converges.
 /// </remarks>
@@ -82,8 +83,10 @@ public sealed class AdaptiveStageController
                 wanted = -wanted;
                 next = Stages + wanted;
             }
-            bool bracketed = _seen.TryGetValue(next, out double there) && (there > 1) != (mean > 1);
-            if (next >= 1 && next <= _maxStages && !bracketed)
+            // A stage count already seen out of band cannot help: on the other side it brackets the
+            // target, on this side it was no better (moving back would oscillate between two misses).
+            bool known = _seen.TryGetValue(next, out double there) && (there < 1 - _tolerance || there > 1 + _tolerance);
+            if (next >= 1 && next <= _maxStages && !known)
             {
                 Stages = next;
                 _lastMove = wanted;
