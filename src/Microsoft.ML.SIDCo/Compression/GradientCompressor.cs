@@ -73,6 +73,18 @@ public abstract class GradientCompressor
     /// <summary>Statistics the subclass needs from the measuring pass.</summary>
     protected virtual StatisticsKinds RequiredStatistics => StatisticsKinds.Basic;
 
+    /// <summary>
+    /// Changes the target density between calls (e.g. a warm-up schedule). The adaptive state is kept:
+    /// its calibration is relative to the target, so it carries over; the candidate prefilter stays
+    /// exact because it is only used when the new threshold lies above its bound.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="density"/> is outside (0, 1].</exception>
+    public void SetDensity(double density)
+    {
+        if (!(density > 0 && density <= 1)) throw new ArgumentOutOfRangeException(nameof(density), density, "Density must be in (0, 1].");
+        Options.Density = density;
+    }
+
     /// <summary>k = ceil(density * n), at least 1 for a non-empty buffer.</summary>
     public int TargetCount(int length) => length == 0 ? 0 : (int)Math.Clamp(Math.Ceiling(Options.Density * length - 1e-9), 1, length);
 
@@ -124,7 +136,10 @@ public abstract class GradientCompressor
         // training while the residual grows; fall back to the exact top-k for this step.
         if (estimated == 0 && stats.MaxAbs > 0 && Kind != CompressorKind.None)
         {
-            SelectTopK(acc, k, output);
+            // When the candidates hold at least k entries they hold the k largest (everything else lies
+            // below their bound), so the exact top-k needs only them instead of the whole buffer.
+            if (HasCandidates && _candidates.Count >= k) SelectTopKOfCandidates(k, output);
+            else SelectTopK(acc, k, output);
         }
         if (Options.SelectionCap > 0 && Kind != CompressorKind.None)
         {
@@ -192,6 +207,13 @@ public abstract class GradientCompressor
             float a = MathF.Abs(values[i]);
             if (a > kth || (a == kth && ties-- > 0)) output.Add(i, values[i]);
         }
+    }
+
+    private void SelectTopKOfCandidates(int k, SparseGradient output)
+    {
+        output.Clear();
+        output.AddRange(_candidates.Indices, _candidates.Values);
+        KeepLargest(output, k);
     }
 
     /// <summary>Keeps the <paramref name="count"/> largest-magnitude entries of <paramref name="output"/>, preserving order.</summary>

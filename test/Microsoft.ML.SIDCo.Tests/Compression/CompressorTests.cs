@@ -196,6 +196,24 @@ public class CompressorTests
     }
 
     [Fact]
+    public void TopKFallbackFromTheCandidatesEqualsTheFullTopK()
+    {
+        // Call 1 on Laplace data sets the candidate bound (0.7 x its threshold, density 0.001 <= 0.005).
+        // Call 2 sees magnitudes in [5, 5.05]: the exponential fit puts the threshold above all of them,
+        // so the estimate selects nothing and the exact top-k fallback runs, here from the candidates.
+        var c = Compressors.Create("sidco-e", new CompressorOptions { Density = 0.001, AdaptiveStages = false });
+        var output = new SparseGradient();
+        c.Compress(Samples.Laplace(100_000, seed: 12), output);
+        var rng = new Random(13);
+        var flat = Enumerable.Range(0, 100_000).Select(_ => (rng.Next(2) * 2 - 1) * (5f + 0.05f * (float)rng.NextDouble())).ToArray();
+        var stats = c.Compress(flat, output);
+        Assert.Equal(0, stats.EstimatedCount);
+        var expected = Enumerable.Range(0, flat.Length).OrderByDescending(i => MathF.Abs(flat[i])).ThenBy(i => i).Take(100).Order().ToArray();
+        Assert.Equal(expected, output.Indices.ToArray());
+        Assert.Equal(expected.Select(i => flat[i]).ToArray(), output.Values.ToArray());
+    }
+
+    [Fact]
     public void SelectionCapBoundsWhatIsSent()
     {
         // A single exponential stage over-selects on |t3| (about 4x at 0.001); the cap cuts it to exactly the k largest.
