@@ -213,6 +213,7 @@ public sealed class CpuGradientKernels : IGradientKernels
 
     // One pass over a range: optionally residual += x in place (finite lanes only), then |acc| statistics
     // and, when asked, compaction of the entries above a candidate bound.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // SIMD loops here are compiled fully optimised on first use: tier-0 code would make the first training steps several times slower
     private static unsafe GradientStatistics MeasureRange(float* x, float* residual, int length, long offset, StatisticsKinds kinds, float bound, SparseBuffer? candidates)
     {
         bool logs = (kinds & StatisticsKinds.LogMagnitudes) != 0;
@@ -337,6 +338,7 @@ public sealed class CpuGradientKernels : IGradientKernels
         return m;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe ExceedanceStatistics ExceedRange(float* x, int length, float threshold)
     {
         long count = 0; double sum = 0, sumSq = 0; float min = float.PositiveInfinity;
@@ -368,6 +370,7 @@ public sealed class CpuGradientKernels : IGradientKernels
         return new ExceedanceStatistics(count, sum, sumSq, min);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe long CountRange(float* x, int length, float threshold)
     {
         long count = 0;
@@ -386,6 +389,7 @@ public sealed class CpuGradientKernels : IGradientKernels
     }
 
     // Compaction: a vector compare skips the (vast majority of) lanes with nothing selected.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void SelectRange(float* x, int length, int offset, float threshold, SparseBuffer output)
     {
         var vT = Vector256.Create(threshold);
