@@ -109,6 +109,7 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
                 {
                     Compressor = o.Compressor, Compression = o.ToCompressorOptions(), ErrorFeedback = o.ErrorFeedback, Exchange = o.ExchangeMode,
                     HalfPrecisionValues = o.HalfPrecisionValues, DenseWarmupSteps = o.DenseWarmupSteps + (long)o.DenseWarmupEpochs * stepsPerEpoch,
+                    DensityWarmupSteps = o.DensityWarmupSteps, DensityWarmupStart = o.DensityWarmupStart,
                     MomentumCorrection = momentumCorrection ? o.Momentum : 0,
                     // One backend per worker: ILGPU backends hold device buffers and are not thread-safe.
                     Kernels = o.Kernels == KernelBackend.Ilgpu ? IlgpuGradientKernels.CreatePreferred() : null, OwnsKernels = o.Kernels == KernelBackend.Ilgpu,

@@ -27,7 +27,7 @@ internal static class TrainingBenchmark
         {
             foreach (var d in c == "none" ? densities.Take(1) : densities)
             {
-                string args = $"training-worker --compressor {c} --density {d} --epochs {epochs} --workers {workers} --model {model} --max-steps {a.Int("max-steps", 0)}" + (a.Has("momentum-correction") ? " --momentum-correction" : "");
+                string args = $"training-worker --compressor {c} --density {d} --epochs {epochs} --workers {workers} --model {model} --max-steps {a.Int("max-steps", 0)}" + (a.Has("momentum-correction") ? " --momentum-correction" : "") + $" --density-warmup {a.Int("density-warmup", 0)}";
                 Console.WriteLine($"{transport}: {c} at {d}");
                 var lines = transport == "mpi" ? Bench.RunUnderMpirun(workers, args) : InProcess(args);
                 var row = JsonSerializer.Deserialize<Row>(lines.Single(), Bench.JsonLine)!;
@@ -43,7 +43,7 @@ internal static class TrainingBenchmark
                 none is null ? "-" : Bench.F((r.TestAccuracy - none.TestAccuracy) * 100, "+0.00;-0.00"), Bench.F(r.StepMs), Bench.F(r.ComputeMs), Bench.F(r.CompressMs, "F3"),
                 Bench.F(r.CommunicateMs), Bench.F(r.BytesPerStep, "N0"), Bench.F(r.BytesPerStep / r.DenseBytesPerStep, "P2"),
             }));
-        Bench.WriteResults(a.Get("json"), rows, $"{workers} workers ({transport}), model {model}, {epochs} epochs, same seed{(a.Has("momentum-correction") ? ", momentum correction" : "")}\n\n" + table);
+        Bench.WriteResults(a.Get("json"), rows, $"{workers} workers ({transport}), model {model}, {epochs} epochs, same seed{(a.Has("momentum-correction") ? ", momentum correction" : "")}{(a.Int("density-warmup", 0) > 0 ? $", density warm-up over {a.Int("density-warmup", 0)} steps (from 0.25)" : "")}\n\n" + table);
         if (a.Get("json") is { } json) Plot(rows, Path.ChangeExtension(json, ".png"));
         return 0;
     }
@@ -78,7 +78,7 @@ internal static class TrainingBenchmark
             Model = model, Compressor = compressor, Density = a.Double("density", 0.001), Workers = a.Int("workers", 4), Epochs = a.Int("epochs", 3),
             BatchSize = 32, LearningRate = 0.05, Momentum = 0.9, Schedule = Training.LearningRateSchedule.Cosine, LearningRateWarmupSteps = 50, Seed = 1,
             Transport = inProcess ? TransportKind.InProcess : TransportKind.Auto, MaxStepsPerEpoch = a.Int("max-steps", 0),
-            MomentumCorrection = a.Has("momentum-correction"),
+            MomentumCorrection = a.Has("momentum-correction"), DensityWarmupSteps = a.Int("density-warmup", 0),
         };
         var watch = System.Diagnostics.Stopwatch.StartNew();
         var keys = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train);

@@ -101,6 +101,16 @@ public sealed class CompressionHookOptions
     /// <summary>Steps at the start that use dense allreduce without compression (as DGC's warm-up). Default 0.</summary>
     public long DenseWarmupSteps { get; set; }
 
+    /// <summary>
+    /// DGC's exponential sparsity warm-up: over this many compressed steps after the dense warm-up, the
+    /// density falls geometrically from <see cref="DensityWarmupStart"/> to the target, so the first
+    /// steps, whose gradients change fastest, are not starved. 0 disables it. Default 0.
+    /// </summary>
+    public long DensityWarmupSteps { get; set; }
+
+    /// <summary>The density the warm-up starts from (DGC uses 0.25). Must be in (target, 1]. Default 0.25.</summary>
+    public double DensityWarmupStart { get; set; } = 0.25;
+
     /// <summary>Kernel backend (CPU SIMD by default). Backends with device state are not thread-safe: give each worker's hook its own.</summary>
     public IGradientKernels? Kernels { get; set; }
 
@@ -141,6 +151,10 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
         _feedback = _options.ErrorFeedback && _options.Compressor != CompressorKind.None ? new ErrorFeedback(context.Length, "gradient bucket") : null;
         if (_options.MomentumCorrection is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(_options.MomentumCorrection), _options.MomentumCorrection, "MomentumCorrection must be in [0, 1).");
         _velocity = _options.MomentumCorrection > 0 ? new ErrorFeedback(context.Length, "momentum velocity") : null;
+        if (_options.DenseWarmupSteps < 0) throw new ArgumentOutOfRangeException(nameof(_options.DenseWarmupSteps), _options.DenseWarmupSteps, "DenseWarmupSteps must not be negative.");
+        if (_options.DensityWarmupSteps < 0) throw new ArgumentOutOfRangeException(nameof(_options.DensityWarmupSteps), _options.DensityWarmupSteps, "DensityWarmupSteps must not be negative.");
+        if (_options.DensityWarmupSteps > 0 && !(_options.DensityWarmupStart > _options.Compression.Density && _options.DensityWarmupStart <= 1))
+            throw new ArgumentOutOfRangeException(nameof(_options.DensityWarmupStart), _options.DensityWarmupStart, $"DensityWarmupStart must be above the target density {_options.Compression.Density} and at most 1.");
         var mode = _options.Compressor == CompressorKind.None ? ExchangeMode.Dense : _options.Exchange;
         _exchange = new GradientExchange(comm, context.Length, mode, _options.HalfPrecisionValues, _options.CostModel, _options.Kernels);
     }
@@ -169,6 +183,7 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
             TensorPrimitives.MultiplyAdd(u, (float)_options.MomentumCorrection, gradient, u);
             toCompress = u;
         }
+        if (_options.DensityWarmupSteps > 0) _compressor.SetDensity(DensityAt(step));
         var c = _compressor.Compress(toCompress, _sparse, _feedback);
         if (_velocity is not null)
         {
@@ -178,6 +193,17 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
         double compressMs = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
         var e = _exchange.AllReduce(_sparse, gradient);
         return new GradientHookStats(compressMs, e.ElapsedMs, c.Selected, e.BytesPerRank, c.AchievedOverTarget, e.Mode, c.Stages, c.Skipped, e.PredictedMs);
+    }
+
+    /// <summary>The density the compressor targets at <paramref name="step"/> (the target once the warm-ups are over).</summary>
+    public double DensityAt(long step)
+    {
+        double target = _options.Compression.Density;
+        long t = step - _options.DenseWarmupSteps;
+        if (t < 0) return 1;
+        if (t >= _options.DensityWarmupSteps) return target;
+        double start = _options.DensityWarmupStart;
+        return start * Math.Pow(target / start, (double)t / _options.DensityWarmupSteps);
     }
 
     /// <inheritdoc />

@@ -40,6 +40,7 @@ var trainer = ml.Extensions.SIDCoTrainer(new SIDCoTrainer.Options
     LearningRateWarmupSteps = 50,
     Seed = opts.Seed,
     MomentumCorrection = opts.MomentumCorrection,
+    DensityWarmupSteps = opts.DensityWarmupSteps,
 });
 var watch = Stopwatch.StartNew();
 var pipeline = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train);
@@ -85,7 +86,7 @@ if (opts.Report is { } report)
 if (opts.ModelPath is { } modelPath) { model.Save(modelPath); console.MarkupLine($"model: {modelPath}"); }
 return 0;
 
-internal sealed record Cli(CompressorKind Compressor, double Density, int Workers, int Epochs, int BatchSize, double LearningRate, int Seed, int TrainLimit, int TestLimit, string? Report, string? ModelPath, int Conv1 = 32, int Conv2 = 64, int Hidden = 256, bool MomentumCorrection = false)
+internal sealed record Cli(CompressorKind Compressor, double Density, int Workers, int Epochs, int BatchSize, double LearningRate, int Seed, int TrainLimit, int TestLimit, string? Report, string? ModelPath, int Conv1 = 32, int Conv2 = 64, int Hidden = 256, bool MomentumCorrection = false, int DensityWarmupSteps = 0)
 {
     public static Cli? Parse(string[] args)
     {
@@ -108,6 +109,7 @@ internal sealed record Cli(CompressorKind Compressor, double Density, int Worker
                     "--conv2" => c with { Conv2 = int.Parse(Next(), inv) },
                     "--hidden" => c with { Hidden = int.Parse(Next(), inv) },
                     "--momentum-correction" => c with { MomentumCorrection = true },
+                    "--density-warmup" => c with { DensityWarmupSteps = int.Parse(Next(), inv) },
                     "--seed" => c with { Seed = int.Parse(Next(), inv) },
                     "--train-limit" => c with { TrainLimit = int.Parse(Next(), inv) },
                     "--test-limit" => c with { TestLimit = int.Parse(Next(), inv) },
@@ -122,7 +124,7 @@ internal sealed record Cli(CompressorKind Compressor, double Density, int Worker
         catch (Exception e) when (e is ArgumentException or FormatException)
         {
             if (e.Message != "help") Console.Error.WriteLine($"error: {e.Message}");
-            Console.Error.WriteLine("usage: FashionMnist [--compressor none|topk|dgc|redsync|gaussiank|randomk|sidco-e|sidco-gp|sidco-p] [--density D] [--workers N] [--epochs N] [--batch-size B] [--lr LR] [--momentum-correction] [--seed S] [--conv1 C] [--conv2 C] [--hidden H] [--train-limit N] [--test-limit N] [--report FILE.json] [--save-model FILE.zip]");
+            Console.Error.WriteLine("usage: FashionMnist [--compressor none|topk|dgc|redsync|gaussiank|randomk|sidco-e|sidco-gp|sidco-p] [--density D] [--workers N] [--epochs N] [--batch-size B] [--lr LR] [--momentum-correction] [--density-warmup STEPS] [--seed S] [--conv1 C] [--conv2 C] [--hidden H] [--train-limit N] [--test-limit N] [--report FILE.json] [--save-model FILE.zip]");
             return null;
         }
     }

@@ -127,6 +127,8 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
     [InlineData("Momentum", 1.0)]
     [InlineData("SelectionCap", 0.5)]
     [InlineData("GradientClipNorm", -1.0)]
+    [InlineData("DensityWarmupSteps", -1.0)]
+    [InlineData("DensityWarmupStart", 1.5)]
     public void InvalidOptionsAreRejectedUpFrontNamingTheOption(string option, double value)
     {
         var o = new SIDCoTrainer.Options();
