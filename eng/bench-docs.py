@@ -86,20 +86,45 @@ trigger on these links). The top-k run at density 0.001 on 100 Mbit/s failed (an
 directory collision, fixed afterwards by a fresh `orte_tmpdir_base` per run) and is missing.
 """ + image("cluster") + "\n" + table("cluster") + "\n\n### Hierarchical vs flat exchange (2 hosts x 2 workers)\n\n" + table("cluster-hierarchical"))
 
-issue5 = [report("issue5-none"), report("issue5-sidco-e")]
-if all(issue5):
-    rows = "\n".join(f"| {r['compressor']} | {r['density']} | {r['workers']} | {r['testAccuracy']*100:.2f} % | {r['wallSeconds']:.0f} s |" for r in issue5)
+issue5 = [r for r in (report("issue5-none"), report("issue5-sidco-e"), report("issue5-sidco-e-warmup")) if r]
+if issue5:
+    def bytes_share(r):
+        h = r["history"]
+        return sum(e["bytesPerStep"] for e in h) / sum(e["denseBytesPerStep"] for e in h)
+    rows = "\n".join(
+        f"| {r['compressor']} | {r['density'] if r['compressor'] != 'none' else '-'} | {'200 steps' if r is issue5[-1] and len(issue5) == 3 else '-'} "
+        f"| {r['testAccuracy']*100:.2f} % | {(r['testAccuracy'] - issue5[0]['testAccuracy'])*100:+.2f} | {bytes_share(r)*100:.2f} % | {r['wallSeconds']:.0f} s |"
+        for r in issue5)
     sections.append(f"""## Full Fashion-MNIST: SIDCo-E at density 0.001 vs dense allreduce
 
 ```bash
 dotnet src/Samples/FashionMnist/bin/Release/net10.0/FashionMnist.dll --epochs 5 --compressor none --report artifacts/runs/issue5-none.json
 dotnet src/Samples/FashionMnist/bin/Release/net10.0/FashionMnist.dll --epochs 5 --compressor sidco-e --density 0.001 --report artifacts/runs/issue5-sidco-e.json
+dotnet src/Samples/FashionMnist/bin/Release/net10.0/FashionMnist.dll --epochs 5 --compressor sidco-e --density 0.001 --density-warmup 200 --report artifacts/runs/issue5-sidco-e-warmup.json
 ```
-60,000 / 10,000 images, 4 in-process workers, the sample's ConvNet, error feedback, same seed, 5 epochs.
+60,000 / 10,000 images, 4 in-process workers, the sample's ConvNet (317,066 parameters), batch 32 per
+worker, SGD with momentum 0.9, learning rate 0.05 with 50 warm-up steps and a cosine schedule, error
+feedback, the same seed, 5 epochs (2,340 steps). The third run adds DGC's sparsity warm-up: over the
+first 200 steps (9 % of the run) the density falls geometrically from 0.25 to 0.001. Bytes are the
+share of the dense allreduce's bytes over the whole run. Runs are deterministic: repeating a command
+gives the same accuracy.
 
-| compressor | density | workers | test accuracy | wall time |
-| --- | --- | --- | --- | --- |
+| compressor | density | density warm-up | test accuracy | vs dense (points) | bytes vs dense | wall time |
+| --- | --- | --- | --- | --- | --- | --- |
 {rows}
+
+Without the warm-up SIDCo-E ends 1.3 points below dense: the starved first steps (epoch-1 training
+accuracy 64 % against 76 %) are never fully made up in 5 epochs. Other levers tried on the same
+command (SIDCo-E, 0.001, 5 epochs; the flag added to the second command above) and set aside:
+
+| flag | SIDCo-E | dense with the same flag |
+| --- | --- | --- |
+| `--momentum-correction` | 89.15 % | (90.49 %) |
+| `--lr 0.1` | 88.00 % | 90.69 % |
+| `--lr 0.025` | 87.86 % | - |
+| `--batch-size 16` | 89.79 % | 90.95 % |
+| `--density-warmup 100` | 89.59 % | (90.49 %) |
+| `--density-warmup 468` (one epoch) | 89.68 % | (90.49 %) |
 """)
 open(os.path.join(docs, "benchmarks.md"), "w").write("\n\n".join(sections).rstrip() + "\n")
 print("wrote docs/benchmarks.md")

@@ -2,6 +2,7 @@ using System.Text.Json;
 using Microsoft.ML.SIDCo.Communication;
 using Microsoft.ML.SIDCo.Compression;
 using Microsoft.ML.SIDCo.Datasets;
+using Microsoft.ML.SIDCo.Kernels;
 using Microsoft.ML.SIDCo.Models;
 
 namespace Microsoft.ML.SIDCo.Benchmarks;
@@ -14,7 +15,8 @@ namespace Microsoft.ML.SIDCo.Benchmarks;
 internal static class ClusterBenchmark
 {
     public sealed record Row(string Compressor, double Density, int Hosts, int LinkMbps, double StepMs, double ComputeMs, double CompressMs, double CommunicateMs,
-        double PredictedCommunicateMs, double BytesPerStep, double TestAccuracy, int Steps, double ExamplesPerSecond, double AlphaUs, double BetaNsPerByte, int Parameters, string Model, double SparseFraction, int WorkersPerHost = 1, string Exchange = "flat", int DensityWarmupSteps = 0);
+        double PredictedCommunicateMs, double BytesPerStep, double TestAccuracy, int Steps, double ExamplesPerSecond, double AlphaUs, double BetaNsPerByte, int Parameters, string Model, double SparseFraction, int WorkersPerHost = 1, string Exchange = "flat", int DensityWarmupSteps = 0,
+        double? IsolatedExchangeMs = null, double? IsolatedPredictedMs = null);
 
     public static int Worker(BenchArgs a)
     {
@@ -35,6 +37,11 @@ internal static class ClusterBenchmark
         using var fitted = ml.Extensions.SIDCoTrainer(options).Fit(keys.Transform(train));
         using var comm = new MpiCommunicator();
         var cost = CostModel.Probe(comm); // cached: the one the trainer's exchange used
+        var h0 = fitted.History.Epochs;
+        double density = h0.Sum(e => e.AchievedDensity * e.Steps) / h0.Sum(e => e.Steps);
+        var (isolatedMs, isolatedPredictedMs) = a.Has("hierarchical") || options.WorkersPerRank > 1
+            ? ((double?)null, (double?)null)
+            : MeasureIsolatedExchange(comm, new Training.ParameterSet(fitted.Module).Length, options.Compressor == CompressorKind.None ? 1 : density, cost);
         if (comm.Rank != 0) return 0;
         var metrics = ml.MulticlassClassification.Evaluate(fitted.Transform(keys.Transform(test)));
         var h = fitted.History.Epochs;
@@ -44,9 +51,39 @@ internal static class ClusterBenchmark
         var row = new Row(options.Compressor.ToName(), options.Density, comm.Size, a.Int("link-mbps", 0), W(e => e.StepMs), W(e => e.ComputeMs), W(e => e.CompressMs),
             W(e => e.CommunicateMs), W(e => e.PredictedCommunicateMs), W(e => e.BytesPerStep), metrics.MicroAccuracy, total,
             comm.Size * options.WorkersPerRank * options.BatchSize / W(e => e.StepMs) * 1000, cost.AlphaSeconds * 1e6, cost.BetaSecondsPerByte * 1e9, parameters, model.Descriptor, W(e => e.SparseFraction),
-            options.WorkersPerRank, options.HierarchicalExchange ? "hierarchical" : "flat", options.DensityWarmupSteps);
+            options.WorkersPerRank, options.HierarchicalExchange ? "hierarchical" : "flat", options.DensityWarmupSteps, isolatedMs, isolatedPredictedMs);
         Console.WriteLine("RESULT " + JsonSerializer.Serialize(row, Bench.JsonLine));
         return 0;
+    }
+
+    /// <summary>
+    /// The exchange alone on the same links, with this run's selection size per rank: every call starts
+    /// after a barrier, so it holds no wait for a slower rank. This is what the cost model describes; in
+    /// training the communicate time also holds the wait for the slowest rank's compute.
+    /// </summary>
+    private static (double? MeasuredMs, double? PredictedMs) MeasureIsolatedExchange(MpiCommunicator comm, int n, double density, CostModel cost)
+    {
+        var exchange = new GradientExchange(comm, n, density >= 1 ? ExchangeMode.Dense : ExchangeMode.Auto, model: cost);
+        var output = new float[n];
+        var local = new SparseBuffer();
+        int k = (int)Math.Max(1, Math.Round(density * n));
+        var rng = new Random(17 + comm.Rank);
+        // k distinct ascending indices spread over the buffer, different on every rank (as gradients' selections mostly are).
+        int stride = Math.Max(1, n / k), offset = comm.Rank % stride;
+        for (int i = 0; i < k && (long)i * stride + offset < n; i++) local.Add(i * stride + offset, (float)rng.NextDouble());
+        var times = new List<double>();
+        double predicted = 0;
+        int reps = density >= 1 && cost.DenseSeconds(n) > 1 ? 3 : 7;
+        for (int r = 0; r < reps + 1; r++)
+        {
+            comm.Barrier();
+            var e = density >= 1 ? exchange.AllReduceDense(output) : exchange.AllReduce(local, output);
+            if (r == 0) continue; // warm-up
+            times.Add(e.ElapsedMs);
+            predicted = e.PredictedMs;
+        }
+        times.Sort();
+        return (times[times.Count / 2], predicted);
     }
 
     public static int Report(BenchArgs a)
@@ -60,7 +97,7 @@ internal static class ClusterBenchmark
             Row? Base(string name, double d) => g.FirstOrDefault(r => r.Compressor == name && (name == "none" || r.Density == d) && r.Exchange == "flat");
             sb.AppendLine($"**{g.Key.Hosts} hosts{(g.Key.WorkersPerHost > 1 ? $" x {g.Key.WorkersPerHost} workers" : "")} at {g.Key.LinkMbps} Mbit/s**, {g.First().Model} ({g.First().Parameters:N0} parameters), {g.First().Steps} steps{(g.First().DensityWarmupSteps > 0 ? $" (density warm-up over the first {g.First().DensityWarmupSteps})" : "")}; probe: alpha {g.First().AlphaUs:F0} us, beta {g.First().BetaNsPerByte:F2} ns/B");
             sb.AppendLine();
-            sb.Append(Bench.Table(["compressor", "exchange", "density", "step ms", "compute", "compress", "communicate", "predicted comm.", "pred./meas.", "examples/s", "bytes/step", "test acc.", "vs none", "vs topk", "vs dgc"],
+            sb.Append(Bench.Table(["compressor", "exchange", "density", "step ms", "compute", "compress", "communicate", "predicted comm.", "pred./meas.", "exchange alone", "pred./alone", "examples/s", "bytes/step", "test acc.", "vs none", "vs topk", "vs dgc"],
                 g.Select(r =>
                 {
                     string Speed(Row? b) => b is null ? "-" : Bench.F(b.StepMs / r.StepMs, "F1") + "x";
@@ -68,6 +105,7 @@ internal static class ClusterBenchmark
                     {
                         r.Compressor, r.Exchange, r.Compressor == "none" ? "-" : Bench.F(r.Density, "G3"), Bench.F(r.StepMs, "F0"), Bench.F(r.ComputeMs, "F0"), Bench.F(r.CompressMs, "F1"),
                         Bench.F(r.CommunicateMs, "F1"), Bench.F(r.PredictedCommunicateMs, "F1"), Bench.F(r.PredictedCommunicateMs / r.CommunicateMs, "F2"),
+                        r.IsolatedExchangeMs is { } alone ? Bench.F(alone, "F1") : "-", r.IsolatedExchangeMs is { } m && r.IsolatedPredictedMs is { } pr ? Bench.F(pr / m, "F2") : "-",
                         Bench.F(r.ExamplesPerSecond, "F0"), Bench.F(r.BytesPerStep, "N0"), Bench.F(r.TestAccuracy * 100, "F2") + " %",
                         Speed(Base("none", r.Density)), Speed(Base("topk", r.Density)), Speed(Base("dgc", r.Density)),
                     };
