@@ -89,16 +89,22 @@ for n in $(echo "$hosts_list" | tr ',' ' '); do
         extra=""; [ "$layout" = hierarchical ] && extra="--hierarchical"
         # All emulated hosts share one hostname and /tmp: a fresh session directory per run keeps
         # their orteds from colliding with each other's (or an earlier run's) session files.
-        session=$(mktemp -d "$work/session.XXXXXX")
-        if ! ip netns exec sidco-h0 env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
-          mpirun -np "$n" --host "$hostlist" --oversubscribe --bind-to none --mca orte_tmpdir_base "$session" \
-          --mca plm_rsh_agent "$root/eng/netns-rsh.sh" --mca btl tcp,self \
-          --mca btl_tcp_if_include 10.200.0.0/24 --mca oob_tcp_if_include 10.200.0.0/24 \
-          -x OMPI_ALLOW_RUN_AS_ROOT -x OMPI_ALLOW_RUN_AS_ROOT_CONFIRM -x OMPI_MCA_mpi_yield_when_idle=1 -x DOTNET_CLI_TELEMETRY_OPTOUT=1 -x PATH -x HOME \
-          dotnet "$root/$dll" cluster-worker --compressor "$c" --density "$d" --steps "$steps" --model "$model" --link-mbps "$mbps" --hosts "$n" ${epochs:+--epochs $epochs} --workers-per-host "$per_host" --density-warmup "$warmup" $extra \
-          > "$work/run.log" 2>&1; then
-          echo "  run failed: $c at $d ($layout); last lines:"; tail -5 "$work/run.log" | sed 's/^/    /'
-        fi
+        # A launch can fail transiently (an orted that cannot connect back to mpirun): one retry.
+        for attempt in 1 2; do
+          session=$(mktemp -d "$work/session.XXXXXX")
+          if ! ip netns exec sidco-h0 env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+            mpirun -np "$n" --host "$hostlist" --oversubscribe --bind-to none --mca orte_tmpdir_base "$session" \
+            --mca plm_rsh_agent "$root/eng/netns-rsh.sh" --mca btl tcp,self \
+            --mca btl_tcp_if_include 10.200.0.0/24 --mca oob_tcp_if_include 10.200.0.0/24 \
+            -x OMPI_ALLOW_RUN_AS_ROOT -x OMPI_ALLOW_RUN_AS_ROOT_CONFIRM -x OMPI_MCA_mpi_yield_when_idle=1 -x DOTNET_CLI_TELEMETRY_OPTOUT=1 -x PATH -x HOME \
+            dotnet "$root/$dll" cluster-worker --compressor "$c" --density "$d" --steps "$steps" --model "$model" --link-mbps "$mbps" --hosts "$n" ${epochs:+--epochs $epochs} --workers-per-host "$per_host" --density-warmup "$warmup" $extra \
+            > "$work/run.log" 2>&1; then
+            echo "  run failed: $c at $d ($layout):"
+            { grep -m 3 -E "Exception|error" "$work/run.log" || true; tail -3 "$work/run.log"; } | cut -c1-300 | sed 's/^/    /'
+          fi
+          grep -q RESULT "$work/run.log" && break
+          [ "$attempt" = 1 ] && echo "  retrying once"
+        done
         sed -n 's/.*RESULT //p' "$work/run.log" >> "$rows"
         done
       done
