@@ -4,12 +4,14 @@
 # host through an rsh stand-in, so ranks talk TCP over the limited links. Everything is torn down on
 # exit, on failure and on Ctrl-C.
 #   ./build.sh bench cluster [--hosts 2,4] [--link 100mbit,1gbit] [--model wide-mlp] [--compressors ...]
-#                            [--densities ...] [--steps N | --epochs N] [--workers-per-host W] [--density-warmup STEPS] [--json FILE]
+#                            [--densities ...] [--steps N | --epochs N] [--workers-per-host W] [--density-warmup STEPS]
+#                            [--run-timeout SECONDS] [--json FILE]
 # With --workers-per-host W > 1 every run is made twice: flat exchange and hierarchical exchange.
 set -euo pipefail
 dll=${1:?benchmark dll}; shift
 hosts_list=4; links=100mbit,1gbit; model=wide-mlp; compressors=none,topk,dgc,sidco-e,sidco-gp,sidco-p
 densities=0.01,0.001; steps=40; json=artifacts/bench/cluster.json; epochs=""; per_host=1; warmup=0
+run_timeout=1200 # seconds: a run that hangs (a rank stuck on a lost connection) is stopped and counted as failed
 while [ $# -gt 0 ]; do
   case "$1" in
     --hosts) hosts_list=$2; shift 2;;
@@ -22,6 +24,7 @@ while [ $# -gt 0 ]; do
     --json) json=$2; shift 2;;
     --workers-per-host) per_host=$2; shift 2;;
     --density-warmup) warmup=$2; shift 2;;
+    --run-timeout) run_timeout=$2; shift 2;;
     *) echo "cluster: unknown option $1"; exit 2;;
   esac
 done
@@ -92,7 +95,7 @@ for n in $(echo "$hosts_list" | tr ',' ' '); do
         # A launch can fail transiently (an orted that cannot connect back to mpirun): one retry.
         for attempt in 1 2; do
           session=$(mktemp -d "$work/session.XXXXXX")
-          if ! ip netns exec sidco-h0 env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+          if ! timeout --foreground --kill-after=30 "$run_timeout" ip netns exec sidco-h0 env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
             mpirun -np "$n" --host "$hostlist" --oversubscribe --bind-to none --mca orte_tmpdir_base "$session" \
             --mca plm_rsh_agent "$root/eng/netns-rsh.sh" --mca btl tcp,self \
             --mca btl_tcp_if_include 10.200.0.0/24 --mca oob_tcp_if_include 10.200.0.0/24 \
