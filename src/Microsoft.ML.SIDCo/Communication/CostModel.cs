@@ -55,6 +55,12 @@ public sealed record CostModel(double AlphaSeconds, double BetaSecondsPerByte, i
         int p = comm.Size;
         double alpha = tSmall / (2.0 * (p - 1));
         int size = Large;
+        // Whether to probe again is a collective decision: ranks time the same allreduce slightly
+        // differently, and near the cut-off (4 MiB at 1 Gbit/s is about 50 ms) they would disagree,
+        // some entering three more allreduces and the others not (a hang or a size mismatch).
+        var measured = new[] { tLarge };
+        comm.Broadcast<double>(measured, 0);
+        tLarge = measured[0];
         if (tLarge < 0.05)
         {
             // A fast link (shared memory, fast fabric): 4 MiB stays in caches and flatters the
