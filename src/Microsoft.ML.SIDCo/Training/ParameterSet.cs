@@ -62,7 +62,9 @@ public sealed class ParameterSet
         for (int i = 0; i < _parameters.Length; i++)
         {
             var slice = bucket.Slice(Slices[i].Offset, Slices[i].Count);
-            var grad = _parameters[i].Parameter.grad;
+            // The wrapper holds a reference to the native gradient: without disposing it, each step's gradients
+            // (freed by zero_grad) would stay alive until the finalizer ran, growing native memory by a model per step.
+            using var grad = _parameters[i].Parameter.grad;
             if (grad is null) { slice.Clear(); continue; }
             if (!grad.is_contiguous()) { using var c = grad.contiguous(); MemoryMarshal.Cast<byte, float>(c.bytes).CopyTo(slice); }
             else MemoryMarshal.Cast<byte, float>(grad.bytes).CopyTo(slice);
