@@ -48,8 +48,10 @@ still 3.2 points behind on this MLP, which needs more steps than the ConvNet to 
 sparsification (there, 5 epochs close the gap to 0.7-0.9 points).
 
 Cost model (predicted vs measured). "pred./alone" compares the model with the exchange alone. It is
-within 25 % for the dense allreduce at 1 Gbit/s (1.09) and for the sparse exchanges at density 0.01
-on 100 Mbit/s (1.09-1.28), and not elsewhere, for three reasons the model leaves out:
+within 25 % for the dense allreduce at 1 Gbit/s (1.09), for SIDCo-E at 0.001 on 1 Gbit/s (1.01) and
+for SIDCo-E and SIDCo-GP at 0.01 on 100 Mbit/s (1.16, 1.09), just outside for the other sparse
+exchanges at 0.01 on 100 Mbit/s (1.27-1.28), and far off elsewhere, for three reasons the model leaves
+out:
 - waiting for stragglers: in training a rank enters the exchange when its backward pass ends; with
   four ranks on two cores the last one is tens of milliseconds late, so "communicate" holds 40-60 ms
   per step that no link model predicts (compare "communicate" with "exchange alone");
