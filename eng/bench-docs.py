@@ -97,7 +97,8 @@ for comparison; selections from SIDCo-E on Laplace data; each timing is the slow
 of 10 after warm-up. Bytes per rank are the cost model's (ring allreduce 2(P-1)/P 4n; allgather
 (P-1)/P K 8); "predicted" is the model with alpha, beta and the scatter cost probed at start-up.
 This run overlapped the (network-bound) cluster benchmark, which inflates absolute times; the rows of
-one configuration were measured side by side.
+one configuration were measured side by side. It was made in the first session, before the probe's
+re-measure decision became collective (the only change to this path since).
 """ + "\n" + table("allreduce"))
 sections.append("""## End-to-end training (Fashion-MNIST)
 
@@ -146,7 +147,7 @@ times the same exchange (same links, same selection size per rank) started after
 quantity the model describes.
 """ + CLUSTER_NOTES + image("cluster") + "\n" + table("cluster")
     + "\n\n### Accuracy after one epoch (468 steps, the link does not change the arithmetic)\n\n" + table("cluster-accuracy")
-    + "\n\n### Hierarchical vs flat exchange (2 hosts x 2 workers)\n\n" + table("cluster-hierarchical"))
+    + "\n\n### Hierarchical vs flat exchange (2 hosts x 2 workers)\n\nMade in the first session (before the fixes to the probe and to the gradient wrappers, neither of which changes these timings materially).\n\n" + table("cluster-hierarchical"))
 
 issue5 = [r for r in (report("issue5-none"), report("issue5-sidco-e"), report("issue5-sidco-e-warmup")) if r]
 if issue5:
