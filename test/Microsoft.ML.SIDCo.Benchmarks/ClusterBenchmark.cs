@@ -16,7 +16,7 @@ internal static class ClusterBenchmark
 {
     public sealed record Row(string Compressor, double Density, int Hosts, int LinkMbps, double StepMs, double ComputeMs, double CompressMs, double CommunicateMs,
         double PredictedCommunicateMs, double BytesPerStep, double TestAccuracy, int Steps, double ExamplesPerSecond, double AlphaUs, double BetaNsPerByte, int Parameters, string Model, double SparseFraction, int WorkersPerHost = 1, string Exchange = "flat", int DensityWarmupSteps = 0,
-        double? IsolatedExchangeMs = null, double? IsolatedPredictedMs = null);
+        double? IsolatedExchangeMs = null);
 
     public static int Worker(BenchArgs a)
     {
@@ -37,21 +37,19 @@ internal static class ClusterBenchmark
         using var fitted = ml.Extensions.SIDCoTrainer(options).Fit(keys.Transform(train));
         using var comm = new MpiCommunicator();
         var cost = CostModel.Probe(comm); // a fresh probe on this communicator (the trainer's own model is the one in the history's predictions)
-        var h0 = fitted.History.Epochs;
-        double density = h0.Sum(e => e.AchievedDensity * e.Steps) / h0.Sum(e => e.Steps);
-        var (isolatedMs, isolatedPredictedMs) = a.Has("hierarchical") || options.WorkersPerRank > 1
-            ? ((double?)null, (double?)null)
-            : MeasureIsolatedExchange(comm, new Training.ParameterSet(fitted.Module).Length, options.Compressor == CompressorKind.None ? 1 : density, cost);
-        if (comm.Rank != 0) return 0;
-        var metrics = ml.MulticlassClassification.Evaluate(fitted.Transform(keys.Transform(test)));
         var h = fitted.History.Epochs;
         int total = h.Sum(e => e.Steps);
         double W(Func<Training.EpochMetrics, double> f) => h.Sum(e => f(e) * e.Steps) / total;
         int parameters = new Training.ParameterSet(fitted.Module).Length;
+        double? isolatedMs = a.Has("hierarchical") || options.WorkersPerRank > 1
+            ? null
+            : MeasureIsolatedExchange(comm, parameters, options.Compressor == CompressorKind.None ? 1 : W(e => e.AchievedDensity), cost);
+        if (comm.Rank != 0) return 0;
+        var metrics = ml.MulticlassClassification.Evaluate(fitted.Transform(keys.Transform(test)));
         var row = new Row(options.Compressor.ToName(), options.Density, comm.Size, a.Int("link-mbps", 0), W(e => e.StepMs), W(e => e.ComputeMs), W(e => e.CompressMs),
             W(e => e.CommunicateMs), W(e => e.PredictedCommunicateMs), W(e => e.BytesPerStep), metrics.MicroAccuracy, total,
             comm.Size * options.WorkersPerRank * options.BatchSize / W(e => e.StepMs) * 1000, cost.AlphaSeconds * 1e6, cost.BetaSecondsPerByte * 1e9, parameters, model.Descriptor, W(e => e.SparseFraction),
-            options.WorkersPerRank, options.HierarchicalExchange ? "hierarchical" : "flat", options.DensityWarmupSteps, isolatedMs, isolatedPredictedMs);
+            options.WorkersPerRank, options.HierarchicalExchange ? "hierarchical" : "flat", options.DensityWarmupSteps, isolatedMs);
         Console.WriteLine("RESULT " + JsonSerializer.Serialize(row, Bench.JsonLine));
         return 0;
     }
@@ -61,7 +59,7 @@ internal static class ClusterBenchmark
     /// after a barrier, so it holds no wait for a slower rank. This is what the cost model describes; in
     /// training the communicate time also holds the wait for the slowest rank's compute.
     /// </summary>
-    private static (double? MeasuredMs, double? PredictedMs) MeasureIsolatedExchange(MpiCommunicator comm, int n, double density, CostModel cost)
+    private static double MeasureIsolatedExchange(MpiCommunicator comm, int n, double density, CostModel cost)
     {
         var exchange = new GradientExchange(comm, n, density >= 1 ? ExchangeMode.Dense : ExchangeMode.Auto, model: cost);
         var output = new float[n];
@@ -72,7 +70,6 @@ internal static class ClusterBenchmark
         int stride = Math.Max(1, n / k), offset = comm.Rank % stride;
         for (int i = 0; i < k && (long)i * stride + offset < n; i++) local.Add(i * stride + offset, (float)rng.NextDouble());
         var times = new List<double>();
-        double predicted = 0;
         int reps = density >= 1 && cost.DenseSeconds(n) > 1 ? 3 : 7;
         for (int r = 0; r < reps + 1; r++)
         {
@@ -80,10 +77,9 @@ internal static class ClusterBenchmark
             var e = density >= 1 ? exchange.AllReduceDense(output) : exchange.AllReduce(local, output);
             if (r == 0) continue; // warm-up
             times.Add(e.ElapsedMs);
-            predicted = e.PredictedMs;
         }
         times.Sort();
-        return (times[times.Count / 2], predicted);
+        return times[times.Count / 2];
     }
 
     public static int Report(BenchArgs a)

@@ -12,8 +12,7 @@ namespace Microsoft.ML.SIDCo.Compression;
 /// Stages are coarse: on some gradients the ratios of neighbouring stage counts straddle the band
 /// (e.g. 2.1 at M = 3 and 0.5 at M = 4), or both sit on the same side (0.63 at M = 1, 0.59 at M = 2).
 /// Once a move would go back to a stage count already seen out of band, or no move is possible, the
-/// controller keeps M and calibrates the
-/// density the estimator targets instead (delta_eff = delta x <see cref="Calibration"/>, corrected by the
+/// controller keeps M and calibrates the density the estimator targets instead (delta_eff = delta x <see cref="Calibration"/>, corrected by the
 /// window's ratio); thresholds fall monotonically with delta, so this converges.
 /// </remarks>
 public sealed class AdaptiveStageController

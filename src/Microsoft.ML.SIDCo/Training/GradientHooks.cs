@@ -165,24 +165,13 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
         if (_exchange is null || _compressor is null) throw new InvalidOperationException("Initialize must be called first.");
         if (step < _options.DenseWarmupSteps || _compressor.Kind == CompressorKind.None)
         {
-            if (_velocity is not null)
-            {
-                // Dense steps still carry the momentum the optimizer does not apply.
-                var u = _velocity.Accumulator;
-                TensorPrimitives.MultiplyAdd(u, (float)_options.MomentumCorrection, gradient, u);
-                u.CopyTo(gradient);
-            }
+            // Dense steps still carry the momentum the optimizer does not apply.
+            if (_velocity is not null) AccumulateVelocity(gradient).CopyTo(gradient);
             var d = _exchange.AllReduceDense(gradient);
             return new GradientHookStats(0, d.ElapsedMs, gradient.Length, d.BytesPerRank, 1, ExchangeMode.Dense, 1, false, d.PredictedDenseMs);
         }
         long start = Stopwatch.GetTimestamp();
-        ReadOnlySpan<float> toCompress = gradient;
-        if (_velocity is not null)
-        {
-            var u = _velocity.Accumulator;
-            TensorPrimitives.MultiplyAdd(u, (float)_options.MomentumCorrection, gradient, u);
-            toCompress = u;
-        }
+        ReadOnlySpan<float> toCompress = _velocity is not null ? AccumulateVelocity(gradient) : gradient;
         if (_options.DensityWarmupSteps > 0) _compressor.SetDensity(DensityAt(step));
         var c = _compressor.Compress(toCompress, _sparse, _feedback);
         if (_velocity is not null)
@@ -193,6 +182,14 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
         double compressMs = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
         var e = _exchange.AllReduce(_sparse, gradient);
         return new GradientHookStats(compressMs, e.ElapsedMs, c.Selected, e.BytesPerRank, c.AchievedOverTarget, e.Mode, c.Stages, c.Skipped, e.PredictedMs);
+    }
+
+    // Momentum correction: u = m u + g on this worker; returns u.
+    private Span<float> AccumulateVelocity(ReadOnlySpan<float> gradient)
+    {
+        var u = _velocity!.Accumulator;
+        TensorPrimitives.MultiplyAdd(u, (float)_options.MomentumCorrection, gradient, u);
+        return u;
     }
 
     /// <summary>The density the compressor targets at <paramref name="step"/> (the target once the warm-ups are over).</summary>
