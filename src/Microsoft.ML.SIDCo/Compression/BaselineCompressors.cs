@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using MathNet.Numerics.Distributions;
 using Microsoft.ML.SIDCo.Kernels;
 
@@ -10,6 +11,7 @@ public sealed class NoneCompressor(CompressorOptions options, IGradientKernels? 
     public override CompressorKind Kind => CompressorKind.None;
 
     /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loops: full optimisation from the first call, not after 30 calls at tier 0
     protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output)
     {
         output.Reserve(acc.Length);
@@ -25,6 +27,7 @@ public sealed class TopKCompressor(CompressorOptions options, IGradientKernels? 
     public override CompressorKind Kind => CompressorKind.TopK;
 
     /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output)
     {
         SelectTopK(acc, k, output);
@@ -54,6 +57,7 @@ public sealed class DgcCompressor : GradientCompressor
     public override CompressorKind Kind => CompressorKind.Dgc;
 
     /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output)
     {
         int n = acc.Length;
@@ -85,6 +89,7 @@ public sealed class RedSyncCompressor(CompressorOptions options, IGradientKernel
     public override CompressorKind Kind => CompressorKind.RedSync;
 
     /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output)
     {
         double mean = stats.MeanAbs, max = stats.MaxAbs;
@@ -119,6 +124,7 @@ public sealed class GaussianKCompressor(CompressorOptions options, IGradientKern
     protected override StatisticsKinds RequiredStatistics => StatisticsKinds.Squares;
 
     /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output)
     {
         double z = Normal.InvCDF(0, 1, 1 - Options.Density / 2);
@@ -149,6 +155,7 @@ public sealed class RandomKCompressor : GradientCompressor
     public override CompressorKind Kind => CompressorKind.RandomK;
 
     /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output)
     {
         int n = acc.Length;

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Microsoft.ML.SIDCo.Kernels;
 
 namespace Microsoft.ML.SIDCo.Compression;
@@ -14,12 +15,20 @@ public abstract class GradientCompressor
     private float _lastThreshold = float.NaN;
 
     /// <summary>
-    /// The statistics pass also collects the entries above this fraction of the previous call's
+    /// The statistics pass also collects the entries above a fraction of the previous call's
     /// threshold. When the new threshold is at least that high (gradients change slowly from step to
     /// step), the selection filters those candidates instead of reading the whole buffer again; the
-    /// result is exactly the same as a full pass.
+    /// result is exactly the same as a full pass, so the fraction only decides the cost. It adapts:
+    /// lower after a call whose threshold fell below the bound (the full pass was needed), higher when
+    /// the candidates outnumber <see cref="CandidateMaxMultiple"/> times k (heavy tails, or an
+    /// error-feedback residual that grows from call to call, put many entries just below the threshold).
     /// </summary>
-    private const float CandidateFraction = 0.7f;
+    private float _candidateFraction = 0.7f;
+
+    private const float CandidateFractionMin = 0.3f, CandidateFractionMax = 0.95f;
+
+    /// <summary>More candidates than this many times k cost more to collect than a second pass.</summary>
+    private const int CandidateMaxMultiple = 8;
 
     /// <summary>Above this density the candidates would be a large part of the buffer and cost more than they save.</summary>
     private const double CandidateMaxDensity = 0.005;
@@ -93,6 +102,7 @@ public abstract class GradientCompressor
     /// compresses gradient + residual and updates the residual; without, compresses the gradient as is.
     /// </summary>
     /// <exception cref="NonFiniteGradientException">A NaN or infinity was found and the policy is <see cref="NonFinitePolicy.Throw"/>; nothing was modified.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loops: full optimisation from the first call, not after 30 calls at tier 0
     public CompressionStats Compress(ReadOnlySpan<float> gradient, SparseGradient output, ErrorFeedback? feedback = null)
     {
         ArgumentNullException.ThrowIfNull(output);
@@ -102,7 +112,7 @@ public abstract class GradientCompressor
         GradientStatistics stats;
         ReadOnlySpan<float> acc;
         bool collect = UsesCandidates && Options.Density <= CandidateMaxDensity && float.IsFinite(_lastThreshold) && _lastThreshold > 0;
-        float bound = collect ? _lastThreshold * CandidateFraction : float.PositiveInfinity;
+        float bound = collect ? _lastThreshold * _candidateFraction : float.PositiveInfinity;
         _candidates.Clear();
         if (feedback is not null)
         {
@@ -127,6 +137,7 @@ public abstract class GradientCompressor
         CandidateBound = bound;
         HasCandidates = collect;
         var (threshold, stages) = SelectCore(acc, stats, k, output);
+        if (collect) AdaptCandidateFraction(threshold, k);
         _lastThreshold = threshold;
         Calls++;
         int estimated = output.Count;
@@ -154,6 +165,12 @@ public abstract class GradientCompressor
         return new CompressionStats(n, k, estimated, output.Count, threshold, stages, false, -1);
     }
 
+    private void AdaptCandidateFraction(float threshold, int k)
+    {
+        if (!(threshold >= CandidateBound)) _candidateFraction = Math.Max(CandidateFractionMin, _candidateFraction * 0.8f);
+        else if (_candidates.Count > (long)CandidateMaxMultiple * k) _candidateFraction = Math.Min(CandidateFractionMax, _candidateFraction + 0.5f * (1 - _candidateFraction));
+    }
+
     /// <summary>True for compressors whose selection is a magnitude threshold that can use the candidate prefilter.</summary>
     protected virtual bool UsesCandidates => false;
 
@@ -170,6 +187,7 @@ public abstract class GradientCompressor
     /// Appends every entry with |x| &gt; <paramref name="threshold"/> in ascending order: from the candidates
     /// when they cover the threshold, else with a full pass.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     protected void SelectAboveThreshold(ReadOnlySpan<float> acc, float threshold, SparseGradient output)
     {
         if (HasCandidates && threshold >= CandidateBound)
@@ -189,6 +207,7 @@ public abstract class GradientCompressor
     protected virtual void OnEstimated(int estimatedCount, int k) { }
 
     /// <summary>Exact top-k by magnitude, ties broken by lower index, written in ascending index order. Exact zeros are never sent (they would change nothing).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     protected void SelectTopK(ReadOnlySpan<float> values, int k, SparseGradient output)
     {
         output.Clear();
@@ -209,6 +228,7 @@ public abstract class GradientCompressor
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void SelectTopKOfCandidates(int k, SparseGradient output)
     {
         output.Clear();
@@ -217,6 +237,7 @@ public abstract class GradientCompressor
     }
 
     /// <summary>Keeps the <paramref name="count"/> largest-magnitude entries of <paramref name="output"/>, preserving order.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     protected void KeepLargest(SparseGradient output, int count)
     {
         var values = output.ValuesMutable;
@@ -234,6 +255,7 @@ public abstract class GradientCompressor
     }
 
     /// <summary>The k-th largest |x| (1-based) by quickselect on a reused scratch copy: O(n) expected.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     protected float KthLargestMagnitude(ReadOnlySpan<float> values, int k)
     {
         if (_magnitudeScratch.Length < values.Length) _magnitudeScratch = new float[values.Length];
@@ -247,6 +269,7 @@ public abstract class GradientCompressor
 internal static class QuickSelect
 {
     /// <summary>Returns the k-th largest element (1-based), partially reordering <paramref name="a"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float KthLargest(Span<float> a, int k)
     {
         int target = a.Length - k; // k-th largest = (n-k)-th smallest, 0-based

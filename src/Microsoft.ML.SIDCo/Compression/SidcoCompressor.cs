@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Microsoft.ML.SIDCo.Kernels;
 
 namespace Microsoft.ML.SIDCo.Compression;
@@ -37,6 +38,7 @@ public sealed class SidcoCompressor : GradientCompressor
     /// <inheritdoc />
     protected override bool UsesCandidates => true;
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loops: full optimisation from the first call, not after 30 calls at tier 0
     private static ExceedanceStatistics MeasureExceedances(ReadOnlySpan<float> values, float threshold)
     {
         long count = 0; double sum = 0, sumSq = 0; float min = float.PositiveInfinity;
@@ -57,6 +59,7 @@ public sealed class SidcoCompressor : GradientCompressor
     };
 
     /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output)
     {
         var (threshold, stages) = EstimateThreshold(acc, stats);

@@ -211,126 +211,175 @@ public sealed class CpuGradientKernels : IGradientKernels
         }
     }
 
-    // One pass over a range: optionally residual += x in place (finite lanes only), then |acc| statistics
-    // and, when asked, compaction of the entries above a candidate bound.
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // SIMD loops here are compiled fully optimised on first use: tier-0 code would make the first training steps several times slower
+    // Compile-time switches for the measuring pass. The JIT specialises a generic method per struct
+    // type argument and folds TFlag.Value to a constant, so each combination gets its own loop with
+    // only the vectors it needs live: one loop with run-time flags spilled registers and ran 3-5x
+    // slower than memory bandwidth.
+    private interface IFlag { static abstract bool Value { get; } }
+    private readonly struct Yes : IFlag { public static bool Value => true; }
+    private readonly struct No : IFlag { public static bool Value => false; }
+
     private static unsafe GradientStatistics MeasureRange(float* x, float* residual, int length, long offset, StatisticsKinds kinds, float bound, SparseBuffer? candidates)
     {
         bool logs = (kinds & StatisticsKinds.LogMagnitudes) != 0;
         bool squares = (kinds & StatisticsKinds.Squares) != 0;
+        return residual != null
+            ? MeasureWithLogs<Yes>(x, residual, length, offset, logs, squares, bound, candidates)
+            : MeasureWithLogs<No>(x, residual, length, offset, logs, squares, bound, candidates);
+    }
+
+    private static unsafe GradientStatistics MeasureWithLogs<TResidual>(float* x, float* residual, int length, long offset, bool logs, bool squares, float bound, SparseBuffer? candidates)
+        where TResidual : struct, IFlag
+        => logs
+            ? MeasureWithSquares<TResidual, Yes>(x, residual, length, offset, squares, bound, candidates)
+            : MeasureWithSquares<TResidual, No>(x, residual, length, offset, squares, bound, candidates);
+
+    private static unsafe GradientStatistics MeasureWithSquares<TResidual, TLogs>(float* x, float* residual, int length, long offset, bool squares, float bound, SparseBuffer? candidates)
+        where TResidual : struct, IFlag where TLogs : struct, IFlag
+        => squares
+            ? MeasureWithCandidates<TResidual, TLogs, Yes>(x, residual, length, offset, bound, candidates)
+            : MeasureWithCandidates<TResidual, TLogs, No>(x, residual, length, offset, bound, candidates);
+
+    private static unsafe GradientStatistics MeasureWithCandidates<TResidual, TLogs, TSquares>(float* x, float* residual, int length, long offset, float bound, SparseBuffer? candidates)
+        where TResidual : struct, IFlag where TLogs : struct, IFlag where TSquares : struct, IFlag
+        => candidates is not null
+            ? MeasureCore<TResidual, TLogs, TSquares, Yes>(x, residual, length, offset, bound, candidates)
+            : MeasureCore<TResidual, TLogs, TSquares, No>(x, residual, length, offset, bound, candidates);
+
+    // One pass over a range: optionally residual += x in place (finite lanes only), then |acc| statistics
+    // and, when asked, compaction of the entries above a candidate bound.
+    // Every vector accumulator lives within one block and is reduced to scalars before the block's
+    // candidates are appended: no vector register survives a call on x64 Unix, and a vector live
+    // across the append call made the JIT keep all of them in memory, doubling the loop's cost.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // SIMD loops here are compiled fully optimised on first use: tier-0 code would make the first training steps several times slower
+    [SkipLocalsInit]
+    private static unsafe GradientStatistics MeasureCore<TResidual, TLogs, TSquares, TCompact>(float* x, float* residual, int length, long offset, float bound, SparseBuffer? candidates)
+        where TResidual : struct, IFlag where TLogs : struct, IFlag where TSquares : struct, IFlag where TCompact : struct, IFlag
+    {
         double sumAbs = 0, sumLog = 0, sumSq = 0;
-        var vMax = Vector256<float>.Zero;
-        var vBad = Vector256<float>.Zero; // any lane becomes non-zero once a non-finite value appears
-        var vEps = Vector256.Create(GradientStatistics.LogEpsilon);
-        var vInf = Vector256.Create(float.PositiveInfinity);
-        var vBound = Vector256.Create(bound);
-        bool compact = candidates is not null;
-        float sMax = 0;
-        bool badScalar = false;
+        float max = 0;
+        bool bad = false;
         int i = 0;
+        int pending = 0;
+        int* pendingAt = stackalloc int[BlockSize / 8];
+        uint* pendingBits = stackalloc uint[BlockSize / 8];
         // Sum of logs without a log per element: ln(y) = e ln 2 + ln(m) for y = m 2^e, m in [1, 2).
         // Exponents are summed as integers and mantissas multiplied per lane; the product is
         // renormalised every 32 vectors (a product of 32 values in [1, 2) stays below 2^32) and its
         // logarithm taken once per renormalisation. Memory-bound instead of compute-bound.
-        var vMantMask = Vector256.Create(0x007FFFFF);
-        var vOne = Vector256.Create(0x3F800000);
-        var vBias = Vector256.Create(127);
         while (i < length)
         {
             int end = Math.Min(length, i + BlockSize);
             var vSum = Vector256<float>.Zero; var vSq = Vector256<float>.Zero;
+            var vMax = Vector256<float>.Zero;
+            var vBad = Vector256<float>.Zero; // any lane becomes non-zero once a non-finite value appears
             var vProd = Vector256.Create(1f); var vExp = Vector256<int>.Zero;
             double blockLogProducts = 0;
             int sinceNormalise = 0;
             for (; i + Vector256<float>.Count <= end; i += Vector256<float>.Count)
             {
                 var v = Vector256.Load(x + i);
-                var a = Vector256.Abs(v);
-                if (residual != null)
+                Vector256<float> a;
+                if (TResidual.Value)
                 {
                     var old = Vector256.Load(residual + i);
                     v += old;
                     a = Vector256.Abs(v);
-                    var finite = Vector256.LessThan(a, vInf);
+                    var finite = Vector256.LessThan(a, Vector256.Create(float.PositiveInfinity));
                     // Non-finite lanes keep the old residual: a rejected step loses nothing.
                     Vector256.ConditionalSelect(finite, v, old).Store(residual + i);
                     vBad |= ~finite;
                     a &= finite;
-                    v &= finite;
                 }
                 else
                 {
-                    var finite = Vector256.LessThan(a, vInf);
+                    a = Vector256.Abs(v);
+                    var finite = Vector256.LessThan(a, Vector256.Create(float.PositiveInfinity));
                     vBad |= ~finite;
                     a &= finite;
                 }
                 vSum += a;
-                vMax = Vector256.Max(vMax, a);
-                if (logs)
+                vMax = Vector256.MaxNative(vMax, a); // a is finite and non-negative: no IEEE special cases to handle
+                if (TLogs.Value)
                 {
-                    var bits = (a + vEps).AsInt32();
-                    vExp += Vector256.ShiftRightLogical(bits, 23) - vBias;
-                    vProd *= ((bits & vMantMask) | vOne).AsSingle();
+                    var bits = (a + Vector256.Create(GradientStatistics.LogEpsilon)).AsInt32();
+                    vExp += Vector256.ShiftRightLogical(bits, 23) - Vector256.Create(127);
+                    vProd *= ((bits & Vector256.Create(0x007FFFFF)) | Vector256.Create(0x3F800000)).AsSingle();
                     if (++sinceNormalise == 32)
                     {
                         var pb = vProd.AsInt32();
-                        vExp += Vector256.ShiftRightLogical(pb, 23) - vBias;
-                        vProd = ((pb & vMantMask) | vOne).AsSingle();
+                        vExp += Vector256.ShiftRightLogical(pb, 23) - Vector256.Create(127);
+                        vProd = ((pb & Vector256.Create(0x007FFFFF)) | Vector256.Create(0x3F800000)).AsSingle();
                         sinceNormalise = 0;
                     }
                 }
-                if (squares) vSq += a * a;
-                if (compact)
+                if (TSquares.Value) vSq += a * a;
+                if (TCompact.Value)
                 {
-                    uint bits = Vector256.GreaterThan(a, vBound).ExtractMostSignificantBits();
-                    while (bits != 0)
-                    {
-                        int lane = System.Numerics.BitOperations.TrailingZeroCount(bits);
-                        candidates!.Add((int)(offset + i + lane), v.GetElement(lane));
-                        bits &= bits - 1;
-                    }
+                    // Only note where the candidates are; they are appended after the block.
+                    uint bits = Vector256.GreaterThan(a, Vector256.Create(bound)).ExtractMostSignificantBits();
+                    if (bits != 0) { pendingAt[pending] = i; pendingBits[pending] = bits; pending++; }
                 }
             }
-            double blockSum = Vector256.Sum(vSum), blockSq = squares ? Vector256.Sum(vSq) : 0;
+            double blockSum = Vector256.Sum(vSum), blockSq = TSquares.Value ? Vector256.Sum(vSq) : 0;
             double blockLog = 0;
-            if (logs)
+            if (TLogs.Value)
             {
                 for (int k = 0; k < Vector256<float>.Count; k++) blockLogProducts += Math.Log(vProd.GetElement(k));
                 blockLog = blockLogProducts + Vector256.Sum(vExp) * Math.Log(2);
             }
+            max = MathF.Max(max, MaxLanes(vMax));
+            bad |= vBad != Vector256<float>.Zero;
+            if (TCompact.Value)
+            {
+                // Selected lanes are finite, so the stored value (the new residual, or the input) is the one measured.
+                float* stored = TResidual.Value ? residual : x;
+                for (int p = 0; p < pending; p++)
+                {
+                    uint bits = pendingBits[p];
+                    int at = pendingAt[p];
+                    while (bits != 0)
+                    {
+                        int lane = System.Numerics.BitOperations.TrailingZeroCount(bits);
+                        candidates!.Add((int)(offset + at + lane), stored[at + lane]);
+                        bits &= bits - 1;
+                    }
+                }
+                pending = 0;
+            }
             for (; i < end; i++)
             {
                 float v = x[i];
-                if (residual != null)
+                if (TResidual.Value)
                 {
                     float sum = v + residual[i];
-                    if (float.IsFinite(sum)) residual[i] = sum; else { badScalar = true; continue; }
+                    if (float.IsFinite(sum)) residual[i] = sum; else { bad = true; continue; }
                     v = sum;
                 }
-                else if (!float.IsFinite(v)) { badScalar = true; continue; }
+                else if (!float.IsFinite(v)) { bad = true; continue; }
                 float a = MathF.Abs(v);
                 blockSum += a;
-                if (a > sMax) sMax = a;
-                if (logs) blockLog += MathF.Log(a + GradientStatistics.LogEpsilon);
-                if (squares) blockSq += (double)a * a;
-                if (compact && a > bound) candidates!.Add((int)(offset + i), v);
+                if (a > max) max = a;
+                if (TLogs.Value) blockLog += MathF.Log(a + GradientStatistics.LogEpsilon);
+                if (TSquares.Value) blockSq += (double)a * a;
+                if (TCompact.Value && a > bound) candidates!.Add((int)(offset + i), v);
             }
             sumAbs += blockSum; sumLog += blockLog; sumSq += blockSq;
         }
-        float max = Math.Max(sMax, MaxLanes(vMax));
         long firstBad = -1;
-        if (badScalar || vBad != Vector256<float>.Zero)
+        if (bad)
         {
             // Rare path: locate the first offending entry exactly (the sum was not stored there).
             for (int j = 0; j < length; j++)
             {
-                float v = residual != null ? x[j] + residual[j] : x[j];
+                float v = TResidual.Value ? x[j] + residual[j] : x[j];
                 if (!float.IsFinite(v)) { firstBad = offset + j; break; }
             }
         }
         return new GradientStatistics(length, sumAbs, sumLog, sumSq, max, firstBad);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float MaxLanes(Vector256<float> v)
     {
         float m = 0;
@@ -357,7 +406,7 @@ public sealed class CpuGradientKernels : IGradientKernels
                 vSum += sel;
                 vSq += sel * sel;
                 vCnt -= mask.AsInt32(); // mask lanes are -1
-                vMin = Vector256.Min(vMin, Vector256.ConditionalSelect(mask, a, Vector256.Create(float.PositiveInfinity)));
+                vMin = Vector256.MinNative(vMin, Vector256.ConditionalSelect(mask, a, Vector256.Create(float.PositiveInfinity)));
             }
             count += Vector256.Sum(vCnt); sum += Vector256.Sum(vSum); sumSq += Vector256.Sum(vSq);
             for (; i < end; i++)
