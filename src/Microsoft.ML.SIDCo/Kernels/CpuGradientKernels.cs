@@ -321,15 +321,17 @@ public sealed class CpuGradientKernels : IGradientKernels
                     if (bits != 0) { pendingAt[pending] = i; pendingBits[pending] = bits; pending++; }
                 }
             }
+            // Reduce before the Math.Log calls below, so that no accumulator is live across a call.
+            max = MathF.Max(max, MaxLanes(vMax));
+            bad |= vBad != Vector256<float>.Zero;
             double blockSum = Vector256.Sum(vSum), blockSq = TSquares.Value ? Vector256.Sum(vSq) : 0;
             double blockLog = 0;
             if (TLogs.Value)
             {
+                blockLog = Vector256.Sum(vExp) * Math.Log(2);
                 for (int k = 0; k < Vector256<float>.Count; k++) blockLogProducts += Math.Log(vProd.GetElement(k));
-                blockLog = blockLogProducts + Vector256.Sum(vExp) * Math.Log(2);
+                blockLog += blockLogProducts;
             }
-            max = MathF.Max(max, MaxLanes(vMax));
-            bad |= vBad != Vector256<float>.Zero;
             if (TCompact.Value)
             {
                 // Selected lanes are finite, so the stored value (the new residual, or the input) is the one measured.
