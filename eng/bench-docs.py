@@ -81,8 +81,10 @@ sections.append("""## Compression microbenchmark (the paper's Figure-style laten
 Defaults: 1,000,000 / 10,000,000 / 25,600,000 elements (ResNet-50 size); densities 0.1, 0.01, 0.001;
 data `laplace`, `heavy` (Student-t with 3 degrees of freedom) and `real` (gradients captured by
 training a 784-2048-2048-10 MLP on Fashion-MNIST at steps 0, 10, 25, 50, 100, ...). Median of 10
-runs after 2 warm-ups; every compressor runs with error feedback (residual carried from call to call,
-as in training). `floor` is one read pass (`TensorPrimitives.SumOfMagnitudes`, single thread);
+calls after 10 warm-up calls; every compressor runs with error feedback (residual carried from call to
+call, as in training) and gets a fresh gradient of the same distribution each call (the data rotated
+by a random offset, untimed): repeating one vector would grow the residual in lock-step, which
+training never does and which threw the estimate off. `floor` is one read pass (`TensorPrimitives.SumOfMagnitudes`, single thread);
 `torch-topk` is `t.abs().topk(k)` in TorchSharp with all cores. Achieved/target is the mean of calls
 26-30 of a fresh compressor (the adaptive controller has settled); "calls to band" is the first
 call whose last-5 mean is within [0.8, 1.25].

@@ -276,49 +276,54 @@ public sealed class CpuGradientKernels : IGradientKernels
             var vProd = Vector256.Create(1f); var vExp = Vector256<int>.Zero;
             double blockLogProducts = 0;
             int sinceNormalise = 0;
-            for (; i + Vector256<float>.Count <= end; i += Vector256<float>.Count)
+            // Two vectors per iteration: each accumulator then carries one dependent add (or multiply)
+            // per 16 entries instead of per 8, which halves the latency-bound cost on cache-resident buffers.
+            for (; i + 2 * Vector256<float>.Count <= end; i += 2 * Vector256<float>.Count)
             {
-                var v = Vector256.Load(x + i);
-                Vector256<float> a;
-                if (TResidual.Value)
-                {
-                    var old = Vector256.Load(residual + i);
-                    v += old;
-                    a = Vector256.Abs(v);
-                    var finite = Vector256.LessThan(a, Vector256.Create(float.PositiveInfinity));
-                    // Non-finite lanes keep the old residual: a rejected step loses nothing.
-                    Vector256.ConditionalSelect(finite, v, old).Store(residual + i);
-                    vBad |= ~finite;
-                    a &= finite;
-                }
-                else
-                {
-                    a = Vector256.Abs(v);
-                    var finite = Vector256.LessThan(a, Vector256.Create(float.PositiveInfinity));
-                    vBad |= ~finite;
-                    a &= finite;
-                }
-                vSum += a;
-                vMax = Vector256.MaxNative(vMax, a); // a is finite and non-negative: no IEEE special cases to handle
+                var a0 = FiniteMagnitudes<TResidual>(x, residual, i, ref vBad);
+                var a1 = FiniteMagnitudes<TResidual>(x, residual, i + Vector256<float>.Count, ref vBad);
+                vSum += a0 + a1;
+                vMax = Vector256.MaxNative(vMax, Vector256.MaxNative(a0, a1)); // finite and non-negative: no IEEE special cases
                 if (TLogs.Value)
                 {
-                    var bits = (a + Vector256.Create(GradientStatistics.LogEpsilon)).AsInt32();
-                    vExp += Vector256.ShiftRightLogical(bits, 23) - Vector256.Create(127);
-                    vProd *= ((bits & Vector256.Create(0x007FFFFF)) | Vector256.Create(0x3F800000)).AsSingle();
-                    if (++sinceNormalise == 32)
+                    var b0 = (a0 + Vector256.Create(GradientStatistics.LogEpsilon)).AsInt32();
+                    var b1 = (a1 + Vector256.Create(GradientStatistics.LogEpsilon)).AsInt32();
+                    vExp += Vector256.ShiftRightLogical(b0, 23) + Vector256.ShiftRightLogical(b1, 23) - Vector256.Create(2 * 127);
+                    vProd *= Mantissas(b0) * Mantissas(b1);
+                    if (++sinceNormalise == 16) // 16 products of two values in [1, 2) stay below 2^32
                     {
                         var pb = vProd.AsInt32();
                         vExp += Vector256.ShiftRightLogical(pb, 23) - Vector256.Create(127);
-                        vProd = ((pb & Vector256.Create(0x007FFFFF)) | Vector256.Create(0x3F800000)).AsSingle();
+                        vProd = Mantissas(pb);
                         sinceNormalise = 0;
                     }
+                }
+                if (TSquares.Value) vSq += a0 * a0 + a1 * a1;
+                if (TCompact.Value)
+                {
+                    // Only note where the candidates are; they are appended after the block.
+                    var vBound = Vector256.Create(bound);
+                    uint bits = Vector256.GreaterThan(a0, vBound).ExtractMostSignificantBits()
+                        | (Vector256.GreaterThan(a1, vBound).ExtractMostSignificantBits() << Vector256<float>.Count);
+                    pendingAt[pending] = i; pendingBits[pending] = bits; pending += bits != 0 ? 1 : 0; // branch-free: candidates are too irregular to predict
+                }
+            }
+            for (; i + Vector256<float>.Count <= end; i += Vector256<float>.Count) // at most once, at the end of the buffer
+            {
+                var a = FiniteMagnitudes<TResidual>(x, residual, i, ref vBad);
+                vSum += a;
+                vMax = Vector256.MaxNative(vMax, a);
+                if (TLogs.Value)
+                {
+                    var b = (a + Vector256.Create(GradientStatistics.LogEpsilon)).AsInt32();
+                    vExp += Vector256.ShiftRightLogical(b, 23) - Vector256.Create(127);
+                    vProd *= Mantissas(b);
                 }
                 if (TSquares.Value) vSq += a * a;
                 if (TCompact.Value)
                 {
-                    // Only note where the candidates are; they are appended after the block.
                     uint bits = Vector256.GreaterThan(a, Vector256.Create(bound)).ExtractMostSignificantBits();
-                    if (bits != 0) { pendingAt[pending] = i; pendingBits[pending] = bits; pending++; }
+                    pendingAt[pending] = i; pendingBits[pending] = bits; pending += bits != 0 ? 1 : 0; // branch-free: candidates are too irregular to predict
                 }
             }
             // Reduce before the Math.Log calls below, so that no accumulator is live across a call.
@@ -381,6 +386,36 @@ public sealed class CpuGradientKernels : IGradientKernels
         return new GradientStatistics(length, sumAbs, sumLog, sumSq, max, firstBad);
     }
 
+    // |x| (or |x + residual|, storing the sum into the residual) with non-finite lanes zeroed and flagged
+    // in bad. A lane whose sum is not finite keeps its old residual: a rejected step loses nothing.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe Vector256<float> FiniteMagnitudes<TResidual>(float* x, float* residual, int i, ref Vector256<float> bad)
+        where TResidual : struct, IFlag
+    {
+        var v = Vector256.Load(x + i);
+        if (TResidual.Value)
+        {
+            var old = Vector256.Load(residual + i);
+            v += old;
+            var a = Vector256.Abs(v);
+            var finite = Vector256.LessThan(a, Vector256.Create(float.PositiveInfinity));
+            Vector256.ConditionalSelect(finite, v, old).Store(residual + i);
+            bad |= ~finite;
+            return a & finite;
+        }
+        else
+        {
+            var a = Vector256.Abs(v);
+            var finite = Vector256.LessThan(a, Vector256.Create(float.PositiveInfinity));
+            bad |= ~finite;
+            return a & finite;
+        }
+    }
+
+    // The mantissas of positive floats as values in [1, 2).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Mantissas(Vector256<int> bits) => ((bits & Vector256.Create(0x007FFFFF)) | Vector256.Create(0x3F800000)).AsSingle();
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float MaxLanes(Vector256<float> v)
     {
@@ -400,6 +435,21 @@ public sealed class CpuGradientKernels : IGradientKernels
         {
             int end = Math.Min(length, i + BlockSize);
             var vSum = Vector256<float>.Zero; var vSq = Vector256<float>.Zero; var vCnt = Vector256<int>.Zero;
+            for (; i + 2 * Vector256<float>.Count <= end; i += 2 * Vector256<float>.Count) // two vectors: half the dependent adds
+            {
+                var a0 = Vector256.Abs(Vector256.Load(x + i));
+                var a1 = Vector256.Abs(Vector256.Load(x + i + Vector256<float>.Count));
+                var mask0 = Vector256.GreaterThan(a0, vT);
+                var mask1 = Vector256.GreaterThan(a1, vT);
+                var sel0 = a0 & mask0;
+                var sel1 = a1 & mask1;
+                vSum += sel0 + sel1;
+                vSq += sel0 * sel0 + sel1 * sel1;
+                vCnt -= mask0.AsInt32() + mask1.AsInt32(); // mask lanes are -1
+                vMin = Vector256.MinNative(vMin, Vector256.MinNative(
+                    Vector256.ConditionalSelect(mask0, a0, Vector256.Create(float.PositiveInfinity)),
+                    Vector256.ConditionalSelect(mask1, a1, Vector256.Create(float.PositiveInfinity))));
+            }
             for (; i + Vector256<float>.Count <= end; i += Vector256<float>.Count)
             {
                 var a = Vector256.Abs(Vector256.Load(x + i));
@@ -407,7 +457,7 @@ public sealed class CpuGradientKernels : IGradientKernels
                 var sel = a & mask;
                 vSum += sel;
                 vSq += sel * sel;
-                vCnt -= mask.AsInt32(); // mask lanes are -1
+                vCnt -= mask.AsInt32();
                 vMin = Vector256.MinNative(vMin, Vector256.ConditionalSelect(mask, a, Vector256.Create(float.PositiveInfinity)));
             }
             count += Vector256.Sum(vCnt); sum += Vector256.Sum(vSum); sumSq += Vector256.Sum(vSq);

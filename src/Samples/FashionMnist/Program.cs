@@ -90,7 +90,7 @@ internal sealed record Cli(CompressorKind Compressor, double Density, int Worker
 {
     public static Cli? Parse(string[] args)
     {
-        var c = new Cli(CompressorKind.SidcoExponential, 0.001, 4, 20, 32, 0.05, 1, int.MaxValue, int.MaxValue, null, null);
+        var c = new Cli(CompressorKind.SidcoExponential, 0.001, 4, 12, 32, 0.05, 1, int.MaxValue, int.MaxValue, null, null);
         try
         {
             for (int i = 0; i < args.Length; i++)

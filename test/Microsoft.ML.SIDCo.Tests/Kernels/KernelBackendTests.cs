@@ -31,6 +31,59 @@ public class KernelBackendTests(IlgpuFixture ilgpu) : IClassFixture<IlgpuFixture
         Assert.True(stats.AllFinite);
     }
 
+    public static TheoryData<int, StatisticsKinds, bool> EveryLoopShape()
+    {
+        // Lengths hit the paired-vector loop, the single-vector remainder, the scalar tail and block edges
+        // (blocks of 4096); every statistics combination is its own compiled loop.
+        var data = new TheoryData<int, StatisticsKinds, bool>();
+        foreach (int n in new[] { 7, 8, 15, 24, 4096 + 8 + 3, 3 * 4096 + 17 })
+            foreach (var kinds in new[] { StatisticsKinds.Basic, StatisticsKinds.LogMagnitudes, StatisticsKinds.Squares, StatisticsKinds.LogMagnitudes | StatisticsKinds.Squares })
+                foreach (bool residual in new[] { false, true })
+                    data.Add(n, kinds, residual);
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(EveryLoopShape))]
+    public void EveryLoopShapeMatchesAScalarReference(int n, StatisticsKinds kinds, bool withResidual)
+    {
+        var g = Samples.Laplace(n, seed: n);
+        var residual = Samples.Laplace(n, seed: n + 1, scale: 0.5);
+        var before = (float[])residual.Clone();
+        var candidates = new SparseBuffer();
+        var stats = Run(g, residual, candidates);
+        double sum = 0, log = 0, sq = 0; float max = 0;
+        var expected = new List<int>();
+        for (int i = 0; i < n; i++)
+        {
+            float v = withResidual ? g[i] + before[i] : g[i];
+            if (withResidual) Assert.Equal(v, residual[i]);
+            float a = MathF.Abs(v);
+            sum += a; log += Math.Log(a + GradientStatistics.LogEpsilon); sq += (double)a * a; max = MathF.Max(max, a);
+            if (a > 1.5f) expected.Add(i);
+        }
+        Assert.True(stats.AllFinite);
+        Assert.Equal(sum, stats.SumAbs, sum * 1e-5);
+        Assert.Equal(max, stats.MaxAbs);
+        if ((kinds & StatisticsKinds.LogMagnitudes) != 0) Assert.Equal(log, stats.SumLogAbs, Math.Abs(log) * 1e-4 + 1e-4);
+        if ((kinds & StatisticsKinds.Squares) != 0) Assert.Equal(sq, stats.SumSquares, sq * 1e-5);
+        Assert.Equal(expected, candidates.Indices.ToArray());
+        foreach (var (index, value) in candidates.Indices.ToArray().Zip(candidates.Values.ToArray()))
+            Assert.Equal(withResidual ? g[index] + before[index] : g[index], value);
+
+        // A non-finite entry in the scalar tail or the single-vector remainder (depending on n) is found,
+        // and its lane keeps the old residual.
+        g[n - 1] = float.NaN;
+        var kept = (float[])residual.Clone();
+        var bad = Run(g, residual, new SparseBuffer());
+        Assert.Equal(n - 1, bad.FirstNonFinite);
+        if (withResidual) Assert.Equal(kept[n - 1], residual[n - 1]);
+
+        GradientStatistics Run(float[] x, float[] r, SparseBuffer c) => withResidual
+            ? CpuGradientKernels.Instance.AccumulateAndMeasure(x, r, kinds, 1.5f, c)
+            : CpuGradientKernels.Instance.Measure(x, kinds, 1.5f, c);
+    }
+
     [Fact]
     public void BackendsAgreeOnAccumulateAndStatistics()
     {
