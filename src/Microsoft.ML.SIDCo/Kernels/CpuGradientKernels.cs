@@ -261,12 +261,14 @@ public sealed class CpuGradientKernels : IGradientKernels
         bool bad = false;
         int i = 0;
         int pending = 0;
+        // At most one entry per vector step of a block (a paired step notes its 16 lanes in one mask).
         int* pendingAt = stackalloc int[BlockSize / 8];
         uint* pendingBits = stackalloc uint[BlockSize / 8];
         // Sum of logs without a log per element: ln(y) = e ln 2 + ln(m) for y = m 2^e, m in [1, 2).
         // Exponents are summed as integers and mantissas multiplied per lane; the product is
-        // renormalised every 32 vectors (a product of 32 values in [1, 2) stays below 2^32) and its
-        // logarithm taken once per renormalisation. Memory-bound instead of compute-bound.
+        // renormalised every 32 vectors (a product of 32 values in [1, 2) stays below 2^32: its exponent
+        // moves to the integer sum) and the lanes' logarithms taken once per block. Memory-bound instead
+        // of compute-bound.
         while (i < length)
         {
             int end = Math.Min(length, i + BlockSize);
@@ -274,7 +276,6 @@ public sealed class CpuGradientKernels : IGradientKernels
             var vMax = Vector256<float>.Zero;
             var vBad = Vector256<float>.Zero; // any lane becomes non-zero once a non-finite value appears
             var vProd = Vector256.Create(1f); var vExp = Vector256<int>.Zero;
-            double blockLogProducts = 0;
             int sinceNormalise = 0;
             // Two vectors per iteration: each accumulator then carries one dependent add (or multiply)
             // per 16 entries instead of per 8, which halves the latency-bound cost on cache-resident buffers.
@@ -334,8 +335,9 @@ public sealed class CpuGradientKernels : IGradientKernels
             if (TLogs.Value)
             {
                 blockLog = Vector256.Sum(vExp) * Math.Log(2);
-                for (int k = 0; k < Vector256<float>.Count; k++) blockLogProducts += Math.Log(vProd.GetElement(k));
-                blockLog += blockLogProducts;
+                double mantissaLogs = 0;
+                for (int k = 0; k < Vector256<float>.Count; k++) mantissaLogs += Math.Log(vProd.GetElement(k));
+                blockLog += mantissaLogs;
             }
             if (TCompact.Value)
             {
