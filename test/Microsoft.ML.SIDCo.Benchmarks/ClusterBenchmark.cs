@@ -16,7 +16,7 @@ internal static class ClusterBenchmark
 {
     public sealed record Row(string Compressor, double Density, int Hosts, int LinkMbps, double StepMs, double ComputeMs, double CompressMs, double CommunicateMs,
         double PredictedCommunicateMs, double BytesPerStep, double TestAccuracy, int Steps, double ExamplesPerSecond, double AlphaUs, double BetaNsPerByte, int Parameters, string Model, double SparseFraction, int WorkersPerHost = 1, string Exchange = "flat", int DensityWarmupSteps = 0,
-        double? IsolatedExchangeMs = null);
+        double? IsolatedExchangeMs = null, bool MomentumCorrection = false, string Schedule = "constant");
 
     public static int Worker(BenchArgs a)
     {
@@ -30,8 +30,10 @@ internal static class ClusterBenchmark
         {
             Model = model, Compressor = CompressorNames.Parse(a.Get("compressor", "sidco-e")), Density = a.Double("density", 0.001),
             Epochs = a.Int("epochs", 1), MaxStepsPerEpoch = a.Has("epochs") ? 0 : steps, BatchSize = 32, LearningRate = 0.05, Momentum = 0.9, Seed = 1,
+            // The recipe of `bench training`: 50 warm-up steps, then a cosine decay over the run's steps.
+            Schedule = Training.LearningRateSchedule.Cosine, LearningRateWarmupSteps = 50,
             Transport = TransportKind.Mpi, WorkersPerRank = a.Int("workers-per-host", 1), HierarchicalExchange = a.Has("hierarchical"),
-            DensityWarmupSteps = a.Int("density-warmup", 0),
+            DensityWarmupSteps = a.Int("density-warmup", 0), MomentumCorrection = a.Has("momentum-correction"),
         };
         var keys = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train);
         using var fitted = ml.Extensions.SIDCoTrainer(options).Fit(keys.Transform(train));
@@ -49,7 +51,7 @@ internal static class ClusterBenchmark
         var row = new Row(options.Compressor.ToName(), options.Density, comm.Size, a.Int("link-mbps", 0), W(e => e.StepMs), W(e => e.ComputeMs), W(e => e.CompressMs),
             W(e => e.CommunicateMs), W(e => e.PredictedCommunicateMs), W(e => e.BytesPerStep), metrics.MicroAccuracy, total,
             comm.Size * options.WorkersPerRank * options.BatchSize / W(e => e.StepMs) * 1000, cost.AlphaSeconds * 1e6, cost.BetaSecondsPerByte * 1e9, parameters, model.Descriptor, W(e => e.SparseFraction),
-            options.WorkersPerRank, options.HierarchicalExchange ? "hierarchical" : "flat", options.DensityWarmupSteps, isolatedMs);
+            options.WorkersPerRank, options.HierarchicalExchange ? "hierarchical" : "flat", options.DensityWarmupSteps, isolatedMs, options.MomentumCorrection, "cosine");
         Console.WriteLine("RESULT " + JsonSerializer.Serialize(row, Bench.JsonLine));
         return 0;
     }
@@ -91,7 +93,7 @@ internal static class ClusterBenchmark
         foreach (var g in rows.GroupBy(r => (r.Hosts, r.LinkMbps, r.WorkersPerHost)))
         {
             Row? Base(string name, double d) => g.FirstOrDefault(r => r.Compressor == name && (name == "none" || r.Density == d) && r.Exchange == "flat");
-            sb.AppendLine($"**{g.Key.Hosts} hosts{(g.Key.WorkersPerHost > 1 ? $" x {g.Key.WorkersPerHost} workers" : "")} at {g.Key.LinkMbps} Mbit/s**, {g.First().Model} ({g.First().Parameters:N0} parameters), {g.First().Steps} steps{(g.First().DensityWarmupSteps > 0 ? $" (density warm-up over the first {g.First().DensityWarmupSteps})" : "")}; probe after training: alpha {g.First().AlphaUs:F0} us, beta {g.First().BetaNsPerByte:F2} ns/B");
+            sb.AppendLine($"**{g.Key.Hosts} hosts{(g.Key.WorkersPerHost > 1 ? $" x {g.Key.WorkersPerHost} workers" : "")} at {g.Key.LinkMbps} Mbit/s**, {g.First().Model} ({g.First().Parameters:N0} parameters), {g.First().Steps} steps{(g.First().DensityWarmupSteps > 0 ? $" (density warm-up over the first {g.First().DensityWarmupSteps})" : "")}, learning rate {(g.First().Schedule == "cosine" ? "0.05 with 50 warm-up steps and a cosine decay" : "0.05 constant")}{(g.First().MomentumCorrection ? ", momentum correction" : "")}; probe after training: alpha {g.First().AlphaUs:F0} us, beta {g.First().BetaNsPerByte:F2} ns/B");
             sb.AppendLine();
             sb.Append(Bench.Table(["compressor", "exchange", "density", "step ms", "compute", "compress", "communicate", "predicted comm.", "pred./meas.", "exchange alone", "pred./alone", "examples/s", "bytes/step", "test acc.", "vs none", "vs topk", "vs dgc"],
                 g.Select(r =>

@@ -2,24 +2,26 @@ using Microsoft.ML.SIDCo.Benchmarks;
 
 // The paper-style benchmarks. Speed is measured here (ratios side by side in one run), never in tests.
 //   compression [--elements N,..] [--densities d,..] [--data laplace,heavy,real] [--compressors a,b] [--runs 10] [--json FILE]
+//   kernels     [--elements N,..] [--runs 20] [--accelerator preferred|cpu] [--json FILE]   (cpu-simd vs ILGPU, a GPU when present)
 //   allreduce   [--ranks 2,4] [--elements N] [--densities d,..] [--runs 10] [--json FILE]
 //   training    [--transport mpi|inprocess] [--workers 4] [--compressors ..] [--densities ..] [--epochs N] [--model convnet|convnet-wide|wide-mlp] [--json FILE]
 if (args.Length == 0)
 {
-    Console.Error.WriteLine("usage: Microsoft.ML.SIDCo.Benchmarks compression|allreduce|training [options]   (see docs/benchmarks.md)");
+    Console.Error.WriteLine("usage: Microsoft.ML.SIDCo.Benchmarks compression|kernels|allreduce|training [options]   (see docs/benchmarks.md)");
     return 2;
 }
 var rest = new BenchArgs(args[1..]);
 return args[0] switch
 {
     "compression" => CompressionBenchmark.Run(rest),
+    "kernels" => KernelBenchmark.Run(rest),
     "allreduce" => AllReduceBenchmark.Run(rest),
     "allreduce-worker" => AllReduceBenchmark.MpiWorker(rest),
     "training" => TrainingBenchmark.Run(rest),
     "training-worker" => TrainingBenchmark.Worker(rest),
     "cluster-worker" => ClusterBenchmark.Worker(rest),
     "cluster-report" => ClusterBenchmark.Report(rest),
-    _ => Fail($"unknown benchmark '{args[0]}' (compression, allreduce, training; cluster runs through ./build.sh bench cluster)"),
+    _ => Fail($"unknown benchmark '{args[0]}' (compression, kernels, allreduce, training; cluster runs through ./build.sh bench cluster)"),
 };
 
 static int Fail(string message) { Console.Error.WriteLine(message); return 2; }

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using ILGPU;
 using ILGPU.Algorithms;
 using ILGPU.Runtime;
@@ -11,43 +12,66 @@ namespace Microsoft.ML.SIDCo.Kernels;
 /// accelerator (which the tests use on machines without a GPU).
 /// </summary>
 /// <remarks>
-/// Work is split into fixed segments of <see cref="SegmentSize"/> elements, one kernel thread each.
-/// Reductions write one partial per segment that the host adds in segment order; compaction counts
-/// per segment, takes an exclusive prefix sum, then each segment writes its selections at its
-/// offset. Both make results deterministic and the selection order ascending, identical to the CPU backend.
+/// <para>
+/// Work is split into fixed segments of <see cref="SegmentSize"/> elements, one thread group each.
+/// Inside a segment the group's threads read neighbouring elements (thread t reads t, t + G, t + 2G, ...),
+/// so a warp's loads are coalesced on a GPU. Reductions combine the threads' partials in a fixed
+/// tree in shared memory and write one partial per segment that the host adds in segment order;
+/// compaction counts per segment, takes an exclusive prefix sum, then each group writes its
+/// selections at its segment's offset in ascending order. Results are therefore deterministic for a
+/// given device, and selections are identical to the CPU backend's.
+/// </para>
+/// <para>
+/// The interface works on host spans, so every call copies its input to the device (and the residual
+/// back): on a discrete GPU those copies, not the kernels, set the cost. <see cref="Timings"/> tells
+/// the two apart.
+/// </para>
 /// </remarks>
 public sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
 {
-    /// <summary>Elements handled by one kernel thread.</summary>
-    public const int SegmentSize = 1024;
+    /// <summary>Elements handled by one thread group.</summary>
+    public const int SegmentSize = 4096;
 
+    // Shared-memory slots per group: the largest group size used (a power of two).
+    private const int MaxGroupSize = 256;
     private const int FlagLogs = 1, FlagSquares = 2, FlagResidual = 4;
 
     private readonly Context _context;
     private readonly Accelerator _accelerator;
     private readonly bool _ownsContext;
+    private readonly int _groupSize;
 
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<double>, ArrayView<float>, ArrayView<long>, int, int> _measure;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<double>, ArrayView<float>, ArrayView<long>, int, float> _exceed;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<int>, int, float> _count;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, int, float> _compact;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<double>, ArrayView<float>, ArrayView<int>, int, int> _measure;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<double>, ArrayView<float>, ArrayView<int>, int, float> _exceed;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<int>, int, float> _count;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, int, float> _compact;
     private readonly Action<Index1D, ArrayView<int>, ArrayView<float>, ArrayView<float>> _scatterAdd;
 
-    // Device buffers are grown on demand and reused, so steady-state calls allocate nothing on the device.
+    // Device buffers are grown on demand and reused, so steady-state calls allocate nothing on the device;
+    // the host-side per-segment arrays likewise.
     private MemoryBuffer1D<float, Stride1D.Dense>? _x, _r, _outValues, _segFloat;
     private MemoryBuffer1D<int, Stride1D.Dense>? _segInt, _outIndices, _offsets;
     private MemoryBuffer1D<double, Stride1D.Dense>? _segDouble;
-    private MemoryBuffer1D<long, Stride1D.Dense>? _segLong;
+    private double[] _hostDoubles = [];
+    private float[] _hostFloats = [];
+    private int[] _hostInts = [], _hostOffsets = [];
+    private long _transferTicks, _kernelTicks;
 
-    private IlgpuGradientKernels(Context context, Accelerator accelerator, bool ownsContext)
+    private IlgpuGradientKernels(Context context, Accelerator accelerator, bool ownsContext, int? groupSize = null)
     {
         _context = context;
         _accelerator = accelerator;
         _ownsContext = ownsContext;
-        _measure = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<double>, ArrayView<float>, ArrayView<long>, int, int>(MeasureKernel);
-        _exceed = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<double>, ArrayView<float>, ArrayView<long>, int, float>(ExceedKernel);
-        _count = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<int>, int, float>(CountKernel);
-        _compact = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, int, float>(CompactKernel);
+        // On ILGPU's CPU accelerator a group's threads are OS threads meeting at real barriers, far
+        // costlier than a GPU's: there one thread walks its segment alone, as a CPU loop would.
+        _groupSize = 1;
+        if (accelerator.AcceleratorType != AcceleratorType.CPU)
+            while (_groupSize * 2 <= Math.Min(MaxGroupSize, accelerator.MaxNumThreadsPerGroup)) _groupSize *= 2;
+        if (groupSize is { } forced) _groupSize = forced;
+        _measure = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<double>, ArrayView<float>, ArrayView<int>, int, int>(MeasureKernel);
+        _exceed = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<double>, ArrayView<float>, ArrayView<int>, int, float>(ExceedKernel);
+        _count = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<int>, int, float>(CountKernel);
+        _compact = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, int, float>(CompactKernel);
         _scatterAdd = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<float>, ArrayView<float>>(ScatterAddKernel);
     }
 
@@ -56,6 +80,23 @@ public sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
     {
         var context = Context.Create(b => b.CPU().EnableAlgorithms());
         return new IlgpuGradientKernels(context, context.CreateCPUAccelerator(0), ownsContext: true);
+    }
+
+    /// <summary>
+    /// The CPU accelerator with a chosen group size (a power of two up to the device's limit), so that
+    /// tests run the GPU's cooperative path (shared-memory trees, ordered compaction) without a GPU.
+    /// </summary>
+    internal static IlgpuGradientKernels CreateCpu(int groupSize)
+    {
+        var context = Context.Create(b => b.CPU().EnableAlgorithms());
+        var accelerator = context.CreateCPUAccelerator(0);
+        if (groupSize < 1 || groupSize > Math.Min(MaxGroupSize, accelerator.MaxNumThreadsPerGroup) || (groupSize & (groupSize - 1)) != 0)
+        {
+            int limit = accelerator.MaxNumThreadsPerGroup;
+            accelerator.Dispose(); context.Dispose();
+            throw new ArgumentOutOfRangeException(nameof(groupSize), groupSize, $"groupSize must be a power of two up to {Math.Min(MaxGroupSize, limit)}.");
+        }
+        return new IlgpuGradientKernels(context, accelerator, ownsContext: true, groupSize);
     }
 
     /// <summary>Creates the backend on the best device present (a GPU when ILGPU finds one, else the CPU accelerator).</summary>
@@ -69,16 +110,32 @@ public sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
     /// <summary>The accelerator the kernels run on.</summary>
     public Accelerator Accelerator => _accelerator;
 
+    /// <summary>Threads per group (and per segment): 256 on a GPU (or the device's limit if lower), 1 on the CPU accelerator.</summary>
+    public int GroupSize => _groupSize;
+
     /// <inheritdoc />
     public string Name => "ilgpu-" + _accelerator.AcceleratorType.ToString().ToLowerInvariant();
+
+    /// <summary>
+    /// Wall-clock time spent since creation or <see cref="ResetTimings"/> copying between host and
+    /// device, and in kernels (launch to synchronisation). Their sum is nearly all of a call's time.
+    /// </summary>
+    public IlgpuTimings Timings => new(Stopwatch.GetElapsedTime(0, _transferTicks), Stopwatch.GetElapsedTime(0, _kernelTicks));
+
+    /// <summary>Sets <see cref="Timings"/> back to zero.</summary>
+    public void ResetTimings() => _transferTicks = _kernelTicks = 0;
 
     /// <inheritdoc />
     public GradientStatistics AccumulateAndMeasure(ReadOnlySpan<float> gradient, Span<float> residual, StatisticsKinds kinds, float candidateBound = float.PositiveInfinity, SparseBuffer? candidates = null)
     {
         if (residual.Length != gradient.Length) throw new ArgumentException($"Residual length {residual.Length} differs from gradient length {gradient.Length}.", nameof(residual));
         var stats = MeasureCore(gradient, residual, kinds | (StatisticsKinds)FlagResidual);
-        if (gradient.Length > 0) _r!.View.AsContiguous().SubView(0, gradient.Length).CopyToCPU(residual);
-        if (candidates is not null) SelectAbove(residual, candidateBound, candidates);
+        if (gradient.Length == 0) return stats;
+        long t = Stopwatch.GetTimestamp();
+        _r!.View.AsContiguous().SubView(0, gradient.Length).CopyToCPU(residual);
+        _transferTicks += Stopwatch.GetTimestamp() - t;
+        // The accumulator is already on the device: select from there instead of copying it back up.
+        if (candidates is not null) SelectOnDevice(_r, gradient.Length, candidateBound, candidates);
         return stats;
     }
 
@@ -86,7 +143,7 @@ public sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
     public GradientStatistics Measure(ReadOnlySpan<float> values, StatisticsKinds kinds, float candidateBound = float.PositiveInfinity, SparseBuffer? candidates = null)
     {
         var stats = MeasureCore(values, default, kinds);
-        if (candidates is not null) SelectAbove(values, candidateBound, candidates);
+        if (candidates is not null && values.Length > 0) SelectOnDevice(_x!, values.Length, candidateBound, candidates);
         return stats;
     }
 
@@ -96,24 +153,23 @@ public sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
         if (n == 0) return new GradientStatistics(0, 0, 0, 0, 0, -1);
         int segments = Segments(n);
         bool hasResidual = ((int)kinds & FlagResidual) != 0;
-        Ensure(ref _x, n).View.AsContiguous().SubView(0, n).CopyFromCPU(x);
-        Ensure(ref _r, hasResidual ? n : 1);
-        if (hasResidual) _r!.View.AsContiguous().SubView(0, n).CopyFromCPU(residual);
-        Ensure(ref _segDouble, segments * 3); Ensure(ref _segFloat, segments); Ensure(ref _segLong, segments);
-        _measure(segments, _x!.View, _r!.View, _segDouble!.View, _segFloat!.View, _segLong!.View, n, (int)kinds);
+        Upload(ref _x, x);
+        if (hasResidual) Upload(ref _r, residual);
+        else Ensure(ref _r, 1);
+        Ensure(ref _segDouble, segments * 3); Ensure(ref _segFloat, segments); Ensure(ref _segInt, segments);
+        long t = Stopwatch.GetTimestamp();
+        _measure(Config(segments), _x!.View, _r!.View, _segDouble!.View, _segFloat!.View, _segInt!.View, n, (int)kinds);
         _accelerator.Synchronize();
-        var sums = new double[segments * 3];
-        var maxes = new float[segments];
-        var bad = new long[segments];
-        _segDouble.View.AsContiguous().SubView(0, segments * 3).CopyToCPU(sums);
-        _segFloat.View.AsContiguous().SubView(0, segments).CopyToCPU(maxes);
-        _segLong.View.AsContiguous().SubView(0, segments).CopyToCPU(bad);
+        _kernelTicks += Stopwatch.GetTimestamp() - t;
+        var sums = Download(_segDouble, ref _hostDoubles, segments * 3);
+        var maxes = Download(_segFloat, ref _hostFloats, segments);
+        var bad = Download(_segInt, ref _hostInts, segments);
         double sumAbs = 0, sumLog = 0, sumSq = 0; float max = 0; long first = -1;
         for (int s = 0; s < segments; s++)
         {
             sumAbs += sums[3 * s]; sumLog += sums[3 * s + 1]; sumSq += sums[3 * s + 2];
             if (maxes[s] > max) max = maxes[s];
-            if (first < 0 && bad[s] >= 0) first = bad[s];
+            if (first < 0 && bad[s] != int.MaxValue) first = bad[s];
         }
         return new GradientStatistics(n, sumAbs, sumLog, sumSq, max, first);
     }
@@ -124,16 +180,15 @@ public sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
         int n = values.Length;
         if (n == 0) return new ExceedanceStatistics(0, 0, 0, float.PositiveInfinity);
         int segments = Segments(n);
-        Ensure(ref _x, n).View.AsContiguous().SubView(0, n).CopyFromCPU(values);
-        Ensure(ref _segDouble, segments * 3); Ensure(ref _segFloat, segments); Ensure(ref _segLong, segments);
-        _exceed(segments, _x!.View, _segDouble!.View, _segFloat!.View, _segLong!.View, n, threshold);
+        Upload(ref _x, values);
+        Ensure(ref _segDouble, segments * 3); Ensure(ref _segFloat, segments); Ensure(ref _segInt, segments);
+        long t = Stopwatch.GetTimestamp();
+        _exceed(Config(segments), _x!.View, _segDouble!.View, _segFloat!.View, _segInt!.View, n, threshold);
         _accelerator.Synchronize();
-        var sums = new double[segments * 3];
-        var mins = new float[segments];
-        var counts = new long[segments];
-        _segDouble.View.AsContiguous().SubView(0, segments * 3).CopyToCPU(sums);
-        _segFloat.View.AsContiguous().SubView(0, segments).CopyToCPU(mins);
-        _segLong.View.AsContiguous().SubView(0, segments).CopyToCPU(counts);
+        _kernelTicks += Stopwatch.GetTimestamp() - t;
+        var sums = Download(_segDouble, ref _hostDoubles, segments * 3);
+        var mins = Download(_segFloat, ref _hostFloats, segments);
+        var counts = Download(_segInt, ref _hostInts, segments);
         long count = 0; double sum = 0, sumSq = 0; float min = float.PositiveInfinity;
         for (int s = 0; s < segments; s++)
         {
@@ -148,9 +203,9 @@ public sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
     {
         int n = values.Length;
         if (n == 0) return 0;
-        var counts = CountSegments(values, threshold, upload: true);
+        Upload(ref _x, values);
         long total = 0;
-        foreach (int c in counts) total += c;
+        foreach (int c in CountSegments(_x!, n, threshold)) total += c;
         return total;
     }
 
@@ -158,23 +213,32 @@ public sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
     public int SelectAbove(ReadOnlySpan<float> values, float threshold, SparseBuffer output)
     {
         ArgumentNullException.ThrowIfNull(output);
-        int n = values.Length;
-        if (n == 0) return 0;
+        if (values.Length == 0) return 0;
+        Upload(ref _x, values);
+        return SelectOnDevice(_x!, values.Length, threshold, output);
+    }
+
+    private int SelectOnDevice(MemoryBuffer1D<float, Stride1D.Dense> source, int n, float threshold, SparseBuffer output)
+    {
         int segments = Segments(n);
-        var counts = CountSegments(values, threshold, upload: true);
-        var offsets = new int[segments];
+        var counts = CountSegments(source, n, threshold);
+        if (_hostOffsets.Length < segments) _hostOffsets = new int[segments];
         long total = 0;
-        for (int s = 0; s < segments; s++) { offsets[s] = (int)total; total += counts[s]; }
+        for (int s = 0; s < segments; s++) { _hostOffsets[s] = (int)total; total += counts[s]; }
         if (total == 0) return 0;
-        Ensure(ref _offsets, segments).View.AsContiguous().SubView(0, segments).CopyFromCPU(offsets);
+        Upload(ref _offsets, _hostOffsets.AsSpan(0, segments));
         Ensure(ref _outIndices, (int)total); Ensure(ref _outValues, (int)total);
-        _compact(segments, _x!.View, _offsets!.View, _outIndices!.View, _outValues!.View, n, threshold);
+        long t = Stopwatch.GetTimestamp();
+        _compact(Config(segments), source.View, _offsets!.View, _outIndices!.View, _outValues!.View, n, threshold);
         _accelerator.Synchronize();
+        _kernelTicks += Stopwatch.GetTimestamp() - t;
         int start = output.Count;
         output.Reserve((int)total);
         output.GetWritableTail((int)total, out var idx, out var val);
+        t = Stopwatch.GetTimestamp();
         _outIndices.View.AsContiguous().SubView(0, (int)total).CopyToCPU(idx);
         _outValues.View.AsContiguous().SubView(0, (int)total).CopyToCPU(val);
+        _transferTicks += Stopwatch.GetTimestamp() - t;
         output.SetCount(start + (int)total);
         return (int)total;
     }
@@ -186,25 +250,30 @@ public sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
         if (indices.Length == 0) return;
         foreach (int i in indices)
             if ((uint)i >= (uint)dense.Length) throw new IndexOutOfRangeException($"Sparse index {i} is outside the dense buffer of length {dense.Length}.");
-        Ensure(ref _outIndices, indices.Length).View.AsContiguous().SubView(0, indices.Length).CopyFromCPU(indices);
-        Ensure(ref _outValues, values.Length).View.AsContiguous().SubView(0, values.Length).CopyFromCPU(values);
-        Ensure(ref _x, dense.Length).View.AsContiguous().SubView(0, dense.Length).CopyFromCPU(dense);
+        Upload(ref _outIndices, indices);
+        Upload(ref _outValues, values);
+        Upload(ref _x, dense);
+        long t = Stopwatch.GetTimestamp();
         _scatterAdd(indices.Length, _outIndices!.View.AsContiguous().SubView(0, indices.Length), _outValues!.View, _x!.View);
         _accelerator.Synchronize();
+        _kernelTicks += Stopwatch.GetTimestamp() - t;
+        t = Stopwatch.GetTimestamp();
         _x.View.AsContiguous().SubView(0, dense.Length).CopyToCPU(dense);
+        _transferTicks += Stopwatch.GetTimestamp() - t;
     }
 
-    private int[] CountSegments(ReadOnlySpan<float> values, float threshold, bool upload)
+    private ReadOnlySpan<int> CountSegments(MemoryBuffer1D<float, Stride1D.Dense> source, int n, float threshold)
     {
-        int n = values.Length, segments = Segments(n);
-        if (upload) Ensure(ref _x, n).View.AsContiguous().SubView(0, n).CopyFromCPU(values);
+        int segments = Segments(n);
         Ensure(ref _segInt, segments);
-        _count(segments, _x!.View, _segInt!.View, n, threshold);
+        long t = Stopwatch.GetTimestamp();
+        _count(Config(segments), source.View, _segInt!.View, n, threshold);
         _accelerator.Synchronize();
-        var counts = new int[segments];
-        _segInt.View.AsContiguous().SubView(0, segments).CopyToCPU(counts);
-        return counts;
+        _kernelTicks += Stopwatch.GetTimestamp() - t;
+        return Download(_segInt, ref _hostInts, segments);
     }
+
+    private KernelConfig Config(int segments) => new(segments, _groupSize);
 
     private static int Segments(int n) => (n + SegmentSize - 1) / SegmentSize;
 
@@ -218,24 +287,45 @@ public sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
         return buffer;
     }
 
-    // ---- kernels: small static methods, one thread per segment ----
-
-    private static void MeasureKernel(Index1D segment, ArrayView<float> x, ArrayView<float> r,
-        ArrayView<double> sums, ArrayView<float> maxes, ArrayView<long> firstBad, int n, int flags)
+    private void Upload<T>(ref MemoryBuffer1D<T, Stride1D.Dense>? buffer, ReadOnlySpan<T> source) where T : unmanaged
     {
+        var target = Ensure(ref buffer, source.Length);
+        long t = Stopwatch.GetTimestamp();
+        target.View.AsContiguous().SubView(0, source.Length).CopyFromCPU(source);
+        _transferTicks += Stopwatch.GetTimestamp() - t;
+    }
+
+    private ReadOnlySpan<T> Download<T>(MemoryBuffer1D<T, Stride1D.Dense> buffer, ref T[] host, int length) where T : unmanaged
+    {
+        if (host.Length < length) host = new T[length];
+        long t = Stopwatch.GetTimestamp();
+        buffer.View.AsContiguous().SubView(0, length).CopyToCPU(host.AsSpan(0, length));
+        _transferTicks += Stopwatch.GetTimestamp() - t;
+        return host.AsSpan(0, length);
+    }
+
+    // ---- kernels: small static methods, one thread group per segment ----
+    // Thread t of a group of G handles elements start + t, start + t + G, ...: neighbouring threads read
+    // neighbouring elements. Partials are combined in a fixed tree (halving strides), so sums do not
+    // depend on scheduling.
+
+    private static void MeasureKernel(ArrayView<float> x, ArrayView<float> r,
+        ArrayView<double> sums, ArrayView<float> maxes, ArrayView<int> firstBad, int n, int flags)
+    {
+        int segment = Grid.IdxX, t = Group.IdxX, g = Group.DimX;
         int start = segment * SegmentSize;
         int end = Math.Min(n, start + SegmentSize);
         bool residual = (flags & FlagResidual) != 0, logs = (flags & FlagLogs) != 0, squares = (flags & FlagSquares) != 0;
         float sum = 0, sumLog = 0, sumSq = 0, max = 0;
-        long bad = -1;
-        for (int i = start; i < end; i++)
+        int bad = int.MaxValue;
+        for (int i = start + t; i < end; i += g)
         {
             float v = x[i];
             if (residual) v += r[i];
             float a = v < 0 ? -v : v;
             if (!(a < float.PositiveInfinity))
             {
-                if (bad < 0) bad = i; // non-finite: not stored, not measured
+                if (i < bad) bad = i; // non-finite: not stored, not measured
                 continue;
             }
             if (residual) r[i] = v;
@@ -244,44 +334,126 @@ public sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
             if (logs) sumLog += XMath.Log(a + GradientStatistics.LogEpsilon);
             if (squares) sumSq += a * a;
         }
-        sums[3 * segment] = sum; sums[3 * segment + 1] = sumLog; sums[3 * segment + 2] = sumSq;
-        maxes[segment] = max;
-        firstBad[segment] = bad;
+        var s0 = SharedMemory.Allocate<double>(MaxGroupSize);
+        var s1 = SharedMemory.Allocate<double>(MaxGroupSize);
+        var s2 = SharedMemory.Allocate<double>(MaxGroupSize);
+        var sMax = SharedMemory.Allocate<float>(MaxGroupSize);
+        var sBad = SharedMemory.Allocate<int>(MaxGroupSize);
+        s0[t] = sum; s1[t] = sumLog; s2[t] = sumSq; sMax[t] = max; sBad[t] = bad;
+        Group.Barrier();
+        for (int stride = g / 2; stride > 0; stride >>= 1)
+        {
+            if (t < stride)
+            {
+                s0[t] += s0[t + stride]; s1[t] += s1[t + stride]; s2[t] += s2[t + stride];
+                if (sMax[t + stride] > sMax[t]) sMax[t] = sMax[t + stride];
+                if (sBad[t + stride] < sBad[t]) sBad[t] = sBad[t + stride];
+            }
+            Group.Barrier();
+        }
+        if (t == 0)
+        {
+            sums[3 * segment] = s0[0]; sums[3 * segment + 1] = s1[0]; sums[3 * segment + 2] = s2[0];
+            maxes[segment] = sMax[0];
+            firstBad[segment] = sBad[0];
+        }
     }
 
-    private static void ExceedKernel(Index1D segment, ArrayView<float> x, ArrayView<double> sums, ArrayView<float> mins, ArrayView<long> counts, int n, float threshold)
+    private static void ExceedKernel(ArrayView<float> x, ArrayView<double> sums, ArrayView<float> mins, ArrayView<int> counts, int n, float threshold)
     {
+        int segment = Grid.IdxX, t = Group.IdxX, g = Group.DimX;
         int start = segment * SegmentSize;
         int end = Math.Min(n, start + SegmentSize);
-        long count = 0; double sum = 0, sumSq = 0; float min = float.PositiveInfinity;
-        for (int i = start; i < end; i++)
+        int count = 0; double sum = 0, sumSq = 0; float min = float.PositiveInfinity;
+        for (int i = start + t; i < end; i += g)
         {
             float v = x[i];
             float a = v < 0 ? -v : v;
             if (a > threshold) { count++; sum += a; sumSq += (double)a * a; if (a < min) min = a; }
         }
-        sums[3 * segment] = sum; sums[3 * segment + 1] = sumSq; sums[3 * segment + 2] = 0;
-        mins[segment] = min; counts[segment] = count;
+        var s0 = SharedMemory.Allocate<double>(MaxGroupSize);
+        var s1 = SharedMemory.Allocate<double>(MaxGroupSize);
+        var sMin = SharedMemory.Allocate<float>(MaxGroupSize);
+        var sCount = SharedMemory.Allocate<int>(MaxGroupSize);
+        s0[t] = sum; s1[t] = sumSq; sMin[t] = min; sCount[t] = count;
+        Group.Barrier();
+        for (int stride = g / 2; stride > 0; stride >>= 1)
+        {
+            if (t < stride)
+            {
+                s0[t] += s0[t + stride]; s1[t] += s1[t + stride]; sCount[t] += sCount[t + stride];
+                if (sMin[t + stride] < sMin[t]) sMin[t] = sMin[t + stride];
+            }
+            Group.Barrier();
+        }
+        if (t == 0)
+        {
+            sums[3 * segment] = s0[0]; sums[3 * segment + 1] = s1[0]; sums[3 * segment + 2] = 0;
+            mins[segment] = sMin[0]; counts[segment] = sCount[0];
+        }
     }
 
-    private static void CountKernel(Index1D segment, ArrayView<float> x, ArrayView<int> counts, int n, float threshold)
+    private static void CountKernel(ArrayView<float> x, ArrayView<int> counts, int n, float threshold)
     {
+        int segment = Grid.IdxX, t = Group.IdxX, g = Group.DimX;
         int start = segment * SegmentSize;
         int end = Math.Min(n, start + SegmentSize);
         int count = 0;
-        for (int i = start; i < end; i++) { float v = x[i]; if ((v < 0 ? -v : v) > threshold) count++; }
-        counts[segment] = count;
+        for (int i = start + t; i < end; i += g) { float v = x[i]; if ((v < 0 ? -v : v) > threshold) count++; }
+        var sCount = SharedMemory.Allocate<int>(MaxGroupSize);
+        sCount[t] = count;
+        Group.Barrier();
+        for (int stride = g / 2; stride > 0; stride >>= 1)
+        {
+            if (t < stride) sCount[t] += sCount[t + stride];
+            Group.Barrier();
+        }
+        if (t == 0) counts[segment] = sCount[0];
     }
 
-    private static void CompactKernel(Index1D segment, ArrayView<float> x, ArrayView<int> offsets, ArrayView<int> outIndices, ArrayView<float> outValues, int n, float threshold)
+    private static void CompactKernel(ArrayView<float> x, ArrayView<int> offsets, ArrayView<int> outIndices, ArrayView<float> outValues, int n, float threshold)
     {
+        int segment = Grid.IdxX, t = Group.IdxX, g = Group.DimX;
         int start = segment * SegmentSize;
         int end = Math.Min(n, start + SegmentSize);
         int o = offsets[segment];
-        for (int i = start; i < end; i++)
+        if (g == 1)
         {
-            float v = x[i];
-            if ((v < 0 ? -v : v) > threshold) { outIndices[o] = i; outValues[o] = v; o++; }
+            // One thread per segment (the CPU accelerator): a plain ordered loop, no barriers.
+            for (int i = start; i < end; i++)
+            {
+                float v = x[i];
+                if ((v < 0 ? -v : v) > threshold) { outIndices[o] = i; outValues[o] = v; o++; }
+            }
+            return;
+        }
+        var scan = SharedMemory.Allocate<int>(MaxGroupSize);
+        // One row of G neighbouring elements per round; a row's selections keep ascending order through
+        // an inclusive prefix sum of the flags (Hillis-Steele). Rows without a selection, the common case
+        // at low density, cost one counting barrier.
+        for (int row = start; row < end; row += g)
+        {
+            int i = row + t;
+            float v = i < end ? x[i] : 0f;
+            bool take = i < end && (v < 0 ? -v : v) > threshold;
+            int inRow = Group.BarrierPopCount(take);
+            if (inRow == 0) continue;
+            scan[t] = take ? 1 : 0;
+            Group.Barrier();
+            for (int stride = 1; stride < g; stride <<= 1)
+            {
+                int add = t >= stride ? scan[t - stride] : 0;
+                Group.Barrier();
+                scan[t] += add;
+                Group.Barrier();
+            }
+            if (take)
+            {
+                int at = o + scan[t] - 1;
+                outIndices[at] = i; outValues[at] = v;
+            }
+            o += inRow;
+            Group.Barrier(); // scan is reused by the next row
         }
     }
 
@@ -292,8 +464,13 @@ public sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
     public void Dispose()
     {
         _x?.Dispose(); _r?.Dispose(); _outValues?.Dispose(); _segFloat?.Dispose();
-        _segInt?.Dispose(); _outIndices?.Dispose(); _offsets?.Dispose(); _segDouble?.Dispose(); _segLong?.Dispose();
+        _segInt?.Dispose(); _outIndices?.Dispose(); _offsets?.Dispose(); _segDouble?.Dispose();
         _accelerator.Dispose();
         if (_ownsContext) _context.Dispose();
     }
 }
+
+/// <summary>Where an <see cref="IlgpuGradientKernels"/> spent its time: host-device copies and kernels.</summary>
+/// <param name="Transfer">Copying inputs to the device and results back.</param>
+/// <param name="Kernel">Running kernels, from launch to synchronisation.</param>
+public readonly record struct IlgpuTimings(TimeSpan Transfer, TimeSpan Kernel);

@@ -1,0 +1,96 @@
+using Microsoft.ML.SIDCo.Compression;
+using Microsoft.ML.SIDCo.Kernels;
+
+namespace Microsoft.ML.SIDCo.Benchmarks;
+
+/// <summary>
+/// The two kernel backends side by side in one run: the CPU (SIMD) backend and the ILGPU backend on
+/// the preferred device (a GPU when ILGPU finds one), operation by operation and for a whole SIDCo-E
+/// call with error feedback. ILGPU's time is split into host-device copies and kernels, which says
+/// what a GPU would give a gradient that already lives in device memory.
+/// </summary>
+internal static class KernelBenchmark
+{
+    public sealed record Row(string Operation, int Elements, string Backend, string Device, double MedianMs, double? TransferMs, double? KernelMs);
+
+    public static int Run(BenchArgs a)
+    {
+        var elements = a.Ints("elements", "317066,5824522,25600000");
+        int runs = a.Int("runs", 20);
+        using var ilgpu = a.Get("accelerator", "preferred") == "cpu" ? IlgpuGradientKernels.CreateCpu() : IlgpuGradientKernels.CreatePreferred();
+        var backends = new (IGradientKernels Kernels, string Device)[]
+        {
+            (CpuGradientKernels.Instance, $"{Environment.ProcessorCount} CPU cores"),
+            (ilgpu, $"{ilgpu.Accelerator.Name} (group {ilgpu.GroupSize})"),
+        };
+        Console.WriteLine($"ILGPU device: {ilgpu.Accelerator.Name}, {ilgpu.Accelerator.AcceleratorType}, {ilgpu.Accelerator.MemorySize / (1 << 20):N0} MiB");
+        var all = CompressionBenchmark.Laplace(elements.Max(), 1);
+        // |x| of a unit Laplace variable exceeds t with probability exp(-t).
+        float top1 = (float)Math.Log(100), top01 = (float)Math.Log(1000);
+        var rows = new List<Row>();
+        foreach (int n in elements)
+        {
+            var g = all.AsSpan(0, n).ToArray();
+            var residual = new float[n];
+            var fresh = new float[n];
+            var buffer = new SparseBuffer();
+            var offsets = new Random(11);
+            var operations = new (string Name, Func<IGradientKernels, Action> Body, Action? Before)[]
+            {
+                ("accumulate + measure (logs, squares)", k => () => k.AccumulateAndMeasure(g, residual, StatisticsKinds.LogMagnitudes | StatisticsKinds.Squares), () => residual.AsSpan().Clear()),
+                ("exceedance statistics (1 %)", k => () => k.MeasureExceedances(g, top1), null),
+                ("count above (0.1 %)", k => () => k.CountAbove(g, top01), null),
+                ("select above (0.1 %)", k => () => k.SelectAbove(g, top01, buffer), buffer.Clear),
+                ("SIDCo-E call, density 0.001, error feedback", k =>
+                {
+                    var compressor = Compressors.Create("sidco-e", new CompressorOptions { Density = 0.001, Seed = 1 }, k);
+                    var feedback = new ErrorFeedback(n);
+                    var output = new SparseGradient();
+                    return () => compressor.Compress(fresh, output, feedback);
+                }, () =>
+                {
+                    int o = offsets.Next(n);
+                    g.AsSpan(o).CopyTo(fresh);
+                    g.AsSpan(0, o).CopyTo(fresh.AsSpan(n - o));
+                }),
+            };
+            foreach (var op in operations)
+            {
+                foreach (var (kernels, device) in backends)
+                {
+                    var body = op.Body(kernels);
+                    for (int i = 0; i < 10; i++) { op.Before?.Invoke(); body(); } // compiles kernels, settles adaptive state
+                    ilgpu.ResetTimings();
+                    double ms = Bench.MedianMs(body, runs, warmup: 0, before: op.Before);
+                    var split = kernels == ilgpu ? ilgpu.Timings : (IlgpuTimings?)null;
+                    var row = new Row(op.Name, n, kernels.Name, device, ms, split?.Transfer.TotalMilliseconds / runs, split?.Kernel.TotalMilliseconds / runs);
+                    rows.Add(row);
+                    Console.WriteLine($"  n={n,11:N0} {op.Name,-46} {kernels.Name,-11} {ms,9:F3} ms" + (split is { } s ? $"  (copies {row.TransferMs:F3}, kernels {row.KernelMs:F3} ms per call)" : ""));
+                }
+            }
+        }
+        Bench.WriteResults(a.Get("json"), rows, MakeTable(rows));
+        return 0;
+    }
+
+    private static string MakeTable(List<Row> rows)
+    {
+        var sb = new System.Text.StringBuilder();
+        var cpu = rows.First(r => r.TransferMs is null);
+        var gpu = rows.First(r => r.TransferMs is not null);
+        sb.AppendLine($"cpu-simd on {cpu.Device}; {gpu.Backend} on {gpu.Device}. Median of the timed calls; copies and kernels are means per call.");
+        sb.AppendLine();
+        sb.Append(Bench.Table(["elements", "operation", "cpu-simd ms", $"{gpu.Backend} ms", "of which copies", "of which kernels", "cpu / ilgpu", "cpu / ilgpu kernels only"],
+            rows.GroupBy(r => (r.Elements, r.Operation)).Select(g =>
+            {
+                var c = g.First(r => r.TransferMs is null);
+                var k = g.First(r => r.TransferMs is not null);
+                return new[]
+                {
+                    Bench.F(g.Key.Elements, "N0"), g.Key.Operation, Bench.F(c.MedianMs, "F3"), Bench.F(k.MedianMs, "F3"), Bench.F(k.TransferMs!.Value, "F3"),
+                    Bench.F(k.KernelMs!.Value, "F3"), Bench.F(c.MedianMs / k.MedianMs, "F2") + "x", Bench.F(c.MedianMs / k.KernelMs!.Value, "F2") + "x",
+                };
+            })));
+        return sb.ToString();
+    }
+}
