@@ -16,7 +16,7 @@ internal static class ClusterBenchmark
 {
     public sealed record Row(string Compressor, double Density, int Hosts, int LinkMbps, double StepMs, double ComputeMs, double CompressMs, double CommunicateMs,
         double PredictedCommunicateMs, double BytesPerStep, double TestAccuracy, int Steps, double ExamplesPerSecond, double AlphaUs, double BetaNsPerByte, int Parameters, string Model, double SparseFraction, int WorkersPerHost = 1, string Exchange = "flat", int DensityWarmupSteps = 0,
-        double? IsolatedExchangeMs = null, bool MomentumCorrection = false, string Schedule = "constant");
+        double? IsolatedExchangeMs = null, bool MomentumCorrection = false, string Schedule = "constant", int? TimedSteps = null);
 
     public static int Worker(BenchArgs a)
     {
@@ -29,7 +29,9 @@ internal static class ClusterBenchmark
         var options = new SIDCoTrainer.Options
         {
             Model = model, Compressor = CompressorNames.Parse(a.Get("compressor", "sidco-e")), Density = a.Double("density", 0.001),
-            Epochs = a.Int("epochs", 1), MaxStepsPerEpoch = a.Has("epochs") ? 0 : steps, BatchSize = 32, LearningRate = 0.05, Momentum = 0.9, Seed = 1,
+            // --steps N: two halves of N/2 steps (two epochs), timed over the second: the first holds JIT
+            // compilation and the adaptive compressors' calibration, which a run of thousands of steps amortises.
+            Epochs = a.Has("epochs") ? a.Int("epochs", 1) : 2, MaxStepsPerEpoch = a.Has("epochs") ? 0 : (steps + 1) / 2, BatchSize = 32, LearningRate = 0.05, Momentum = 0.9, Seed = 1,
             // The recipe of `bench training`: 50 warm-up steps, then a cosine decay over the run's steps.
             Schedule = Training.LearningRateSchedule.Cosine, LearningRateWarmupSteps = 50,
             Transport = TransportKind.Mpi, WorkersPerRank = a.Int("workers-per-host", 1), HierarchicalExchange = a.Has("hierarchical"),
@@ -39,9 +41,11 @@ internal static class ClusterBenchmark
         using var fitted = ml.Extensions.SIDCoTrainer(options).Fit(keys.Transform(train));
         using var comm = new MpiCommunicator();
         var cost = CostModel.Probe(comm); // a fresh probe on this communicator (the trainer's own model is the one in the history's predictions)
-        var h = fitted.History.Epochs;
-        int total = h.Sum(e => e.Steps);
-        double W(Func<Training.EpochMetrics, double> f) => h.Sum(e => f(e) * e.Steps) / total;
+        var all = fitted.History.Epochs;
+        int total = all.Sum(e => e.Steps);
+        var h = a.Has("epochs") ? all : all.Skip(1).ToList(); // the timed part
+        int timed = h.Sum(e => e.Steps);
+        double W(Func<Training.EpochMetrics, double> f) => h.Sum(e => f(e) * e.Steps) / timed;
         int parameters = new Training.ParameterSet(fitted.Module).Length;
         double? isolatedMs = a.Has("hierarchical") || options.WorkersPerRank > 1
             ? null
@@ -51,7 +55,7 @@ internal static class ClusterBenchmark
         var row = new Row(options.Compressor.ToName(), options.Density, comm.Size, a.Int("link-mbps", 0), W(e => e.StepMs), W(e => e.ComputeMs), W(e => e.CompressMs),
             W(e => e.CommunicateMs), W(e => e.PredictedCommunicateMs), W(e => e.BytesPerStep), metrics.MicroAccuracy, total,
             comm.Size * options.WorkersPerRank * options.BatchSize / W(e => e.StepMs) * 1000, cost.AlphaSeconds * 1e6, cost.BetaSecondsPerByte * 1e9, parameters, model.Descriptor, W(e => e.SparseFraction),
-            options.WorkersPerRank, options.HierarchicalExchange ? "hierarchical" : "flat", options.DensityWarmupSteps, isolatedMs, options.MomentumCorrection, "cosine");
+            options.WorkersPerRank, options.HierarchicalExchange ? "hierarchical" : "flat", options.DensityWarmupSteps, isolatedMs, options.MomentumCorrection, "cosine", timed);
         Console.WriteLine("RESULT " + JsonSerializer.Serialize(row, Bench.JsonLine));
         return 0;
     }
@@ -93,7 +97,7 @@ internal static class ClusterBenchmark
         foreach (var g in rows.GroupBy(r => (r.Hosts, r.LinkMbps, r.WorkersPerHost)))
         {
             Row? Base(string name, double d) => g.FirstOrDefault(r => r.Compressor == name && (name == "none" || r.Density == d) && r.Exchange == "flat");
-            sb.AppendLine($"**{g.Key.Hosts} hosts{(g.Key.WorkersPerHost > 1 ? $" x {g.Key.WorkersPerHost} workers" : "")} at {g.Key.LinkMbps} Mbit/s**, {g.First().Model} ({g.First().Parameters:N0} parameters), {g.First().Steps} steps{(g.First().DensityWarmupSteps > 0 ? $" (density warm-up over the first {g.First().DensityWarmupSteps})" : "")}, learning rate {(g.First().Schedule == "cosine" ? "0.05 with 50 warm-up steps and a cosine decay" : "0.05 constant")}{(g.First().MomentumCorrection ? ", momentum correction" : "")}; probe after training: alpha {g.First().AlphaUs:F0} us, beta {g.First().BetaNsPerByte:F2} ns/B");
+            sb.AppendLine($"**{g.Key.Hosts} hosts{(g.Key.WorkersPerHost > 1 ? $" x {g.Key.WorkersPerHost} workers" : "")} at {g.Key.LinkMbps} Mbit/s**, {g.First().Model} ({g.First().Parameters:N0} parameters), {StepsText(g)}{(g.First().DensityWarmupSteps > 0 ? $" (density warm-up over the first {g.First().DensityWarmupSteps})" : "")}, learning rate {(g.First().Schedule == "cosine" ? "0.05 with 50 warm-up steps and a cosine decay" : "0.05 constant")}{(g.First().MomentumCorrection ? ", momentum correction" : "")}; probe after training: alpha {g.First().AlphaUs:F0} us, beta {g.First().BetaNsPerByte:F2} ns/B");
             sb.AppendLine();
             sb.Append(Bench.Table(["compressor", "exchange", "density", "step ms", "compute", "compress", "communicate", "predicted comm.", "pred./meas.", "exchange alone", "pred./alone", "examples/s", "bytes/step", "test acc.", "vs none", "vs topk", "vs dgc"],
                 g.Select(r =>
@@ -129,6 +133,15 @@ internal static class ClusterBenchmark
         Bench.WriteResults(json, rows, sb.ToString());
         PlotProjection(projection, Path.ChangeExtension(json, ".png"));
         return 0;
+    }
+
+    // Runs joined from several sweeps may differ in length (a dense run at 100 Mbit/s takes seconds per step).
+    private static string StepsText(IEnumerable<Row> rows)
+    {
+        var steps = rows.Select(r => r.Steps).Distinct().Order().ToList();
+        var timed = rows.Select(r => r.TimedSteps ?? r.Steps).Distinct().Order().ToList();
+        string timing = timed.Count == 1 && timed[0] < steps[0] ? $", times and bytes over the last {timed[0]} of each run" : "";
+        return (steps.Count == 1 ? $"{steps[0]} steps" : "steps per run: " + string.Join(", ", rows.GroupBy(r => r.Steps).Select(x => $"{x.Key} ({string.Join(", ", x.Select(r => r.Compressor).Distinct())})"))) + timing;
     }
 
     private static double BetaSecondsPerByte(this Row r) => r.BetaNsPerByte * 1e-9;
