@@ -69,8 +69,37 @@ internal static class KernelBenchmark
                 }
             }
         }
-        Bench.WriteResults(a.Get("json"), rows, MakeTable(rows));
-        return 0;
+        string agreement = CheckAgreement(ilgpu, all.AsSpan(0, elements.Max()).ToArray(), top1, top01);
+        Console.WriteLine(agreement);
+        Bench.WriteResults(a.Get("json"), rows, MakeTable(rows) + "\n" + agreement + "\n");
+        return agreement.StartsWith("Results agree", StringComparison.Ordinal) ? 0 : 1;
+    }
+
+    // The same operations on both backends must give the same selections and statistics equal up to
+    // the order of summation: checked here because the tests (no GPU in CI) run ILGPU on its CPU accelerator only.
+    private static string CheckAgreement(IlgpuGradientKernels ilgpu, float[] g, float top1, float top01)
+    {
+        var cpu = CpuGradientKernels.Instance;
+        var problems = new List<string>();
+        var r1 = new float[g.Length]; var r2 = new float[g.Length];
+        for (int i = 0; i < g.Length; i++) r1[i] = r2[i] = 0.25f * g[(i + 12345) % g.Length];
+        var kinds = StatisticsKinds.LogMagnitudes | StatisticsKinds.Squares;
+        var c1 = new SparseBuffer(); var c2 = new SparseBuffer();
+        var a = cpu.AccumulateAndMeasure(g, r1, kinds, top01, c1);
+        var b = ilgpu.AccumulateAndMeasure(g, r2, kinds, top01, c2);
+        if (!r1.AsSpan().SequenceEqual(r2)) problems.Add("accumulated residuals differ");
+        if (!c1.Indices.SequenceEqual(c2.Indices) || !c1.Values.SequenceEqual(c2.Values)) problems.Add("candidates differ");
+        if (a.MaxAbs != b.MaxAbs || Math.Abs(a.SumAbs - b.SumAbs) > 1e-5 * a.SumAbs || Math.Abs(a.SumLogAbs - b.SumLogAbs) > 1e-4 * Math.Abs(a.SumLogAbs)
+            || Math.Abs(a.SumSquares - b.SumSquares) > 1e-5 * a.SumSquares) problems.Add($"statistics differ ({a} vs {b})");
+        var e1 = cpu.MeasureExceedances(g, top1); var e2 = ilgpu.MeasureExceedances(g, top1);
+        if (e1.Count != e2.Count || e1.Min != e2.Min || Math.Abs(e1.Sum - e2.Sum) > 1e-6 * e1.Sum) problems.Add($"exceedances differ ({e1} vs {e2})");
+        if (cpu.CountAbove(g, top01) != ilgpu.CountAbove(g, top01)) problems.Add("counts differ");
+        var s1 = new SparseBuffer(); var s2 = new SparseBuffer();
+        cpu.SelectAbove(g, top1, s1); ilgpu.SelectAbove(g, top1, s2);
+        if (!s1.Indices.SequenceEqual(s2.Indices) || !s1.Values.SequenceEqual(s2.Values)) problems.Add("selections differ");
+        return problems.Count == 0
+            ? $"Results agree on {g.Length:N0} entries: residuals and selections identical, statistics equal up to the order of summation ({s1.Count:N0} entries selected at the 1 % threshold)."
+            : "Results DISAGREE: " + string.Join("; ", problems);
     }
 
     private static string MakeTable(List<Row> rows)
