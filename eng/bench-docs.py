@@ -115,7 +115,8 @@ The projection below uses the probe made after training, with selections assumed
 sections.append("""# Benchmarks
 
 All figures below were produced by the commands shown, on the project's development machine
-(2 cores, 24 GiB, no GPU, Debian 12), with the code as committed. The machine is shared and noisy:
+(2 cores, 24 GiB, no GPU, Debian 12), with the code as committed; the GPU section was measured on a
+lent machine with an NVIDIA H100, as it says. The machine is shared and noisy:
 compare ratios measured side by side in one run, not absolute figures across runs. Each benchmark
 writes JSON (`--json FILE`), a markdown table beside it (`FILE.md`) and, where useful, a plot
 (`FILE.png`); `python3 eng/bench-docs.py` pastes them here.
