@@ -213,7 +213,7 @@ on a cache-resident copy and is bound by compute, so the in-training ratio falls
 multi-stage design of the method (a first stage at a 25 % tail, then refits on the exceedances) needs
 at least two reads per call; this session tried collecting the tail during the second read for the later
 stages (exact, like the first-pass candidates): on these gradients it collected several per cent of the
-entries and made SIDCo-E slower (0.12 to 0.32 ms), so it was dropped.
+entries and made SIDCo-E slower, so it was dropped (it is not in the code).
 
 ```bash
 ./build.sh bench compression --elements 317066 --densities 0.001 --data real-convnet,laplace --compressors sidco-e,sidco-gp,sidco-p,topk,dgc --runs 51 --json artifacts/bench/compression-convnet.json
