@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Microsoft.ML.SIDCo.Models;
 
 namespace Microsoft.ML.SIDCo.Benchmarks;
 
@@ -32,6 +33,15 @@ internal sealed class BenchArgs
 
 internal static class Bench
 {
+    /// <summary>The benchmarks' models by name: the sample's ConvNet, the wider ConvNet of `bench training`, the 5.8M-parameter MLP of `bench cluster`.</summary>
+    public static ModelDefinition Model(string name) => name switch
+    {
+        "convnet" => SIDCoModels.ConvNet(),
+        "convnet-wide" => SIDCoModels.ConvNet(conv1: 32, conv2: 64, hidden: 256),
+        "wide-mlp" => SIDCoModels.Mlp(2048, 2048),
+        _ => throw new ArgumentException($"unknown model '{name}' (convnet, convnet-wide, wide-mlp)"),
+    };
+
     public static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull };
     public static readonly JsonSerializerOptions JsonLine = new() { PropertyNamingPolicy = JsonNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull };
 

@@ -23,8 +23,7 @@ internal static class ClusterBenchmark
         var ml = new MLContext(seed: 1);
         var train = ml.Data.LoadFromEnumerable(FashionMnist.Load(train: true));
         var test = ml.Data.LoadFromEnumerable(FashionMnist.Load(train: false, limit: a.Int("test-limit", 10000)));
-        string modelName = a.Get("model", "wide-mlp");
-        var model = modelName == "convnet" ? SIDCoModels.ConvNet() : SIDCoModels.Mlp(2048, 2048);
+        var model = Bench.Model(a.Get("model", "wide-mlp"));
         int steps = a.Int("steps", 40);
         var options = new SIDCoTrainer.Options
         {

@@ -39,7 +39,7 @@ internal static class CompressionBenchmark
                 "laplace" => Laplace(maxN, 1),
                 "heavy" => StudentT3(maxN, 2),
                 "real" => RealGradients(maxN),
-                "real-convnet" => RealGradients(maxN, SIDCoModels.ConvNet(conv1: 32, conv2: 64, hidden: 256), firstCapture: 200),
+                "real-convnet" => RealGradients(maxN, Bench.Model("convnet-wide"), firstCapture: 200),
                 _ => throw new ArgumentException($"unknown data '{kind}' (laplace, heavy, real, real-convnet)"),
             };
             foreach (int n in elements)
@@ -185,7 +185,7 @@ internal static class CompressionBenchmark
     {
         var rows = FashionMnist.Load(train: true, limit: 6400);
         torch.manual_seed(1);
-        using var model = (definition ?? SIDCoModels.Mlp(2048, 2048)).Build(FashionMnist.Pixels, FashionMnist.Classes);
+        using var model = (definition ?? Bench.Model("wide-mlp")).Build(FashionMnist.Pixels, FashionMnist.Classes);
         var ps = new ParameterSet(model);
         var optimizer = new SgdOptimizer(ps.Length, 0.9f, false, 0);
         var result = new float[n];

@@ -65,14 +65,7 @@ internal static class TrainingBenchmark
         var train = ml.Data.LoadFromEnumerable(FashionMnist.Load(train: true));
         var test = ml.Data.LoadFromEnumerable(FashionMnist.Load(train: false));
         var compressor = CompressorNames.Parse(a.Get("compressor", "sidco-e"));
-        string modelName = a.Get("model", "convnet");
-        var model = modelName switch
-        {
-            "convnet" => SIDCoModels.ConvNet(),
-            "convnet-wide" => SIDCoModels.ConvNet(conv1: 32, conv2: 64, hidden: 256),
-            "wide-mlp" => SIDCoModels.Mlp(2048, 2048),
-            _ => throw new ArgumentException($"unknown model '{modelName}' (convnet, convnet-wide, wide-mlp)"),
-        };
+        var model = Bench.Model(a.Get("model", "convnet"));
         var options = new SIDCoTrainer.Options
         {
             Model = model, Compressor = compressor, Density = a.Double("density", 0.001), Workers = a.Int("workers", 4), Epochs = a.Int("epochs", 3),

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Numerics;
 using ILGPU;
 using ILGPU.Algorithms;
 using ILGPU.Runtime;
@@ -64,10 +65,7 @@ public sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
         _ownsContext = ownsContext;
         // On ILGPU's CPU accelerator a group's threads are OS threads meeting at real barriers, far
         // costlier than a GPU's: there one thread walks its segment alone, as a CPU loop would.
-        _groupSize = 1;
-        if (accelerator.AcceleratorType != AcceleratorType.CPU)
-            while (_groupSize * 2 <= Math.Min(MaxGroupSize, accelerator.MaxNumThreadsPerGroup)) _groupSize *= 2;
-        if (groupSize is { } forced) _groupSize = forced;
+        _groupSize = groupSize ?? (accelerator.AcceleratorType == AcceleratorType.CPU ? 1 : 1 << BitOperations.Log2((uint)Math.Min(MaxGroupSize, accelerator.MaxNumThreadsPerGroup))); // the largest power of two allowed
         _measure = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<double>, ArrayView<float>, ArrayView<int>, int, int>(MeasureKernel);
         _exceed = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<double>, ArrayView<float>, ArrayView<int>, int, float>(ExceedKernel);
         _count = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<int>, int, float>(CountKernel);
@@ -131,11 +129,9 @@ public sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
         if (residual.Length != gradient.Length) throw new ArgumentException($"Residual length {residual.Length} differs from gradient length {gradient.Length}.", nameof(residual));
         var stats = MeasureCore(gradient, residual, kinds | (StatisticsKinds)FlagResidual);
         if (gradient.Length == 0) return stats;
-        long t = Stopwatch.GetTimestamp();
-        _r!.View.AsContiguous().SubView(0, gradient.Length).CopyToCPU(residual);
-        _transferTicks += Stopwatch.GetTimestamp() - t;
+        CopyToHost(_r!, residual);
         // The accumulator is already on the device: select from there instead of copying it back up.
-        if (candidates is not null) SelectOnDevice(_r, gradient.Length, candidateBound, candidates);
+        if (candidates is not null) SelectOnDevice(_r!, gradient.Length, candidateBound, candidates);
         return stats;
     }
 
@@ -159,8 +155,7 @@ public sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
         Ensure(ref _segDouble, segments * 3); Ensure(ref _segFloat, segments); Ensure(ref _segInt, segments);
         long t = Stopwatch.GetTimestamp();
         _measure(Config(segments), _x!.View, _r!.View, _segDouble!.View, _segFloat!.View, _segInt!.View, n, (int)kinds);
-        _accelerator.Synchronize();
-        _kernelTicks += Stopwatch.GetTimestamp() - t;
+        WaitForKernel(t);
         var sums = Download(_segDouble, ref _hostDoubles, segments * 3);
         var maxes = Download(_segFloat, ref _hostFloats, segments);
         var bad = Download(_segInt, ref _hostInts, segments);
@@ -184,8 +179,7 @@ public sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
         Ensure(ref _segDouble, segments * 3); Ensure(ref _segFloat, segments); Ensure(ref _segInt, segments);
         long t = Stopwatch.GetTimestamp();
         _exceed(Config(segments), _x!.View, _segDouble!.View, _segFloat!.View, _segInt!.View, n, threshold);
-        _accelerator.Synchronize();
-        _kernelTicks += Stopwatch.GetTimestamp() - t;
+        WaitForKernel(t);
         var sums = Download(_segDouble, ref _hostDoubles, segments * 3);
         var mins = Download(_segFloat, ref _hostFloats, segments);
         var counts = Download(_segInt, ref _hostInts, segments);
@@ -230,15 +224,12 @@ public sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
         Ensure(ref _outIndices, (int)total); Ensure(ref _outValues, (int)total);
         long t = Stopwatch.GetTimestamp();
         _compact(Config(segments), source.View, _offsets!.View, _outIndices!.View, _outValues!.View, n, threshold);
-        _accelerator.Synchronize();
-        _kernelTicks += Stopwatch.GetTimestamp() - t;
+        WaitForKernel(t);
         int start = output.Count;
         output.Reserve((int)total);
         output.GetWritableTail((int)total, out var idx, out var val);
-        t = Stopwatch.GetTimestamp();
-        _outIndices.View.AsContiguous().SubView(0, (int)total).CopyToCPU(idx);
-        _outValues.View.AsContiguous().SubView(0, (int)total).CopyToCPU(val);
-        _transferTicks += Stopwatch.GetTimestamp() - t;
+        CopyToHost(_outIndices, idx);
+        CopyToHost(_outValues, val);
         output.SetCount(start + (int)total);
         return (int)total;
     }
@@ -255,11 +246,8 @@ public sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
         Upload(ref _x, dense);
         long t = Stopwatch.GetTimestamp();
         _scatterAdd(indices.Length, _outIndices!.View.AsContiguous().SubView(0, indices.Length), _outValues!.View, _x!.View);
-        _accelerator.Synchronize();
-        _kernelTicks += Stopwatch.GetTimestamp() - t;
-        t = Stopwatch.GetTimestamp();
-        _x.View.AsContiguous().SubView(0, dense.Length).CopyToCPU(dense);
-        _transferTicks += Stopwatch.GetTimestamp() - t;
+        WaitForKernel(t);
+        CopyToHost(_x, dense);
     }
 
     private ReadOnlySpan<int> CountSegments(MemoryBuffer1D<float, Stride1D.Dense> source, int n, float threshold)
@@ -268,8 +256,7 @@ public sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
         Ensure(ref _segInt, segments);
         long t = Stopwatch.GetTimestamp();
         _count(Config(segments), source.View, _segInt!.View, n, threshold);
-        _accelerator.Synchronize();
-        _kernelTicks += Stopwatch.GetTimestamp() - t;
+        WaitForKernel(t);
         return Download(_segInt, ref _hostInts, segments);
     }
 
@@ -298,10 +285,23 @@ public sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
     private ReadOnlySpan<T> Download<T>(MemoryBuffer1D<T, Stride1D.Dense> buffer, ref T[] host, int length) where T : unmanaged
     {
         if (host.Length < length) host = new T[length];
-        long t = Stopwatch.GetTimestamp();
-        buffer.View.AsContiguous().SubView(0, length).CopyToCPU(host.AsSpan(0, length));
-        _transferTicks += Stopwatch.GetTimestamp() - t;
+        CopyToHost(buffer, host.AsSpan(0, length));
         return host.AsSpan(0, length);
+    }
+
+    // The first target.Length elements of the buffer, counted as transfer time.
+    private void CopyToHost<T>(MemoryBuffer1D<T, Stride1D.Dense> buffer, Span<T> target) where T : unmanaged
+    {
+        long t = Stopwatch.GetTimestamp();
+        buffer.View.AsContiguous().SubView(0, target.Length).CopyToCPU(target);
+        _transferTicks += Stopwatch.GetTimestamp() - t;
+    }
+
+    // Waits for the kernel launched at the given timestamp and counts launch to completion as kernel time.
+    private void WaitForKernel(long launched)
+    {
+        _accelerator.Synchronize();
+        _kernelTicks += Stopwatch.GetTimestamp() - launched;
     }
 
     // ---- kernels: small static methods, one thread group per segment ----
