@@ -235,6 +235,11 @@ public sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
     }
 
     /// <inheritdoc />
+    /// <remarks>
+    /// Entries are added with device atomics, so an index repeated within one call is summed in no fixed
+    /// order (the last bits may differ from run to run). The sparse exchange calls this once per rank, and
+    /// a rank's selection holds each index once, so its sums are deterministic and in rank order.
+    /// </remarks>
     public void ScatterAdd(ReadOnlySpan<int> indices, ReadOnlySpan<float> values, Span<float> dense)
     {
         if (indices.Length != values.Length) throw new ArgumentException("Index and value spans differ in length.", nameof(values));
