@@ -250,3 +250,45 @@ public class IlgpuGroupPathTests
         Assert.Equal("groupSize", e.ParamName);
     }
 }
+
+/// <summary>The sparse exchange on the ILGPU backend: its atomics must not make the cross-rank sums order-dependent.</summary>
+public class IlgpuExchangeTests
+{
+    [Fact]
+    public void SparseExchangeOnIlgpuSumsInRankOrderBitForBit()
+    {
+        // Overlapping indices and random float values, so a sum in another order would differ in the last bits.
+        const int workers = 3, n = 20_000;
+        var parts = Enumerable.Range(0, workers).Select(r => Microsoft.ML.SIDCo.TestHost.CommunicatorContract.SparseVector(r, n, empty: false)).ToArray();
+        var expected = new float[n];
+        foreach (var (idx, val) in parts) for (int j = 0; j < idx.Length; j++) expected[idx[j]] += val[j];
+        for (int i = 0; i < n; i++) expected[i] *= 1f / workers;
+
+        var results = new float[workers][];
+        var kernels = Enumerable.Range(0, workers).Select(_ => IlgpuGradientKernels.CreateCpu()).ToArray(); // device state is per worker
+        try
+        {
+            using var group = new Microsoft.ML.SIDCo.Communication.InProcessGroup(workers);
+            group.Run(comm =>
+            {
+                var exchange = new Microsoft.ML.SIDCo.Communication.GradientExchange(comm, n, Microsoft.ML.SIDCo.Communication.ExchangeMode.Sparse, kernels: kernels[comm.Rank]);
+                var local = new SparseBuffer();
+                local.AddRange(parts[comm.Rank].Indices, parts[comm.Rank].Values);
+                var first = new float[n];
+                exchange.AllReduce(local, first);
+                var second = new float[n];
+                exchange.AllReduce(local, second);
+                Assert.Equal(first, second);
+                results[comm.Rank] = first;
+            });
+        }
+        finally
+        {
+            foreach (var k in kernels) k.Dispose();
+        }
+        Assert.True(parts.Sum(p => p.Indices.Length) > n / 5 * workers, "the ranks' selections overlap");
+        for (int r = 0; r < workers; r++)
+            for (int i = 0; i < n; i++)
+                Assert.True(results[r][i] == expected[i], $"rank {r}, entry {i}: {results[r][i]:R} vs {expected[i]:R}");
+    }
+}
