@@ -90,8 +90,8 @@ def dgc_repeats():
         f"of the two orders, is {balanced:+.1f} ms per step: no measurable difference. The compute of the same work varies by more than that "
         "from run to run; leaving it out (\"step - compute\": compression, exchange and the wait for the slowest rank) "
         f"the difference is {rm:+.1f} ms, interval {rm - rh:+.1f} to {rm + rh:+.1f} ms ({rest_balanced:+.1f} ms as the mean of the two orders): "
-        "SIDCo-E's faster compression, less the time its larger selections take on the wire. That part of the step is what the "
-        "compressor decides, and SIDCo-E wins it; the whole step it does not win measurably here, on four ranks sharing two cores.\n\n"
+        "SIDCo-E's faster compression, less the time its larger selections take on the wire. That part of the step holds "
+        "everything the compressor changes, and SIDCo-E wins it; the whole step it does not win measurably here, on four ranks sharing two cores.\n\n"
         "| run | first | DGC step ms | SIDCo-E step ms | compute DGC / SIDCo-E | compress | communicate | step - compute | DGC / SIDCo-E |\n"
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(lines))
 
@@ -114,7 +114,7 @@ against 12.3 ms per step, momentum correction included for both), and it sends 1
 (176 against 141 KB per step: the adaptive controller keeps SIDCo-E's achieved density within its
 ±20 % band, here near the top of it), while the compute of the two runs, the same work, differs by
 3 ms (run-to-run noise on this shared machine); over twelve pairs (below) SIDCo-E wins the part of the
-step the compressor decides (compression and exchange, 2.7-3.2 ms less per step) but not, measurably,
+step the compressor changes (compression and exchange, 2.7-3.2 ms less per step) but not, measurably,
 the whole step: the later run of a pair gains more than that. SIDCo-P is the fastest at 71 ms (76x `none`, 2.4x
 top-k, 1.03x DGC); SIDCo-GP, 88 ms, lost 12 ms to compute noise. At 1 Gbit/s the dense exchange takes
 0.37 s: DGC and the SIDCo variants are 4.0-5.7x faster than `none` (top-k 2.2-2.4x) and about 2x

@@ -1,5 +1,7 @@
+using Microsoft.ML.SIDCo.Communication;
 using Microsoft.ML.SIDCo.Compression;
 using Microsoft.ML.SIDCo.Kernels;
+using Microsoft.ML.SIDCo.TestHost;
 using Microsoft.ML.SIDCo.Tests.Support;
 
 namespace Microsoft.ML.SIDCo.Tests.Kernels;
@@ -259,7 +261,7 @@ public class IlgpuExchangeTests
     {
         // Overlapping indices and random float values, so a sum in another order would differ in the last bits.
         const int workers = 3, n = 20_000;
-        var parts = Enumerable.Range(0, workers).Select(r => Microsoft.ML.SIDCo.TestHost.CommunicatorContract.SparseVector(r, n, empty: false)).ToArray();
+        var parts = Enumerable.Range(0, workers).Select(r => CommunicatorContract.SparseVector(r, n, empty: false)).ToArray();
         var expected = new float[n];
         foreach (var (idx, val) in parts) for (int j = 0; j < idx.Length; j++) expected[idx[j]] += val[j];
         for (int i = 0; i < n; i++) expected[i] *= 1f / workers;
@@ -268,10 +270,10 @@ public class IlgpuExchangeTests
         var kernels = Enumerable.Range(0, workers).Select(_ => IlgpuGradientKernels.CreateCpu()).ToArray(); // device state is per worker
         try
         {
-            using var group = new Microsoft.ML.SIDCo.Communication.InProcessGroup(workers);
+            using var group = new InProcessGroup(workers);
             group.Run(comm =>
             {
-                var exchange = new Microsoft.ML.SIDCo.Communication.GradientExchange(comm, n, Microsoft.ML.SIDCo.Communication.ExchangeMode.Sparse, kernels: kernels[comm.Rank]);
+                var exchange = new GradientExchange(comm, n, ExchangeMode.Sparse, kernels: kernels[comm.Rank]);
                 var local = new SparseBuffer();
                 local.AddRange(parts[comm.Rank].Indices, parts[comm.Rank].Values);
                 var first = new float[n];
