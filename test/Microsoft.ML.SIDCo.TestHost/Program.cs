@@ -20,6 +20,8 @@ switch (scenario)
         bool ok = buf.Select((v, i) => v == i * comm.Size).All(x => x);
         Console.WriteLine($"CHECK {comm.Rank} chunked-allreduce {(ok ? "OK" : "FAIL")} {buf[99]}");
         Console.WriteLine($"CHECK {comm.Rank} launched-by-mpirun {(MpiCommunicator.IsLaunchedByMpirun && MpiCommunicator.LaunchedWorldSize == comm.Size ? "OK" : "FAIL")}");
+        // All ranks of the test run on this one machine, so every one of them shares its cores with all the others.
+        Console.WriteLine($"CHECK {comm.Rank} ranks-on-this-machine {(MpiCommunicator.LaunchedLocalSize == comm.Size ? "OK" : "FAIL")} {MpiCommunicator.LaunchedLocalSize}");
         return 0;
     }
     case "mismatch":

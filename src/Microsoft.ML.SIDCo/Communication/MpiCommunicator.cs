@@ -36,6 +36,14 @@ public sealed unsafe class MpiCommunicator : ICommunicator
     /// <summary>The world size announced by mpirun, or 1.</summary>
     public static int LaunchedWorldSize => int.TryParse(Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_SIZE"), out int s) ? s : 1;
 
+    /// <summary>
+    /// How many ranks of this job mpirun started on this machine (Open MPI's <c>OMPI_COMM_WORLD_LOCAL_SIZE</c>,
+    /// or MPICH's <c>MPI_LOCALNRANKS</c>), or 1 when not started by mpirun.
+    /// </summary>
+    public static int LaunchedLocalSize =>
+        int.TryParse(Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_LOCAL_SIZE"), out int s) && s > 0 ? s
+        : int.TryParse(Environment.GetEnvironmentVariable("MPI_LOCALNRANKS"), out s) && s > 0 ? s : 1;
+
     /// <summary>True when Open MPI's library can be loaded on this machine.</summary>
     public static bool IsAvailable => MpiNative.TryLoad(out _);
 

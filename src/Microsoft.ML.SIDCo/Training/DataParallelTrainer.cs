@@ -44,6 +44,7 @@ public static class DataParallelTrainer
         ArgumentNullException.ThrowIfNull(comm);
         ArgumentNullException.ThrowIfNull(train);
         ArgumentNullException.ThrowIfNull(settings);
+        torch.set_num_threads(IntraOpThreadsPerWorker(1));
         var model = CreateReplicas(train.FeatureLength, settings, 1)[0];
         try
         {
@@ -76,12 +77,29 @@ public static class DataParallelTrainer
         });
     }
 
+    /// <summary>
+    /// TorchSharp intra-op threads for each of <paramref name="workersInProcess"/> workers: the machine's cores
+    /// shared by every worker on it (this process's workers times the MPI ranks on this machine), at least
+    /// one; <c>OMP_NUM_THREADS</c>, when set to a positive number, wins (as with torchrun). Without the
+    /// sharing, four ranks on one machine would each start a thread per core and preempt one another.
+    /// </summary>
+    internal static int IntraOpThreadsPerWorker(int workersInProcess) =>
+        IntraOpThreadsPerWorker(workersInProcess, Environment.ProcessorCount, MpiCommunicator.LaunchedLocalSize, Environment.GetEnvironmentVariable("OMP_NUM_THREADS"));
+
+    /// <inheritdoc cref="IntraOpThreadsPerWorker(int)"/>
+    internal static int IntraOpThreadsPerWorker(int workersInProcess, int processorCount, int ranksOnMachine, string? ompNumThreads)
+    {
+        if (int.TryParse(ompNumThreads, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int fixedCount) && fixedCount > 0)
+            return fixedCount;
+        long sharing = (long)Math.Max(1, workersInProcess) * Math.Max(1, ranksOnMachine);
+        return (int)Math.Max(1, processorCount / sharing);
+    }
+
     // One replica and one thread per in-process worker; worker 0's model is the result, the others are released.
     private static TrainingResult RunThreads(int workers, TrainingData train, TrainingSettings settings,
         Func<InProcessCommunicator, nn.Module<Tensor, Tensor>, (TrainingHistory History, long Steps)> body)
     {
-        // Workers share the cores: one intra-op thread each unless there are cores to spare.
-        torch.set_num_threads(Math.Max(1, Environment.ProcessorCount / workers));
+        torch.set_num_threads(IntraOpThreadsPerWorker(workers));
         var models = CreateReplicas(train.FeatureLength, settings, workers);
         using var group = new InProcessGroup(workers);
         var results = new (TrainingHistory History, long Steps)[workers];
