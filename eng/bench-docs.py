@@ -231,26 +231,31 @@ sections.append("""## End-to-end training (Fashion-MNIST)
 ./build.sh bench training --transport mpi --workers 4 --model convnet-wide --epochs 5 --density-warmup 200 --json artifacts/bench/training.json
 ```
 The sample's ConvNet (two 5x5 convolutions with 32 and 64 channels, a 256-unit dense layer: 317,066
-parameters), 4 MPI ranks on 2 cores, batch 32 per worker, SGD with momentum 0.9, cosine learning
-rate, the same seed for every run, 5 epochs (2,340 steps); test accuracy on the 10,000 test images.
-Every compressor gets the same sparsity warm-up (density from 0.25 down to the target over the first
-200 steps), so bytes and compress times include those steps. Times are means per step over the whole
-run, on 4 ranks sharing 2 cores: a rank preempted inside a timed section adds its wait to that section.
+parameters), 4 MPI ranks on 2 cores (one TorchSharp thread each: ranks on one machine share its
+cores), batch 32 per worker, SGD with momentum 0.9, cosine learning rate, the same seed for every run,
+5 epochs (2,340 steps); test accuracy on the 10,000 test images. Every compressor gets the same
+sparsity warm-up (density from 0.25 down to the target over the first 200 steps), so bytes and
+compress times include those steps; its first steps, at densities up to 0.25, dominate the bytes
+(a step whose selections together approach the dense size goes dense). Times are means per step over
+the whole run, on 4 ranks sharing 2 cores: a rank preempted inside a timed section adds its wait to
+that section.
 """ + image("training") + "\n" + table("training") + """
 
-At density 0.001 every SIDCo variant ends within 1.0 point of `none`. Compress time is 5.1-8.5x below
-`topk`'s here (SIDCo-E 7.8x, SIDCo-GP 5.1x, SIDCo-P 8.5x), short of the 10x asked for. The same
-compressors on gradients of this very model (captured from step 200 of its training on, below), one
-process, no training beside it, are 21-24x below top-k per call (0.11-0.13 ms against 2.7 ms), and
-still 13-25x when every call first reads 64 MiB of other memory so that the residual comes from DRAM,
-as after a backward pass (second table). In training four ranks share two cores and their memory
-bandwidth: a SIDCo call streams the gradient and the residual (about 4 MB of traffic per call at this
-size) and slows down with the other ranks' forward and backward passes, while top-k's quickselect works
-on a cache-resident copy and is bound by compute, so the in-training ratio falls to 5-8x. The
-multi-stage design of the method (a first stage at a 25 % tail, then refits on the exceedances) needs
-at least two reads per call; this session tried collecting the tail during the second read for the later
-stages (exact, like the first-pass candidates): on these gradients it collected several per cent of the
-entries and made SIDCo-E slower, so it was dropped (it is not in the code).
+At density 0.001 every SIDCo variant ends within 1.0 point of `none` (SIDCo-E exactly 1.00 behind,
+SIDCo-GP 0.86, SIDCo-P 0.93). Compress time is 5.3-9.4x below `topk`'s (SIDCo-E 9.4x, SIDCo-GP
+5.3x, SIDCo-P 8.9x), short of the 10x asked for. The same compressors on gradients of this very model (captured from step
+200 of its training on, below), one process, no training beside it, are 21-24x below top-k per call
+(0.11-0.13 ms against 2.7 ms), and still 13-25x when every call first reads 64 MiB of other memory so
+that the residual comes from DRAM, as after a backward pass (second table). In training the residual
+and the gradient come from memory shared with three other ranks' forward and backward passes: a
+SIDCo call streams both (about 4 MB of traffic per call at this size) and its time grows with that
+traffic, while top-k's quickselect, bound by compute on a cache-resident copy, costs about what it
+costs alone (2.8 ms against 2.7). SIDCo-GP pays most: its first pass also sums logarithms, and every
+later stage whose threshold lies below the final selection's candidates (the second stage's always
+does: it starts from a 25 % tail) is another full pass. The multi-stage design of the method (a first stage at a 25 % tail, then refits
+on the exceedances) needs at least two reads per call; an earlier attempt to collect the tail during
+the second read for the later stages (exact, like the first-pass candidates) collected several per
+cent of the entries and made SIDCo-E slower, so it was dropped (it is not in the code).
 
 ```bash
 ./build.sh bench compression --elements 317066 --densities 0.001 --data real-convnet,laplace --compressors sidco-e,sidco-gp,sidco-p,topk,dgc --runs 51 --json artifacts/bench/compression-convnet.json
@@ -272,7 +277,8 @@ Each host is a network namespace whose link is limited with `tc` in both directi
 per host talks TCP over the limited links (docs/distributed.md). Model: a 784-2048-2048-10 MLP
 (5.8 million parameters, 23 MB of gradient per step). Same seed and data for every run; speed-ups
 are step-time ratios. All four "hosts" share the same 2 cores, so compute time is inflated about 2x
-relative to separate machines and varies from run to run. "predicted comm." is the cost model
+relative to separate machines and varies from run to run (each emulated host is a machine of its own
+to Open MPI, so its rank runs TorchSharp on 2 threads: 8 threads on 2 cores). "predicted comm." is the cost model
 (alpha-beta with the probed link) for the exchange each step used; "communicate" is the in-training
 time, which also holds the wait for the slowest rank's backward pass; "exchange alone" times the same
 exchange (same links, same selection size per rank) started after a barrier, the quantity the model
