@@ -16,7 +16,7 @@ internal static class ClusterBenchmark
 {
     public sealed record Row(string Compressor, double Density, int Hosts, int LinkMbps, double StepMs, double ComputeMs, double CompressMs, double CommunicateMs,
         double PredictedCommunicateMs, double BytesPerStep, double TestAccuracy, int Steps, double ExamplesPerSecond, double AlphaUs, double BetaNsPerByte, int Parameters, string Model, double SparseFraction, int WorkersPerHost = 1, string Exchange = "flat", int DensityWarmupSteps = 0,
-        double? IsolatedExchangeMs = null, bool MomentumCorrection = false, string Schedule = "constant", int? TimedSteps = null);
+        double? IsolatedExchangeMs = null, bool MomentumCorrection = false, string Schedule = "constant", int? TimedSteps = null, int? TorchThreads = null);
 
     public static int Worker(BenchArgs a)
     {
@@ -54,7 +54,7 @@ internal static class ClusterBenchmark
         var row = new Row(options.Compressor.ToName(), options.Density, comm.Size, a.Int("link-mbps", 0), W(e => e.StepMs), W(e => e.ComputeMs), W(e => e.CompressMs),
             W(e => e.CommunicateMs), W(e => e.PredictedCommunicateMs), W(e => e.BytesPerStep), metrics.MicroAccuracy, total,
             comm.Size * options.WorkersPerRank * options.BatchSize / W(e => e.StepMs) * 1000, cost.AlphaSeconds * 1e6, cost.BetaSecondsPerByte * 1e9, parameters, model.Descriptor, W(e => e.SparseFraction),
-            options.WorkersPerRank, options.HierarchicalExchange ? "hierarchical" : "flat", options.DensityWarmupSteps, isolatedMs, options.MomentumCorrection, "cosine", timed);
+            options.WorkersPerRank, options.HierarchicalExchange ? "hierarchical" : "flat", options.DensityWarmupSteps, isolatedMs, options.MomentumCorrection, "cosine", timed, TorchSharp.torch.get_num_threads());
         Console.WriteLine("RESULT " + JsonSerializer.Serialize(row, Bench.JsonLine));
         return 0;
     }
