@@ -128,6 +128,13 @@ public sealed partial class SIDCoTrainer
         /// </summary>
         public bool HierarchicalExchange;
 
+        /// <summary>
+        /// TorchSharp compute threads of each process (each MPI rank, or the one process of in-process workers).
+        /// Default null: the machine's cores divided by the workers on it (in-process workers times the ranks
+        /// mpirun started on the machine), at least 1, unless <c>OMP_NUM_THREADS</c> is set, which then wins.
+        /// </summary>
+        public int? NumberOfThreads;
+
         /// <summary>Backend of the compression kernels. Default <see cref="KernelBackend.Cpu"/>.</summary>
         public KernelBackend Kernels = KernelBackend.Cpu;
 
@@ -203,6 +210,7 @@ public sealed partial class SIDCoTrainer
             if (MomentumCorrection && Optimizer != OptimizerKind.Sgd) throw new ArgumentException("MomentumCorrection applies to SGD with momentum.", nameof(MomentumCorrection));
             if (MomentumCorrection && GradientHook is not null) throw new ArgumentException("MomentumCorrection configures the built-in hook; it cannot be combined with a custom GradientHook.", nameof(MomentumCorrection));
             if (HierarchicalExchange && GradientHook is not null) throw new ArgumentException("HierarchicalExchange configures the built-in hook; it cannot be combined with a custom GradientHook.", nameof(HierarchicalExchange));
+            if (NumberOfThreads is < 1 or > 4096) throw new ArgumentOutOfRangeException(nameof(NumberOfThreads), NumberOfThreads, "NumberOfThreads must be null (automatic) or in [1, 4096].");
             if (Epochs < 1) throw new ArgumentOutOfRangeException(nameof(Epochs), Epochs, "Epochs must be at least 1.");
             if (BatchSize < 1) throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "BatchSize must be at least 1.");
             if (!Enum.IsDefined(Optimizer)) throw new ArgumentOutOfRangeException(nameof(Optimizer), Optimizer, "Unknown optimizer.");

@@ -44,7 +44,7 @@ public static class DataParallelTrainer
         ArgumentNullException.ThrowIfNull(comm);
         ArgumentNullException.ThrowIfNull(train);
         ArgumentNullException.ThrowIfNull(settings);
-        torch.set_num_threads(IntraOpThreadsPerWorker(1));
+        torch.set_num_threads(settings.NumberOfThreads ?? IntraOpThreadsPerWorker(1));
         var model = CreateReplicas(train.FeatureLength, settings, 1)[0];
         try
         {
@@ -78,10 +78,11 @@ public static class DataParallelTrainer
     }
 
     /// <summary>
-    /// TorchSharp intra-op threads for each of <paramref name="workersInProcess"/> workers: the machine's cores
-    /// shared by every worker on it (this process's workers times the MPI ranks on this machine), at least
-    /// one; <c>OMP_NUM_THREADS</c>, when set to a positive number, wins (as with torchrun). Without the
-    /// sharing, four ranks on one machine would each start a thread per core and preempt one another.
+    /// TorchSharp intra-op threads when <see cref="TrainingSettings.NumberOfThreads"/> is not set, for a process
+    /// with <paramref name="workersInProcess"/> workers: the machine's cores shared by every worker on it (this
+    /// process's workers times the MPI ranks on this machine), at least one; <c>OMP_NUM_THREADS</c>, when set to
+    /// a positive number, wins (as with torchrun). Without the sharing, four ranks on one machine would each
+    /// start a thread per core and preempt one another.
     /// </summary>
     internal static int IntraOpThreadsPerWorker(int workersInProcess) =>
         IntraOpThreadsPerWorker(workersInProcess, Environment.ProcessorCount, MpiCommunicator.LaunchedLocalSize, Environment.GetEnvironmentVariable("OMP_NUM_THREADS"));
@@ -99,7 +100,7 @@ public static class DataParallelTrainer
     private static TrainingResult RunThreads(int workers, TrainingData train, TrainingSettings settings,
         Func<InProcessCommunicator, nn.Module<Tensor, Tensor>, (TrainingHistory History, long Steps)> body)
     {
-        torch.set_num_threads(IntraOpThreadsPerWorker(workers));
+        torch.set_num_threads(settings.NumberOfThreads ?? IntraOpThreadsPerWorker(workers));
         var models = CreateReplicas(train.FeatureLength, settings, workers);
         using var group = new InProcessGroup(workers);
         var results = new (TrainingHistory History, long Steps)[workers];

@@ -129,12 +129,27 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
     [InlineData("GradientClipNorm", -1.0)]
     [InlineData("DensityWarmupSteps", -1.0)]
     [InlineData("DensityWarmupStart", 1.5)]
+    [InlineData("NumberOfThreads", 0.0)]
     public void InvalidOptionsAreRejectedUpFrontNamingTheOption(string option, double value)
     {
         var o = new SIDCoTrainer.Options();
-        typeof(SIDCoTrainer.Options).GetField(option)!.SetValue(o, Convert.ChangeType(value, typeof(SIDCoTrainer.Options).GetField(option)!.FieldType, System.Globalization.CultureInfo.InvariantCulture));
+        var field = typeof(SIDCoTrainer.Options).GetField(option)!;
+        var type = Nullable.GetUnderlyingType(field.FieldType) ?? field.FieldType;
+        field.SetValue(o, Convert.ChangeType(value, type, System.Globalization.CultureInfo.InvariantCulture));
         var e = Assert.Throws<ArgumentOutOfRangeException>(() => data.Ml.Extensions.SIDCoTrainer(o));
         Assert.Equal(option, e.ParamName);
+    }
+
+    [Fact]
+    public void NumberOfThreadsSizesTorchSharpsPoolAndNullSharesTheCores()
+    {
+        int automatic = DataParallelTrainer.IntraOpThreadsPerWorker(2);
+        var o = new SIDCoTrainer.Options { Model = SIDCoModels.Mlp(8), Workers = 2, Epochs = 1, MaxStepsPerEpoch = 2, BatchSize = 16, NumberOfThreads = automatic + 1 };
+        using (data.Ml.Transforms.Conversion.MapValueToKey("Label").Append(data.Ml.Extensions.SIDCoTrainer(o)).Fit(data.Train))
+            Assert.Equal(automatic + 1, TorchSharp.torch.get_num_threads());
+        o.NumberOfThreads = null;
+        using (data.Ml.Transforms.Conversion.MapValueToKey("Label").Append(data.Ml.Extensions.SIDCoTrainer(o)).Fit(data.Train))
+            Assert.Equal(automatic, TorchSharp.torch.get_num_threads());
     }
 
     [Fact]
