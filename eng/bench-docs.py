@@ -50,6 +50,22 @@ def training_verdict():
         + ", ".join(f"{names[r['compressor']]} {x:.1f}x" for r, x in zip(sidco, ratios))
         + f" below `topk`'s ({topk['compressMs']:.3f} ms)" + ("." if fast else ", short of the 10x asked for."))
 
+def warmup_runs():
+    """Two runs of the one-epoch warm-up command: sparse fraction, achieved density and accuracy per compressor."""
+    paths = [os.path.join(art, "bench", n) for n in ("training-warmup.json", "training-warmup-2.json")]
+    for p in paths:
+        if not os.path.exists(p):
+            missing.append(p)
+            return "_not run yet_"
+    runs = [{r["compressor"]: r for r in json.load(open(p))["results"]} for p in paths]
+    names = {"topk": "top-k", "dgc": "DGC", "sidco-e": "SIDCo-E"}
+    parts = []
+    for c in ("topk", "dgc", "sidco-e"):
+        a, b = runs[0][c], runs[1][c]
+        parts.append(f"{names[c]} went sparse on {a['sparseFraction'] * 100:.1f} % and {b['sparseFraction'] * 100:.1f} % of the steps "
+                     f"(achieved density {a['achievedDensity']:.4f} and {b['achievedDensity']:.4f}) and reached {a['testAccuracy'] * 100:.2f} % and {b['testAccuracy'] * 100:.2f} %")
+    return "; ".join(parts) + "."
+
 def dgc_repeats():
     """SIDCo-E against DGC at 100 Mbit/s, density 0.001: the sweep's pair and the repeated pairs."""
     runs = [("sweep", os.path.join(art, "bench", "cluster-sparse.json.rows.jsonl"))] + [
@@ -261,7 +277,18 @@ the whole run, on 4 ranks sharing 2 cores: a rank preempted inside a timed secti
 that section.
 """ + image("training") + "\n" + table("training") + """
 
-""" + training_verdict() + """ The same compressors on gradients of this very model (captured from step
+""" + training_verdict() + """
+
+Repeated runs under MPI can differ by tenths of a point. Bytes at density 0.001 are dominated by
+the warm-up's first steps, some of which go dense: the exchange picks dense or sparse per step from a
+cost model probed by timing at start-up, so near the crossover two runs of one command choose
+differently, and a dense step (Open MPI's allreduce) adds the workers' gradients in another order than
+the sparse exchange does. Two runs of the first epoch
+(`./build.sh bench training --transport mpi --workers 4 --model convnet-wide --epochs 1 --density-warmup 200 --compressors topk,dgc,sidco-e --densities 0.001 --json artifacts/bench/training-warmup.json`,
+then the same with `--json artifacts/bench/training-warmup-2.json`; their JSON rows carry `achievedDensity` and `sparseFraction`): """ + warmup_runs() + """
+In-process runs are deterministic (their dense and sparse sums both go in worker order).
+
+The same compressors on gradients of this very model (captured from step
 200 of its training on, below), one process, no training beside it, are 21-24x below top-k per call
 (0.11-0.13 ms against 2.7 ms), and still 13-25x when every call first reads 64 MiB of other memory so
 that the residual comes from DRAM, as after a backward pass (second table). In training the residual
