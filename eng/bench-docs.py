@@ -272,7 +272,8 @@ cores), batch 32 per worker, SGD with momentum 0.9, cosine learning rate, the sa
 5 epochs (2,340 steps); test accuracy on the 10,000 test images. Every compressor gets the same
 sparsity warm-up (density from 0.25 down to the target over the first 200 steps), so bytes and
 compress times include those steps; its first steps, at densities up to 0.25, dominate the bytes
-(a step whose selections together approach the dense size goes dense). Times are means per step over
+(a step goes dense when the cost model predicts the dense allreduce to be cheaper than gathering
+the selections). Times are means per step over
 the whole run, on 4 ranks sharing 2 cores: a rank preempted inside a timed section adds its wait to
 that section.
 """ + image("training") + "\n" + table("training") + """
@@ -296,8 +297,8 @@ and the gradient come from memory shared with three other ranks' forward and bac
 SIDCo call streams both (about 4 MB of traffic per call at this size) and its time grows with that
 traffic, while top-k's quickselect, bound by compute on a cache-resident copy, costs about what it
 costs alone (2.8 ms against 2.7). SIDCo-GP pays most: its first pass also sums logarithms, and every
-later stage whose threshold lies below the final selection's candidates (the second stage's always
-does: it starts from a 25 % tail) is another full pass. The multi-stage design of the method (a first stage at a 25 % tail, then refits
+later stage that fits the exceedances of a threshold below the final selection's candidates is
+another full pass (the second stage always is: it fits those of the 25 % tail). The multi-stage design of the method (a first stage at a 25 % tail, then refits
 on the exceedances) needs at least two reads per call; an earlier attempt to collect the tail during
 the second read for the later stages (exact, like the first-pass candidates) collected several per
 cent of the entries and made SIDCo-E slower, so it was dropped (it is not in the code).
