@@ -106,7 +106,11 @@ public sealed partial class SIDCoTrainer
         /// <summary>Replaces the default compression hook: called once per worker. Default null (SIDCo compression hook built from these options).</summary>
         public Func<IGradientHook>? GradientHook;
 
-        /// <summary>Sparse, dense, or per-step automatic exchange. Default <see cref="Communication.ExchangeMode.Auto"/>.</summary>
+        /// <summary>
+        /// Sparse, dense, or per-step automatic exchange. Default <see cref="Communication.ExchangeMode.Auto"/>, which
+        /// chooses from a cost model probed by timing. Under MPI, a fixed mode makes runs with the same seed repeat
+        /// exactly, because a dense step adds in Open MPI's order rather than rank order.
+        /// </summary>
         public ExchangeMode ExchangeMode = ExchangeMode.Auto;
 
         /// <summary>Send sparse values as float16. Default false.</summary>
