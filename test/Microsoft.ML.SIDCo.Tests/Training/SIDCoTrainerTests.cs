@@ -58,6 +58,14 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
         Assert.All(accuracy, a => Assert.True(a >= 0.75, $"accuracy {a}"));
         Assert.Single(prints.Distinct());
         Assert.All(run.Checks.Where(c => c.Name == "transport"), c => Assert.Equal("mpi/2", c.Detail));
+
+        // With a fixed (sparse) exchange every sum is in rank order on both transports, so two in-process
+        // workers on the same data and seed end with bitwise the same model as two MPI ranks.
+        var ml = new MLContext(seed: 1);
+        var (train, test) = Scenarios.LoadData(ml, 3000, 1000);
+        var (_, inProcessAccuracy, inProcess) = Scenarios.TrainAndEvaluate(ml, Scenarios.SmallFashionMnist(workers: 2), train, test);
+        Assert.Equal(prints[0], inProcess.WeightsFingerprint.ToString());
+        Assert.Equal(accuracy[0], inProcessAccuracy);
     }
 
     [Fact]
