@@ -103,11 +103,16 @@ def dgc_repeats():
     bytes_ratio = mean([e["bytesPerStep"] / d["bytesPerStep"] for d, e in pairs])
     sm, sh = interval(step_diff); rm, rh = interval(rest_diff)
     # The later run of a pair tends to be faster; averaging the two orders' means cancels that.
-    dgc_first = [x for x, f in zip(step_diff, firsts) if f == "DGC"]
-    sidco_first = [x for x, f in zip(step_diff, firsts) if f != "DGC"]
-    balanced = (mean(dgc_first) + mean(sidco_first)) / 2 if dgc_first and sidco_first else float("nan")
-    order_effect = (mean(dgc_first) - mean(sidco_first)) / 2 if dgc_first and sidco_first else float("nan")
-    rest_balanced = (mean([x for x, f in zip(rest_diff, firsts) if f == "DGC"]) + mean([x for x, f in zip(rest_diff, firsts) if f != "DGC"])) / 2 if dgc_first and sidco_first else float("nan")
+    def by_order(diffs):
+        """Mean difference over the pairs run DGC first, over those run SIDCo-E first, and their average."""
+        a = [x for x, f in zip(diffs, firsts) if f == "DGC"]
+        b = [x for x, f in zip(diffs, firsts) if f != "DGC"]
+        if not a or not b:
+            return float("nan"), float("nan"), float("nan"), len(a), len(b)
+        return mean(a), mean(b), (mean(a) + mean(b)) / 2, len(a), len(b)
+    dgc_first_mean, sidco_first_mean, balanced, n_dgc_first, n_sidco_first = by_order(step_diff)
+    order_effect = (dgc_first_mean - sidco_first_mean) / 2
+    rest_balanced = by_order(rest_diff)[2]
     md, me = mean([d["stepMs"] for d, _ in pairs]), mean([e["stepMs"] for _, e in pairs])
     lines.append(f"| mean | | {md:.1f} | {me:.1f} | {mean([d['computeMs'] for d, _ in pairs]):.1f} / {mean([e['computeMs'] for _, e in pairs]):.1f} | "
                  f"{mean([d['compressMs'] for d, _ in pairs]):.1f} / {mean([e['compressMs'] for _, e in pairs]):.1f} | "
@@ -121,8 +126,8 @@ def dgc_repeats():
         f"SIDCo-E compresses faster in {sum(1 for x in comp_diff if x > 0)} of {n} pairs (by {mean(comp_diff):.1f} ms per step on the mean) and sends "
         f"{bytes_ratio:.2f}x DGC's bytes. Per step it is {md / me:.2f}x DGC on the mean and wins {wins} of {n} pairs; the mean step difference "
         f"(DGC minus SIDCo-E) is {sm:+.1f} ms, 95 % interval {sm - sh:+.1f} to {sm + sh:+.1f} ms. The order matters more than the "
-        f"compressor: the later run of a pair is faster by about {order_effect:.1f} ms (DGC first: difference {mean(dgc_first):+.1f} ms over "
-        f"{len(dgc_first)} pairs; SIDCo-E first: {mean(sidco_first):+.1f} ms over {len(sidco_first)}), so the estimate that cancels it, the mean "
+        f"compressor: the later run of a pair is faster by about {order_effect:.1f} ms (DGC first: difference {dgc_first_mean:+.1f} ms over "
+        f"{n_dgc_first} pairs; SIDCo-E first: {sidco_first_mean:+.1f} ms over {n_sidco_first}), so the estimate that cancels it, the mean "
         f"of the two orders, is {balanced:+.1f} ms per step: no measurable difference. The compute of the same work varies by more than that "
         "from run to run; leaving it out (\"step - compute\": compression, exchange and the wait for the slowest rank) "
         f"the difference is {rm:+.1f} ms, interval {rm - rh:+.1f} to {rm + rh:+.1f} ms ({rest_balanced:+.1f} ms as the mean of the two orders): "

@@ -44,7 +44,7 @@ public static class DataParallelTrainer
         ArgumentNullException.ThrowIfNull(comm);
         ArgumentNullException.ThrowIfNull(train);
         ArgumentNullException.ThrowIfNull(settings);
-        torch.set_num_threads(settings.NumberOfThreads ?? IntraOpThreadsPerWorker(1));
+        torch.set_num_threads(IntraOpThreads(settings.NumberOfThreads, 1));
         var model = CreateReplicas(train.FeatureLength, settings, 1)[0];
         try
         {
@@ -78,18 +78,19 @@ public static class DataParallelTrainer
     }
 
     /// <summary>
-    /// TorchSharp intra-op threads when <see cref="TrainingSettings.NumberOfThreads"/> is not set, for a process
-    /// with <paramref name="workersInProcess"/> workers: the machine's cores shared by every worker on it (this
-    /// process's workers times the MPI ranks on this machine), at least one; <c>OMP_NUM_THREADS</c>, when set to
-    /// a positive number, wins (as with torchrun). Without the sharing, four ranks on one machine would each
-    /// start a thread per core and preempt one another.
+    /// TorchSharp intra-op threads for a process with <paramref name="workersInProcess"/> workers: the
+    /// <paramref name="configured"/> count (<see cref="TrainingSettings.NumberOfThreads"/>) when set; else
+    /// <c>OMP_NUM_THREADS</c> when set to a positive number (as with torchrun); else the machine's cores shared
+    /// by every worker on it (this process's workers times the MPI ranks on this machine), at least one.
+    /// Without the sharing, four ranks on one machine would each start a thread per core and preempt one another.
     /// </summary>
-    internal static int IntraOpThreadsPerWorker(int workersInProcess) =>
-        IntraOpThreadsPerWorker(workersInProcess, Environment.ProcessorCount, MpiCommunicator.LaunchedLocalSize, Environment.GetEnvironmentVariable("OMP_NUM_THREADS"));
+    internal static int IntraOpThreads(int? configured, int workersInProcess) =>
+        IntraOpThreads(configured, workersInProcess, Environment.ProcessorCount, MpiCommunicator.LaunchedLocalSize, Environment.GetEnvironmentVariable("OMP_NUM_THREADS"));
 
-    /// <inheritdoc cref="IntraOpThreadsPerWorker(int)"/>
-    internal static int IntraOpThreadsPerWorker(int workersInProcess, int processorCount, int ranksOnMachine, string? ompNumThreads)
+    /// <inheritdoc cref="IntraOpThreads(int?, int)"/>
+    internal static int IntraOpThreads(int? configured, int workersInProcess, int processorCount, int ranksOnMachine, string? ompNumThreads)
     {
+        if (configured is int chosen) return chosen;
         if (int.TryParse(ompNumThreads, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int fixedCount) && fixedCount > 0)
             return fixedCount;
         long sharing = (long)Math.Max(1, workersInProcess) * Math.Max(1, ranksOnMachine);
@@ -100,7 +101,7 @@ public static class DataParallelTrainer
     private static TrainingResult RunThreads(int workers, TrainingData train, TrainingSettings settings,
         Func<InProcessCommunicator, nn.Module<Tensor, Tensor>, (TrainingHistory History, long Steps)> body)
     {
-        torch.set_num_threads(settings.NumberOfThreads ?? IntraOpThreadsPerWorker(workers));
+        torch.set_num_threads(IntraOpThreads(settings.NumberOfThreads, workers));
         var models = CreateReplicas(train.FeatureLength, settings, workers);
         using var group = new InProcessGroup(workers);
         var results = new (TrainingHistory History, long Steps)[workers];

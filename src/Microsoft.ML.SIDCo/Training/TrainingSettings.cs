@@ -97,7 +97,7 @@ public sealed class TrainingSettings
     public int LearningRateWarmupSteps { get; init; }
     /// <summary>Clip the averaged gradient's global L2 norm to this (0 = off).</summary>
     public double GradientClipNorm { get; init; }
-    /// <summary>TorchSharp intra-op threads of this process, or null to share the machine's cores among the workers on it (see <see cref="DataParallelTrainer"/>).</summary>
+    /// <summary>TorchSharp intra-op threads of this process, or null to share the machine's cores among the workers on it (the rule is in DataParallelTrainer.IntraOpThreads).</summary>
     public int? NumberOfThreads { get; init; }
     /// <summary>Seed for initialisation and data order.</summary>
     public int Seed { get; init; }

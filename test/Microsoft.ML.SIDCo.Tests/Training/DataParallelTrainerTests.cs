@@ -14,5 +14,9 @@ public class DataParallelTrainerTests
     [InlineData(1, 16, 4, "0", 4)]    // ... but not when it is not a positive number
     [InlineData(1, 16, 4, "many", 4)]
     public void IntraOpThreadsShareTheMachinesCores(int workersInProcess, int processors, int ranksOnMachine, string? omp, int expected)
-        => Assert.Equal(expected, DataParallelTrainer.IntraOpThreadsPerWorker(workersInProcess, processors, ranksOnMachine, omp));
+        => Assert.Equal(expected, DataParallelTrainer.IntraOpThreads(null, workersInProcess, processors, ranksOnMachine, omp));
+
+    [Fact]
+    public void AConfiguredCountWinsOverOmpNumThreadsAndTheSharing()
+        => Assert.Equal(5, DataParallelTrainer.IntraOpThreads(5, 1, 16, 4, "3"));
 }
