@@ -157,6 +157,23 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
             throw new ArgumentOutOfRangeException(nameof(_options.DensityWarmupStart), _options.DensityWarmupStart, $"DensityWarmupStart must be above the target density {_options.Compression.Density} and at most 1.");
         var mode = _options.Compressor == CompressorKind.None ? ExchangeMode.Dense : _options.Exchange;
         _exchange = new GradientExchange(comm, context.Length, mode, _options.HalfPrecisionValues, _options.CostModel, _options.Kernels);
+        Precompile(context.Length);
+    }
+
+    // A throwaway compressor with the same settings compresses a synthetic gradient a few times (from the
+    // second call on it takes the candidate path), so that compiling the compressor's code, tens of
+    // milliseconds, happens here at start-up instead of inside the first steps' compress time.
+    private void Precompile(int length)
+    {
+        if (_options.Compressor == CompressorKind.None || length == 0) return;
+        int n = Math.Min(length, CpuGradientKernels.ChunkSize + 4096); // more than one chunk when the real buffer has
+        var compressor = Compressors.Create(_options.Compressor, _options.Compression, _options.Kernels);
+        var rng = new Random(0);
+        var gradient = new float[n];
+        for (int i = 0; i < n; i++) gradient[i] = (float)((rng.NextDouble() - 0.5) * Math.Exp(4 * rng.NextDouble())); // a heavy-ish tail, like gradients
+        var feedback = _feedback is null ? null : new ErrorFeedback(n, "precompile");
+        var output = new SparseGradient();
+        for (int call = 0; call < 3; call++) compressor.Compress(gradient, output, feedback);
     }
 
     /// <inheritdoc />

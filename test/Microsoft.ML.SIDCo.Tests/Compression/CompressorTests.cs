@@ -1,4 +1,5 @@
 using Microsoft.ML.SIDCo.Compression;
+using Microsoft.ML.SIDCo.Kernels;
 using Microsoft.ML.SIDCo.Tests.Support;
 
 namespace Microsoft.ML.SIDCo.Tests.Compression;
@@ -155,6 +156,57 @@ public class CompressorTests
         var expected = Enumerable.Range(0, x2.Length).Where(i => MathF.Abs(x2[i]) > a.Threshold).ToArray();
         Assert.Equal(expected, viaCandidates.Indices.ToArray());
         if (stages == 1) Assert.Equal(viaFullPass.Indices.ToArray(), viaCandidates.Indices.ToArray());
+    }
+
+    [Theory]
+    [InlineData("sidco-e")]
+    [InlineData("sidco-gp")]
+    [InlineData("sidco-p")]
+    public void ManyStagesFollowTheDefinitionWhateverTheyRead(string name)
+    {
+        // Eight stages at density 0.001, twice: on the second call the stages whose starting threshold lies
+        // above the first pass's candidate bound read only the candidates. Each threshold must still be the
+        // method's own (every stage fitted on all the exceedances of the whole vector, computed here in
+        // double), and the selection everything above it.
+        var options = new CompressorOptions { Density = 0.001, AdaptiveStages = false, Stages = 8 };
+        var c = Compressors.Create(name, options);
+        var output = new SparseGradient();
+        for (int call = 0; call < 2; call++)
+        {
+            var x = Samples.StudentT3(400_000, seed: 70 + call);
+            var stats = c.Compress(x, output);
+            double expected = DefinitionThreshold(c.Kind, x, options.Density, options.Stages, options.GammaQuantile);
+            Assert.Equal(8, stats.Stages);
+            Assert.Equal(expected, stats.Threshold, expected * 1e-4);
+            Assert.Equal(Enumerable.Range(0, x.Length).Where(i => MathF.Abs(x[i]) > stats.Threshold).ToArray(), output.Indices.ToArray());
+        }
+    }
+
+    // Multi-stage SIDCo as the method defines it, each stage measured on the whole vector.
+    private static double DefinitionThreshold(CompressorKind kind, float[] x, double delta, int stages, GammaQuantileMethod quantile)
+    {
+        const double firstTail = SidcoCompressor.FirstStageTail;
+        var a = x.Select(v => (double)MathF.Abs(v)).ToArray();
+        static double Variance(double[] v) { double m = v.Average(); return v.Sum(e => (e - m) * (e - m)) / (v.Length - 1); }
+        double eta = kind switch
+        {
+            CompressorKind.SidcoExponential => ThresholdEstimators.ExponentialThreshold(a.Average(), firstTail),
+            CompressorKind.SidcoGammaPareto => ThresholdEstimators.GammaThreshold(
+                ThresholdEstimators.FitGamma(a.Average(), a.Average(v => Math.Log(v + GradientStatistics.LogEpsilon)))!.Value, firstTail, quantile),
+            _ => ThresholdEstimators.ParetoThreshold(ThresholdEstimators.FitGeneralizedPareto(a.Average(), Variance(a)), firstTail),
+        };
+        double ratio = Math.Pow(delta / firstTail, 1.0 / (stages - 1));
+        for (int s = 2; s <= stages; s++)
+        {
+            float from = (float)eta; // stages compare in float, as the kernels do
+            var above = a.Where(v => v > from).ToArray();
+            double t = above.Min();
+            var y = above.Select(v => v - t).ToArray();
+            eta = t + (kind == CompressorKind.SidcoExponential
+                ? ThresholdEstimators.ExponentialThreshold(y.Average(), ratio)
+                : ThresholdEstimators.ParetoThreshold(ThresholdEstimators.FitGeneralizedPareto(y.Average(), Variance(y)), ratio));
+        }
+        return eta;
     }
 
     [Theory]

@@ -46,6 +46,41 @@ public class GradientHookTests
         Assert.All(selected.Skip(12), s => Assert.Equal(100, s.Selected));
     }
 
+    [Fact]
+    public void StartUpCompilesTheCompressorWithoutTouchingItsState()
+    {
+        // Initialize runs the compressor's code once on a throwaway instance, so that compiling it is not
+        // timed in the first steps. The hook's own compressor must start from scratch: no calls, an empty
+        // residual, and a first step equal to a fresh compressor's.
+        const int n = 300_000;
+        var gradient = Samples.Laplace(n, 12);
+        var options = new CompressionHookOptions
+        {
+            Compressor = CompressorKind.SidcoGammaPareto,
+            Compression = new CompressorOptions { Density = 0.001 },
+            Exchange = ExchangeMode.Sparse,
+        };
+        using var group = new InProcessGroup(1);
+        group.Run(comm =>
+        {
+            using var hook = new CompressionHook(options);
+            hook.Initialize(new GradientHookContext(comm, n, [new ParameterSlice("w", 0, n, [n])]));
+            Assert.Equal(0, hook.Compressor.Calls);
+            Assert.All(hook.Feedback!.Residual.ToArray(), r => Assert.Equal(0f, r));
+
+            var reduced = (float[])gradient.Clone();
+            hook.Reduce(reduced, 0);
+            var fresh = Compressors.Create(options.Compressor, options.Compression);
+            var sparse = new SparseGradient();
+            var feedback = new ErrorFeedback(n);
+            fresh.Compress(gradient, sparse, feedback);
+            var expected = new float[n];
+            sparse.ToDense(expected);
+            Assert.Equal(expected, reduced);
+            Assert.Equal(feedback.Residual.ToArray(), hook.Feedback.Residual.ToArray());
+        });
+    }
+
     [Theory]
     [InlineData(-1, 0.25, "DensityWarmupSteps")]
     [InlineData(10, 0.0005, "DensityWarmupStart")]
