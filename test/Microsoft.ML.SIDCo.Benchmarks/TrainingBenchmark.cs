@@ -13,7 +13,7 @@ internal static class TrainingBenchmark
 {
     public sealed record Row(string Compressor, double Density, int Workers, string Transport, double TestAccuracy, double StepMs, double ComputeMs,
         double CompressMs, double CommunicateMs, double BytesPerStep, double PredictedCommunicateMs, double DenseBytesPerStep, double WallSeconds, string Model,
-        double? AchievedDensity = null, double? SparseFraction = null);
+        double? AchievedDensity = null, double? SparseFraction = null, double? Stages = null, double? LastEpochCompressMs = null);
 
     public static int Run(BenchArgs a)
     {
@@ -85,7 +85,7 @@ internal static class TrainingBenchmark
         var row = new Row(compressor.ToName(), options.Density, fitted.Info.Workers, fitted.Info.Transport, metrics.MicroAccuracy,
             h.Average(e => e.StepMs), h.Average(e => e.ComputeMs), h.Average(e => e.CompressMs), h.Average(e => e.CommunicateMs), h.Average(e => e.BytesPerStep),
             h.Average(e => e.PredictedCommunicateMs), h[0].DenseBytesPerStep, wall, model.Descriptor,
-            h.Average(e => e.AchievedDensity), h.Average(e => e.SparseFraction));
+            h.Average(e => e.AchievedDensity), h.Average(e => e.SparseFraction), h[^1].Stages, h[^1].CompressMs);
         Console.WriteLine("RESULT " + JsonSerializer.Serialize(row, Bench.JsonLine));
         return 0;
     }

@@ -187,7 +187,7 @@ public static class DataParallelTrainer
             var order = Permutation(train.Count, s.Seed * 7919 + epoch);
             var epochWatch = Stopwatch.StartNew();
             // [loss, correct, examples, compute, compress, communicate, predicted, selected, bytes, quality, sparse steps, skipped, steps, step ms]
-            var acc = new double[14];
+            var acc = new double[15];
             model.train();
             for (int inEpoch = (int)(step % stepsPerEpoch); inEpoch < stepsPerEpoch; inEpoch++)
             {
@@ -244,6 +244,7 @@ public static class DataParallelTrainer
                 acc[6] += hs.PredictedCommunicateMs; acc[7] += hs.Selected; acc[8] += hs.BytesSent; acc[9] += hs.AchievedOverTarget;
                 acc[10] += hs.Mode == ExchangeMode.Sparse ? 1 : 0; acc[11] += hs.Skipped ? 1 : 0; acc[12] += 1;
                 acc[13] += Stopwatch.GetElapsedTime(stepStart).TotalMilliseconds;
+                acc[14] += hs.Stages;
                 if (rank == 0 && s.Progress is { } progress && (inEpoch % 10 == 9 || inEpoch == stepsPerEpoch - 1))
                     progress(new TrainingProgress(epoch, s.Epochs, inEpoch + 1, stepsPerEpoch, acc[0] / acc[2], null));
             }
@@ -270,6 +271,7 @@ public static class DataParallelTrainer
                 PredictedCommunicateMs = acc[6] / workerSteps,
                 StepMs = acc[13] / workerSteps,
                 SparseFraction = acc[10] / workerSteps,
+                Stages = acc[14] / workerSteps,
                 SkippedContributions = (int)acc[11],
                 Seconds = epochWatch.Elapsed.TotalSeconds,
             };

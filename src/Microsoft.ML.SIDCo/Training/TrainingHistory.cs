@@ -38,6 +38,8 @@ public sealed record EpochMetrics
     public double StepMs { get; init; }
     /// <summary>Steps on which a sparse exchange was used, as a fraction.</summary>
     public double SparseFraction { get; init; }
+    /// <summary>Mean number of threshold-estimation stages per step (SIDCo's adaptive stages; 1 for the other compressors and for dense steps).</summary>
+    public double Stages { get; init; }
     /// <summary>Worker contributions dropped for non-finite values.</summary>
     public int SkippedContributions { get; init; }
     /// <summary>Wall time of the epoch (s).</summary>

@@ -26,6 +26,9 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
         Assert.True(last.BytesPerStep < 0.1 * last.DenseBytesPerStep, $"{last.BytesPerStep} vs dense {last.DenseBytesPerStep}");
         Assert.True(sidco.History.Epochs[^1].Loss < sidco.History.Epochs[0].Loss);
         Assert.Contains("\"achievedDensity\"", sidco.History.ToJson());
+        // SIDCo's adaptive stages at 0.01 stay within [1, ceil(log2(1 / 0.01))] = [1, 7], averaged over workers and steps.
+        Assert.All(sidco.History.Epochs, e => Assert.InRange(e.Stages, 1.0, 7.0));
+        Assert.Contains("\"stages\"", sidco.History.ToJson());
     }
 
     [Fact]
