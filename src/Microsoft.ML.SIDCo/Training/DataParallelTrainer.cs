@@ -186,7 +186,7 @@ public static class DataParallelTrainer
             if (s.StopAfterSteps > 0 && step >= s.StopAfterSteps) break;
             var order = Permutation(train.Count, s.Seed * 7919 + epoch);
             var epochWatch = Stopwatch.StartNew();
-            // [loss, correct, examples, compute, compress, communicate, predicted, selected, bytes, quality, sparse steps, skipped, steps, step ms]
+            // [loss, correct, examples, compute, compress, communicate, predicted, selected, bytes, quality, sparse steps, skipped, steps, step ms, stages]
             var acc = new double[15];
             model.train();
             for (int inEpoch = (int)(step % stepsPerEpoch); inEpoch < stepsPerEpoch; inEpoch++)
