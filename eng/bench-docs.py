@@ -58,6 +58,22 @@ def training_verdict():
             + " (the mean over workers and steps of the stage count the adaptive controller chose; JSON fields `lastEpochCompressMs` and `stages`).")
     return text
 
+def training_repeat():
+    """The rows at 0.001 run a second time: how far the verdict moves between runs of one command."""
+    path = os.path.join(art, "bench", "training-repeat.json")
+    if not os.path.exists(path):
+        missing.append(path)
+        return "_not run yet_"
+    rows = {r["compressor"]: r for r in json.load(open(path))["results"]}
+    names = {"sidco-e": "SIDCo-E", "sidco-gp": "SIDCo-GP", "sidco-p": "SIDCo-P"}
+    none, topk = rows["none"], rows["topk"]
+    return ("A second run of the rows at 0.001 "
+        "(`./build.sh bench training --transport mpi --workers 4 --model convnet-wide --epochs 5 --density-warmup 200 --compressors none,topk,sidco-e,sidco-gp,sidco-p --densities 0.001 --json artifacts/bench/training-repeat.json`) "
+        f"gave `none` {none['testAccuracy'] * 100:.2f} %, "
+        + ", ".join(f"{names[c]} {(none['testAccuracy'] - rows[c]['testAccuracy']) * 100:.2f} behind and {topk['compressMs'] / rows[c]['compressMs']:.1f}x below top-k's compress time"
+                    for c in names)
+        + f" (top-k {topk['compressMs']:.3f} ms; in the last epoch " + ", ".join(f"{names[c]} {topk['lastEpochCompressMs'] / rows[c]['lastEpochCompressMs']:.1f}x at {rows[c]['stages']:.1f} stages" for c in names) + ").")
+
 def training_row(compressor, density):
     """A row of the training table, or None (recorded as missing) when the table has not been run."""
     path = os.path.join(art, "bench", "training.json")
@@ -308,6 +324,8 @@ that section.
 """ + image("training") + "\n" + table("training") + """
 
 """ + training_verdict() + """
+
+""" + training_repeat() + """
 
 Repeated runs under MPI can differ by tenths of a point. Bytes at density 0.001 are dominated by
 the warm-up's first steps, some of which go dense: the exchange picks dense or sparse per step from a
