@@ -5,12 +5,12 @@
 # exit, on failure and on Ctrl-C.
 #   ./build.sh bench cluster [--hosts 2,4] [--link 100mbit,1gbit] [--model wide-mlp] [--compressors ...]
 #                            [--densities ...] [--steps N | --epochs N] [--workers-per-host W] [--density-warmup STEPS]
-#                            [--momentum-correction] [--run-timeout SECONDS] [--json FILE]
+#                            [--momentum-correction] [--selection-cap C] [--run-timeout SECONDS] [--json FILE]
 # With --workers-per-host W > 1 every run is made twice: flat exchange and hierarchical exchange.
 set -euo pipefail
 dll=${1:?benchmark dll}; shift
 hosts_list=4; links=100mbit,1gbit; model=wide-mlp; compressors=none,topk,dgc,sidco-e,sidco-gp,sidco-p
-densities=0.01,0.001; steps=40; json=artifacts/bench/cluster.json; epochs=""; per_host=1; warmup=0; recipe=
+densities=0.01,0.001; steps=40; json=artifacts/bench/cluster.json; epochs=""; per_host=1; warmup=0; recipe=; cap=
 run_timeout=1200 # seconds: a run that hangs (a rank stuck on a lost connection) is stopped and counted as failed
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -26,6 +26,7 @@ while [ $# -gt 0 ]; do
     --density-warmup) warmup=$2; shift 2;;
     --run-timeout) run_timeout=$2; shift 2;;
     --momentum-correction) recipe="--momentum-correction"; shift;;
+    --selection-cap) cap="--selection-cap $2"; shift 2;;
     *) echo "cluster: unknown option $1"; exit 2;;
   esac
 done
@@ -101,7 +102,7 @@ for n in $(echo "$hosts_list" | tr ',' ' '); do
             --mca plm_rsh_agent "$root/eng/netns-rsh.sh" --mca btl tcp,self \
             --mca btl_tcp_if_include 10.200.0.0/24 --mca oob_tcp_if_include 10.200.0.0/24 \
             -x OMPI_ALLOW_RUN_AS_ROOT -x OMPI_ALLOW_RUN_AS_ROOT_CONFIRM -x OMPI_MCA_mpi_yield_when_idle=1 -x DOTNET_CLI_TELEMETRY_OPTOUT=1 -x PATH -x HOME \
-            dotnet "$root/$dll" cluster-worker --compressor "$c" --density "$d" --steps "$steps" --model "$model" --link-mbps "$mbps" --hosts "$n" ${epochs:+--epochs $epochs} --workers-per-host "$per_host" --density-warmup "$warmup" $recipe $extra \
+            dotnet "$root/$dll" cluster-worker --compressor "$c" --density "$d" --steps "$steps" --model "$model" --link-mbps "$mbps" --hosts "$n" ${epochs:+--epochs $epochs} --workers-per-host "$per_host" --density-warmup "$warmup" $recipe $cap $extra \
             > "$work/run.log" 2>&1; then
             echo "  run failed: $c at $d ($layout):"
             { grep -m 3 -E "Exception|error" "$work/run.log" || true; tail -3 "$work/run.log"; } | cut -c1-300 | sed 's/^/    /'
