@@ -106,46 +106,22 @@ def warmup_runs():
                      f"(achieved density {a['achievedDensity']:.4f} and {b['achievedDensity']:.4f}) and reached {a['testAccuracy'] * 100:.2f} % and {b['testAccuracy'] * 100:.2f} %")
     return "; ".join(parts) + "."
 
-def capped_pair():
-    """The DGC / SIDCo-E pair again with every compressor held to DGC's own 4k/3 budget (SelectionCap)."""
-    path = os.path.join(art, "bench", "cluster-cap-1.json.rows.jsonl")
-    repeats = [os.path.join(art, "bench", f"cluster-repeat-{i}.json.rows.jsonl") for i in range(1, 12)]
-    if not os.path.exists(path) or not all(os.path.exists(p) for p in repeats):
-        missing.append(path)
-        return "_not run yet_"
-    pair = {r["compressor"]: r for r in map(json.loads, open(path))}
-    d, e = pair["dgc"], pair["sidco-e"]
-    computes = [json.loads(l)["computeMs"] for p in repeats for l in open(p)]
-    k = e["parameters"] * e["density"]
-    per_rank = lambda r: r["bytesPerStep"] / ((r["hosts"] - 1) / r["hosts"] * 8) / r["hosts"] / k  # the cost model's bytes: (P-1)/P x 8 B per gathered entry
-    uncapped = [r for p in repeats for r in map(json.loads, open(p)) if r["compressor"] == "sidco-e"]
-    before = sum(per_rank(r) for r in uncapped) / len(uncapped)
-    return ("### The same pair with a selection cap\n\n```bash\n"
-        "./build.sh bench cluster --hosts 4 --link 100mbit --model wide-mlp --compressors dgc,sidco-e --densities 0.001 --steps 200 --momentum-correction --selection-cap 1.3334 --json artifacts/bench/cluster-cap-1.json\n```\n"
-        f"In the pairs above SIDCo-E selects {before:.2f} k per call and rank on the mean: its controller steers the mean of 5 calls, "
-        "and single calls can select several times k, while DGC never sends more than 4k/3 (above that it keeps the exact top k). "
-        "`--selection-cap 1.3334` holds every compressor to that budget (`SelectionCap`, off by default: a call that over-selects keeps "
-        f"its cap x k largest entries). With it SIDCo-E selects {per_rank(e):.2f} k and sends {e['bytesPerStep']:,.0f} B per step "
-        f"against DGC's {d['bytesPerStep']:,.0f} ({per_rank(d):.2f} k), and compresses in {e['compressMs']:.1f} ms against {d['compressMs']:.1f}. "
-        f"This run came while the machine was slow (compute {d['computeMs']:.0f} and {e['computeMs']:.0f} ms per step, against "
-        f"{min(computes):.0f}-{max(computes):.0f} ms in the pairs above), so its step times ({d['stepMs']:.0f} and {e['stepMs']:.0f} ms) "
-        "say nothing about the comparison; repeated pairs with the cap on a quiet machine would.")
-
-def dgc_repeats():
-    """SIDCo-E against DGC at 100 Mbit/s, density 0.001: the sweep's pair and the repeated pairs."""
-    runs = [("sweep", os.path.join(art, "bench", "cluster-sparse.json.rows.jsonl"))] + [
-        (f"repeat {i}", os.path.join(art, "bench", f"cluster-repeat-{i}.json.rows.jsonl")) for i in range(1, 12)]
+def dgc_sidco_pairs(runs):
+    """Paired statistics of DGC against SIDCo-E (100 Mbit/s, density 0.001) over runs [(tag, rows.jsonl)], or None when one is missing."""
     lines, pairs, firsts = [], [], []
     for tag, path in runs:
         if not os.path.exists(path):
             missing.append(path)
-            return "_not run yet_"
+            return None
         pair, order = {}, []
         for l in open(path):
             r = json.loads(l)
             if r["linkMbps"] == 100 and r["density"] == 0.001 and r["compressor"] in ("dgc", "sidco-e"):
                 pair[r["compressor"]] = r
                 order.append(r["compressor"])
+        if "dgc" not in pair or "sidco-e" not in pair:  # a run that has not finished (or failed)
+            missing.append(path)
+            return None
         d, e = pair["dgc"], pair["sidco-e"]
         pairs.append((d, e))
         first = "DGC" if order[0] == "dgc" else "SIDCo-E"
@@ -164,9 +140,6 @@ def dgc_repeats():
     step_diff = [d["stepMs"] - e["stepMs"] for d, e in pairs]
     rest_diff = [(d["stepMs"] - d["computeMs"]) - (e["stepMs"] - e["computeMs"]) for d, e in pairs]
     comp_diff = [d["compressMs"] - e["compressMs"] for d, e in pairs]
-    wins = sum(1 for x in step_diff if x > 0)
-    bytes_ratio = mean([e["bytesPerStep"] / d["bytesPerStep"] for d, e in pairs])
-    sm, sh = interval(step_diff); rm, rh = interval(rest_diff)
     # The later run of a pair tends to be faster; averaging the two orders' means cancels that.
     def by_order(diffs):
         """Mean difference over the pairs run DGC first, over those run SIDCo-E first, and their average."""
@@ -175,31 +148,73 @@ def dgc_repeats():
         if not a or not b:
             return float("nan"), float("nan"), float("nan"), len(a), len(b)
         return mean(a), mean(b), (mean(a) + mean(b)) / 2, len(a), len(b)
-    dgc_first_mean, sidco_first_mean, balanced, n_dgc_first, n_sidco_first = by_order(step_diff)
-    order_effect = (dgc_first_mean - sidco_first_mean) / 2
-    rest_balanced = by_order(rest_diff)[2]
-    md, me = mean([d["stepMs"] for d, _ in pairs]), mean([e["stepMs"] for _, e in pairs])
-    lines.append(f"| mean | | {md:.1f} | {me:.1f} | {mean([d['computeMs'] for d, _ in pairs]):.1f} / {mean([e['computeMs'] for _, e in pairs]):.1f} | "
+    st = {"n": n, "step": interval(step_diff), "rest": interval(rest_diff), "compress_wins": sum(1 for x in comp_diff if x > 0),
+          "compress_gain": mean(comp_diff), "wins": sum(1 for x in step_diff if x > 0),
+          "bytes_ratio": mean([e["bytesPerStep"] / d["bytesPerStep"] for d, e in pairs]), "order": by_order(step_diff),
+          "rest_balanced": by_order(rest_diff)[2], "dgc_ms": mean([d["stepMs"] for d, _ in pairs]), "sidco_ms": mean([e["stepMs"] for _, e in pairs]),
+          "computes": [r["computeMs"] for pair in pairs for r in pair], "pairs": pairs}
+    st["order_effect"] = (st["order"][0] - st["order"][1]) / 2
+    lines.append(f"| mean | | {st['dgc_ms']:.1f} | {st['sidco_ms']:.1f} | {mean([d['computeMs'] for d, _ in pairs]):.1f} / {mean([e['computeMs'] for _, e in pairs]):.1f} | "
                  f"{mean([d['compressMs'] for d, _ in pairs]):.1f} / {mean([e['compressMs'] for _, e in pairs]):.1f} | "
                  f"{mean([d['communicateMs'] for d, _ in pairs]):.1f} / {mean([e['communicateMs'] for _, e in pairs]):.1f} | "
-                 f"{mean([d['stepMs'] - d['computeMs'] for d, _ in pairs]):.1f} / {mean([e['stepMs'] - e['computeMs'] for _, e in pairs]):.1f} | {md / me:.2f}x |")
+                 f"{mean([d['stepMs'] - d['computeMs'] for d, _ in pairs]):.1f} / {mean([e['stepMs'] - e['computeMs'] for _, e in pairs]):.1f} | {st['dgc_ms'] / st['sidco_ms']:.2f}x |")
+    st["table"] = ("| run | first | DGC step ms | SIDCo-E step ms | compute DGC / SIDCo-E | compress | communicate | step - compute | DGC / SIDCo-E |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(lines))
+    return st
+
+def pair_summary(st):
+    """The paired statistics in words: who is faster per step, with the interval, the order effect and step - compute."""
+    n, (sm, sh), (rm, rh) = st["n"], st["step"], st["rest"]
+    dgc_first, sidco_first, balanced, n_dgc_first, n_sidco_first = st["order"]
+    return (f"SIDCo-E compresses faster in {st['compress_wins']} of {n} pairs (by {st['compress_gain']:.1f} ms per step on the mean) and sends "
+        f"{st['bytes_ratio']:.2f}x DGC's bytes. Per step it is {st['dgc_ms'] / st['sidco_ms']:.2f}x DGC on the mean and wins {st['wins']} of {n} pairs; the mean step difference "
+        f"(DGC minus SIDCo-E) is {sm:+.1f} ms, 95 % interval {sm - sh:+.1f} to {sm + sh:+.1f} ms. The {'later' if st['order_effect'] > 0 else 'earlier'} run of a pair is faster by about "
+        f"{abs(st['order_effect']):.1f} ms (DGC first: difference {dgc_first:+.1f} ms over {n_dgc_first} pairs; SIDCo-E first: {sidco_first:+.1f} ms over "
+        f"{n_sidco_first}), so the estimate that cancels the order, the mean of the two orders, is {balanced:+.1f} ms per step. Leaving out compute "
+        f"(\"step - compute\": compression, exchange and the wait for the slowest rank) the difference is {rm:+.1f} ms, interval {rm - rh:+.1f} to "
+        f"{rm + rh:+.1f} ms ({st['rest_balanced']:+.1f} ms as the mean of the two orders).")
+
+def dgc_repeats():
+    """SIDCo-E against DGC at 100 Mbit/s, density 0.001: the sweep's pair and the repeated pairs."""
+    st = dgc_sidco_pairs([("sweep", os.path.join(art, "bench", "cluster-sparse.json.rows.jsonl"))] + [
+        (f"repeat {i}", os.path.join(art, "bench", f"cluster-repeat-{i}.json.rows.jsonl")) for i in range(1, 12)])
+    if st is None:
+        return "_not run yet_"
     return ("### SIDCo-E against DGC at 100 Mbit/s, density 0.001, repeated\n\n```bash\n"
         "for i in 1 2 3; do ./build.sh bench cluster --hosts 4 --link 100mbit --model wide-mlp --compressors dgc,sidco-e --densities 0.001 --steps 200 --momentum-correction --json artifacts/bench/cluster-repeat-$i.json; done\n"
         "for i in 4 5 6 7 8 9 10 11; do order=$([ $((i % 2)) -eq 0 ] && echo dgc,sidco-e || echo sidco-e,dgc); ./build.sh bench cluster --hosts 4 --link 100mbit --model wide-mlp --compressors $order --densities 0.001 --steps 200 --momentum-correction --json artifacts/bench/cluster-repeat-$i.json; done\n```\n"
-        f"The two are close, so the pair was repeated: {n} pairs in all (the sweep's and repeats 1-3 run DGC first; from repeat 4 on "
-        "every other pair runs SIDCo-E first); times over the last 100 of 200 steps. "
-        f"SIDCo-E compresses faster in {sum(1 for x in comp_diff if x > 0)} of {n} pairs (by {mean(comp_diff):.1f} ms per step on the mean) and sends "
-        f"{bytes_ratio:.2f}x DGC's bytes. Per step it is {md / me:.2f}x DGC on the mean and wins {wins} of {n} pairs; the mean step difference "
-        f"(DGC minus SIDCo-E) is {sm:+.1f} ms, 95 % interval {sm - sh:+.1f} to {sm + sh:+.1f} ms. The order matters more than the "
-        f"compressor: the later run of a pair is faster by about {order_effect:.1f} ms (DGC first: difference {dgc_first_mean:+.1f} ms over "
-        f"{n_dgc_first} pairs; SIDCo-E first: {sidco_first_mean:+.1f} ms over {n_sidco_first}), so the estimate that cancels it, the mean "
-        f"of the two orders, is {balanced:+.1f} ms per step: no measurable difference. The compute of the same work varies by more than that "
-        "from run to run; leaving it out (\"step - compute\": compression, exchange and the wait for the slowest rank) "
-        f"the difference is {rm:+.1f} ms, interval {rm - rh:+.1f} to {rm + rh:+.1f} ms ({rest_balanced:+.1f} ms as the mean of the two orders): "
-        "SIDCo-E's faster compression, less the time its larger selections take on the wire. That part of the step holds "
+        f"The two are close, so the pair was repeated: {st['n']} pairs in all (the sweep's and repeats 1-3 run DGC first; from repeat 4 on "
+        "every other pair runs SIDCo-E first); times over the last 100 of 200 steps. " + pair_summary(st) + " "
+        + ("So there is no measurable difference per step: the compute of the same work varies by more than that from run to run. "
+           if st["step"][0] - st["step"][1] < 0 < st["step"][0] + st["step"][1] else "The interval excludes zero. ")
+        + "\"Step - compute\" is SIDCo-E's faster compression less the time its larger selections take on the wire; it holds "
         "everything the compressor changes, and SIDCo-E wins it; the whole step it does not win measurably here, on four ranks sharing two cores.\n\n"
-        "| run | first | DGC step ms | SIDCo-E step ms | compute DGC / SIDCo-E | compress | communicate | step - compute | DGC / SIDCo-E |\n"
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(lines))
+        + st["table"])
+
+def capped_pairs():
+    """The DGC / SIDCo-E pair again with every compressor held to DGC's own 4k/3 budget (SelectionCap)."""
+    capped = dgc_sidco_pairs([(f"capped {i}", os.path.join(art, "bench", f"cluster-cap-{i}.json.rows.jsonl")) for i in range(1, 10)])
+    uncapped = dgc_sidco_pairs([(f"repeat {i}", os.path.join(art, "bench", f"cluster-repeat-{i}.json.rows.jsonl")) for i in range(1, 12)])
+    if capped is None or uncapped is None:
+        return "_not run yet_"
+    # The cost model's bytes are (P-1)/P x 8 B per gathered entry: entries per call and rank, in units of k.
+    per_rank = lambda r: r["bytesPerStep"] / ((r["hosts"] - 1) / r["hosts"] * 8) / r["hosts"] / (r["parameters"] * r["density"])
+    mean = lambda xs: sum(xs) / len(xs)
+    before = mean([per_rank(e) for _, e in uncapped["pairs"]])
+    after_e, after_d = mean([per_rank(e) for _, e in capped["pairs"]]), mean([per_rank(d) for d, _ in capped["pairs"]])
+    return ("### The same pair with a selection cap\n\n```bash\n"
+        "for i in 1 2 3 4 5 6 7 8 9; do order=$([ $((i % 2)) -eq 0 ] && echo sidco-e,dgc || echo dgc,sidco-e); ./build.sh bench cluster --hosts 4 --link 100mbit --model wide-mlp --compressors $order --densities 0.001 --steps 200 --momentum-correction --selection-cap 1.3334 --json artifacts/bench/cluster-cap-$i.json; done\n```\n"
+        f"In the pairs above SIDCo-E selects {before:.2f} k per call and rank on the mean: its controller steers the mean of 5 calls, "
+        "and single calls can select several times k, while DGC never sends more than 4k/3 (above that it keeps the exact top k). "
+        "`--selection-cap 1.3334` holds every compressor to that budget (`SelectionCap`, off by default: a call that over-selects keeps "
+        f"its cap x k largest entries). With it SIDCo-E selects {after_e:.2f} k and DGC {after_d:.2f} k. These pairs ran while the machine was "
+        f"slower than for the pairs above (compute {min(capped['computes']):.0f}-{max(capped['computes']):.0f} ms per step against "
+        f"{min(uncapped['computes']):.0f}-{max(uncapped['computes']):.0f}), so compare them among themselves. " + pair_summary(capped) + " "
+        + (f"The whole step does not differ measurably: the two runs of a pair differ in compute alone by {mean([abs(d['computeMs'] - e['computeMs']) for d, e in capped['pairs']]):.0f} ms on the mean. "
+           if capped["step"][0] - capped["step"][1] < 0 < capped["step"][0] + capped["step"][1] else "")
+        + ("With the same byte budget SIDCo-E wins the part of the step the compressor changes, and the interval excludes zero."
+           if capped["rest"][0] - capped["rest"][1] > 0 else "") + "\n\n"
+        + capped["table"])
 
 sections = []
 CLUSTER_NOTES = """
@@ -411,7 +426,7 @@ time, which also holds the wait for the slowest rank's backward pass; "exchange 
 exchange (same links, same selection size per rank) started after a barrier, the quantity the model
 describes.
 """ + CLUSTER_NOTES + image("cluster") + "\n" + table("cluster")
-    + "\n\n### Accuracy after five epochs (2,340 steps; the link does not change the arithmetic)\n\n" + table("cluster-accuracy-5ep") + "\n\n" + dgc_repeats() + "\n\n" + capped_pair()
+    + "\n\n### Accuracy after five epochs (2,340 steps; the link does not change the arithmetic)\n\n" + table("cluster-accuracy-5ep") + "\n\n" + dgc_repeats() + "\n\n" + capped_pairs()
     + "\n\n### Hierarchical vs flat exchange (2 hosts x 2 workers)\n\n"
     + "Two workers per host reduce in-process (dense) and the hosts exchange sparse. Hierarchical sends a third of the flat exchange's bytes "
     + "(115 against 324 KB per step), but here it is slower (103 against 88 ms per step): its communicate time holds the dense in-process "
