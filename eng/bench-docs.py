@@ -30,17 +30,25 @@ def report(name):
     path = os.path.join(art, "runs", name + ".json")
     return json.load(open(path)) if os.path.exists(path) else None
 
-def training_verdict():
-    """The must-show of issue 6 read off the training table: SIDCo at 0.001 against none (accuracy) and top-k (compress time)."""
-    path = os.path.join(art, "bench", "training.json")
+SIDCO_NAMES = {"sidco-e": "SIDCo-E", "sidco-gp": "SIDCo-GP", "sidco-p": "SIDCo-P"}
+
+def bench_results(name):
+    """The rows a benchmark wrote to artifacts/bench/<name>.json, or None (recorded as missing) when it has not been run."""
+    path = os.path.join(art, "bench", name + ".json")
     if not os.path.exists(path):
         missing.append(path)
+        return None
+    return json.load(open(path))["results"]
+
+def training_verdict():
+    """The must-show of issue 6 read off the training table: SIDCo at 0.001 against none (accuracy) and top-k (compress time)."""
+    rows = bench_results("training")
+    if rows is None:
         return "_not run yet_"
-    rows = json.load(open(path))["results"]
     none = next(r for r in rows if r["compressor"] == "none")
     topk = next(r for r in rows if r["compressor"] == "topk" and r["density"] == 0.001)
     sidco = [r for r in rows if r["compressor"].startswith("sidco") and r["density"] == 0.001]
-    names = {"sidco-e": "SIDCo-E", "sidco-gp": "SIDCo-GP", "sidco-p": "SIDCo-P"}
+    names = SIDCO_NAMES
     gaps = [(none["testAccuracy"] - r["testAccuracy"]) * 100 for r in sidco]
     ratios = [topk["compressMs"] / r["compressMs"] for r in sidco]
     within = all(round(g, 2) <= 1.0 for g in gaps)
@@ -60,12 +68,11 @@ def training_verdict():
 
 def training_repeat():
     """The rows at 0.001 run a second time: how far the verdict moves between runs of one command."""
-    path = os.path.join(art, "bench", "training-repeat.json")
-    if not os.path.exists(path):
-        missing.append(path)
+    results = bench_results("training-repeat")
+    if results is None:
         return "_not run yet_"
-    rows = {r["compressor"]: r for r in json.load(open(path))["results"]}
-    names = {"sidco-e": "SIDCo-E", "sidco-gp": "SIDCo-GP", "sidco-p": "SIDCo-P"}
+    rows = {r["compressor"]: r for r in results}
+    names = SIDCO_NAMES
     none, topk = rows["none"], rows["topk"]
     return ("A second run of the rows at 0.001 "
         "(`./build.sh bench training --transport mpi --workers 4 --model convnet-wide --epochs 5 --density-warmup 200 --compressors none,topk,sidco-e,sidco-gp,sidco-p --densities 0.001 --json artifacts/bench/training-repeat.json`) "
@@ -76,11 +83,8 @@ def training_repeat():
 
 def training_row(compressor, density):
     """A row of the training table, or None (recorded as missing) when the table has not been run."""
-    path = os.path.join(art, "bench", "training.json")
-    if not os.path.exists(path):
-        missing.append(path)
-        return None
-    return next(r for r in json.load(open(path))["results"] if r["compressor"] == compressor and r["density"] == density)
+    rows = bench_results("training")
+    return None if rows is None else next(r for r in rows if r["compressor"] == compressor and r["density"] == density)
 
 def training_topk_ms():
     row = training_row("topk", 0.001)
@@ -92,12 +96,10 @@ def training_gp_stages():
 
 def warmup_runs():
     """Two runs of the one-epoch warm-up command: sparse fraction, achieved density and accuracy per compressor."""
-    paths = [os.path.join(art, "bench", n) for n in ("training-warmup.json", "training-warmup-2.json")]
-    for p in paths:
-        if not os.path.exists(p):
-            missing.append(p)
-            return "_not run yet_"
-    runs = [{r["compressor"]: r for r in json.load(open(p))["results"]} for p in paths]
+    results = [bench_results(n) for n in ("training-warmup", "training-warmup-2")]
+    if None in results:
+        return "_not run yet_"
+    runs = [{r["compressor"]: r for r in rows} for rows in results]
     names = {"topk": "top-k", "dgc": "DGC", "sidco-e": "SIDCo-E"}
     parts = []
     for c in ("topk", "dgc", "sidco-e"):
