@@ -14,6 +14,13 @@ namespace Microsoft.ML.SIDCo.Compression;
 /// Once a move would go back to a stage count already seen out of band, or no move is possible, the
 /// controller keeps M and calibrates the density the estimator targets instead (delta_eff = delta x <see cref="Calibration"/>, corrected by the
 /// window's ratio); thresholds fall monotonically with delta, so this converges.
+/// Once a calibrated window lands in the band the controller switches to <see cref="Tracking"/>: from then on every
+/// call nudges the calibration by a small step against its own excess (achieved/target - 1). Window-sized
+/// jumps are what made bursts: with error feedback, entries that were not sent pile up just below the
+/// threshold, so a calibration 1.5x higher released up to 11x the target in one call (measured on the
+/// wide MLP with momentum correction). Small steps release that pile gradually, and because the step is
+/// proportional to the excess, not to its logarithm, the long-run mean of achieved/target (what the
+/// bytes on the wire follow) settles at 1.
 /// </remarks>
 public sealed class AdaptiveStageController
 {
@@ -26,6 +33,15 @@ public sealed class AdaptiveStageController
     private double _lastLogRatio = double.NaN;
     private readonly Dictionary<int, double> _seen = new();
     private double _calLow = double.NaN, _calHigh = double.NaN; // calibrations seen below / above the band at the current stage count
+
+    /// <summary>A stage move that changes the window's ratio by less than this (in log) did nothing useful.</summary>
+    public const double IneffectiveMove = 0.05;
+
+    /// <summary>Calibration change per call in tracking, as a fraction of that call's excess: ln c -= gain x (ratio - 1).</summary>
+    public const double TrackingGain = 0.05;
+
+    /// <summary>The excess used by one tracking step is clamped to [-1, this], so that one burst cannot swing the calibration.</summary>
+    public const double TrackingMaxExcess = 3;
 
     /// <summary>Creates a controller starting at <paramref name="initialStages"/>.</summary>
     public AdaptiveStageController(int initialStages, int maxStages, int interval = 5, double tolerance = 0.2)
@@ -50,10 +66,19 @@ public sealed class AdaptiveStageController
     /// <summary>Factor applied to the target density once stage moves alone cannot reach the band (1 until then), in [1/64, 64].</summary>
     public double Calibration { get; private set; } = 1;
 
+    /// <summary>True once the calibration has reached the band: the stage count is fixed and every call adjusts the calibration a little.</summary>
+    public bool Tracking { get; private set; }
+
     /// <summary>Records one call's achieved/target ratio; every interval calls, may move <see cref="Stages"/>.</summary>
     public void Observe(double achievedOverTarget)
     {
         if (!double.IsFinite(achievedOverTarget)) return;
+        if (Tracking)
+        {
+            double excess = Math.Clamp(achievedOverTarget - 1, -1, TrackingMaxExcess);
+            Calibration = Math.Clamp(Calibration * Math.Exp(-TrackingGain * excess), 1.0 / 64, 64);
+            return;
+        }
         _windowSum += achievedOverTarget;
         if (++_windowCount < _interval) return;
         double mean = _windowSum / _windowCount;
@@ -61,17 +86,31 @@ public sealed class AdaptiveStageController
         double logRatio = Math.Log(Math.Max(mean, 1e-9));
 
         // Learn the direction from what the previous move did to the ratio.
+        bool ineffective = false;
         if (_lastMove != 0 && !double.IsNaN(_lastLogRatio))
         {
             double change = logRatio - _lastLogRatio;
             if (Math.Abs(change) > 0.02) MoreStagesLowerDensity = _lastMove * change < 0 ? 1 : -1;
+            ineffective = Math.Abs(change) < IneffectiveMove;
         }
+        int moved = _lastMove;
         _lastLogRatio = logRatio;
         _lastMove = 0;
         if (Calibration == 1) _seen[Stages] = mean;
-        if (mean >= 1 - _tolerance && mean <= 1 + _tolerance) return;
+        if (mean >= 1 - _tolerance && mean <= 1 + _tolerance)
+        {
+            Tracking = Calibration != 1;
+            return;
+        }
 
-        if (Calibration == 1)
+        // A stage move that left the ratio where it was will not be helped by the next one either (seen
+        // while the density warm-up moves the target, where a first stage that over-selects sets the
+        // ratio whatever M is): undo an added stage, since each costs a pass, and calibrate instead.
+        if (Calibration == 1 && ineffective)
+        {
+            if (moved > 0) { Stages--; Adjustments++; }
+        }
+        else if (Calibration == 1)
         {
             int wanted = mean > 1 ? MoreStagesLowerDensity : -MoreStagesLowerDensity;
             int next = Stages + wanted;
@@ -117,7 +156,7 @@ public sealed class AdaptiveStageController
     public void Save(BinaryWriter w)
     {
         w.Write(Stages); w.Write(MoreStagesLowerDensity); w.Write(Adjustments);
-        w.Write(_windowSum); w.Write(_windowCount); w.Write(_lastMove); w.Write(_lastLogRatio); w.Write(Calibration); w.Write(_calLow); w.Write(_calHigh);
+        w.Write(_windowSum); w.Write(_windowCount); w.Write(_lastMove); w.Write(_lastLogRatio); w.Write(Calibration); w.Write(_calLow); w.Write(_calHigh); w.Write(Tracking);
         w.Write(_seen.Count);
         foreach (var (m, r) in _seen) { w.Write(m); w.Write(r); }
     }
@@ -127,11 +166,12 @@ public sealed class AdaptiveStageController
     {
         int stages = r.ReadInt32(), dir = r.ReadInt32(), adj = r.ReadInt32();
         double sum = r.ReadDouble(); int count = r.ReadInt32(), move = r.ReadInt32(); double last = r.ReadDouble(), calibration = r.ReadDouble(), calLow = r.ReadDouble(), calHigh = r.ReadDouble();
+        bool tracking = r.ReadBoolean();
         var seen = new Dictionary<int, double>();
         for (int i = r.ReadInt32(); i > 0; i--) seen[r.ReadInt32()] = r.ReadDouble();
         if (stages < 1 || stages > _maxStages) throw new InvalidDataException($"Saved stage count {stages} is outside [1, {_maxStages}].");
         (Stages, MoreStagesLowerDensity, Adjustments, _windowSum, _windowCount, _lastMove, _lastLogRatio, Calibration) = (stages, dir, adj, sum, count, move, last, calibration);
-        (_calLow, _calHigh) = (calLow, calHigh);
+        (_calLow, _calHigh, Tracking) = (calLow, calHigh, tracking);
         _seen.Clear();
         foreach (var (m, v) in seen) _seen[m] = v;
     }
