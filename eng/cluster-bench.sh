@@ -84,6 +84,10 @@ for n in $(echo "$hosts_list" | tr ',' ' '); do
     net_down
     make_cluster "$n" "$link" "$burst"
     hostlist=$(awk '{ printf "%s%s:1", (NR > 1 ? "," : ""), $1 }' "$SIDCO_NETNS_MAP")
+    # Every emulated host is a machine of its own to Open MPI, so each rank would take all of this
+    # machine's cores for TorchSharp; they share them, so each gets its share (the trainer honours
+    # OMP_NUM_THREADS). Without it 4 ranks ran 8 threads on 2 cores and compute took ~4x longer.
+    threads=$(( $(nproc) / (n * per_host) )); [ "$threads" -ge 1 ] || threads=1
     echo "cluster: $n hosts at $link ($hostlist)"
     for c in $(echo "$compressors" | tr ',' ' '); do
       for d in $(echo "$densities" | tr ',' ' '); do
@@ -97,11 +101,11 @@ for n in $(echo "$hosts_list" | tr ',' ' '); do
         # A launch can fail transiently (an orted that cannot connect back to mpirun): one retry.
         for attempt in 1 2; do
           session=$(mktemp -d "$work/session.XXXXXX")
-          if ! timeout --foreground --kill-after=30 "$run_timeout" ip netns exec sidco-h0 env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+          if ! timeout --foreground --kill-after=30 "$run_timeout" ip netns exec sidco-h0 env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS="$threads" \
             mpirun -np "$n" --host "$hostlist" --oversubscribe --bind-to none --mca orte_tmpdir_base "$session" \
             --mca plm_rsh_agent "$root/eng/netns-rsh.sh" --mca btl tcp,self \
             --mca btl_tcp_if_include 10.200.0.0/24 --mca oob_tcp_if_include 10.200.0.0/24 \
-            -x OMPI_ALLOW_RUN_AS_ROOT -x OMPI_ALLOW_RUN_AS_ROOT_CONFIRM -x OMPI_MCA_mpi_yield_when_idle=1 -x DOTNET_CLI_TELEMETRY_OPTOUT=1 -x PATH -x HOME \
+            -x OMPI_ALLOW_RUN_AS_ROOT -x OMPI_ALLOW_RUN_AS_ROOT_CONFIRM -x OMPI_MCA_mpi_yield_when_idle=1 -x OMP_NUM_THREADS -x DOTNET_CLI_TELEMETRY_OPTOUT=1 -x PATH -x HOME \
             dotnet "$root/$dll" cluster-worker --compressor "$c" --density "$d" --steps "$steps" --model "$model" --link-mbps "$mbps" --hosts "$n" ${epochs:+--epochs $epochs} --workers-per-host "$per_host" --density-warmup "$warmup" $recipe $cap $extra \
             > "$work/run.log" 2>&1; then
             echo "  run failed: $c at $d ($layout):"

@@ -20,7 +20,7 @@ namespace Microsoft.ML.SIDCo.Compression;
 /// threshold, so a calibration 1.5x higher released up to 11x the target in one call (measured on the
 /// wide MLP with momentum correction). Small steps release that pile gradually, and because the step is
 /// proportional to the excess, not to its logarithm, the long-run mean of achieved/target (what the
-/// bytes on the wire follow) settles at 1.
+/// bytes on the wire follow) settles at 1 on steady gradients; while they drift it trails by a few per cent.
 /// </remarks>
 public sealed class AdaptiveStageController
 {
@@ -69,7 +69,7 @@ public sealed class AdaptiveStageController
     /// <summary>True once the calibration has reached the band: the stage count is fixed and every call adjusts the calibration a little.</summary>
     public bool Tracking { get; private set; }
 
-    /// <summary>Records one call's achieved/target ratio; every interval calls, may move <see cref="Stages"/>.</summary>
+    /// <summary>Records one call's achieved/target ratio: in <see cref="Tracking"/>, adjusts the calibration; otherwise, every interval calls, may move <see cref="Stages"/> or the calibration.</summary>
     public void Observe(double achievedOverTarget)
     {
         if (!double.IsFinite(achievedOverTarget)) return;

@@ -33,7 +33,7 @@ public sealed class CompressorOptions
     /// <summary>Upper bound on the number of stages; 0 means ceil(log2(1 / density)). Default 0.</summary>
     public int MaxStages { get; set; }
 
-    /// <summary>Compress calls averaged before the adaptive controller acts. Default 5.</summary>
+    /// <summary>Compress calls averaged before the adaptive controller moves the stage count or, until it is in band, the calibration (afterwards it tracks every call). Default 5.</summary>
     public int AdaptationInterval { get; set; } = 5;
 
     /// <summary>The controller acts when the mean achieved/target leaves [1 - t, 1 + t]. Default 0.2.</summary>
