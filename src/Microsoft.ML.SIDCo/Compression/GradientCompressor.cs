@@ -83,6 +83,12 @@ public abstract class GradientCompressor
     protected virtual StatisticsKinds RequiredStatistics => StatisticsKinds.Basic;
 
     /// <summary>
+    /// When finite, the measuring pass also collects the statistics of the magnitudes above this bound
+    /// (<see cref="GradientStatistics.Tail"/>), so that a fit on them needs no pass of its own.
+    /// </summary>
+    protected virtual float TailBound => float.PositiveInfinity;
+
+    /// <summary>
     /// Changes the target density between calls (e.g. a warm-up schedule). The adaptive state is kept:
     /// its calibration is relative to the target, so it carries over; the candidate prefilter stays
     /// exact because it is only used when the new threshold lies above its bound.
@@ -117,12 +123,12 @@ public abstract class GradientCompressor
         if (feedback is not null)
         {
             if (feedback.Length != n) throw new ArgumentException($"Error feedback for buffer '{feedback.Name}' has {feedback.Length} entries; the gradient has {n}.", nameof(feedback));
-            stats = Kernels.AccumulateAndMeasure(gradient, feedback.Accumulator, RequiredStatistics, bound, collect ? _candidates : null);
+            stats = Kernels.AccumulateAndMeasure(gradient, feedback.Accumulator, RequiredStatistics, bound, collect ? _candidates : null, TailBound);
             acc = feedback.Accumulator;
         }
         else
         {
-            stats = Kernels.Measure(gradient, RequiredStatistics, bound, collect ? _candidates : null);
+            stats = Kernels.Measure(gradient, RequiredStatistics, bound, collect ? _candidates : null, TailBound);
             acc = gradient;
         }
 

@@ -16,6 +16,21 @@ public sealed class SidcoCompressor : GradientCompressor
 
     private readonly CompressorKind _kind;
 
+    /// <summary>
+    /// The previous call's first-stage threshold (its fitted 25 % tail quantile), or NaN before the first
+    /// multi-stage call. The next call's measuring pass collects the exceedances of this bound, and the
+    /// second stage fits them instead of reading the buffer again for the exceedances of its own
+    /// first-stage threshold.
+    /// </summary>
+    private float _peaksBound = float.NaN;
+
+    /// <summary>
+    /// The second stage takes the exceedances of the previous call's bound only while that bound still
+    /// cuts a tail of about the first stage's size: between half and twice <see cref="FirstStageTail"/>.
+    /// Outside (the first call, a jump in the gradient's scale) it measures those of this call's bound.
+    /// </summary>
+    private const double PeaksTailSlack = 2;
+
     /// <summary>Creates a SIDCo compressor of the given family.</summary>
     public SidcoCompressor(CompressorKind kind, CompressorOptions options, IGradientKernels? kernels = null) : base(options, kernels)
     {
@@ -51,6 +66,11 @@ public sealed class SidcoCompressor : GradientCompressor
     }
 
     /// <inheritdoc />
+    protected override float TailBound =>
+        Options.Density < 1 && CurrentStages > 1 && Options.Density * (Controller?.Calibration ?? 1) < FirstStageTail && float.IsFinite(_peaksBound)
+            ? _peaksBound : float.PositiveInfinity;
+
+    /// <inheritdoc />
     protected override StatisticsKinds RequiredStatistics => _kind switch
     {
         CompressorKind.SidcoGammaPareto => StatisticsKinds.LogMagnitudes,
@@ -62,26 +82,52 @@ public sealed class SidcoCompressor : GradientCompressor
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output)
     {
-        var (threshold, stages) = EstimateThreshold(acc, stats);
+        var (threshold, stages, firstStage) = Estimate(acc, stats);
+        _peaksBound = firstStage;
         SelectAboveThreshold(acc, threshold, output);
         return (threshold, stages);
     }
 
-    /// <summary>Estimates the threshold for the configured density (without selecting).</summary>
+    /// <summary>
+    /// Estimates the threshold for the configured density (without selecting or changing state). When
+    /// <paramref name="stats"/> carries a <see cref="GradientStatistics.Tail"/> of about the first stage's
+    /// size, the second stage fits those exceedances instead of measuring its own.
+    /// </summary>
     public (float Threshold, int Stages) EstimateThreshold(ReadOnlySpan<float> acc, in GradientStatistics stats)
     {
-        if (Options.Density >= 1) return (-1f, 1); // everything passes |x| > -1
+        var (threshold, stages, _) = Estimate(acc, stats);
+        return (threshold, stages);
+    }
+
+    // Also returns this call's first-stage (25 % tail) threshold, the next call's peaks bound (NaN when single-stage).
+    private (float Threshold, int Stages, float FirstStage) Estimate(ReadOnlySpan<float> acc, in GradientStatistics stats)
+    {
+        if (Options.Density >= 1) return (-1f, 1, float.NaN); // everything passes |x| > -1
         double delta = Math.Min(0.5, Options.Density * (Controller?.Calibration ?? 1));
         int m = CurrentStages;
-        if (m == 1 || delta >= FirstStageTail) return ((float)FirstStage(stats, delta), 1);
+        if (m == 1 || delta >= FirstStageTail) return ((float)FirstStage(stats, delta), 1, float.NaN);
 
         double eta = FirstStage(stats, FirstStageTail);
+        double firstStage = eta;
         double ratio = Math.Pow(delta / FirstStageTail, 1.0 / (m - 1));
+        ExceedanceStatistics? peaks = null;
+        if (stats.Tail is { Count: >= 2 } tail && stats.Count > 0)
+        {
+            // The peaks over last call's bound, measured in the first pass. Their share of the buffer is
+            // counted, not assumed, so the later stages split what is left of the target between them.
+            double share = (double)tail.Count / stats.Count;
+            if (share >= FirstStageTail / PeaksTailSlack && share <= FirstStageTail * PeaksTailSlack && share > delta)
+            {
+                peaks = tail;
+                ratio = Math.Pow(delta / share, 1.0 / (m - 1));
+            }
+        }
         int used = 1;
         for (int s = 2; s <= m; s++)
         {
             // Later stages look only at the tail: when it lies above the candidate bound, the candidates hold all of it.
-            var ex = HasCandidates && eta >= CandidateBound ? MeasureExceedances(Candidates.Values, (float)eta) : Kernels.MeasureExceedances(acc, (float)eta);
+            var ex = s == 2 && peaks is { } p ? p
+                : HasCandidates && eta >= CandidateBound ? MeasureExceedances(Candidates.Values, (float)eta) : Kernels.MeasureExceedances(acc, (float)eta);
             if (ex.Count < 2) break; // nothing left to fit: keep the last threshold
             double t = ex.Min;
             double meanY = ex.Mean - t;
@@ -90,7 +136,7 @@ public sealed class SidcoCompressor : GradientCompressor
             eta = next;
             used++;
         }
-        return ((float)eta, used);
+        return ((float)eta, used, double.IsFinite(firstStage) && firstStage > 0 ? (float)firstStage : float.NaN);
     }
 
     private double FirstStage(in GradientStatistics stats, double tail)
@@ -117,6 +163,7 @@ public sealed class SidcoCompressor : GradientCompressor
     public override void SaveState(BinaryWriter writer)
     {
         base.SaveState(writer);
+        writer.Write(_peaksBound); // the next call's second stage depends on it: a resumed run continues exactly
         writer.Write(Controller is not null);
         Controller?.Save(writer);
     }
@@ -125,6 +172,7 @@ public sealed class SidcoCompressor : GradientCompressor
     public override void LoadState(BinaryReader reader)
     {
         base.LoadState(reader);
+        _peaksBound = reader.ReadSingle();
         bool adaptive = reader.ReadBoolean();
         if (adaptive != Controller is not null) throw new InvalidDataException("Compressor state and options disagree on AdaptiveStages.");
         Controller?.Load(reader);

@@ -42,24 +42,24 @@ public sealed class CpuGradientKernels : IGradientKernels
     public string Name => "cpu-simd";
 
     /// <inheritdoc />
-    public unsafe GradientStatistics AccumulateAndMeasure(ReadOnlySpan<float> gradient, Span<float> residual, StatisticsKinds kinds, float candidateBound = float.PositiveInfinity, SparseBuffer? candidates = null)
+    public unsafe GradientStatistics AccumulateAndMeasure(ReadOnlySpan<float> gradient, Span<float> residual, StatisticsKinds kinds, float candidateBound = float.PositiveInfinity, SparseBuffer? candidates = null, float tailBound = float.PositiveInfinity)
     {
         if (residual.Length != gradient.Length) throw new ArgumentException($"Residual length {residual.Length} differs from gradient length {gradient.Length}.", nameof(residual));
         fixed (float* g = gradient)
         fixed (float* r = residual)
         {
             var (gp, rp) = ((nint)g, (nint)r);
-            return Reduce(gradient.Length, candidates, (start, len, local) => MeasureRange((float*)gp + start, (float*)rp + start, len, start, kinds, candidateBound, local));
+            return Reduce(gradient.Length, candidates, (start, len, local) => MeasureRange((float*)gp + start, (float*)rp + start, len, start, kinds, candidateBound, local, tailBound));
         }
     }
 
     /// <inheritdoc />
-    public unsafe GradientStatistics Measure(ReadOnlySpan<float> values, StatisticsKinds kinds, float candidateBound = float.PositiveInfinity, SparseBuffer? candidates = null)
+    public unsafe GradientStatistics Measure(ReadOnlySpan<float> values, StatisticsKinds kinds, float candidateBound = float.PositiveInfinity, SparseBuffer? candidates = null, float tailBound = float.PositiveInfinity)
     {
         fixed (float* v = values)
         {
             var vp = (nint)v;
-            return Reduce(values.Length, candidates, (start, len, local) => MeasureRange((float*)vp + start, null, len, start, kinds, candidateBound, local));
+            return Reduce(values.Length, candidates, (start, len, local) => MeasureRange((float*)vp + start, null, len, start, kinds, candidateBound, local, tailBound));
         }
     }
 
@@ -194,8 +194,13 @@ public sealed class CpuGradientKernels : IGradientKernels
             {
                 var p = parts[c];
                 long bad = total.FirstNonFinite >= 0 ? total.FirstNonFinite : p.FirstNonFinite;
+                var tail = (total.Tail, p.Tail) switch
+                {
+                    ({ } t, { } q) => new ExceedanceStatistics(t.Count + q.Count, t.Sum + q.Sum, t.SumSquares + q.SumSquares, Math.Min(t.Min, q.Min)),
+                    (_, var q) => q,
+                };
                 total = new(total.Count + p.Count, total.SumAbs + p.SumAbs, total.SumLogAbs + p.SumLogAbs,
-                    total.SumSquares + p.SumSquares, Math.Max(total.MaxAbs, p.MaxAbs), bad);
+                    total.SumSquares + p.SumSquares, Math.Max(total.MaxAbs, p.MaxAbs), bad) { Tail = tail };
                 if (locals is not null) candidates!.AddRange(locals[c]!.Indices, locals[c]!.Values);
             }
             return total;
@@ -219,44 +224,53 @@ public sealed class CpuGradientKernels : IGradientKernels
     private readonly struct Yes : IFlag { public static bool Value => true; }
     private readonly struct No : IFlag { public static bool Value => false; }
 
-    private static unsafe GradientStatistics MeasureRange(float* x, float* residual, int length, long offset, StatisticsKinds kinds, float bound, SparseBuffer? candidates)
+    private static unsafe GradientStatistics MeasureRange(float* x, float* residual, int length, long offset, StatisticsKinds kinds, float bound, SparseBuffer? candidates, float tailBound)
     {
-        bool logs = (kinds & StatisticsKinds.LogMagnitudes) != 0;
-        bool squares = (kinds & StatisticsKinds.Squares) != 0;
+        var flags = new MeasureFlags((kinds & StatisticsKinds.LogMagnitudes) != 0, (kinds & StatisticsKinds.Squares) != 0, candidates is not null, float.IsFinite(tailBound));
         return residual != null
-            ? MeasureWithLogs<Yes>(x, residual, length, offset, logs, squares, bound, candidates)
-            : MeasureWithLogs<No>(x, residual, length, offset, logs, squares, bound, candidates);
+            ? MeasureWithLogs<Yes>(x, residual, length, offset, flags, bound, candidates, tailBound)
+            : MeasureWithLogs<No>(x, residual, length, offset, flags, bound, candidates, tailBound);
     }
 
-    private static unsafe GradientStatistics MeasureWithLogs<TResidual>(float* x, float* residual, int length, long offset, bool logs, bool squares, float bound, SparseBuffer? candidates)
+    private readonly record struct MeasureFlags(bool Logs, bool Squares, bool Compact, bool Tail);
+
+    private static unsafe GradientStatistics MeasureWithLogs<TResidual>(float* x, float* residual, int length, long offset, MeasureFlags flags, float bound, SparseBuffer? candidates, float tailBound)
         where TResidual : struct, IFlag
-        => logs
-            ? MeasureWithSquares<TResidual, Yes>(x, residual, length, offset, squares, bound, candidates)
-            : MeasureWithSquares<TResidual, No>(x, residual, length, offset, squares, bound, candidates);
+        => flags.Logs
+            ? MeasureWithSquares<TResidual, Yes>(x, residual, length, offset, flags, bound, candidates, tailBound)
+            : MeasureWithSquares<TResidual, No>(x, residual, length, offset, flags, bound, candidates, tailBound);
 
-    private static unsafe GradientStatistics MeasureWithSquares<TResidual, TLogs>(float* x, float* residual, int length, long offset, bool squares, float bound, SparseBuffer? candidates)
+    private static unsafe GradientStatistics MeasureWithSquares<TResidual, TLogs>(float* x, float* residual, int length, long offset, MeasureFlags flags, float bound, SparseBuffer? candidates, float tailBound)
         where TResidual : struct, IFlag where TLogs : struct, IFlag
-        => squares
-            ? MeasureWithCandidates<TResidual, TLogs, Yes>(x, residual, length, offset, bound, candidates)
-            : MeasureWithCandidates<TResidual, TLogs, No>(x, residual, length, offset, bound, candidates);
+        => flags.Squares
+            ? MeasureWithCandidates<TResidual, TLogs, Yes>(x, residual, length, offset, flags, bound, candidates, tailBound)
+            : MeasureWithCandidates<TResidual, TLogs, No>(x, residual, length, offset, flags, bound, candidates, tailBound);
 
-    private static unsafe GradientStatistics MeasureWithCandidates<TResidual, TLogs, TSquares>(float* x, float* residual, int length, long offset, float bound, SparseBuffer? candidates)
+    private static unsafe GradientStatistics MeasureWithCandidates<TResidual, TLogs, TSquares>(float* x, float* residual, int length, long offset, MeasureFlags flags, float bound, SparseBuffer? candidates, float tailBound)
         where TResidual : struct, IFlag where TLogs : struct, IFlag where TSquares : struct, IFlag
-        => candidates is not null
-            ? MeasureCore<TResidual, TLogs, TSquares, Yes>(x, residual, length, offset, bound, candidates)
-            : MeasureCore<TResidual, TLogs, TSquares, No>(x, residual, length, offset, bound, candidates);
+        => flags.Compact
+            ? MeasureWithTail<TResidual, TLogs, TSquares, Yes>(x, residual, length, offset, flags, bound, candidates, tailBound)
+            : MeasureWithTail<TResidual, TLogs, TSquares, No>(x, residual, length, offset, flags, bound, candidates, tailBound);
+
+    private static unsafe GradientStatistics MeasureWithTail<TResidual, TLogs, TSquares, TCompact>(float* x, float* residual, int length, long offset, MeasureFlags flags, float bound, SparseBuffer? candidates, float tailBound)
+        where TResidual : struct, IFlag where TLogs : struct, IFlag where TSquares : struct, IFlag where TCompact : struct, IFlag
+        => flags.Tail
+            ? MeasureCore<TResidual, TLogs, TSquares, TCompact, Yes>(x, residual, length, offset, bound, candidates, tailBound)
+            : MeasureCore<TResidual, TLogs, TSquares, TCompact, No>(x, residual, length, offset, bound, candidates, tailBound);
 
     // One pass over a range: optionally residual += x in place (finite lanes only), then |acc| statistics
-    // and, when asked, compaction of the entries above a candidate bound.
+    // and, when asked, compaction of the entries above a candidate bound and the statistics of the
+    // exceedances of a tail bound (accumulated exactly as ExceedRange does, so they equal a separate pass).
     // Every vector accumulator lives within one block and is reduced to scalars before the block's
     // candidates are appended: no vector register survives a call on x64 Unix, and a vector live
     // across the append call made the JIT keep all of them in memory, doubling the loop's cost.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // SIMD loops here are compiled fully optimised on first use: tier-0 code would make the first training steps several times slower
     [SkipLocalsInit]
-    private static unsafe GradientStatistics MeasureCore<TResidual, TLogs, TSquares, TCompact>(float* x, float* residual, int length, long offset, float bound, SparseBuffer? candidates)
-        where TResidual : struct, IFlag where TLogs : struct, IFlag where TSquares : struct, IFlag where TCompact : struct, IFlag
+    private static unsafe GradientStatistics MeasureCore<TResidual, TLogs, TSquares, TCompact, TTail>(float* x, float* residual, int length, long offset, float bound, SparseBuffer? candidates, float tailBound)
+        where TResidual : struct, IFlag where TLogs : struct, IFlag where TSquares : struct, IFlag where TCompact : struct, IFlag where TTail : struct, IFlag
     {
         double sumAbs = 0, sumLog = 0, sumSq = 0;
+        long tailCount = 0; double tailSum = 0, tailSq = 0; float tailMin = float.PositiveInfinity;
         float max = 0;
         bool bad = false;
         int i = 0;
@@ -276,6 +290,8 @@ public sealed class CpuGradientKernels : IGradientKernels
             var vMax = Vector256<float>.Zero;
             var vBad = Vector256<float>.Zero; // any lane becomes non-zero once a non-finite value appears
             var vProd = Vector256.Create(1f); var vExp = Vector256<int>.Zero;
+            var vTailSum = Vector256<float>.Zero; var vTailSq = Vector256<float>.Zero; var vTailCount = Vector256<int>.Zero;
+            var vTailMin = Vector256.Create(float.PositiveInfinity);
             int sinceNormalise = 0;
             // Two vectors per iteration: each accumulator then carries one dependent add (or multiply)
             // per 16 entries instead of per 8, which halves the latency-bound cost on cache-resident buffers.
@@ -300,6 +316,20 @@ public sealed class CpuGradientKernels : IGradientKernels
                     }
                 }
                 if (TSquares.Value) vSq += a0 * a0 + a1 * a1;
+                if (TTail.Value)
+                {
+                    var vT = Vector256.Create(tailBound);
+                    var m0 = Vector256.GreaterThan(a0, vT);
+                    var m1 = Vector256.GreaterThan(a1, vT);
+                    var t0 = a0 & m0;
+                    var t1 = a1 & m1;
+                    vTailSum += t0 + t1;
+                    vTailSq += t0 * t0 + t1 * t1;
+                    vTailCount -= m0.AsInt32() + m1.AsInt32(); // mask lanes are -1
+                    vTailMin = Vector256.MinNative(vTailMin, Vector256.MinNative(
+                        Vector256.ConditionalSelect(m0, a0, Vector256.Create(float.PositiveInfinity)),
+                        Vector256.ConditionalSelect(m1, a1, Vector256.Create(float.PositiveInfinity))));
+                }
                 if (TCompact.Value)
                 {
                     // Only note where the candidates are; they are appended after the block.
@@ -321,6 +351,15 @@ public sealed class CpuGradientKernels : IGradientKernels
                     vProd *= Mantissas(b);
                 }
                 if (TSquares.Value) vSq += a * a;
+                if (TTail.Value)
+                {
+                    var m = Vector256.GreaterThan(a, Vector256.Create(tailBound));
+                    var t = a & m;
+                    vTailSum += t;
+                    vTailSq += t * t;
+                    vTailCount -= m.AsInt32();
+                    vTailMin = Vector256.MinNative(vTailMin, Vector256.ConditionalSelect(m, a, Vector256.Create(float.PositiveInfinity)));
+                }
                 if (TCompact.Value)
                 {
                     uint bits = Vector256.GreaterThan(a, Vector256.Create(bound)).ExtractMostSignificantBits();
@@ -331,6 +370,11 @@ public sealed class CpuGradientKernels : IGradientKernels
             max = MathF.Max(max, MaxLanes(vMax));
             bad |= vBad != Vector256<float>.Zero;
             double blockSum = Vector256.Sum(vSum), blockSq = TSquares.Value ? Vector256.Sum(vSq) : 0;
+            if (TTail.Value)
+            {
+                tailCount += Vector256.Sum(vTailCount); tailSum += Vector256.Sum(vTailSum); tailSq += Vector256.Sum(vTailSq);
+                tailMin = MathF.Min(tailMin, MinLanes(vTailMin));
+            }
             double blockLog = 0;
             if (TLogs.Value)
             {
@@ -371,6 +415,7 @@ public sealed class CpuGradientKernels : IGradientKernels
                 if (a > max) max = a;
                 if (TLogs.Value) blockLog += MathF.Log(a + GradientStatistics.LogEpsilon);
                 if (TSquares.Value) blockSq += (double)a * a;
+                if (TTail.Value && a > tailBound) { tailCount++; tailSum += a; tailSq += (double)a * a; if (a < tailMin) tailMin = a; }
                 if (TCompact.Value && a > bound) candidates!.Add((int)(offset + i), v);
             }
             sumAbs += blockSum; sumLog += blockLog; sumSq += blockSq;
@@ -385,7 +430,8 @@ public sealed class CpuGradientKernels : IGradientKernels
                 if (!float.IsFinite(v)) { firstBad = offset + j; break; }
             }
         }
-        return new GradientStatistics(length, sumAbs, sumLog, sumSq, max, firstBad);
+        var stats = new GradientStatistics(length, sumAbs, sumLog, sumSq, max, firstBad);
+        return TTail.Value ? stats with { Tail = new ExceedanceStatistics(tailCount, tailSum, tailSq, tailMin) } : stats;
     }
 
     // |x| (or |x + residual|, storing the sum into the residual) with non-finite lanes zeroed and flagged
@@ -419,6 +465,13 @@ public sealed class CpuGradientKernels : IGradientKernels
     private static Vector256<float> Mantissas(Vector256<int> bits) => ((bits & Vector256.Create(0x007FFFFF)) | Vector256.Create(0x3F800000)).AsSingle();
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float MinLanes(Vector256<float> v)
+    {
+        float m = float.PositiveInfinity;
+        for (int k = 0; k < Vector256<float>.Count; k++) m = MathF.Min(m, v.GetElement(k));
+        return m;
+    }
+
     private static float MaxLanes(Vector256<float> v)
     {
         float m = 0;

@@ -35,6 +35,12 @@ public readonly record struct GradientStatistics(long Count, double SumAbs, doub
 
     /// <summary>True when every entry was finite.</summary>
     public bool AllFinite => FirstNonFinite < 0;
+
+    /// <summary>
+    /// The exceedances of the tail bound passed to the measuring pass, collected in that same pass;
+    /// null when no bound was given.
+    /// </summary>
+    public ExceedanceStatistics? Tail { get; init; }
 }
 
 /// <summary>Statistics of the entries whose magnitude exceeds a threshold (the "peaks over threshold").</summary>
@@ -44,6 +50,9 @@ public readonly record struct GradientStatistics(long Count, double SumAbs, doub
 /// <param name="Min">Smallest magnitude among them (+inf when there are none).</param>
 public readonly record struct ExceedanceStatistics(long Count, double Sum, double SumSquares, float Min)
 {
+    /// <summary>No exceedances.</summary>
+    public static ExceedanceStatistics Empty => new(0, 0, 0, float.PositiveInfinity);
+
     /// <summary>Mean of the exceedance magnitudes.</summary>
     public double Mean => Count == 0 ? 0 : Sum / Count;
 

@@ -124,23 +124,24 @@ public sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
     public void ResetTimings() => _transferTicks = _kernelTicks = 0;
 
     /// <inheritdoc />
-    public GradientStatistics AccumulateAndMeasure(ReadOnlySpan<float> gradient, Span<float> residual, StatisticsKinds kinds, float candidateBound = float.PositiveInfinity, SparseBuffer? candidates = null)
+    public GradientStatistics AccumulateAndMeasure(ReadOnlySpan<float> gradient, Span<float> residual, StatisticsKinds kinds, float candidateBound = float.PositiveInfinity, SparseBuffer? candidates = null, float tailBound = float.PositiveInfinity)
     {
         if (residual.Length != gradient.Length) throw new ArgumentException($"Residual length {residual.Length} differs from gradient length {gradient.Length}.", nameof(residual));
         var stats = MeasureCore(gradient, residual, kinds | (StatisticsKinds)FlagResidual);
-        if (gradient.Length == 0) return stats;
+        if (gradient.Length == 0) return float.IsFinite(tailBound) ? stats with { Tail = ExceedanceStatistics.Empty } : stats;
         CopyToHost(_r!, residual);
         // The accumulator is already on the device: select from there instead of copying it back up.
         if (candidates is not null) SelectOnDevice(_r!, gradient.Length, candidateBound, candidates);
-        return stats;
+        // A second kernel over the device copy: on a GPU the pass is cheap next to the transfers.
+        return float.IsFinite(tailBound) ? stats with { Tail = ExceedOnDevice(_r!, gradient.Length, tailBound) } : stats;
     }
 
     /// <inheritdoc />
-    public GradientStatistics Measure(ReadOnlySpan<float> values, StatisticsKinds kinds, float candidateBound = float.PositiveInfinity, SparseBuffer? candidates = null)
+    public GradientStatistics Measure(ReadOnlySpan<float> values, StatisticsKinds kinds, float candidateBound = float.PositiveInfinity, SparseBuffer? candidates = null, float tailBound = float.PositiveInfinity)
     {
         var stats = MeasureCore(values, default, kinds);
         if (candidates is not null && values.Length > 0) SelectOnDevice(_x!, values.Length, candidateBound, candidates);
-        return stats;
+        return float.IsFinite(tailBound) ? stats with { Tail = values.Length == 0 ? ExceedanceStatistics.Empty : ExceedOnDevice(_x!, values.Length, tailBound) } : stats;
     }
 
     private GradientStatistics MeasureCore(ReadOnlySpan<float> x, ReadOnlySpan<float> residual, StatisticsKinds kinds)
@@ -173,12 +174,17 @@ public sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
     public ExceedanceStatistics MeasureExceedances(ReadOnlySpan<float> values, float threshold)
     {
         int n = values.Length;
-        if (n == 0) return new ExceedanceStatistics(0, 0, 0, float.PositiveInfinity);
-        int segments = Segments(n);
+        if (n == 0) return ExceedanceStatistics.Empty;
         Upload(ref _x, values);
+        return ExceedOnDevice(_x!, n, threshold);
+    }
+
+    private ExceedanceStatistics ExceedOnDevice(MemoryBuffer1D<float, Stride1D.Dense> source, int n, float threshold)
+    {
+        int segments = Segments(n);
         Ensure(ref _segDouble, segments * 3); Ensure(ref _segFloat, segments); Ensure(ref _segInt, segments);
         long t = Stopwatch.GetTimestamp();
-        _exceed(Config(segments), _x!.View, _segDouble!.View, _segFloat!.View, _segInt!.View, n, threshold);
+        _exceed(Config(segments), source.View, _segDouble!.View, _segFloat!.View, _segInt!.View, n, threshold);
         WaitForKernel(t);
         var sums = Download(_segDouble, ref _hostDoubles, segments * 3);
         var mins = Download(_segFloat, ref _hostFloats, segments);

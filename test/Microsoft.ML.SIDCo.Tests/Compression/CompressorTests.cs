@@ -152,7 +152,13 @@ public class CompressorTests
         var viaFullPass = new SparseGradient();
         var b = Compressors.Create("sidco-e", options).Compress(x2, viaFullPass);
         if (stages == 1) Assert.Equal(b.Threshold, a.Threshold);
-        else Assert.Equal(b.Threshold, a.Threshold, b.Threshold * 1e-5f); // later-stage sums add the same entries in another order
+        else
+        {
+            // The warmed compressor's second stage fits the peaks over the first call's bound.
+            double firstStage = DefinitionThreshold(CompressorKind.SidcoExponential, x1, options.Density, stages, options.GammaQuantile).FirstStage;
+            double expectedThreshold = DefinitionThreshold(CompressorKind.SidcoExponential, x2, options.Density, stages, options.GammaQuantile, firstStage).Threshold;
+            Assert.Equal(expectedThreshold, a.Threshold, expectedThreshold * 1e-5); // later-stage sums add the same entries in another order
+        }
         var expected = Enumerable.Range(0, x2.Length).Where(i => MathF.Abs(x2[i]) > a.Threshold).ToArray();
         Assert.Equal(expected, viaCandidates.Indices.ToArray());
         if (stages == 1) Assert.Equal(viaFullPass.Indices.ToArray(), viaCandidates.Indices.ToArray());
@@ -171,19 +177,72 @@ public class CompressorTests
         var options = new CompressorOptions { Density = 0.001, AdaptiveStages = false, Stages = 8 };
         var c = Compressors.Create(name, options);
         var output = new SparseGradient();
+        double? peaksBound = null;
         for (int call = 0; call < 2; call++)
         {
             var x = Samples.StudentT3(400_000, seed: 70 + call);
             var stats = c.Compress(x, output);
-            double expected = DefinitionThreshold(c.Kind, x, options.Density, options.Stages, options.GammaQuantile);
+            (double expected, double firstStage) = DefinitionThreshold(c.Kind, x, options.Density, options.Stages, options.GammaQuantile, peaksBound);
+            if (peaksBound is { } b) Assert.InRange(x.Count(v => MathF.Abs(v) > (float)b) / (double)x.Length, 0.125, 0.5); // the second call really fits the peaks of the first's bound
+            peaksBound = firstStage;
             Assert.Equal(8, stats.Stages);
             Assert.Equal(expected, stats.Threshold, expected * 1e-4);
             Assert.Equal(Enumerable.Range(0, x.Length).Where(i => MathF.Abs(x[i]) > stats.Threshold).ToArray(), output.Indices.ToArray());
         }
     }
 
-    // Multi-stage SIDCo as the method defines it, each stage measured on the whole vector.
-    private static double DefinitionThreshold(CompressorKind kind, float[] x, double delta, int stages, GammaQuantileMethod quantile)
+    [Theory]
+    [InlineData("sidco-e")]
+    [InlineData("sidco-gp")]
+    [InlineData("sidco-p")]
+    public void SecondStageReusesTheFirstPassUnlessTheScaleJumps(string name)
+    {
+        // From the second call on, the second stage fits the peaks the first pass collected over the
+        // previous call's bound: no exceedance pass over the whole buffer. When the gradient's scale jumps
+        // (here it drops to 0.3x), the old bound cuts a few per cent and the stage measures its own, as on call one.
+        const int n = 300_000;
+        var kernels = new CountingKernels();
+        var options = new CompressorOptions { Density = 0.001, AdaptiveStages = false, Stages = 2 };
+        var c = Compressors.Create(name, options, kernels);
+        var output = new SparseGradient();
+        double? peaksBound = null;
+        var fullPasses = new List<int>();
+        for (int call = 0; call < 4; call++)
+        {
+            var g = Samples.StudentT3(n, seed: 90 + call);
+            if (call == 3) for (int i = 0; i < n; i++) g[i] *= 0.3f;
+            kernels.FullExceedancePasses = 0;
+            var stats = c.Compress(g, output);
+            fullPasses.Add(kernels.FullExceedancePasses);
+            (double expected, double firstStage) = DefinitionThreshold(c.Kind, g, options.Density, options.Stages, options.GammaQuantile, peaksBound);
+            peaksBound = firstStage;
+            Assert.Equal(expected, stats.Threshold, expected * 1e-4);
+            Assert.Equal(g.Count(v => MathF.Abs(v) > stats.Threshold), output.Count);
+            Assert.InRange(output.Count, 1, n / 20);
+        }
+        Assert.Equal([1, 0, 0, 1], fullPasses);
+    }
+
+    /// <summary>The CPU kernels, counting the exceedance passes over whole buffers.</summary>
+    private sealed class CountingKernels : IGradientKernels
+    {
+        private readonly CpuGradientKernels _inner = CpuGradientKernels.Instance;
+        public int FullExceedancePasses { get; set; }
+        public string Name => "counting";
+        public GradientStatistics AccumulateAndMeasure(ReadOnlySpan<float> gradient, Span<float> residual, StatisticsKinds kinds, float candidateBound = float.PositiveInfinity, SparseBuffer? candidates = null, float tailBound = float.PositiveInfinity)
+            => _inner.AccumulateAndMeasure(gradient, residual, kinds, candidateBound, candidates, tailBound);
+        public GradientStatistics Measure(ReadOnlySpan<float> values, StatisticsKinds kinds, float candidateBound = float.PositiveInfinity, SparseBuffer? candidates = null, float tailBound = float.PositiveInfinity)
+            => _inner.Measure(values, kinds, candidateBound, candidates, tailBound);
+        public ExceedanceStatistics MeasureExceedances(ReadOnlySpan<float> values, float threshold) { FullExceedancePasses++; return _inner.MeasureExceedances(values, threshold); }
+        public long CountAbove(ReadOnlySpan<float> values, float threshold) => _inner.CountAbove(values, threshold);
+        public int SelectAbove(ReadOnlySpan<float> values, float threshold, SparseBuffer output) => _inner.SelectAbove(values, threshold, output);
+        public void ScatterAdd(ReadOnlySpan<int> indices, ReadOnlySpan<float> values, Span<float> dense) => _inner.ScatterAdd(indices, values, dense);
+    }
+
+    // Multi-stage SIDCo as the method defines it, each stage measured on the whole vector. With a peaks bound
+    // (the previous call's first-stage threshold) that cuts between 1/8 and 1/2 of the entries, the second
+    // stage fits the exceedances of that bound, and the later stages split delta / (their share) between them.
+    private static (double Threshold, double FirstStage) DefinitionThreshold(CompressorKind kind, float[] x, double delta, int stages, GammaQuantileMethod quantile, double? peaksBound = null)
     {
         const double firstTail = SidcoCompressor.FirstStageTail;
         var a = x.Select(v => (double)MathF.Abs(v)).ToArray();
@@ -195,18 +254,27 @@ public class CompressorTests
                 ThresholdEstimators.FitGamma(a.Average(), a.Average(v => Math.Log(v + GradientStatistics.LogEpsilon)))!.Value, firstTail, quantile),
             _ => ThresholdEstimators.ParetoThreshold(ThresholdEstimators.FitGeneralizedPareto(a.Average(), Variance(a)), firstTail),
         };
+        double firstStage = eta;
         double ratio = Math.Pow(delta / firstTail, 1.0 / (stages - 1));
+        double[]? peaks = null;
+        if (peaksBound is { } b)
+        {
+            float bound = (float)b;
+            var above = a.Where(v => v > bound).ToArray();
+            double share = (double)above.Length / a.Length;
+            if (share >= firstTail / 2 && share <= firstTail * 2) { peaks = above; ratio = Math.Pow(delta / share, 1.0 / (stages - 1)); }
+        }
         for (int s = 2; s <= stages; s++)
         {
             float from = (float)eta; // stages compare in float, as the kernels do
-            var above = a.Where(v => v > from).ToArray();
+            var above = s == 2 && peaks is not null ? peaks : a.Where(v => v > from).ToArray();
             double t = above.Min();
             var y = above.Select(v => v - t).ToArray();
             eta = t + (kind == CompressorKind.SidcoExponential
                 ? ThresholdEstimators.ExponentialThreshold(y.Average(), ratio)
                 : ThresholdEstimators.ParetoThreshold(ThresholdEstimators.FitGeneralizedPareto(y.Average(), Variance(y)), ratio));
         }
-        return eta;
+        return (eta, firstStage);
     }
 
     [Theory]

@@ -70,6 +70,9 @@ public class KernelBackendTests(IlgpuFixture ilgpu) : IClassFixture<IlgpuFixture
         if ((kinds & StatisticsKinds.LogMagnitudes) != 0) Assert.Equal(log, stats.SumLogAbs, Math.Abs(log) * 1e-4 + 1e-4);
         if ((kinds & StatisticsKinds.Squares) != 0) Assert.Equal(sq, stats.SumSquares, sq * 1e-5);
         Assert.Equal(expected, candidates.Indices.ToArray());
+        // The tail measured in the pass is what a separate exceedance pass over the result gives, bit for bit.
+        var measured = withResidual ? residual : g;
+        Assert.Equal(CpuGradientKernels.Instance.MeasureExceedances(measured, 0.8f), stats.Tail);
         foreach (var (index, value) in candidates.Indices.ToArray().Zip(candidates.Values.ToArray()))
             Assert.Equal(withResidual ? g[index] + before[index] : g[index], value);
 
@@ -82,8 +85,31 @@ public class KernelBackendTests(IlgpuFixture ilgpu) : IClassFixture<IlgpuFixture
         if (withResidual) Assert.Equal(kept[n - 1], residual[n - 1]);
 
         GradientStatistics Run(float[] x, float[] r, SparseBuffer c) => withResidual
-            ? CpuGradientKernels.Instance.AccumulateAndMeasure(x, r, kinds, 1.5f, c)
-            : CpuGradientKernels.Instance.Measure(x, kinds, 1.5f, c);
+            ? CpuGradientKernels.Instance.AccumulateAndMeasure(x, r, kinds, 1.5f, c, tailBound: 0.8f)
+            : CpuGradientKernels.Instance.Measure(x, kinds, 1.5f, c, tailBound: 0.8f);
+    }
+
+    [Fact]
+    public void TailMeasuredInThePassMatchesASeparatePassOnEveryBackend()
+    {
+        // 700k entries: several chunks on the CPU backend, whose partial tails are combined in chunk order.
+        var accCpu = (float[])s_residual.Clone();
+        var accGpu = (float[])s_residual.Clone();
+        var a = new CpuGradientKernels(maxThreads: 2).AccumulateAndMeasure(s_gradient, accCpu, StatisticsKinds.Basic, tailBound: 1.2f);
+        var b = ilgpu.Kernels.AccumulateAndMeasure(s_gradient, accGpu, StatisticsKinds.Basic, tailBound: 1.2f);
+        var separate = CpuGradientKernels.Instance.MeasureExceedances(accCpu, 1.2f);
+        Assert.Equal(separate, a.Tail);
+        var tail = Assert.NotNull(b.Tail);
+        Assert.Equal(separate.Count, tail.Count);
+        Assert.Equal(separate.Min, tail.Min);
+        Assert.Equal(separate.Sum, tail.Sum, separate.Sum * 1e-5);
+        Assert.Equal(separate.SumSquares, tail.SumSquares, separate.SumSquares * 1e-5);
+        Assert.InRange(separate.Count, 100_000, 300_000); // a real tail, neither empty nor everything
+
+        // Without a bound there is no tail; an empty buffer has an empty one.
+        Assert.Null(CpuGradientKernels.Instance.Measure(s_gradient, StatisticsKinds.Basic).Tail);
+        Assert.Equal(ExceedanceStatistics.Empty, CpuGradientKernels.Instance.Measure([], StatisticsKinds.Basic, tailBound: 1f).Tail);
+        Assert.Equal(ExceedanceStatistics.Empty, ilgpu.Kernels.Measure([], StatisticsKinds.Basic, tailBound: 1f).Tail);
     }
 
     [Fact]
