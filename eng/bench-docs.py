@@ -32,23 +32,34 @@ def report(name):
 
 # The commit that last changed what SIDCo selects. A table whose JSON is older than it describes the
 # earlier code, and says so until its command is run again.
-SIDCO_CHANGE = "a85870c"
-SIDCO_CHANGE_TEXT = ("changed SIDCo's stage controller (the calibration now follows every call in small steps once it is in band, "
-                     "and a stage that does not move the achieved density is taken back)")
+# Changes to SIDCo's code after which tables were rerun, oldest first: a table whose JSON is older than one
+# of them gets a note naming what it has not seen.
+SIDCO_CHANGES = [
+    ("a85870c", "changed SIDCo's stage controller (the calibration now follows every call in small steps once it is in band, "
+                "and a stage that does not move the achieved density is taken back)"),
+    ("0e6c948", "made SIDCo's second stage fit the exceedances the first pass collected over the previous call's "
+                "first-stage threshold, instead of reading the buffer again"),
+]
+SIDCO_CHANGE = SIDCO_CHANGES[0][0]  # the controller change, named in the text below
 
-def sidco_change_time():
-    out = subprocess.run(["git", "-C", root, "log", "-1", "--format=%ct", SIDCO_CHANGE], capture_output=True, text=True)
+def commit_time(commit):
+    out = subprocess.run(["git", "-C", root, "log", "-1", "--format=%ct", commit], capture_output=True, text=True)
     return int(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else None
 
 def measured_before_change(*names):
-    """A note for tables whose JSON predates SIDCO_CHANGE (empty when every one is newer)."""
-    t = sidco_change_time()
+    """A note for tables whose JSON predates one of SIDCO_CHANGES (empty when every one is newer)."""
     paths = [os.path.join(art, n + ".json") if "/" in n else os.path.join(art, "bench", n + ".json") for n in names]
-    old = [n for n, p in zip(names, paths) if t is not None and os.path.exists(p) and os.path.getmtime(p) < t]
-    if not old:
+    present = [(n, os.path.getmtime(p)) for n, p in zip(names, paths) if os.path.exists(p)]
+    if not present:
         return ""
-    return (f"> **Not rerun since {SIDCO_CHANGE}**, which {SIDCO_CHANGE_TEXT}: the SIDCo figures in "
-            + ", ".join(f"`{n}`" for n in old) + " were measured with the earlier controller. "
+    oldest = min(t for _, t in present)
+    missed = [(c, text) for c, text in SIDCO_CHANGES if (ct := commit_time(c)) is not None and oldest < ct]
+    if not missed:
+        return ""
+    old = [n for n, t in present if any(t < commit_time(c) for c, _ in missed)]
+    return ("> **Not rerun since " + " and ".join(c for c, _ in missed) + "**, which "
+            + "; and ".join(text for _, text in missed) + ": the SIDCo figures in "
+            + ", ".join(f"`{n}`" for n in old) + " were measured before " + ("that change" if len(missed) == 1 else "those changes") + ". "
             "The other compressors' code has not changed.\n\n")
 
 SIDCO_NAMES = {"sidco-e": "SIDCo-E", "sidco-gp": "SIDCo-GP", "sidco-p": "SIDCo-P"}
@@ -95,7 +106,7 @@ def training_repeat():
     rows = {r["compressor"]: r for r in results}
     names = SIDCO_NAMES
     none, topk = rows["none"], rows["topk"]
-    return (measured_before_change("training-repeat") + "A second run of the rows at 0.001 "
+    return (measured_before_change("training-repeat") + "A second run of the rows at 0.001, made just before the table above on the same code "
         "(`./build.sh bench training --transport mpi --workers 4 --model convnet-wide --epochs 5 --density-warmup 200 --compressors none,topk,sidco-e,sidco-gp,sidco-p --densities 0.001 --json artifacts/bench/training-repeat.json`) "
         f"gave `none` {none['testAccuracy'] * 100:.2f} %, "
         + ", ".join(f"{names[c]} {(none['testAccuracy'] - rows[c]['testAccuracy']) * 100:.2f} behind and {topk['compressMs'] / rows[c]['compressMs']:.1f}x below top-k's compress time"
@@ -432,21 +443,30 @@ then the same with `--json artifacts/bench/training-warmup-2.json`; their JSON r
 In-process runs are deterministic (their dense and sparse sums both go in worker order).
 
 The same compressors on gradients of this very model (captured from step
-200 of its training on, below), one process, no training beside it, are 21-25x below top-k per call
-(0.11-0.13 ms against 2.7 ms), and still 20-25x when every call first reads 64 MiB of other memory so
+200 of its training on, below), one process, no training beside it, are 24-26x below top-k per call
+(0.12-0.13 ms against 3.1 ms), and still 22-28x when every call first reads 64 MiB of other memory so
 that the residual comes from DRAM, as after a backward pass (second table). In training the residual
 and the gradient come from memory shared with three other ranks' forward and backward passes: a
 SIDCo call streams both (about 4 MB of traffic per call at this size) and its time grows with that
 traffic, while top-k's quickselect, bound by compute on a cache-resident copy, costs about what it
-costs alone (""" + training_topk_ms() + """ in training at 0.001 against 2.7 ms alone). SIDCo-GP pays most: its first pass also sums logarithms, and every
-later stage that fits the exceedances of a threshold below the final selection's candidates is
-another full pass (the second stage always is: it fits those of the 25 % tail). How many stages a
+costs alone (""" + training_topk_ms() + """ in training at 0.001 against 2.8-3.1 ms alone). SIDCo-GP pays most: its first pass also sums logarithms, and every
+later stage after the second that fits the exceedances of a threshold below the final selection's
+candidates is another full pass. The second stage reads nothing more from the second call on: the
+first pass sums the exceedances of the previous call's 25 % tail threshold as it goes (docs/method.md);
+on the captured gradients that took 6-7 % off a call (0.12 ms against 0.13 ms, three alternating runs of
+old and new code); in training it moved the variants' stage counts, below. How many stages a
 call has is the adaptive controller's choice: SIDCo-GP averages """ + training_gp_stages() + """ stages per call in the last epoch (2 on the
 captured gradients). Early in the warm-up, at densities near 0.25, its gamma first stage over-selects
 by a factor that extra stages barely change. Before """ + SIDCO_CHANGE + """ the controller kept adding stages there
 (7.0 per call in the last epoch, 4.9x below top-k over the run and 6.3x in the last epoch); now it
-takes back a stage that does not move the achieved density and calibrates instead. The multi-stage design of the method (a first stage at a 25 % tail, then refits
-on the exceedances) needs at least two reads per call. Attempts that are not in the code, because
+takes back a stage that does not move the achieved density and calibrates instead. Since 0e6c948
+(the second stage fits the exceedances the first pass collected) two runs of the table's command and
+its repeat ended with SIDCo-E and SIDCo-P at 2.0 stages per call in the last epoch (2.0 and 2.5 before
+it) and SIDCo-GP at 3.5 (2.5 before): over the run SIDCo-GP went from 8.2x and 8.3x below top-k's
+compress time to 7.2x and 7.1x, while SIDCo-E went from 10.5x and 10.9x to 12.4x and 10.1x and
+SIDCo-P from 9.3x and 9.9x to 10.5x and 11.0x (the archived JSON of the runs before it were read for
+this; stage counts are path-dependent, so two runs per code version show a direction, not a law). A call with two stages now reads the buffer once when the first pass's candidates cover its
+threshold; each further stage that starts below the candidate bound adds a read. Attempts that are not in the code, because
 they did not pay on this machine: collecting the tail during the second read for the later stages
 (exact, like the first-pass candidates; it collected several per cent of the entries and made
 SIDCo-E slower); gathering a later stage's exceedances once with a selection pass (compaction costs
