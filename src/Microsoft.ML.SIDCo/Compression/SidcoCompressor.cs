@@ -67,8 +67,11 @@ public sealed class SidcoCompressor : GradientCompressor
 
     /// <inheritdoc />
     protected override float TailBound =>
-        Options.Density < 1 && CurrentStages > 1 && Options.Density * (Controller?.Calibration ?? 1) < FirstStageTail && float.IsFinite(_peaksBound)
+        Options.Density < 1 && CurrentStages > 1 && EffectiveTail < FirstStageTail && float.IsFinite(_peaksBound)
             ? _peaksBound : float.PositiveInfinity;
+
+    // The tail the estimator aims at: the target density corrected by the controller's calibration.
+    private double EffectiveTail => Math.Min(0.5, Options.Density * (Controller?.Calibration ?? 1));
 
     /// <inheritdoc />
     protected override StatisticsKinds RequiredStatistics => _kind switch
@@ -103,7 +106,7 @@ public sealed class SidcoCompressor : GradientCompressor
     private (float Threshold, int Stages, float FirstStage) Estimate(ReadOnlySpan<float> acc, in GradientStatistics stats)
     {
         if (Options.Density >= 1) return (-1f, 1, float.NaN); // everything passes |x| > -1
-        double delta = Math.Min(0.5, Options.Density * (Controller?.Calibration ?? 1));
+        double delta = EffectiveTail;
         int m = CurrentStages;
         if (m == 1 || delta >= FirstStageTail) return ((float)FirstStage(stats, delta), 1, float.NaN);
 

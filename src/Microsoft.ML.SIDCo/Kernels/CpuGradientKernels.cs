@@ -472,6 +472,7 @@ public sealed class CpuGradientKernels : IGradientKernels
         return m;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float MaxLanes(Vector256<float> v)
     {
         float m = 0;
