@@ -90,15 +90,21 @@ public abstract class GradientCompressor
 
     /// <summary>
     /// Changes the target density between calls (e.g. a warm-up schedule). The adaptive state is kept:
-    /// its calibration is relative to the target, so it carries over; the candidate prefilter stays
+    /// its calibration is relative to the target, so it carries over (SIDCo's stage controller restarts its
+    /// averaging window, which must not mix targets); the candidate prefilter stays
     /// exact because it is only used when the new threshold lies above its bound.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="density"/> is outside (0, 1].</exception>
     public void SetDensity(double density)
     {
         if (!(density > 0 && density <= 1)) throw new ArgumentOutOfRangeException(nameof(density), density, "Density must be in (0, 1].");
+        if (density == Options.Density) return;
         Options.Density = density;
+        OnDensityChanged();
     }
+
+    /// <summary>Called after <see cref="SetDensity"/> changed the target density.</summary>
+    protected virtual void OnDensityChanged() { }
 
     /// <summary>k = ceil(density * n), at least 1 for a non-empty buffer.</summary>
     public int TargetCount(int length) => length == 0 ? 0 : (int)Math.Clamp(Math.Ceiling(Options.Density * length - 1e-9), 1, length);

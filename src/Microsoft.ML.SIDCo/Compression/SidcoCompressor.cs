@@ -17,6 +17,14 @@ public sealed class SidcoCompressor : GradientCompressor
     private readonly CompressorKind _kind;
 
     /// <summary>
+    /// From this many entries on, a pass over the buffer (about 0.4 ns an entry) costs more than the
+    /// call's fixed work (the fits, 5-10 microseconds), so the stage controller weighs added stages.
+    /// </summary>
+    public const int CostlyPassLength = 1 << 16;
+
+    private int _length; // the current call's buffer length
+
+    /// <summary>
     /// The previous call's first-stage threshold (its fitted 25 % tail quantile), or NaN before the first
     /// multi-stage call. The next call's measuring pass collects the exceedances of this bound, and the
     /// second stage fits them instead of reading the buffer again for the exceedances of its own
@@ -85,6 +93,7 @@ public sealed class SidcoCompressor : GradientCompressor
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output)
     {
+        _length = acc.Length;
         var (threshold, stages, firstStage) = Estimate(acc, stats);
         _peaksBound = firstStage;
         SelectAboveThreshold(acc, threshold, output);
@@ -182,5 +191,9 @@ public sealed class SidcoCompressor : GradientCompressor
     }
 
     /// <inheritdoc />
-    protected override void OnEstimated(int estimatedCount, int k) => Controller?.Observe((double)estimatedCount / Math.Max(1, k));
+    protected override void OnDensityChanged() => Controller?.TargetMoved();
+
+    /// <inheritdoc />
+    protected override void OnEstimated(int estimatedCount, int k) =>
+        Controller?.Observe((double)estimatedCount / Math.Max(1, k), passesCostly: _length >= CostlyPassLength);
 }

@@ -110,6 +110,79 @@ public class AdaptiveStageTests
     }
 
     [Fact]
+    public void MissesWithinTheStageFactorAreCalibratedWithoutAddingStages()
+    {
+        // The response seen with SIDCo-GP on ConvNet gradients at 0.001: each added stage lowers an
+        // over-selection of 1.4x by only a tenth, so stage moves climbed to 6-8 stages (each a pass)
+        // where the calibration reaches the band with the free second stage.
+        var controller = new AdaptiveStageController(initialStages: 1, maxStages: 10);
+        var ratios = new List<double>();
+        for (int call = 0; call < 60; call++) { ratios.Add(controller.Calibration * 1.4 * Math.Pow(0.9, controller.Stages - 1)); controller.Observe(ratios[^1]); }
+        string trace = $"stages {controller.Stages}, calibration {controller.Calibration:F3}: {string.Join(", ", ratios.Select(r => r.ToString("F2")))}";
+        Assert.Equal(AdaptiveStageController.FreeStages, controller.Stages);
+        Assert.Equal(1, controller.Adjustments);
+        Assert.True(ratios.Skip(50).Average() is >= 0.8 and <= 1.25, trace);
+        Assert.True(controller.Tracking, trace);
+    }
+
+    [Fact]
+    public void OnASmallBufferPassesAreCheapAndSmallMissesStillMoveStages()
+    {
+        // A pass over a few thousand entries costs less than the call's fixed work: there the controller
+        // keeps moving stages on any miss out of the band (on tiny MLPs that trained better than calibrating).
+        var controller = new AdaptiveStageController(initialStages: 1, maxStages: 10);
+        for (int call = 0; call < 60; call++) controller.Observe(controller.Calibration * 1.4 * Math.Pow(0.9, controller.Stages - 1), passesCostly: false);
+        Assert.Equal(3, controller.Stages); // 1.4 x 0.9^2 = 1.13: in the band without calibration
+        Assert.Equal(1, controller.Calibration);
+    }
+
+    [Fact]
+    public void AGrossMissStillMovesTheStageCount()
+    {
+        // A single stage that misses by 5x (a heavy tail at 0.001) is what stages are for.
+        var controller = new AdaptiveStageController(initialStages: 1, maxStages: 10);
+        double Response() => controller.Calibration * (controller.Stages switch { 1 => 5.0, 2 => 1.1, _ => 0.7 });
+        for (int call = 0; call < 20; call++) controller.Observe(Response());
+        Assert.Equal(2, controller.Stages);
+        Assert.Equal(1, controller.Calibration);
+    }
+
+    [Fact]
+    public void WhileTheTargetMovesTheStageCountHolds()
+    {
+        // During a density warm-up the ratio also carries the move of the target (error feedback releases
+        // what the higher target left unsent): 3x here, which would be a gross miss on a steady target.
+        var controller = new AdaptiveStageController(initialStages: 1, maxStages: 10);
+        for (int call = 0; call < 100; call++) { controller.TargetMoved(); controller.Observe(3.0); }
+        Assert.Equal(1, controller.Stages);
+        Assert.Equal(1, controller.Calibration);
+        controller.TargetMoved(); // the last change, to the final target, before the first call made at it
+        for (int call = 0; call < 20; call++) controller.Observe(controller.Calibration * 1.05);
+        Assert.Equal(1, controller.Stages);
+        Assert.Equal(0, controller.Adjustments);
+    }
+
+    [Fact]
+    public void ADensityScheduleHoldsTheStagesUntilTheTargetSettles()
+    {
+        // Through the compressor: SetDensity with a new value tells the controller, the same value does not.
+        var c = (SidcoCompressor)Compressors.Create("sidco-e", new CompressorOptions { Density = 0.001 });
+        var output = new SparseGradient();
+        var stagesDuringWarmup = new List<int>();
+        for (int call = 0; call < 40; call++)
+        {
+            c.SetDensity(0.1 * Math.Pow(0.001 / 0.1, call / 40.0));
+            stagesDuringWarmup.Add(c.CurrentStages);
+            c.Compress(s_heavy[call % 2], output);
+        }
+        Assert.All(stagesDuringWarmup, m => Assert.Equal(1, m));
+        var ratios = new List<double>();
+        for (int call = 0; call < 30; call++) { c.SetDensity(0.001); ratios.Add(c.Compress(s_heavy[call % 2], output).AchievedOverTarget); }
+        Assert.True(c.Controller!.Adjustments > 0, "the settled target should let the controller act on the single stage's miss");
+        Assert.True(ratios.Skip(25).Average() is >= 0.8 and <= 1.25, $"stages {c.CurrentStages}: {string.Join(", ", ratios.Select(r => r.ToString("F2")))}");
+    }
+
+    [Fact]
     public void TrackingStateSurvivesSaveAndLoad()
     {
         var controller = new AdaptiveStageController(initialStages: 1, maxStages: 10);
