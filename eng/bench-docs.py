@@ -39,6 +39,8 @@ SIDCO_CHANGES = [
                 "and a stage that does not move the achieved density is taken back)"),
     ("0e6c948", "made SIDCo's second stage fit the exceedances the first pass collected over the previous call's "
                 "first-stage threshold, instead of reading the buffer again"),
+    ("23a4bae", "made SIDCo's stage controller calibrate small misses on large buffers instead of adding stages that "
+                "each cost a pass, and hold its stage count while a density warm-up moves the target"),
 ]
 SIDCO_CHANGE = SIDCO_CHANGES[0][0]  # the controller change, named in the text below
 
@@ -106,7 +108,10 @@ def training_repeat():
     rows = {r["compressor"]: r for r in results}
     names = SIDCO_NAMES
     none, topk = rows["none"], rows["topk"]
-    return (measured_before_change("training-repeat") + "A second run of the rows at 0.001, made just before the table above on the same code "
+    stale = measured_before_change("training-repeat")
+    return (stale + ("An earlier run of the rows at 0.001, on the code before the change named in the note "
+                     if stale else "A second run of the rows at 0.001, made just before the table above on the same code ")
+        +
         "(`./build.sh bench training --transport mpi --workers 4 --model convnet-wide --epochs 5 --density-warmup 200 --compressors none,topk,sidco-e,sidco-gp,sidco-p --densities 0.001 --json artifacts/bench/training-repeat.json`) "
         f"gave `none` {none['testAccuracy'] * 100:.2f} %, "
         + ", ".join(f"{names[c]} {(none['testAccuracy'] - rows[c]['testAccuracy']) * 100:.2f} behind and {topk['compressMs'] / rows[c]['compressMs']:.1f}x below top-k's compress time"
@@ -118,13 +123,21 @@ def training_row(compressor, density):
     rows = bench_results("training")
     return None if rows is None else next(r for r in rows if r["compressor"] == compressor and r["density"] == density)
 
+def training_stage_summary():
+    """The SIDCo rows at 0.001: stage counts in the last epoch and SIDCo-GP's compress time against top-k's."""
+    rows = bench_results("training")
+    if rows is None:
+        return "_not run yet_"
+    at = {r["compressor"]: r for r in rows if r["density"] == 0.001}
+    stages = sorted({f"{at[c]['stages']:.1f}" for c in SIDCO_NAMES})
+    gp, topk = at["sidco-gp"], at["topk"]
+    return (f"the variants end at {' to '.join(stages)} stages per call, and SIDCo-GP is {topk['compressMs'] / gp['compressMs']:.1f}x below top-k "
+            f"over the run and {topk['lastEpochCompressMs'] / gp['lastEpochCompressMs']:.1f}x in the last epoch "
+            f"({gp['lastEpochCompressMs']:.3f} ms per step against SIDCo-E's {at['sidco-e']['lastEpochCompressMs']:.3f} ms).")
+
 def training_topk_ms():
     row = training_row("topk", 0.001)
     return f"{row['compressMs']:.1f} ms" if row else "_not run yet_"
-
-def training_gp_stages():
-    row = training_row("sidco-gp", 0.001)
-    return f"{row['stages']:.1f}" if row and "stages" in row else "_not run yet_"
 
 def warmup_runs():
     """Two runs of the one-epoch warm-up command: sparse fraction, achieved density and accuracy per compressor."""
@@ -454,18 +467,16 @@ later stage after the second that fits the exceedances of a threshold below the 
 candidates is another full pass. The second stage reads nothing more from the second call on: the
 first pass sums the exceedances of the previous call's 25 % tail threshold as it goes (docs/method.md);
 on the captured gradients that took 6-7 % off a call (0.12 ms against 0.13 ms, three alternating runs of
-old and new code); in training it moved the variants' stage counts, below. How many stages a
-call has is the adaptive controller's choice: SIDCo-GP averages """ + training_gp_stages() + """ stages per call in the last epoch (2 on the
-captured gradients). Early in the warm-up, at densities near 0.25, its gamma first stage over-selects
-by a factor that extra stages barely change. Before """ + SIDCO_CHANGE + """ the controller kept adding stages there
-(7.0 per call in the last epoch, 4.9x below top-k over the run and 6.3x in the last epoch); now it
-takes back a stage that does not move the achieved density and calibrates instead. Since 0e6c948
-(the second stage fits the exceedances the first pass collected) two runs of the table's command and
-its repeat ended with SIDCo-E and SIDCo-P at 2.0 stages per call in the last epoch (2.0 and 2.5 before
-it) and SIDCo-GP at 3.5 (2.5 before): over the run SIDCo-GP went from 8.2x and 8.3x below top-k's
-compress time to 7.2x and 7.1x, while SIDCo-E went from 10.5x and 10.9x to 12.4x and 10.1x and
-SIDCo-P from 9.3x and 9.9x to 10.5x and 11.0x (the archived JSON of the runs before it were read for
-this; stage counts are path-dependent, so two runs per code version show a direction, not a law). A call with two stages now reads the buffer once when the first pass's candidates cover its
+old and new code). How many stages a call has is the adaptive controller's choice. Every stage after
+the second is another full pass, and at one achieved density a threshold selects the same entries
+however many stages estimated it, so since 23a4bae the controller adds such a stage on a buffer this
+large only when the fit misses the target by more than 3x and calibrates smaller misses; and it no
+longer moves stages while the warm-up moves the target, when the achieved ratio carries the move itself
+(docs/method.md). Before that change SIDCo-GP averaged 3.5 stages per call in the last epoch of two runs
+of the table's command (archived JSON read for this; one rank reached 7-8 stages in a traced run) and was 7.2x and 7.1x below
+top-k's compress time over the run; in the table above """ + training_stage_summary() + """ What is left between SIDCo-GP
+and SIDCo-E is the first pass's sum of logarithms for the gamma fit. Before """ + SIDCO_CHANGE + """ the controller kept adding
+stages during the warm-up (7.0 per call in the last epoch, 4.9x below top-k over the run). A call with two stages now reads the buffer once when the first pass's candidates cover its
 threshold; each further stage that starts below the candidate bound adds a read. Attempts that are not in the code, because
 they did not pay on this machine: collecting the tail during the second read for the later stages
 (exact, like the first-pass candidates; it collected several per cent of the entries and made
