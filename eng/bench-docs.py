@@ -110,7 +110,7 @@ def training_repeat():
     none, topk = rows["none"], rows["topk"]
     stale = measured_before_change("training-repeat")
     return (stale + ("An earlier run of the rows at 0.001, on the code before the change named in the note "
-                     if stale else "A second run of the rows at 0.001, made just before the table above on the same code ")
+                     if stale else "A second run of the rows at 0.001, on the same code as the table above ")
         +
         "(`./build.sh bench training --transport mpi --workers 4 --model convnet-wide --epochs 5 --density-warmup 200 --compressors none,topk,sidco-e,sidco-gp,sidco-p --densities 0.001 --json artifacts/bench/training-repeat.json`) "
         f"gave `none` {none['testAccuracy'] * 100:.2f} %, "
