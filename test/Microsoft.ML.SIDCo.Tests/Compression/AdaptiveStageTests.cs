@@ -101,9 +101,7 @@ public class AdaptiveStageTests
         // Seen with SIDCo-GP during the density warm-up: the gamma first stage over-selects 1.9x and
         // extra stages change nothing, so adding more only adds passes.
         var controller = new AdaptiveStageController(initialStages: 1, maxStages: 10);
-        var ratios = new List<double>();
-        for (int call = 0; call < 40; call++) { ratios.Add(controller.Calibration * 1.9 * (1 + 0.01 * controller.Stages)); controller.Observe(ratios[^1]); }
-        string trace = $"stages {controller.Stages}, calibration {controller.Calibration:F3}: {string.Join(", ", ratios.Select(r => r.ToString("F2")))}";
+        var (ratios, trace) = Drive(controller, stages => 1.9 * (1 + 0.01 * stages), calls: 40);
         Assert.Equal(1, controller.Stages);
         Assert.True(ratios.Skip(35).Average() is >= 0.8 and <= 1.25, trace);
         Assert.True(controller.Tracking, trace);
@@ -116,9 +114,7 @@ public class AdaptiveStageTests
         // over-selection of 1.4x by only a tenth, so stage moves climbed to 6-8 stages (each a pass)
         // where the calibration reaches the band with the free second stage.
         var controller = new AdaptiveStageController(initialStages: 1, maxStages: 10);
-        var ratios = new List<double>();
-        for (int call = 0; call < 60; call++) { ratios.Add(controller.Calibration * 1.4 * Math.Pow(0.9, controller.Stages - 1)); controller.Observe(ratios[^1]); }
-        string trace = $"stages {controller.Stages}, calibration {controller.Calibration:F3}: {string.Join(", ", ratios.Select(r => r.ToString("F2")))}";
+        var (ratios, trace) = Drive(controller, stages => 1.4 * Math.Pow(0.9, stages - 1), calls: 60);
         Assert.Equal(AdaptiveStageController.FreeStages, controller.Stages);
         Assert.Equal(1, controller.Adjustments);
         Assert.True(ratios.Skip(50).Average() is >= 0.8 and <= 1.25, trace);
@@ -131,7 +127,7 @@ public class AdaptiveStageTests
         // A pass over a few thousand entries costs less than the call's fixed work: there the controller
         // keeps moving stages on any miss out of the band (on tiny MLPs that trained better than calibrating).
         var controller = new AdaptiveStageController(initialStages: 1, maxStages: 10);
-        for (int call = 0; call < 60; call++) controller.Observe(controller.Calibration * 1.4 * Math.Pow(0.9, controller.Stages - 1), passesCostly: false);
+        Drive(controller, stages => 1.4 * Math.Pow(0.9, stages - 1), calls: 60, passesCostly: false);
         Assert.Equal(3, controller.Stages); // 1.4 x 0.9^2 = 1.13: in the band without calibration
         Assert.Equal(1, controller.Calibration);
     }
@@ -198,6 +194,14 @@ public class AdaptiveStageTests
         controller.Observe(1.4); restored.Observe(1.4);
         Assert.Equal(controller.Calibration, restored.Calibration);
         Assert.Equal(controller.Stages, restored.Stages);
+    }
+
+    // Feeds the controller a synthetic response (the ratio it would see at each stage count, before calibration).
+    private static (List<double> Ratios, string Trace) Drive(AdaptiveStageController controller, Func<int, double> response, int calls, bool passesCostly = true)
+    {
+        var ratios = new List<double>();
+        for (int call = 0; call < calls; call++) { ratios.Add(controller.Calibration * response(controller.Stages)); controller.Observe(ratios[^1], passesCostly); }
+        return (ratios, $"stages {controller.Stages}, calibration {controller.Calibration:F3}: {string.Join(", ", ratios.Select(r => r.ToString("F2")))}");
     }
 
     [Fact]
