@@ -153,7 +153,7 @@ public abstract class GradientCompressor
         _lastThreshold = threshold;
         Calls++;
         int estimated = output.Count;
-        OnEstimated(estimated, k);
+        OnEstimated(estimated, k, n);
 
         // Guard: an estimate above every magnitude (e.g. constant input) would send nothing and stall
         // training while the residual grows; fall back to the exact top-k for this step.
@@ -215,8 +215,8 @@ public abstract class GradientCompressor
     /// <returns>The threshold used (0 if none) and the number of estimation stages.</returns>
     protected abstract (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output);
 
-    /// <summary>Called with the estimator's own count, before fallbacks and the cap (the adaptive controller listens here).</summary>
-    protected virtual void OnEstimated(int estimatedCount, int k) { }
+    /// <summary>Called with the estimator's own count, before fallbacks and the cap, and the buffer's length (the adaptive controller listens here).</summary>
+    protected virtual void OnEstimated(int estimatedCount, int k, int length) { }
 
     /// <summary>Exact top-k by magnitude, ties broken by lower index, written in ascending index order. Exact zeros are never sent (they would change nothing).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

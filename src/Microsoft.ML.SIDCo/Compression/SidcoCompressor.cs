@@ -22,8 +22,6 @@ public sealed class SidcoCompressor : GradientCompressor
     /// </summary>
     public const int CostlyPassLength = 1 << 16;
 
-    private int _length; // the current call's buffer length
-
     /// <summary>
     /// The previous call's first-stage threshold (its fitted 25 % tail quantile), or NaN before the first
     /// multi-stage call. The next call's measuring pass collects the exceedances of this bound, and the
@@ -93,7 +91,6 @@ public sealed class SidcoCompressor : GradientCompressor
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output)
     {
-        _length = acc.Length;
         var (threshold, stages, firstStage) = Estimate(acc, stats);
         _peaksBound = firstStage;
         SelectAboveThreshold(acc, threshold, output);
@@ -194,6 +191,6 @@ public sealed class SidcoCompressor : GradientCompressor
     protected override void OnDensityChanged() => Controller?.TargetMoved();
 
     /// <inheritdoc />
-    protected override void OnEstimated(int estimatedCount, int k) =>
-        Controller?.Observe((double)estimatedCount / Math.Max(1, k), passesCostly: _length >= CostlyPassLength);
+    protected override void OnEstimated(int estimatedCount, int k, int length) =>
+        Controller?.Observe((double)estimatedCount / Math.Max(1, k), passesCostly: length >= CostlyPassLength);
 }
