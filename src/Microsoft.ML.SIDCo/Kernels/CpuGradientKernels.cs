@@ -279,17 +279,21 @@ public sealed class CpuGradientKernels : IGradientKernels
         int* pendingAt = stackalloc int[BlockSize / 8];
         uint* pendingBits = stackalloc uint[BlockSize / 8];
         // Sum of logs without a log per element: ln(y) = e ln 2 + ln(m) for y = m 2^e, m in [1, 2).
-        // Exponents are summed as integers and mantissas multiplied per lane; the product is
-        // renormalised every 32 vectors (a product of 32 values in [1, 2) stays below 2^32: its exponent
-        // moves to the integer sum) and the lanes' logarithms taken once per block. Memory-bound instead
-        // of compute-bound.
+        // The two vectors of a step are multiplied first (each value is at least LogEpsilon, so the
+        // product is at least 4.8e-32, still a normal float, and it stays finite while the block's largest
+        // magnitude is below 2^63), then the product's biased exponent is summed as an integer and its
+        // mantissa multiplied into a per-lane product: one exponent and one mantissa per two values. The
+        // product is renormalised every 64 steps (64 mantissas stay below 2^64; its exponent moves to the
+        // integer sum), the biases are subtracted once per block, and the lanes' logarithms taken once per block.
         while (i < length)
         {
+            int blockStart = i;
             int end = Math.Min(length, i + BlockSize);
             var vSum = Vector256<float>.Zero; var vSq = Vector256<float>.Zero;
             var vMax = Vector256<float>.Zero;
             var vBad = Vector256<float>.Zero; // any lane becomes non-zero once a non-finite value appears
             var vProd = Vector256.Create(1f); var vExp = Vector256<int>.Zero;
+            int biasedExponents = 0; // per lane: each carries the exponent bias 127
             var vTailSum = Vector256<float>.Zero; var vTailSq = Vector256<float>.Zero; var vTailCount = Vector256<int>.Zero;
             var vTailMin = Vector256.Create(float.PositiveInfinity);
             int sinceNormalise = 0;
@@ -303,17 +307,19 @@ public sealed class CpuGradientKernels : IGradientKernels
                 vMax = Vector256.MaxNative(vMax, Vector256.MaxNative(a0, a1)); // finite and non-negative: no IEEE special cases
                 if (TLogs.Value)
                 {
-                    var b0 = (a0 + Vector256.Create(GradientStatistics.LogEpsilon)).AsInt32();
-                    var b1 = (a1 + Vector256.Create(GradientStatistics.LogEpsilon)).AsInt32();
-                    vExp += Vector256.ShiftRightLogical(b0, 23) + Vector256.ShiftRightLogical(b1, 23) - Vector256.Create(2 * 127);
-                    vProd *= Mantissas(b0) * Mantissas(b1);
-                    if (++sinceNormalise == 16) // 16 products of two values in [1, 2) stay below 2^32
+                    var eps = Vector256.Create(GradientStatistics.LogEpsilon);
+                    var pair = ((a0 + eps) * (a1 + eps)).AsInt32();
+                    vExp += Vector256.ShiftRightLogical(pair, 23);
+                    vProd *= Mantissas(pair);
+                    if (++sinceNormalise == 64)
                     {
                         var pb = vProd.AsInt32();
-                        vExp += Vector256.ShiftRightLogical(pb, 23) - Vector256.Create(127);
+                        vExp += Vector256.ShiftRightLogical(pb, 23);
                         vProd = Mantissas(pb);
                         sinceNormalise = 0;
+                        biasedExponents++;
                     }
+                    biasedExponents++;
                 }
                 if (TSquares.Value) vSq += a0 * a0 + a1 * a1;
                 if (TTail.Value)
@@ -347,8 +353,9 @@ public sealed class CpuGradientKernels : IGradientKernels
                 if (TLogs.Value)
                 {
                     var b = (a + Vector256.Create(GradientStatistics.LogEpsilon)).AsInt32();
-                    vExp += Vector256.ShiftRightLogical(b, 23) - Vector256.Create(127);
+                    vExp += Vector256.ShiftRightLogical(b, 23);
                     vProd *= Mantissas(b);
+                    biasedExponents++;
                 }
                 if (TSquares.Value) vSq += a * a;
                 if (TTail.Value)
@@ -367,7 +374,9 @@ public sealed class CpuGradientKernels : IGradientKernels
                 }
             }
             // Reduce before the Math.Log calls below, so that no accumulator is live across a call.
-            max = MathF.Max(max, MaxLanes(vMax));
+            float blockMax = MaxLanes(vMax);
+            max = MathF.Max(max, blockMax);
+            int vectorEnd = i;
             bad |= vBad != Vector256<float>.Zero;
             double blockSum = Vector256.Sum(vSum), blockSq = TSquares.Value ? Vector256.Sum(vSq) : 0;
             if (TTail.Value)
@@ -378,10 +387,14 @@ public sealed class CpuGradientKernels : IGradientKernels
             double blockLog = 0;
             if (TLogs.Value)
             {
-                blockLog = Vector256.Sum(vExp) * Math.Log(2);
-                double mantissaLogs = 0;
-                for (int k = 0; k < Vector256<float>.Count; k++) mantissaLogs += Math.Log(vProd.GetElement(k));
-                blockLog += mantissaLogs;
+                if (blockMax < PairProductLimit)
+                {
+                    blockLog = (Vector256.Sum(vExp) - (long)Vector256<float>.Count * 127 * biasedExponents) * Math.Log(2);
+                    double mantissaLogs = 0;
+                    for (int k = 0; k < Vector256<float>.Count; k++) mantissaLogs += Math.Log(vProd.GetElement(k));
+                    blockLog += mantissaLogs;
+                }
+                else blockLog = LogRange(TResidual.Value ? residual : x, blockStart, vectorEnd); // a pair's product may have overflowed: take this block's logs one by one
             }
             if (TCompact.Value)
             {
@@ -458,6 +471,21 @@ public sealed class CpuGradientKernels : IGradientKernels
             bad |= ~finite;
             return a & finite;
         }
+    }
+
+    /// <summary>Below this magnitude the product of two (plus LogEpsilon) is a finite float.</summary>
+    private const float PairProductLimit = 9.2233720E18f; // 2^63
+
+    // Sum of ln(|v| + LogEpsilon) over the finite entries of [from, to): the exact path for blocks with huge values.
+    private static unsafe double LogRange(float* values, int from, int to)
+    {
+        double sum = 0;
+        for (int j = from; j < to; j++)
+        {
+            float a = MathF.Abs(values[j]);
+            sum += Math.Log(float.IsFinite(a) ? a + GradientStatistics.LogEpsilon : GradientStatistics.LogEpsilon);
+        }
+        return sum;
     }
 
     // The mantissas of positive floats as values in [1, 2).

@@ -33,6 +33,28 @@ public class KernelBackendTests(IlgpuFixture ilgpu) : IClassFixture<IlgpuFixture
         Assert.True(stats.AllFinite);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void LogSumsHoldForExactZerosAndMagnitudesUpToTheFloatLimit(bool withResidual)
+    {
+        // The log sum multiplies pairs of magnitudes before splitting exponent and mantissa: exact zeros
+        // (ln of LogEpsilon), denormals and values whose pairwise product would overflow a float must
+        // still give the sum of the per-entry logarithms. Huge values sit in the first of three blocks only.
+        const int n = 3 * 4096 + 40;
+        var g = Samples.Laplace(n, seed: 5);
+        for (int i = 0; i < n; i += 7) g[i] = 0;
+        for (int i = 3; i < n; i += 11) g[i] = 1e-40f; // denormal
+        for (int i = 5; i < 4096; i += 13) g[i] = (i % 2 == 0 ? 1 : -1) * 3e38f;
+        var residual = new float[n];
+        var stats = withResidual
+            ? CpuGradientKernels.Instance.AccumulateAndMeasure(g, residual, StatisticsKinds.LogMagnitudes)
+            : CpuGradientKernels.Instance.Measure(g, StatisticsKinds.LogMagnitudes);
+        double log = g.Sum(v => Math.Log(MathF.Abs(v) + GradientStatistics.LogEpsilon));
+        Assert.True(stats.AllFinite);
+        Assert.Equal(log, stats.SumLogAbs, Math.Abs(log) * 1e-6);
+    }
+
     public static TheoryData<int, StatisticsKinds, bool> EveryLoopShape()
     {
         // Lengths hit the paired-vector loop, the single-vector remainder, the scalar tail and block edges
