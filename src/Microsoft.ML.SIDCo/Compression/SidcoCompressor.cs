@@ -37,6 +37,22 @@ public sealed class SidcoCompressor : GradientCompressor
     /// </summary>
     private const double PeaksTailSlack = 2;
 
+    /// <summary>
+    /// On calls whose second stage fits the peaks, SIDCo-GP's first stage only sets the next call's bound,
+    /// which needs to cut only about <see cref="FirstStageTail"/> (the share it cuts is counted). There the
+    /// gamma shape, whose mean log is the measuring pass's costliest statistic, is refitted on one call in
+    /// this many; in between, the bound is the last fit's quantile rescaled by this call's mean (a gamma
+    /// quantile is the scale times a function of the shape). Calls whose threshold the first stage sets
+    /// refit every time.
+    /// </summary>
+    public const int ShapeRefitInterval = 4;
+
+    // The last gamma fit's first-stage quantile divided by the mean it was fitted with: a function of the shape alone.
+    private double _boundPerMean = double.NaN;
+
+    // Calls since the gamma shape was last fitted.
+    private int _shapeAge;
+
     /// <summary>Creates a SIDCo compressor of the given family.</summary>
     public SidcoCompressor(CompressorKind kind, CompressorOptions options, IGradientKernels? kernels = null) : base(options, kernels)
     {
@@ -71,16 +87,21 @@ public sealed class SidcoCompressor : GradientCompressor
         return new ExceedanceStatistics(count, sum, sumSq, min);
     }
 
+    // A call that estimates in several stages below the first stage's tail: its second stage can fit the peaks.
+    private bool MultiStageCall => Options.Density < 1 && CurrentStages > 1 && EffectiveTail < FirstStageTail;
+
     /// <inheritdoc />
-    protected override float TailBound =>
-        Options.Density < 1 && CurrentStages > 1 && EffectiveTail < FirstStageTail && float.IsFinite(_peaksBound)
-            ? _peaksBound : float.PositiveInfinity;
+    protected override float TailBound => MultiStageCall && float.IsFinite(_peaksBound) ? _peaksBound : float.PositiveInfinity;
+
+    // This call rescales the last gamma fit instead of refitting it (SIDCo-GP only).
+    private bool ReusesShape => _kind == CompressorKind.SidcoGammaPareto && MultiStageCall && float.IsFinite(_peaksBound)
+        && double.IsFinite(_boundPerMean) && _shapeAge + 1 < ShapeRefitInterval;
 
     // The tail the estimator aims at: the target density corrected by the controller's calibration.
     private double EffectiveTail => Math.Min(0.5, Options.Density * (Controller?.Calibration ?? 1));
 
-    /// <inheritdoc />
-    protected override StatisticsKinds RequiredStatistics => _kind switch
+    // What the first stage's fit needs besides the mean: the gamma fit the mean log, the generalized-Pareto fit the variance.
+    private StatisticsKinds FirstStageStatistics => _kind switch
     {
         CompressorKind.SidcoGammaPareto => StatisticsKinds.LogMagnitudes,
         CompressorKind.SidcoPareto => StatisticsKinds.Squares,
@@ -88,13 +109,22 @@ public sealed class SidcoCompressor : GradientCompressor
     };
 
     /// <inheritdoc />
+    protected override StatisticsKinds RequiredStatistics => ReusesShape ? StatisticsKinds.Basic : FirstStageStatistics;
+
+    /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output)
     {
-        var (threshold, stages, firstStage) = Estimate(acc, stats);
-        _peaksBound = firstStage;
-        SelectAboveThreshold(acc, threshold, output);
-        return (threshold, stages);
+        var e = Estimate(acc, stats, ReusesShape);
+        _peaksBound = e.NextBound;
+        if (e.ShapeFitted)
+        {
+            _boundPerMean = float.IsFinite(e.NextBound) && stats.MeanAbs > 0 ? e.NextBound / stats.MeanAbs : double.NaN;
+            _shapeAge = 0;
+        }
+        else _shapeAge++;
+        SelectAboveThreshold(acc, e.Threshold, output);
+        return (e.Threshold, e.Stages);
     }
 
     /// <summary>
@@ -102,22 +132,27 @@ public sealed class SidcoCompressor : GradientCompressor
     /// <paramref name="stats"/> carries a <see cref="GradientStatistics.Tail"/> of about the first stage's
     /// size, the second stage fits those exceedances instead of measuring its own.
     /// </summary>
+    /// <param name="acc">The values to estimate on.</param>
+    /// <param name="stats">Their statistics, with the mean log (SIDCo-GP) or the squares (SIDCo-P) measured.</param>
     public (float Threshold, int Stages) EstimateThreshold(ReadOnlySpan<float> acc, in GradientStatistics stats)
     {
-        var (threshold, stages, _) = Estimate(acc, stats);
-        return (threshold, stages);
+        var e = Estimate(acc, stats, reuseShape: false);
+        return (e.Threshold, e.Stages);
     }
 
-    // Also returns this call's first-stage (25 % tail) threshold, the next call's peaks bound (NaN when single-stage).
-    private (float Threshold, int Stages, float FirstStage) Estimate(ReadOnlySpan<float> acc, in GradientStatistics stats)
+    // The threshold, its stage count, the next call's peaks bound (this call's first-stage threshold; NaN when
+    // single-stage) and whether the first stage was fitted (else the bound is the last fit rescaled).
+    private readonly record struct Estimation(float Threshold, int Stages, float NextBound, bool ShapeFitted);
+
+    // With reuseShape, stats lacks the first stage's statistics: the peaks' bound stands in for the first
+    // stage, and the next bound is the last fit rescaled by this call's mean.
+    private Estimation Estimate(ReadOnlySpan<float> acc, in GradientStatistics stats, bool reuseShape)
     {
-        if (Options.Density >= 1) return (-1f, 1, float.NaN); // everything passes |x| > -1
+        if (Options.Density >= 1) return new(-1f, 1, float.NaN, true); // everything passes |x| > -1
         double delta = EffectiveTail;
         int m = CurrentStages;
-        if (m == 1 || delta >= FirstStageTail) return ((float)FirstStage(stats, delta), 1, float.NaN);
+        if (m == 1 || delta >= FirstStageTail) return new((float)FirstStage(stats, delta), 1, float.NaN, true);
 
-        double eta = FirstStage(stats, FirstStageTail);
-        double firstStage = eta;
         double ratio = Math.Pow(delta / FirstStageTail, 1.0 / (m - 1));
         ExceedanceStatistics? peaks = null;
         if (stats.Tail is { Count: >= 2 } tail && stats.Count > 0)
@@ -131,6 +166,16 @@ public sealed class SidcoCompressor : GradientCompressor
                 ratio = Math.Pow(delta / share, 1.0 / (m - 1));
             }
         }
+        double eta, firstStage;
+        bool fitted = true;
+        if (!reuseShape) eta = firstStage = FirstStage(stats, FirstStageTail);
+        else if (peaks is not null)
+        {
+            eta = _peaksBound; // only used should the second stage find nothing to fit
+            firstStage = stats.MeanAbs * _boundPerMean;
+            fitted = false;
+        }
+        else eta = firstStage = FirstStage(Kernels.Measure(acc, FirstStageStatistics), FirstStageTail); // the bound no longer cuts a usable tail: fit after all
         int used = 1;
         for (int s = 2; s <= m; s++)
         {
@@ -145,7 +190,7 @@ public sealed class SidcoCompressor : GradientCompressor
             eta = next;
             used++;
         }
-        return ((float)eta, used, double.IsFinite(firstStage) && firstStage > 0 ? (float)firstStage : float.NaN);
+        return new((float)eta, used, double.IsFinite(firstStage) && firstStage > 0 ? (float)firstStage : float.NaN, fitted);
     }
 
     private double FirstStage(in GradientStatistics stats, double tail)
@@ -173,6 +218,8 @@ public sealed class SidcoCompressor : GradientCompressor
     {
         base.SaveState(writer);
         writer.Write(_peaksBound); // the next call's second stage depends on it: a resumed run continues exactly
+        writer.Write(_boundPerMean);
+        writer.Write(_shapeAge);
         writer.Write(Controller is not null);
         Controller?.Save(writer);
     }
@@ -182,6 +229,8 @@ public sealed class SidcoCompressor : GradientCompressor
     {
         base.LoadState(reader);
         _peaksBound = reader.ReadSingle();
+        _boundPerMean = reader.ReadDouble();
+        _shapeAge = reader.ReadInt32();
         bool adaptive = reader.ReadBoolean();
         if (adaptive != Controller is not null) throw new InvalidDataException("Compressor state and options disagree on AdaptiveStages.");
         Controller?.Load(reader);

@@ -16,7 +16,7 @@ public sealed class CheckpointException(string message, Exception? inner = null)
 /// </summary>
 internal static class TrainingCheckpoint
 {
-    private const int Format = 3; // 2: the stage controller saves its tracking flag; 3: SIDCo saves its peaks bound
+    private const int Format = 4; // 2: the stage controller saves its tracking flag; 3: SIDCo saves its peaks bound; 4: and SIDCo-GP its last gamma fit
     private const string ManifestName = "manifest.json";
 
     private sealed record Manifest(int Format, long Step, long Settings, long Layout, int Workers, Dictionary<string, string> Files);

@@ -223,16 +223,96 @@ public class CompressorTests
         Assert.Equal([1, 0, 0, 1], fullPasses);
     }
 
-    /// <summary>The CPU kernels, counting the exceedance passes over whole buffers.</summary>
+    [Fact]
+    public void SidcoGPRefitsTheGammaShapeOnOneCallInFourWhileThePeaksSetTheThreshold()
+    {
+        // While the second stage fits the peaks, SIDCo-GP's first stage only places the next call's bound:
+        // the log statistics are measured on one call in four, and in between the bound is the last fit
+        // rescaled by the call's mean. The gradient's scale changes every call, so a bound that was not
+        // rescaled (or one refitted every call) would cut other peaks and give other thresholds. On the last
+        // call the scale drops to a quarter: the bound then cuts too few peaks to use, and the call measures
+        // the logs with a pass of its own and fits its first stage after all.
+        const int n = 300_000;
+        var kernels = new CountingKernels();
+        var options = new CompressorOptions { Density = 0.001, AdaptiveStages = false, Stages = 2 };
+        var c = Compressors.Create("sidco-gp", options, kernels);
+        var output = new SparseGradient();
+        float[] scales = [1f, 1.2f, 0.9f, 1.1f, 1f, 0.85f, 1.15f, 0.95f, 1.05f, 0.25f];
+        double? bound = null;
+        double boundPerMean = double.NaN;
+        var logPasses = new List<string>();
+        for (int call = 0; call < scales.Length; call++)
+        {
+            var g = Samples.StudentT3(n, seed: 130 + call);
+            for (int i = 0; i < n; i++) g[i] *= scales[call];
+            kernels.Requested.Clear();
+            var stats = c.Compress(g, output);
+            logPasses.Add(string.Join("+", kernels.Requested.Select(k => (k & StatisticsKinds.LogMagnitudes) != 0 ? "logs" : "basic")));
+            (double expected, double firstStage) = DefinitionThreshold(c.Kind, g, options.Density, options.Stages, options.GammaQuantile, bound);
+            Assert.Equal(expected, stats.Threshold, expected * 1e-4);
+            Assert.Equal(g.Count(v => MathF.Abs(v) > stats.Threshold), output.Count);
+            double mean = g.Average(v => (double)MathF.Abs(v));
+            bool fitted = call % SidcoCompressor.ShapeRefitInterval == 0 || call == scales.Length - 1;
+            if (fitted) boundPerMean = firstStage / mean;
+            bound = fitted ? firstStage : mean * boundPerMean;
+        }
+        Assert.Equal(["logs", "basic", "basic", "basic", "logs", "basic", "basic", "basic", "logs", "basic+logs"], logPasses);
+    }
+
+    [Theory]
+    [InlineData("sidco-e", true)]
+    [InlineData("sidco-gp", true)]
+    [InlineData("sidco-p", true)]
+    [InlineData("sidco-e", false)]
+    [InlineData("sidco-gp", false)]
+    [InlineData("sidco-p", false)]
+    public void ARestoredCompressorContinuesExactlyWhereTheSavedOneWas(string name, bool adaptive)
+    {
+        // Saved after six calls (with a calibrated stage controller, or with two fixed stages: a peaks bound
+        // and SIDCo-GP mid-way between shape refits), a fresh compressor that loads the state, given the
+        // same residual, must send exactly what the original sends on the next calls.
+        const int n = 200_000;
+        var options = new CompressorOptions { Density = 0.001, Stages = 2, AdaptiveStages = adaptive };
+        var original = Compressors.Create(name, options);
+        var feedback = new ErrorFeedback(n);
+        var output = new SparseGradient();
+        for (int call = 0; call < 6; call++) original.Compress(Samples.StudentT3(n, seed: 200 + call), output, feedback);
+        using var state = new MemoryStream();
+        using (var writer = new BinaryWriter(state, System.Text.Encoding.UTF8, leaveOpen: true)) original.SaveState(writer);
+        state.Position = 0;
+        var restored = Compressors.Create(name, options);
+        using (var reader = new BinaryReader(state)) restored.LoadState(reader);
+        var restoredFeedback = new ErrorFeedback(n);
+        feedback.Residual.CopyTo(restoredFeedback.Accumulator);
+        var restoredOutput = new SparseGradient();
+        for (int call = 6; call < 12; call++)
+        {
+            var g = Samples.StudentT3(n, seed: 200 + call);
+            var a = original.Compress(g, output, feedback);
+            var b = restored.Compress(g, restoredOutput, restoredFeedback);
+            Assert.Equal(a.Threshold, b.Threshold);
+            Assert.Equal(output.Indices.ToArray(), restoredOutput.Indices.ToArray());
+            Assert.Equal(output.Values.ToArray(), restoredOutput.Values.ToArray());
+        }
+    }
+
+    /// <summary>The CPU kernels, counting the exceedance passes over whole buffers and noting the statistics each measuring pass was asked for.</summary>
     private sealed class CountingKernels : IGradientKernels
     {
         private readonly CpuGradientKernels _inner = CpuGradientKernels.Instance;
         public int FullExceedancePasses { get; set; }
+        public List<StatisticsKinds> Requested { get; } = [];
         public string Name => "counting";
         public GradientStatistics AccumulateAndMeasure(ReadOnlySpan<float> gradient, Span<float> residual, StatisticsKinds kinds, float candidateBound = float.PositiveInfinity, SparseBuffer? candidates = null, float tailBound = float.PositiveInfinity)
-            => _inner.AccumulateAndMeasure(gradient, residual, kinds, candidateBound, candidates, tailBound);
+        {
+            Requested.Add(kinds);
+            return _inner.AccumulateAndMeasure(gradient, residual, kinds, candidateBound, candidates, tailBound);
+        }
         public GradientStatistics Measure(ReadOnlySpan<float> values, StatisticsKinds kinds, float candidateBound = float.PositiveInfinity, SparseBuffer? candidates = null, float tailBound = float.PositiveInfinity)
-            => _inner.Measure(values, kinds, candidateBound, candidates, tailBound);
+        {
+            Requested.Add(kinds);
+            return _inner.Measure(values, kinds, candidateBound, candidates, tailBound);
+        }
         public ExceedanceStatistics MeasureExceedances(ReadOnlySpan<float> values, float threshold) { FullExceedancePasses++; return _inner.MeasureExceedances(values, threshold); }
         public long CountAbove(ReadOnlySpan<float> values, float threshold) => _inner.CountAbove(values, threshold);
         public int SelectAbove(ReadOnlySpan<float> values, float threshold, SparseBuffer output) => _inner.SelectAbove(values, threshold, output);
