@@ -48,7 +48,10 @@ public sealed class AdaptiveStageController
     /// calibration costs nothing; and at the same achieved density a threshold selects the same entries,
     /// however many stages estimated it. Stages are for a fit that is far off (a single stage on a heavy
     /// tail misses 0.001 by 5-40x); moving them on small misses climbed to 6-8 stages on ConvNet gradients,
-    /// where each move lowered the ratio by only about a tenth.
+    /// where each move lowered the ratio by only about a tenth. Such a stage stays only when it brings the
+    /// window within this factor of the target; otherwise it is taken back and the miss calibrated (SIDCo-GP
+    /// at 2 stages under-selected 3-5x on ConvNet gradients, a third stage changed that by tens of per cent,
+    /// and the ranks that kept it paid a pass on every later call).
     /// </summary>
     public const double StageMoveFactor = 3;
 
@@ -115,7 +118,8 @@ public sealed class AdaptiveStageController
         {
             double change = logRatio - _lastLogRatio;
             if (Math.Abs(change) > 0.02) MoreStagesLowerDensity = _lastMove * change < 0 ? 1 : -1;
-            ineffective = Math.Abs(change) < IneffectiveMove;
+            ineffective = Math.Abs(change) < IneffectiveMove
+                || (_lastMove > 0 && _passesCostly && Stages > FreeStages && !WithinStageMoveFactor(mean)); // a costly stage that left a gross miss
         }
         int moved = _lastMove;
         _lastLogRatio = logRatio;
@@ -129,7 +133,8 @@ public sealed class AdaptiveStageController
 
         // A stage move that left the ratio where it was will not be helped by the next one either (seen
         // while the density warm-up moves the target, where a first stage that over-selects sets the
-        // ratio whatever M is): undo an added stage, since each costs a pass, and calibrate instead.
+        // ratio whatever M is): undo an added stage, since each costs a pass, and calibrate instead. The
+        // same for a costly stage that left a gross miss: the calibration closes what it did not.
         if (Calibration == 1 && ineffective)
         {
             if (moved > 0) { Stages--; Adjustments++; }
@@ -149,7 +154,7 @@ public sealed class AdaptiveStageController
             // target, on this side it was no better (moving back would oscillate between two misses).
             bool known = _seen.TryGetValue(next, out double there) && (there < 1 - _tolerance || there > 1 + _tolerance);
             // A stage beyond the free ones is another pass over the gradient: on a large buffer worth it for a gross miss only.
-            bool worthIt = !_passesCostly || next <= FreeStages || next < Stages || mean < 1 / StageMoveFactor || mean > StageMoveFactor;
+            bool worthIt = !_passesCostly || next <= FreeStages || next < Stages || !WithinStageMoveFactor(mean);
             if (next >= 1 && next <= _maxStages && !known && worthIt)
             {
                 Stages = next;
@@ -177,6 +182,8 @@ public sealed class AdaptiveStageController
         double calibrated = both ? Math.Sqrt(_calLow * _calHigh) : Calibration * Math.Clamp(1 / mean, 0.25, 4);
         Calibration = Math.Clamp(calibrated, 1.0 / 64, 64);
     }
+
+    private static bool WithinStageMoveFactor(double ratio) => ratio >= 1 / StageMoveFactor && ratio <= StageMoveFactor;
 
     /// <summary>Writes the full controller state.</summary>
     public void Save(BinaryWriter w)
