@@ -41,6 +41,9 @@ SIDCO_CHANGES = [
                 "first-stage threshold, instead of reading the buffer again"),
     ("23a4bae", "made SIDCo's stage controller calibrate small misses on large buffers instead of adding stages that "
                 "each cost a pass, and hold its stage count while a density warm-up moves the target"),
+    ("5d3cefd", "made SIDCo-GP refit its gamma shape on one call in four while its second stage fits the peaks "
+                "(in between, the measuring pass sums no logarithms; f5092da made that sum cheaper where it is taken)"),
+    ("e472403", "made SIDCo's stage controller take back a costly third stage that leaves a gross miss, and calibrate instead"),
 ]
 SIDCO_CHANGE = SIDCO_CHANGES[0][0]  # the controller change, named in the text below
 

@@ -37,6 +37,8 @@ internal static class KernelBenchmark
             var offsets = new Random(11);
             var operations = new (string Name, Func<IGradientKernels, Action> Body, Action? Before)[]
             {
+                ("accumulate + measure", k => () => k.AccumulateAndMeasure(g, residual, StatisticsKinds.Basic), () => residual.AsSpan().Clear()),
+                ("accumulate + measure (logs)", k => () => k.AccumulateAndMeasure(g, residual, StatisticsKinds.LogMagnitudes), () => residual.AsSpan().Clear()),
                 ("accumulate + measure (logs, squares)", k => () => k.AccumulateAndMeasure(g, residual, StatisticsKinds.LogMagnitudes | StatisticsKinds.Squares), () => residual.AsSpan().Clear()),
                 ("exceedance statistics (1 %)", k => () => k.MeasureExceedances(g, top1), null),
                 ("count above (0.1 %)", k => () => k.CountAbove(g, top01), null),
