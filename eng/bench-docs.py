@@ -465,9 +465,12 @@ that the residual comes from DRAM, as after a backward pass (second table). In t
 and the gradient come from memory shared with three other ranks' forward and backward passes: a
 SIDCo call streams both (about 4 MB of traffic per call at this size) and its time grows with that
 traffic, while top-k's quickselect, bound by compute on a cache-resident copy, costs about what it
-costs alone (""" + training_topk_ms() + """ in training at 0.001 against 2.8-3.1 ms alone). SIDCo-GP pays most: its first pass also sums logarithms, and every
-later stage after the second that fits the exceedances of a threshold below the final selection's
-candidates is another full pass. The second stage reads nothing more from the second call on: the
+costs alone (""" + training_topk_ms() + """ in training at 0.001 against 2.8-3.1 ms alone). Top-k's own time moves by a
+quarter between runs of the same command (2.1-2.8 ms per step at 0.001 on this code), so the ratios
+below move with it. SIDCo-GP paid most: its first pass also summed logarithms for the gamma fit.
+Since 5d3cefd it does so on one call in four once its second stage fits the peaks (docs/method.md),
+and on every call of a rank whose controller settled at one stage. Every later stage after the second
+that fits the exceedances of a threshold below the final selection's candidates is another full pass. The second stage reads nothing more from the second call on: the
 first pass sums the exceedances of the previous call's 25 % tail threshold as it goes (docs/method.md);
 on the captured gradients that took 6-7 % off a call (0.12 ms against 0.13 ms, three alternating runs of
 old and new code). How many stages a call has is the adaptive controller's choice. Every stage after
@@ -477,8 +480,9 @@ large only when the fit misses the target by more than 3x and calibrates smaller
 longer moves stages while the warm-up moves the target, when the achieved ratio carries the move itself
 (docs/method.md). Before that change SIDCo-GP averaged 3.5 stages per call in the last epoch of two runs
 of the table's command (archived JSON read for this; one rank reached 7-8 stages in a traced run) and was 7.2x and 7.1x below
-top-k's compress time over the run; in the table above """ + training_stage_summary() + """ What is left between SIDCo-GP
-and SIDCo-E is the first pass's sum of logarithms for the gamma fit. Before """ + SIDCO_CHANGE + """ the controller kept adding
+top-k's compress time over the run; in the table above """ + training_stage_summary() + """ Before 5d3cefd, with
+logarithms on every call, SIDCo-GP was 9.2x and 9.3x below top-k over the run in two runs of 23a4bae's
+code (archived JSON), at 0.249 and 0.256 ms per step against SIDCo-E's 0.192 and 0.227 ms. Before """ + SIDCO_CHANGE + """ the controller kept adding
 stages during the warm-up (7.0 per call in the last epoch, 4.9x below top-k over the run). A call with two stages now reads the buffer once when the first pass's candidates cover its
 threshold; each further stage that starts below the candidate bound adds a read. Attempts that are not in the code, because
 they did not pay on this machine: collecting the tail during the second read for the later stages
