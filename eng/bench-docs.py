@@ -138,6 +138,29 @@ def training_stage_summary():
             f"over the run and {topk['lastEpochCompressMs'] / gp['lastEpochCompressMs']:.1f}x in the last epoch "
             f"({gp['lastEpochCompressMs']:.3f} ms per step against SIDCo-E's {at['sidco-e']['lastEpochCompressMs']:.3f} ms).")
 
+def convnet_alone():
+    """SIDCo against top-k per call on the captured ConvNet gradients, warm and with the cache evicted, from the two microbenchmark JSONs."""
+    warm, cold = bench_results("compression-convnet"), bench_results("compression-convnet-cold")
+    if warm is None or cold is None:
+        return "_not run yet_", "_not run yet_"
+    def span(rows):
+        at = {r["compressor"]: r["medianMs"] for r in rows if r["data"] == "real-convnet"}
+        sidco = [at[c] for c in SIDCO_NAMES]
+        return at["topk"], min(sidco), max(sidco)
+    tw, lo, hi = span(warm)
+    tc, clo, chi = span(cold)
+    topk_alone = sorted(r["medianMs"] for r in warm + cold if r["compressor"] == "topk")
+    return (f"are {tw / hi:.0f}-{tw / lo:.0f}x below top-k per call ({lo:.2f}-{hi:.2f} ms against {tw:.2f} ms), and still "
+            f"{tc / chi:.0f}-{tc / clo:.0f}x when every call first reads 64 MiB of other memory", f"{topk_alone[0]:.1f}-{topk_alone[-1]:.1f} ms")
+
+def topk_two_runs():
+    """Top-k's compress time at 0.001 in the table and in its repeat."""
+    a, b = training_row("topk", 0.001), bench_results("training-repeat")
+    if a is None or b is None:
+        return "_not run yet_"
+    rep = next(r for r in b if r["compressor"] == "topk")
+    return f"{a['compressMs']:.2f} and {rep['compressMs']:.2f} ms per step at 0.001 in the table and in its repeat below"
+
 def training_topk_ms():
     row = training_row("topk", 0.001)
     return f"{row['compressMs']:.1f} ms" if row else "_not run yet_"
@@ -459,14 +482,13 @@ then the same with `--json artifacts/bench/training-warmup-2.json`; their JSON r
 In-process runs are deterministic (their dense and sparse sums both go in worker order).
 
 The same compressors on gradients of this very model (captured from step
-200 of its training on, below), one process, no training beside it, are 24-26x below top-k per call
-(0.12-0.13 ms against 3.1 ms), and still 22-28x when every call first reads 64 MiB of other memory so
+200 of its training on, below), one process, no training beside it, """ + convnet_alone()[0] + """ so
 that the residual comes from DRAM, as after a backward pass (second table). In training the residual
 and the gradient come from memory shared with three other ranks' forward and backward passes: a
 SIDCo call streams both (about 4 MB of traffic per call at this size) and its time grows with that
 traffic, while top-k's quickselect, bound by compute on a cache-resident copy, costs about what it
-costs alone (""" + training_topk_ms() + """ in training at 0.001 against 2.8-3.1 ms alone). Top-k's own time moves by a
-quarter between runs of the same command (2.1-2.8 ms per step at 0.001 on this code), so the ratios
+costs alone (""" + training_topk_ms() + """ in training at 0.001 against """ + convnet_alone()[1] + """ alone). Top-k's own time differs
+between runs of the same command (""" + topk_two_runs() + """), so the ratios
 below move with it. SIDCo-GP paid most: its first pass also summed logarithms for the gamma fit.
 Since 5d3cefd it does so on one call in four once its second stage fits the peaks (docs/method.md),
 and on every call of a rank whose controller settled at one stage. Every later stage after the second
