@@ -50,8 +50,8 @@ public sealed class AdaptiveStageController
     /// tail misses 0.001 by 5-40x); moving them on small misses climbed to 6-8 stages on ConvNet gradients,
     /// where each move lowered the ratio by only about a tenth. Such a stage stays only when it brings the
     /// window within this factor of the target; otherwise it is taken back and the miss calibrated (SIDCo-GP
-    /// at 2 stages under-selected 3-5x on ConvNet gradients, a third stage changed that by tens of per cent,
-    /// and the ranks that kept it paid a pass on every later call).
+    /// at 2 stages under-selected 3-5x on ConvNet gradients right after the density warm-up, and ranks that
+    /// kept a third stage paid its pass on every later call).
     /// </summary>
     public const double StageMoveFactor = 3;
 
