@@ -140,8 +140,7 @@ public class AdaptiveStageTests
     {
         // A single stage that misses by 5x (a heavy tail at 0.001) is what stages are for.
         var controller = new AdaptiveStageController(initialStages: 1, maxStages: 10);
-        double Response() => controller.Calibration * (controller.Stages switch { 1 => 5.0, 2 => 1.1, _ => 0.7 });
-        for (int call = 0; call < 20; call++) controller.Observe(Response());
+        Drive(controller, stages => stages switch { 1 => 5.0, 2 => 1.1, _ => 0.7 }, calls: 20);
         Assert.Equal(2, controller.Stages);
         Assert.Equal(1, controller.Calibration);
     }
@@ -149,10 +148,10 @@ public class AdaptiveStageTests
     [Fact]
     public void OnALargeBufferACostlyStageThatLeavesAGrossMissIsTakenBack()
     {
-        // Seen with SIDCo-GP on ConvNet gradients: two stages under-select 5x, and each further stage
-        // raises the ratio by only a quarter, so every window is still a gross miss. The third stage is
-        // tried, then taken back, and the calibration closes the miss; climbing would cost a pass per call
-        // and per stage for good.
+        // Modelled on SIDCo-GP on ConvNet gradients, where two stages under-selected by more than 3x right
+        // after the density warm-up. Here each further stage raises the ratio by only a quarter, so every
+        // window is still a gross miss: the third stage is tried, then taken back, and the calibration
+        // closes the miss; climbing would cost a pass per call and per stage for good.
         var controller = new AdaptiveStageController(initialStages: 1, maxStages: 10);
         var (ratios, trace) = Drive(controller, stages => 0.1 * Math.Pow(1.25, stages - 1) * (stages == 1 ? 1 : 1.6), calls: 60);
         Assert.Equal(2, controller.Stages);
