@@ -26,7 +26,7 @@ internal static class KernelBenchmark
         Console.WriteLine($"ILGPU device: {ilgpu.Accelerator.Name}, {ilgpu.Accelerator.AcceleratorType}, {ilgpu.Accelerator.MemorySize / (1 << 20):N0} MiB");
         var all = CompressionBenchmark.Laplace(elements.Max(), 1);
         // |x| of a unit Laplace variable exceeds t with probability exp(-t).
-        float top1 = (float)Math.Log(100), top01 = (float)Math.Log(1000);
+        float top25 = (float)Math.Log(4), top10 = (float)Math.Log(10), top1 = (float)Math.Log(100), top05 = (float)Math.Log(200), top01 = (float)Math.Log(1000);
         var rows = new List<Row>();
         foreach (int n in elements)
         {
@@ -40,9 +40,13 @@ internal static class KernelBenchmark
                 ("accumulate + measure", k => () => k.AccumulateAndMeasure(g, residual, StatisticsKinds.Basic), () => residual.AsSpan().Clear()),
                 ("accumulate + measure (logs)", k => () => k.AccumulateAndMeasure(g, residual, StatisticsKinds.LogMagnitudes), () => residual.AsSpan().Clear()),
                 ("accumulate + measure (logs, squares)", k => () => k.AccumulateAndMeasure(g, residual, StatisticsKinds.LogMagnitudes | StatisticsKinds.Squares), () => residual.AsSpan().Clear()),
+                // What SIDCo-E's pass does in steady state: also notes the candidates (0.5 %) and the peaks' statistics (25 %).
+                ("accumulate + measure (candidates, tail)", k => () => k.AccumulateAndMeasure(g, residual, StatisticsKinds.Basic, top05, buffer, top25), () => { residual.AsSpan().Clear(); buffer.Clear(); }),
                 ("exceedance statistics (1 %)", k => () => k.MeasureExceedances(g, top1), null),
                 ("count above (0.1 %)", k => () => k.CountAbove(g, top01), null),
                 ("select above (0.1 %)", k => () => k.SelectAbove(g, top01, buffer), buffer.Clear),
+                // A density warm-up starts near 25 %: there the compaction itself dominates.
+                ("select above (10 %)", k => () => k.SelectAbove(g, top10, buffer), buffer.Clear),
                 ("SIDCo-E call, density 0.001, error feedback", k =>
                 {
                     var compressor = Compressors.Create("sidco-e", new CompressorOptions { Density = 0.001, Seed = 1 }, k);

@@ -175,6 +175,35 @@ public class KernelBackendTests(IlgpuFixture ilgpu) : IClassFixture<IlgpuFixture
         Assert.Equal(expected, ilgpu.Kernels.CountAbove(s_gradient, threshold));
     }
 
+    [Theory]
+    [InlineData(5)]
+    [InlineData(2048 + 3)]
+    [InlineData(6 * 2048 + 13)]
+    public void CpuSelectionMatchesAScalarReferenceWhereTheDensitySwings(int n)
+    {
+        // The compaction switches between skipping empty vectors and storing every vector by how much the
+        // previous block selected (blocks of 2048): two blocks of about 60 %, one of 0.1 % and one of 0 %
+        // repeat here, so each mode runs on dense and on sparse data and starts and stops mid-buffer;
+        // NaN, -0 and values equal to the threshold must not be selected, and the output keeps what it
+        // held before.
+        var g = Samples.Laplace(n, seed: n);
+        for (int i = 0; i < n; i++)
+        {
+            int block = i / 2048 % 4;
+            if (block == 2) g[i] *= 0.07f;
+            else if (block == 3) g[i] = 0;
+        }
+        g[^1] = float.NaN;
+        if (n > 2) { g[1] = -0f; g[2] = -0.5f; }
+        var output = new SparseBuffer();
+        output.Add(-1, 42f);
+        int selected = CpuGradientKernels.Instance.SelectAbove(g, 0.5f, output);
+        var expected = Enumerable.Range(0, n).Where(i => MathF.Abs(g[i]) > 0.5f).ToArray();
+        Assert.Equal(expected.Length, selected);
+        Assert.Equal(new[] { -1 }.Concat(expected).ToArray(), output.Indices.ToArray());
+        Assert.Equal(new[] { 42f }.Concat(expected.Select(i => g[i])).ToArray(), output.Values.ToArray());
+    }
+
     [Fact]
     public void BackendsAgreeOnExceedances()
     {
