@@ -108,8 +108,12 @@ public sealed class SidcoCompressor : GradientCompressor
         _ => StatisticsKinds.Basic,
     };
 
+    // The later stages' fit of the peaks measured in the pass: SIDCo-E's exponential needs their count, sum
+    // and minimum; the generalized Pareto of SIDCo-GP and SIDCo-P also their squares.
+    private StatisticsKinds PeaksStatistics => _kind == CompressorKind.SidcoExponential ? StatisticsKinds.Basic : StatisticsKinds.TailSquares;
+
     /// <inheritdoc />
-    protected override StatisticsKinds RequiredStatistics => ReusesShape ? StatisticsKinds.Basic : FirstStageStatistics;
+    protected override StatisticsKinds RequiredStatistics => (ReusesShape ? StatisticsKinds.Basic : FirstStageStatistics) | PeaksStatistics;
 
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

@@ -227,13 +227,14 @@ public sealed class CpuGradientKernels : IGradientKernels
 
     private static unsafe GradientStatistics MeasureRange(float* x, float* residual, int length, long offset, StatisticsKinds kinds, float bound, SparseBuffer? candidates, float tailBound)
     {
-        var flags = new MeasureFlags((kinds & StatisticsKinds.LogMagnitudes) != 0, (kinds & StatisticsKinds.Squares) != 0, candidates is not null, float.IsFinite(tailBound));
+        var flags = new MeasureFlags((kinds & StatisticsKinds.LogMagnitudes) != 0, (kinds & StatisticsKinds.Squares) != 0, candidates is not null,
+            float.IsFinite(tailBound), (kinds & StatisticsKinds.TailSquares) != 0);
         return residual != null
             ? MeasureWithLogs<Yes>(x, residual, length, offset, flags, bound, candidates, tailBound)
             : MeasureWithLogs<No>(x, residual, length, offset, flags, bound, candidates, tailBound);
     }
 
-    private readonly record struct MeasureFlags(bool Logs, bool Squares, bool Compact, bool Tail);
+    private readonly record struct MeasureFlags(bool Logs, bool Squares, bool Compact, bool Tail, bool TailSquares);
 
     private static unsafe GradientStatistics MeasureWithLogs<TResidual>(float* x, float* residual, int length, long offset, MeasureFlags flags, float bound, SparseBuffer? candidates, float tailBound)
         where TResidual : struct, IFlag
@@ -255,20 +256,32 @@ public sealed class CpuGradientKernels : IGradientKernels
 
     private static unsafe GradientStatistics MeasureWithTail<TResidual, TLogs, TSquares, TCompact>(float* x, float* residual, int length, long offset, MeasureFlags flags, float bound, SparseBuffer? candidates, float tailBound)
         where TResidual : struct, IFlag where TLogs : struct, IFlag where TSquares : struct, IFlag where TCompact : struct, IFlag
-        => flags.Tail
-            ? MeasureCore<TResidual, TLogs, TSquares, TCompact, Yes>(x, residual, length, offset, bound, candidates, tailBound)
-            : MeasureCore<TResidual, TLogs, TSquares, TCompact, No>(x, residual, length, offset, bound, candidates, tailBound);
+        => !flags.Tail ? MeasureCore<TResidual, TLogs, TSquares, TCompact, NoTail>(x, residual, length, offset, bound, candidates, tailBound)
+            : flags.TailSquares ? MeasureCore<TResidual, TLogs, TSquares, TCompact, TailWithSquares>(x, residual, length, offset, bound, candidates, tailBound)
+            : MeasureCore<TResidual, TLogs, TSquares, TCompact, TailFirstMoments>(x, residual, length, offset, bound, candidates, tailBound);
+
+    // What the pass gathers about the exceedances of the tail bound.
+    private interface ITailMode
+    {
+        static abstract bool Enabled { get; }
+        static abstract bool Squares { get; }
+    }
+
+    private readonly struct NoTail : ITailMode { public static bool Enabled => false; public static bool Squares => false; }
+    private readonly struct TailFirstMoments : ITailMode { public static bool Enabled => true; public static bool Squares => false; }
+    private readonly struct TailWithSquares : ITailMode { public static bool Enabled => true; public static bool Squares => true; }
 
     // One pass over a range: optionally residual += x in place (finite lanes only), then |acc| statistics
     // and, when asked, compaction of the entries above a candidate bound and the statistics of the
-    // exceedances of a tail bound (accumulated exactly as ExceedRange does, so they equal a separate pass).
+    // exceedances of a tail bound (accumulated exactly as ExceedRange does, so they equal a separate pass;
+    // their squares only when asked).
     // Every vector accumulator lives within one block and is reduced to scalars before the block's
     // candidates are appended: no vector register survives a call on x64 Unix, and a vector live
     // across the append call made the JIT keep all of them in memory, doubling the loop's cost.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // SIMD loops here are compiled fully optimised on first use: tier-0 code would make the first training steps several times slower
     [SkipLocalsInit]
     private static unsafe GradientStatistics MeasureCore<TResidual, TLogs, TSquares, TCompact, TTail>(float* x, float* residual, int length, long offset, float bound, SparseBuffer? candidates, float tailBound)
-        where TResidual : struct, IFlag where TLogs : struct, IFlag where TSquares : struct, IFlag where TCompact : struct, IFlag where TTail : struct, IFlag
+        where TResidual : struct, IFlag where TLogs : struct, IFlag where TSquares : struct, IFlag where TCompact : struct, IFlag where TTail : struct, ITailMode
     {
         double sumAbs = 0, sumLog = 0, sumSq = 0;
         long tailCount = 0; double tailSum = 0, tailSq = 0; float tailMin = float.PositiveInfinity;
@@ -276,9 +289,8 @@ public sealed class CpuGradientKernels : IGradientKernels
         bool bad = false;
         int i = 0;
         int pending = 0;
-        // At most one entry per vector step of a block (a paired step notes its 16 lanes in one mask).
+        // At most one entry per vector step of a block.
         int* pendingAt = stackalloc int[BlockSize / 8];
-        uint* pendingBits = stackalloc uint[BlockSize / 8];
         // Sum of logs without a log per element: ln(y) = e ln 2 + ln(m) for y = m 2^e, m in [1, 2).
         // The two vectors of a step are multiplied first (each value is at least LogEpsilon, so the
         // product is at least 4.8e-32, still a normal float, and it stays finite while the block's largest
@@ -305,7 +317,8 @@ public sealed class CpuGradientKernels : IGradientKernels
                 var a0 = FiniteMagnitudes<TResidual>(x, residual, i, ref vBad);
                 var a1 = FiniteMagnitudes<TResidual>(x, residual, i + Vector256<float>.Count, ref vBad);
                 vSum += a0 + a1;
-                vMax = Vector256.MaxNative(vMax, Vector256.MaxNative(a0, a1)); // finite and non-negative: no IEEE special cases
+                var pairMax = Vector256.MaxNative(a0, a1); // finite and non-negative: no IEEE special cases
+                vMax = Vector256.MaxNative(vMax, pairMax);
                 if (TLogs.Value)
                 {
                     var eps = Vector256.Create(GradientStatistics.LogEpsilon);
@@ -323,7 +336,7 @@ public sealed class CpuGradientKernels : IGradientKernels
                     biasedExponents++;
                 }
                 if (TSquares.Value) vSq += a0 * a0 + a1 * a1;
-                if (TTail.Value)
+                if (TTail.Enabled)
                 {
                     var vT = Vector256.Create(tailBound);
                     var m0 = Vector256.GreaterThan(a0, vT);
@@ -331,7 +344,7 @@ public sealed class CpuGradientKernels : IGradientKernels
                     var t0 = a0 & m0;
                     var t1 = a1 & m1;
                     vTailSum += t0 + t1;
-                    vTailSq += t0 * t0 + t1 * t1;
+                    if (TTail.Squares) vTailSq += t0 * t0 + t1 * t1;
                     vTailCount -= m0.AsInt32() + m1.AsInt32(); // mask lanes are -1
                     vTailMin = Vector256.MinNative(vTailMin, Vector256.MinNative(
                         Vector256.ConditionalSelect(m0, a0, Vector256.Create(float.PositiveInfinity)),
@@ -339,11 +352,10 @@ public sealed class CpuGradientKernels : IGradientKernels
                 }
                 if (TCompact.Value)
                 {
-                    // Only note where the candidates are; they are appended after the block.
-                    var vBound = Vector256.Create(bound);
-                    uint bits = Vector256.GreaterThan(a0, vBound).ExtractMostSignificantBits()
-                        | (Vector256.GreaterThan(a1, vBound).ExtractMostSignificantBits() << Vector256<float>.Count);
-                    pendingAt[pending] = i; pendingBits[pending] = bits; pending += bits != 0 ? 1 : 0; // branch-free: candidates are too irregular to predict
+                    // Only note which steps hold a candidate, from the pair's lane-wise maximum already taken
+                    // for the statistics; after the block, those steps' lanes are read back and compared.
+                    uint any = Vector256.GreaterThan(pairMax, Vector256.Create(bound)).ExtractMostSignificantBits();
+                    pendingAt[pending] = i; pending += any != 0 ? 1 : 0; // branch-free: candidates are too irregular to predict
                 }
             }
             for (; i + Vector256<float>.Count <= end; i += Vector256<float>.Count) // at most once, at the end of the buffer
@@ -359,19 +371,19 @@ public sealed class CpuGradientKernels : IGradientKernels
                     biasedExponents++;
                 }
                 if (TSquares.Value) vSq += a * a;
-                if (TTail.Value)
+                if (TTail.Enabled)
                 {
                     var m = Vector256.GreaterThan(a, Vector256.Create(tailBound));
                     var t = a & m;
                     vTailSum += t;
-                    vTailSq += t * t;
+                    if (TTail.Squares) vTailSq += t * t;
                     vTailCount -= m.AsInt32();
                     vTailMin = Vector256.MinNative(vTailMin, Vector256.ConditionalSelect(m, a, Vector256.Create(float.PositiveInfinity)));
                 }
                 if (TCompact.Value)
                 {
-                    uint bits = Vector256.GreaterThan(a, Vector256.Create(bound)).ExtractMostSignificantBits();
-                    pendingAt[pending] = i; pendingBits[pending] = bits; pending += bits != 0 ? 1 : 0; // branch-free: candidates are too irregular to predict
+                    uint any = Vector256.GreaterThan(a, Vector256.Create(bound)).ExtractMostSignificantBits();
+                    pendingAt[pending] = i; pending += any != 0 ? 1 : 0;
                 }
             }
             // Reduce before the Math.Log calls below, so that no accumulator is live across a call.
@@ -380,9 +392,10 @@ public sealed class CpuGradientKernels : IGradientKernels
             int vectorEnd = i;
             bad |= vBad != Vector256<float>.Zero;
             double blockSum = Vector256.Sum(vSum), blockSq = TSquares.Value ? Vector256.Sum(vSq) : 0;
-            if (TTail.Value)
+            if (TTail.Enabled)
             {
-                tailCount += Vector256.Sum(vTailCount); tailSum += Vector256.Sum(vTailSum); tailSq += Vector256.Sum(vTailSq);
+                tailCount += Vector256.Sum(vTailCount); tailSum += Vector256.Sum(vTailSum);
+                if (TTail.Squares) tailSq += Vector256.Sum(vTailSq);
                 tailMin = MathF.Min(tailMin, MinLanes(vTailMin));
             }
             double blockLog = 0;
@@ -399,12 +412,17 @@ public sealed class CpuGradientKernels : IGradientKernels
             }
             if (TCompact.Value)
             {
-                // Selected lanes are finite, so the stored value (the new residual, or the input) is the one measured.
+                // The stored value (the new residual, or the input) is the one measured wherever it is finite;
+                // where it is not, the pass reports a non-finite entry and the candidates go unused.
+                // A noted step covers two vectors, except the single-vector step at a buffer's end.
                 float* stored = TResidual.Value ? residual : x;
+                var vBound = Vector256.Create(bound);
                 for (int p = 0; p < pending; p++)
                 {
-                    uint bits = pendingBits[p];
                     int at = pendingAt[p];
+                    uint bits = Vector256.GreaterThan(Vector256.Abs(Vector256.Load(stored + at)), vBound).ExtractMostSignificantBits();
+                    if (at + 2 * Vector256<float>.Count <= vectorEnd)
+                        bits |= Vector256.GreaterThan(Vector256.Abs(Vector256.Load(stored + at + Vector256<float>.Count)), vBound).ExtractMostSignificantBits() << Vector256<float>.Count;
                     while (bits != 0)
                     {
                         int lane = System.Numerics.BitOperations.TrailingZeroCount(bits);
@@ -429,7 +447,7 @@ public sealed class CpuGradientKernels : IGradientKernels
                 if (a > max) max = a;
                 if (TLogs.Value) blockLog += MathF.Log(a + GradientStatistics.LogEpsilon);
                 if (TSquares.Value) blockSq += (double)a * a;
-                if (TTail.Value && a > tailBound) { tailCount++; tailSum += a; tailSq += (double)a * a; if (a < tailMin) tailMin = a; }
+                if (TTail.Enabled && a > tailBound) { tailCount++; tailSum += a; if (TTail.Squares) tailSq += (double)a * a; if (a < tailMin) tailMin = a; }
                 if (TCompact.Value && a > bound) candidates!.Add((int)(offset + i), v);
             }
             sumAbs += blockSum; sumLog += blockLog; sumSq += blockSq;
@@ -445,7 +463,7 @@ public sealed class CpuGradientKernels : IGradientKernels
             }
         }
         var stats = new GradientStatistics(length, sumAbs, sumLog, sumSq, max, firstBad);
-        return TTail.Value ? stats with { Tail = new ExceedanceStatistics(tailCount, tailSum, tailSq, tailMin) } : stats;
+        return TTail.Enabled ? stats with { Tail = new ExceedanceStatistics(tailCount, tailSum, tailSq, tailMin) } : stats;
     }
 
     // |x| (or |x + residual|, storing the sum into the residual) with non-finite lanes zeroed and flagged

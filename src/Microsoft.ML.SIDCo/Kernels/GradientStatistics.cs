@@ -10,6 +10,13 @@ public enum StatisticsKinds
     LogMagnitudes = 1,
     /// <summary>Also the sum of x^2 (needed by the generalized-Pareto fit and the Gaussian baseline).</summary>
     Squares = 2,
+    /// <summary>
+    /// With a tail bound, also the sum of the exceedances' squares (<see cref="ExceedanceStatistics.SumSquares"/>
+    /// of <see cref="GradientStatistics.Tail"/>, needed by a generalized-Pareto fit of the tail). Without it
+    /// that sum is 0: an exponential fit needs only the count, sum and minimum, and on a cache-resident
+    /// buffer the squares are a sixth of the pass's cost.
+    /// </summary>
+    TailSquares = 4,
 }
 
 /// <summary>Summary statistics of the magnitudes of a buffer, produced in one fused pass.</summary>
@@ -46,7 +53,7 @@ public readonly record struct GradientStatistics(long Count, double SumAbs, doub
 /// <summary>Statistics of the entries whose magnitude exceeds a threshold (the "peaks over threshold").</summary>
 /// <param name="Count">Number of entries with |x| &gt; threshold.</param>
 /// <param name="Sum">Sum of their magnitudes.</param>
-/// <param name="SumSquares">Sum of their squared magnitudes.</param>
+/// <param name="SumSquares">Sum of their squared magnitudes (0 from a measuring pass not asked for <see cref="StatisticsKinds.TailSquares"/>).</param>
 /// <param name="Min">Smallest magnitude among them (+inf when there are none).</param>
 public readonly record struct ExceedanceStatistics(long Count, double Sum, double SumSquares, float Min)
 {

@@ -35,7 +35,7 @@ public sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
 
     // Shared-memory slots per group: the largest group size used (a power of two).
     private const int MaxGroupSize = 256;
-    private const int FlagLogs = 1, FlagSquares = 2, FlagResidual = 4;
+    private const int FlagLogs = 1, FlagSquares = 2, FlagResidual = 1 << 8; // above every StatisticsKinds flag
 
     private readonly Context _context;
     private readonly Accelerator _accelerator;
@@ -133,7 +133,7 @@ public sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
         // The accumulator is already on the device: select from there instead of copying it back up.
         if (candidates is not null) SelectOnDevice(_r!, gradient.Length, candidateBound, candidates);
         // A second kernel over the device copy: on a GPU the pass is cheap next to the transfers.
-        return float.IsFinite(tailBound) ? stats with { Tail = ExceedOnDevice(_r!, gradient.Length, tailBound) } : stats;
+        return float.IsFinite(tailBound) ? stats with { Tail = AsAsked(ExceedOnDevice(_r!, gradient.Length, tailBound), kinds) } : stats;
     }
 
     /// <inheritdoc />
@@ -141,8 +141,12 @@ public sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
     {
         var stats = MeasureCore(values, default, kinds);
         if (candidates is not null && values.Length > 0) SelectOnDevice(_x!, values.Length, candidateBound, candidates);
-        return float.IsFinite(tailBound) ? stats with { Tail = values.Length == 0 ? ExceedanceStatistics.Empty : ExceedOnDevice(_x!, values.Length, tailBound) } : stats;
+        return float.IsFinite(tailBound) ? stats with { Tail = values.Length == 0 ? ExceedanceStatistics.Empty : AsAsked(ExceedOnDevice(_x!, values.Length, tailBound), kinds) } : stats;
     }
+
+    // The exceedance kernel always sums the squares; the contract (as on the CPU) reports them only when asked.
+    private static ExceedanceStatistics AsAsked(ExceedanceStatistics tail, StatisticsKinds kinds) =>
+        (kinds & StatisticsKinds.TailSquares) != 0 ? tail : tail with { SumSquares = 0 };
 
     private GradientStatistics MeasureCore(ReadOnlySpan<float> x, ReadOnlySpan<float> residual, StatisticsKinds kinds)
     {

@@ -61,7 +61,7 @@ public class KernelBackendTests(IlgpuFixture ilgpu) : IClassFixture<IlgpuFixture
         // (blocks of 4096); every statistics combination is its own compiled loop.
         var data = new TheoryData<int, StatisticsKinds, bool>();
         foreach (int n in new[] { 7, 8, 15, 24, 4096 + 8 + 3, 3 * 4096 + 17 })
-            foreach (var kinds in new[] { StatisticsKinds.Basic, StatisticsKinds.LogMagnitudes, StatisticsKinds.Squares, StatisticsKinds.LogMagnitudes | StatisticsKinds.Squares })
+            foreach (var kinds in new[] { StatisticsKinds.Basic, StatisticsKinds.LogMagnitudes, StatisticsKinds.Squares, StatisticsKinds.LogMagnitudes | StatisticsKinds.Squares, StatisticsKinds.TailSquares, StatisticsKinds.LogMagnitudes | StatisticsKinds.TailSquares })
                 foreach (bool residual in new[] { false, true })
                     data.Add(n, kinds, residual);
         return data;
@@ -92,9 +92,12 @@ public class KernelBackendTests(IlgpuFixture ilgpu) : IClassFixture<IlgpuFixture
         if ((kinds & StatisticsKinds.LogMagnitudes) != 0) Assert.Equal(log, stats.SumLogAbs, Math.Abs(log) * 1e-4 + 1e-4);
         if ((kinds & StatisticsKinds.Squares) != 0) Assert.Equal(sq, stats.SumSquares, sq * 1e-5);
         Assert.Equal(expected, candidates.Indices.ToArray());
-        // The tail measured in the pass is what a separate exceedance pass over the result gives, bit for bit.
+        // The tail measured in the pass is what a separate exceedance pass over the result gives, bit for bit
+        // (the sum of squares only when asked for, else 0).
         var measured = withResidual ? residual : g;
-        Assert.Equal(CpuGradientKernels.Instance.MeasureExceedances(measured, 0.8f), stats.Tail);
+        var separate = CpuGradientKernels.Instance.MeasureExceedances(measured, 0.8f);
+        Assert.Equal((kinds & StatisticsKinds.TailSquares) != 0 ? separate : separate with { SumSquares = 0 }, stats.Tail);
+        Assert.True(separate.SumSquares > 0);
         foreach (var (index, value) in candidates.Indices.ToArray().Zip(candidates.Values.ToArray()))
             Assert.Equal(withResidual ? g[index] + before[index] : g[index], value);
 
@@ -117,8 +120,8 @@ public class KernelBackendTests(IlgpuFixture ilgpu) : IClassFixture<IlgpuFixture
         // 700k entries: several chunks on the CPU backend, whose partial tails are combined in chunk order.
         var accCpu = (float[])s_residual.Clone();
         var accGpu = (float[])s_residual.Clone();
-        var a = new CpuGradientKernels(maxThreads: 2).AccumulateAndMeasure(s_gradient, accCpu, StatisticsKinds.Basic, tailBound: 1.2f);
-        var b = ilgpu.Kernels.AccumulateAndMeasure(s_gradient, accGpu, StatisticsKinds.Basic, tailBound: 1.2f);
+        var a = new CpuGradientKernels(maxThreads: 2).AccumulateAndMeasure(s_gradient, accCpu, StatisticsKinds.TailSquares, tailBound: 1.2f);
+        var b = ilgpu.Kernels.AccumulateAndMeasure(s_gradient, accGpu, StatisticsKinds.TailSquares, tailBound: 1.2f);
         var separate = CpuGradientKernels.Instance.MeasureExceedances(accCpu, 1.2f);
         Assert.Equal(separate, a.Tail);
         var tail = Assert.NotNull(b.Tail);
@@ -127,6 +130,12 @@ public class KernelBackendTests(IlgpuFixture ilgpu) : IClassFixture<IlgpuFixture
         Assert.Equal(separate.Sum, tail.Sum, separate.Sum * 1e-5);
         Assert.Equal(separate.SumSquares, tail.SumSquares, separate.SumSquares * 1e-5);
         Assert.InRange(separate.Count, 100_000, 300_000); // a real tail, neither empty nor everything
+
+        // Not asked for the squares, both backends leave them out and agree on the rest.
+        var plainCpu = new CpuGradientKernels(maxThreads: 2).Measure(accCpu, StatisticsKinds.Basic, tailBound: 1.2f).Tail;
+        var plainGpu = ilgpu.Kernels.Measure(accCpu, StatisticsKinds.Basic, tailBound: 1.2f).Tail;
+        Assert.Equal(separate with { SumSquares = 0 }, plainCpu);
+        Assert.Equal((separate.Count, separate.Min, 0.0), (plainGpu!.Value.Count, plainGpu.Value.Min, plainGpu.Value.SumSquares));
 
         // Without a bound there is no tail; an empty buffer has an empty one.
         Assert.Null(CpuGradientKernels.Instance.Measure(s_gradient, StatisticsKinds.Basic).Tail);
