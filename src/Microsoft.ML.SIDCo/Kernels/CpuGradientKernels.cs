@@ -423,12 +423,7 @@ public sealed class CpuGradientKernels : IGradientKernels
                     uint bits = Vector256.GreaterThan(Vector256.Abs(Vector256.Load(stored + at)), vBound).ExtractMostSignificantBits();
                     if (at + 2 * Vector256<float>.Count <= vectorEnd)
                         bits |= Vector256.GreaterThan(Vector256.Abs(Vector256.Load(stored + at + Vector256<float>.Count)), vBound).ExtractMostSignificantBits() << Vector256<float>.Count;
-                    while (bits != 0)
-                    {
-                        int lane = System.Numerics.BitOperations.TrailingZeroCount(bits);
-                        candidates!.Add((int)(offset + at + lane), stored[at + lane]);
-                        bits &= bits - 1;
-                    }
+                    AppendLanes(bits, stored, at, offset, candidates!);
                 }
                 pending = 0;
             }
@@ -636,17 +631,21 @@ public sealed class CpuGradientKernels : IGradientKernels
         else
         {
             for (; i + Vector256<float>.Count <= length; i += Vector256<float>.Count)
-            {
-                uint bits = Vector256.GreaterThan(Vector256.Abs(Vector256.Load(x + i)), vT).ExtractMostSignificantBits();
-                while (bits != 0)
-                {
-                    int lane = System.Numerics.BitOperations.TrailingZeroCount(bits);
-                    output.Add(offset + i + lane, x[i + lane]);
-                    bits &= bits - 1;
-                }
-            }
+                AppendLanes(Vector256.GreaterThan(Vector256.Abs(Vector256.Load(x + i)), vT).ExtractMostSignificantBits(), x, i, offset, output);
         }
         for (; i < length; i++) if (MathF.Abs(x[i]) > threshold) output.Add(offset + i, x[i]);
+    }
+
+    // Appends, for each bit set in bits (lane order), entry at + lane of values with index offset + at + lane.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void AppendLanes(uint bits, float* values, int at, long offset, SparseBuffer output)
+    {
+        while (bits != 0)
+        {
+            int lane = System.Numerics.BitOperations.TrailingZeroCount(bits);
+            output.Add((int)(offset + at + lane), values[at + lane]);
+            bits &= bits - 1;
+        }
     }
 
     // Entries scanned per reservation of the output in SelectRange.
