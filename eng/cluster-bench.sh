@@ -6,11 +6,15 @@
 #   ./build.sh bench cluster [--hosts 2,4] [--link 100mbit,1gbit] [--model wide-mlp] [--compressors ...]
 #                            [--densities ...] [--steps N | --epochs N] [--workers-per-host W] [--density-warmup STEPS]
 #                            [--momentum-correction] [--selection-cap C] [--run-timeout SECONDS] [--json FILE]
+#                            [--launch-check N]
 # With --workers-per-host W > 1 every run is made twice: flat exchange and hierarchical exchange.
+# --launch-check N builds the hosts and starts a job that only runs `true` N times with the same
+# launch settings as the training runs, reports how many launches failed, and trains nothing.
 set -euo pipefail
 dll=${1:?benchmark dll}; shift
 hosts_list=4; links=100mbit,1gbit; model=wide-mlp; compressors=none,topk,dgc,sidco-e,sidco-gp,sidco-p
 densities=0.01,0.001; steps=40; json=artifacts/bench/cluster.json; epochs=""; per_host=1; warmup=0; recipe=; cap=
+launch_check=0
 run_timeout=1200 # seconds: a run that hangs (a rank stuck on a lost connection) is stopped and counted as failed
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -27,6 +31,7 @@ while [ $# -gt 0 ]; do
     --run-timeout) run_timeout=$2; shift 2;;
     --momentum-correction) recipe="--momentum-correction"; shift;;
     --selection-cap) cap="--selection-cap $2"; shift 2;;
+    --launch-check) launch_check=$2; shift 2;;
     *) echo "cluster: unknown option $1"; exit 2;;
   esac
 done
@@ -46,7 +51,14 @@ net_down() {
   for i in $(seq 0 $((max_hosts - 1))); do ip netns del "sidco-h$i" 2>/dev/null || true; ip link del "sidco-v$i" 2>/dev/null || true; done
   ip link del sidco-br0 2>/dev/null || true
 }
-trap 'net_down; rm -rf "$work"' EXIT
+# Ranks and orteds of an interrupted run can outlive mpirun by a few seconds (a namespace's deletion
+# does not end its processes): wait for them, then end the stragglers.
+stop_job() {
+  local pattern="$root/$dll cluster-worker|orte_tmpdir_base $work/"
+  for _ in $(seq 1 30); do pgrep -f "$pattern" >/dev/null || return 0; sleep 0.5; done
+  pkill -KILL -f "$pattern" || true
+}
+trap 'stop_job; net_down; rm -rf "$work"' EXIT
 trap 'echo "cluster: interrupted, tearing down"; exit 130' INT TERM
 net_down
 
@@ -72,7 +84,7 @@ make_cluster() {
 }
 
 mkdir -p "$(dirname "$json")"
-rows=$json.rows.jsonl; : > "$rows"
+rows=$json.rows.jsonl; [ "$launch_check" -gt 0 ] || : > "$rows"
 for n in $(echo "$hosts_list" | tr ',' ' '); do
   for link in $(echo "$links" | tr ',' ' '); do
     case "$link" in
@@ -88,6 +100,25 @@ for n in $(echo "$hosts_list" | tr ',' ' '); do
     # machine's cores for TorchSharp; they share them, so each gets its share (the trainer honours
     # OMP_NUM_THREADS). Without it 4 ranks ran 8 threads on 2 cores and compute took ~4x longer.
     threads=$(( $(nproc) / (n * per_host) )); [ "$threads" -ge 1 ] || threads=1
+    # mpirun in the first host, one rank per host, every orted started in its host by the rsh stand-in,
+    # TCP only and only over the emulated links. A run adds its own session directory and program.
+    launch=(ip netns exec sidco-h0 env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS="$threads"
+      mpirun -np "$n" --host "$hostlist" --oversubscribe --bind-to none
+      --mca plm_rsh_agent "$root/eng/netns-rsh.sh" --mca btl tcp,self
+      --mca btl_tcp_if_include 10.200.0.0/24 --mca oob_tcp_if_include 10.200.0.0/24
+      -x OMPI_ALLOW_RUN_AS_ROOT -x OMPI_ALLOW_RUN_AS_ROOT_CONFIRM -x OMPI_MCA_mpi_yield_when_idle=1 -x OMP_NUM_THREADS -x DOTNET_CLI_TELEMETRY_OPTOUT=1 -x PATH -x HOME)
+    if [ "$launch_check" -gt 0 ]; then
+      failed=0
+      for k in $(seq 1 "$launch_check"); do
+        session=$(mktemp -d "$work/session.XXXXXX")
+        timeout --foreground --kill-after=10 60 "${launch[@]}" --mca orte_tmpdir_base "$session" true > "$work/run.log" 2>&1 \
+          || { failed=$((failed + 1)); cp "$work/run.log" "$json.launch-failed-$n-$mbps-$k.log"; }
+      done
+      echo "cluster: launch check on $n hosts at $link: $failed of $launch_check launches failed"
+      [ "$failed" -eq 0 ] || launch_failures=1
+      net_down
+      continue
+    fi
     echo "cluster: $n hosts at $link ($hostlist)"
     for c in $(echo "$compressors" | tr ',' ' '); do
       for d in $(echo "$densities" | tr ',' ' '); do
@@ -96,23 +127,22 @@ for n in $(echo "$hosts_list" | tr ',' ' '); do
         for layout in $layouts; do
         echo "  $c at $d ($layout, $per_host worker(s) per host)"
         extra=""; [ "$layout" = hierarchical ] && extra="--hierarchical"
-        # All emulated hosts share one hostname and /tmp: a fresh session directory per run keeps
-        # their orteds from colliding with each other's (or an earlier run's) session files.
-        # A launch can fail transiently (an orted that cannot connect back to mpirun): one retry.
-        for attempt in 1 2; do
+        # All emulated hosts share one hostname and /tmp: a fresh session directory per run keeps its
+        # orteds from colliding with an earlier run's session files (and netns-rsh.sh gives each host
+        # its own directory below it). Up to two retries, for a run that fails for a reason outside it.
+        for attempt in 1 2 3; do
           session=$(mktemp -d "$work/session.XXXXXX")
-          if ! timeout --foreground --kill-after=30 "$run_timeout" ip netns exec sidco-h0 env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS="$threads" \
-            mpirun -np "$n" --host "$hostlist" --oversubscribe --bind-to none --mca orte_tmpdir_base "$session" \
-            --mca plm_rsh_agent "$root/eng/netns-rsh.sh" --mca btl tcp,self \
-            --mca btl_tcp_if_include 10.200.0.0/24 --mca oob_tcp_if_include 10.200.0.0/24 \
-            -x OMPI_ALLOW_RUN_AS_ROOT -x OMPI_ALLOW_RUN_AS_ROOT_CONFIRM -x OMPI_MCA_mpi_yield_when_idle=1 -x OMP_NUM_THREADS -x DOTNET_CLI_TELEMETRY_OPTOUT=1 -x PATH -x HOME \
+          if ! timeout --foreground --kill-after=30 "$run_timeout" "${launch[@]}" --mca orte_tmpdir_base "$session" \
             dotnet "$root/$dll" cluster-worker --compressor "$c" --density "$d" --steps "$steps" --model "$model" --link-mbps "$mbps" --hosts "$n" ${epochs:+--epochs $epochs} --workers-per-host "$per_host" --density-warmup "$warmup" $recipe $cap $extra \
             > "$work/run.log" 2>&1; then
-            echo "  run failed: $c at $d ($layout):"
+            # The whole log is kept beside the JSON: a retry overwrites run.log, and the excerpt rarely says why.
+            failed_log="$json.failed-$c-$d-$layout-$mbps-$attempt.log"
+            cp "$work/run.log" "$failed_log"
+            echo "  run failed: $c at $d ($layout), log in $failed_log:"
             { grep -m 3 -E "Exception|error" "$work/run.log" || true; tail -3 "$work/run.log"; } | cut -c1-300 | sed 's/^/    /'
           fi
           grep -q RESULT "$work/run.log" && break
-          [ "$attempt" = 1 ] && echo "  retrying once"
+          [ "$attempt" -lt 3 ] && echo "  retrying"
         done
         sed -n 's/.*RESULT //p' "$work/run.log" >> "$rows"
         done
@@ -121,4 +151,5 @@ for n in $(echo "$hosts_list" | tr ',' ' '); do
     net_down
   done
 done
+if [ "$launch_check" -gt 0 ]; then exit "${launch_failures:-0}"; fi
 dotnet "$root/$dll" cluster-report --rows "$rows" --json "$json"

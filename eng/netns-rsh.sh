@@ -5,4 +5,13 @@ while [ $# -gt 0 ] && [ "${1#-}" != "$1" ]; do shift; done
 host=$1; shift
 ns=$(awk -v h="$host" '$1 == h { print $2 }' "${SIDCO_NETNS_MAP:?}")
 [ -n "$ns" ] || { echo "netns-rsh: unknown host $host" >&2; exit 1; }
-exec ip netns exec "$ns" sh -c "$*"
+cmd="$*"
+# The emulated hosts share one hostname and one /tmp, so orteds started together would race to create
+# the same session directory (ompi.<hostname>.<uid>/jf.<job>) and some would fail. Each host gets
+# its own directory below the base mpirun was given.
+base=$(printf '%s\n' "$cmd" | sed -n 's/.*orte_tmpdir_base \([^ ]*\).*/\1/p')
+if [ -n "$base" ]; then
+  mkdir -p "$base/$ns"
+  cmd=$(printf '%s' "$cmd" | sed "s|orte_tmpdir_base $base|orte_tmpdir_base $base/$ns|")
+fi
+exec ip netns exec "$ns" sh -c "$cmd"

@@ -7,8 +7,9 @@ say() { printf 'setup: %s\n' "$*"; }
 changed=0
 
 # Packages the product needs from the OS: Open MPI (the distributed engine) and the
-# Fashion-MNIST data set (real data for tests and samples; nothing is downloaded at run time).
-apt_packages=(openmpi-bin libopenmpi-dev dataset-fashion-mnist)
+# Fashion-MNIST data set (real data for tests and samples; nothing is downloaded at run time);
+# for the emulated cluster and its tests, iproute2 (ip, tc) and python3 (eng/ctrl-c.py).
+apt_packages=(openmpi-bin libopenmpi-dev dataset-fashion-mnist iproute2 python3)
 
 libstdcxx_path() {
   local p

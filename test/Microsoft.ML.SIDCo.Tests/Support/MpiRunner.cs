@@ -35,6 +35,9 @@ public static class MpiRunner
     /// <summary>Runs <c>dotnet dll args</c> as a plain new process (no mpirun).</summary>
     public static MpiRun RunPlain(string dll, string args, TimeSpan timeout) => Start("dotnet", [dll], args, timeout);
 
+    /// <summary>Runs <paramref name="program"/> with <paramref name="arguments"/> as given (no splitting), with the same environment as the MPI runs.</summary>
+    public static MpiRun RunCommand(string program, string[] arguments, TimeSpan timeout) => Start(program, arguments, "", timeout);
+
     private static MpiRun Start(string program, string[] prefix, string args, TimeSpan timeout)
     {
         var psi = new ProcessStartInfo(program)

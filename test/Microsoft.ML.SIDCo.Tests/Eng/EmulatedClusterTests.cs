@@ -1,0 +1,83 @@
+using System.Text.Json;
+using Microsoft.ML.SIDCo.Tests.Support;
+
+namespace Microsoft.ML.SIDCo.Tests.Eng;
+
+/// <summary>
+/// <c>eng/cluster-bench.sh</c> (what <c>./build.sh bench cluster</c> runs) on this machine: real network
+/// namespaces, tc-limited links, a bridge and mpirun with one orted per emulated host. It needs root and
+/// <c>ip netns</c>, as the CI machine has. The tests of this class run one after another (one xUnit
+/// collection), since every run owns the same namespace names.
+/// </summary>
+public sealed class EmulatedClusterTests
+{
+    private static readonly string Script = Path.Combine(MpiRunner.RepoRoot, "eng", "cluster-bench.sh");
+    private static readonly string BenchmarksDll = MpiRunner.Dll("test/Microsoft.ML.SIDCo.Benchmarks", "Microsoft.ML.SIDCo.Benchmarks");
+
+    private static MpiRun Cluster(TimeSpan timeout, params string[] options)
+    {
+        Assert.True(File.Exists(BenchmarksDll), $"{BenchmarksDll} is missing: build the solution first (./build.sh build).");
+        return MpiRunner.RunCommand("bash", [Script, Path.GetRelativePath(MpiRunner.RepoRoot, BenchmarksDll), .. options], timeout);
+    }
+
+    private static string TempJson(string name) => Path.Combine(Directory.CreateTempSubdirectory("sidco-cluster-").FullName, name);
+
+    // What the benchmark promises after it ends, however it ends: no namespace, no bridge, no rank left.
+    private static void AssertTornDown()
+    {
+        var namespaces = MpiRunner.RunCommand("ip", ["netns", "list"], TimeSpan.FromSeconds(30));
+        Assert.Equal(0, namespaces.ExitCode);
+        Assert.DoesNotContain("sidco-h", namespaces.Output, StringComparison.Ordinal);
+        Assert.NotEqual(0, MpiRunner.RunCommand("ip", ["link", "show", "sidco-br0"], TimeSpan.FromSeconds(30)).ExitCode);
+        var workers = MpiRunner.RunCommand("pgrep", ["-f", "Benchmarks.dll cluster-worker"], TimeSpan.FromSeconds(30));
+        Assert.True(workers.ExitCode == 1, "cluster-worker processes are still running: " + workers.Output);
+    }
+
+    [Fact]
+    public void EveryOrtedStartsInEachOfFiftyLaunches()
+    {
+        // The emulated hosts share one hostname and /tmp. While their orteds also shared a session
+        // directory, 8 of 100 launches lost an orted (a segfault writing hwloc's shared topology file,
+        // or a failed mkdir), so 50 clean launches would have happened about 1.5 % of the time.
+        var run = Cluster(TimeSpan.FromMinutes(5), "--hosts", "4", "--link", "100mbit", "--launch-check", "50", "--json", TempJson("launch.json"));
+        Assert.True(run.ExitCode == 0, run.Output);
+        Assert.Contains("0 of 50 launches failed", run.Output, StringComparison.Ordinal);
+        AssertTornDown();
+    }
+
+    [Fact]
+    public void TrainsOneRankPerHostOverTheLimitedLinksThenTearsDown()
+    {
+        string json = TempJson("cluster.json");
+        var run = Cluster(TimeSpan.FromMinutes(10), "--hosts", "2", "--link", "1gbit", "--model", "convnet", "--compressors", "sidco-e",
+            "--densities", "0.01", "--steps", "4", "--json", json);
+        Assert.True(run.ExitCode == 0, run.Output);
+        Assert.DoesNotContain("run failed", run.Output, StringComparison.Ordinal);
+        var row = Assert.Single(File.ReadAllLines(json + ".rows.jsonl").Where(l => l.Length > 0).Select(l => JsonDocument.Parse(l).RootElement));
+        Assert.Equal("sidco-e", row.GetProperty("compressor").GetString());
+        Assert.Equal(2, row.GetProperty("hosts").GetInt32());
+        Assert.Equal(1000, row.GetProperty("linkMbps").GetInt32());
+        // A sparse exchange at density 0.01 moves a few per cent of the dense gradient's bytes.
+        double denseBytes = 4.0 * row.GetProperty("parameters").GetInt64();
+        double bytes = row.GetProperty("bytesPerStep").GetDouble();
+        Assert.InRange(bytes, 1, 0.2 * denseBytes);
+        Assert.True(row.GetProperty("predictedCommunicateMs").GetDouble() > 0);
+        Assert.True(row.GetProperty("communicateMs").GetDouble() > 0);
+        Assert.InRange(row.GetProperty("testAccuracy").GetDouble(), 0.0, 1.0);
+        AssertTornDown();
+    }
+
+    [Fact]
+    public void CtrlCDuringARunTearsEverythingDown()
+    {
+        // eng/ctrl-c.py types Ctrl-C on a pseudo-terminal, as a user would: SIGINT reaches the script,
+        // mpirun and the ranks together.
+        var run = MpiRunner.RunCommand("python3", [Path.Combine(MpiRunner.RepoRoot, "eng", "ctrl-c.py"), "20", "bash", Script,
+            Path.GetRelativePath(MpiRunner.RepoRoot, BenchmarksDll), "--hosts", "2", "--link", "100mbit", "--model", "convnet",
+            "--compressors", "sidco-e", "--densities", "0.01", "--steps", "100000", "--json", TempJson("interrupted.json")], TimeSpan.FromMinutes(5));
+        Assert.False(run.TimedOut, run.Output);
+        Assert.Contains("cluster: interrupted, tearing down", run.Output, StringComparison.Ordinal);
+        Assert.Contains("[exit status 130]", run.Output, StringComparison.Ordinal);
+        AssertTornDown();
+    }
+}
