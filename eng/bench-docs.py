@@ -397,8 +397,13 @@ def cluster_accuracy():
     if len(gaps) > 1:
         text += (f"; a second run of the same command (`--json artifacts/bench/cluster-accuracy-5ep-2.json`) gave {gaps[1][1]:.2f} % against "
                  f"{gaps[1][0]:.2f} %, {gaps[1][0] - gaps[1][1]:.2f} behind")
+    archived = os.path.join(art, "bench", "at-e472403", "cluster-accuracy-5ep.json")
+    e472403 = ""
+    if os.path.exists(archived):
+        rows = {r["compressor"]: r for r in json.load(open(archived))["results"]}
+        e472403 = f", {(rows['none']['testAccuracy'] - rows['sidco-e']['testAccuracy']) * 100:.2f} behind (e472403)"
     return text + (". Runs of the same command on earlier code (archived JSON) put SIDCo-E 1.04 and 0.99 points behind "
-                   "(before 0e6c948) and 1.00 behind (5d3cefd): the gap sits at the 1-point line and moves by about a tenth "
+                   f"(before 0e6c948), 1.00 behind (5d3cefd){e472403}: the gap sits at the 1-point line and moves by about a tenth "
                    "of a point between runs.")
 
 def bench_results_optional(name):
@@ -421,67 +426,119 @@ def hierarchical_summary():
                "reduction of 23 MB and the wait for both workers of a host, with all four workers on two cores. ")
             + "It pays where the inter-host link, not the host, is the bottleneck: more workers per host, slower links.")
 
+def cluster_rows():
+    """The table's rows keyed by (compressor, density, link in Mbit/s); `none` under density None."""
+    rows = bench_results("cluster")
+    if rows is None:
+        return None
+    return {(r["compressor"], None if r["compressor"] == "none" else r["density"], r["linkMbps"]): r for r in rows}
+
+def cluster_speedups(at):
+    """'What the speed-ups say', every figure read from the table's rows."""
+    mean = lambda xs: sum(xs) / len(xs)
+    sparse = ["topk", "dgc"] + list(SIDCO_NAMES)
+    fast = ["dgc"] + list(SIDCO_NAMES)
+    def r(c, d, link):
+        return at[(c, None if c == "none" else d, link)]
+    def x(a, b):
+        return b["stepMs"] / a["stepMs"]  # how many times faster a is than b
+    def rest(row):
+        return row["stepMs"] - row["computeMs"]
+    def span(xs, fmt="{:.1f}"):
+        return fmt.format(min(xs)) + "-" + fmt.format(max(xs)) + "x"
+    def than(ratio, name, digits):
+        return f"**{ratio:.{digits}f}x faster than {name}**" if ratio >= 1 else f"**slower than {name}** ({1 / ratio:.2f}x its time)"
+    n100, n1g = r("none", None, 100), r("none", None, 1000)
+    e, d, t = r("sidco-e", 0.001, 100), r("dgc", 0.001, 100), r("topk", 0.001, 100)
+    gp, pp = r("sidco-gp", 0.001, 100), r("sidco-p", 0.001, 100)
+    e1, d1, t1 = r("sidco-e", 0.001, 1000), r("dgc", 0.001, 1000), r("topk", 0.001, 1000)
+    gp1, pp1 = r("sidco-gp", 0.001, 1000), r("sidco-p", 0.001, 1000)
+    vs_none_100 = [x(r(c, dd, 100), n100) for c in sparse for dd in (0.01, 0.001)]
+    fast_1g = [x(r(c, dd, 1000), n1g) for c in fast for dd in (0.01, 0.001)]
+    topk_1g = [x(r("topk", dd, 1000), n1g) for dd in (0.01, 0.001)]
+    over_topk_1g = [x(r(c, dd, 1000), r("topk", dd, 1000)) for c in fast for dd in (0.01, 0.001)]
+    st = dgc_sidco_pairs([("sweep", os.path.join(art, "bench", "cluster-sparse.json.rows.jsonl"))] + [
+        (f"repeat {i}", os.path.join(art, "bench", f"cluster-repeat-{i}.json.rows.jsonl")) for i in range(1, REPEATS + 1)])
+    repeats_stale = measured_before_change(*[f"cluster-repeat-{i}" for i in range(1, REPEATS + 1)]) != ""
+    pairs = ("" if st is None else f" ({st['dgc_ms'] / st['sidco_ms']:.2f}x on the mean of the repeated pairs below"
+             + (", which predate the last SIDCo changes)" if repeats_stale else ")"))
+    return (f"""What the speed-ups say. At 100 Mbit/s the dense allreduce of 23 MB takes {n100['stepMs'] / 1000:.1f} s per step and every
+sparse method is {span(vs_none_100, "{:.0f}")} faster. At density 0.001 SIDCo-E takes {e['stepMs']:.0f} ms per step: {than(x(e, n100), "`none`", 0)},
+{than(x(e, t), "top-k", 1)} (whose exact selection costs {t['compressMs']:.0f} ms per step on 5.8M entries) and
+{than(x(e, d), "DGC", 2)} ({d['stepMs']:.0f} ms). Its compression takes {e['compressMs'] / d['compressMs']:.2f} of DGC's time ({e['compressMs']:.1f} against {d['compressMs']:.1f} ms
+per step, momentum correction included for both), and it sends {"fewer" if e['bytesPerStep'] < d['bytesPerStep'] else "more"} bytes ({e['bytesPerStep'] / 1000:.0f} against {d['bytesPerStep'] / 1000:.0f} KB per
+step). The compute of the two runs, the same work, differs by {abs(e['computeMs'] - d['computeMs']):.0f} ms here ({e['computeMs']:.0f} against {d['computeMs']:.0f} ms).
+Leaving compute out ("step - compute": compression, exchange and the wait for the slowest rank),
+SIDCo-E needs {rest(e):.0f} ms against DGC's {rest(d):.0f}. The repeated pairs below measure the difference with an interval. SIDCo-GP ({gp['stepMs']:.0f} ms)
+and SIDCo-P ({pp['stepMs']:.0f} ms) are {x(gp, d):.2f}x and {x(pp, d):.2f}x DGC. At 1 Gbit/s the dense exchange takes {n1g['stepMs'] / 1000:.2f} s, and compute
+is the larger part of a sparse step: DGC and the SIDCo variants are {span(fast_1g)} faster than `none`
+(top-k {span(topk_1g)}) and {span(over_topk_1g)} faster than top-k. At 0.001 SIDCo-E is {x(e1, n1g):.1f}x `none`, {x(e1, t1):.1f}x top-k and
+{x(e1, d1):.2f}x DGC ({e1['stepMs']:.0f} against {d1['stepMs']:.0f} ms; "step - compute" {rest(e1):.1f} against {rest(d1):.1f} ms); SIDCo-GP and SIDCo-P are {x(gp1, d1):.2f}x
+and {x(pp1, d1):.2f}x DGC. Against the paper's "up to 41.7x / 7.6x / 1.9x": the ratio to `none` is {"larger" if x(e, n100) > 41.7 else "smaller"} here (a
+small model's compute against a 23 MB exchange on 100 Mbit/s), the ratio to top-k smaller (our top-k
+is a quickselect, about {mean([t['compressMs'], t1['compressMs']]):.0f} ms on 5.8M entries, where the paper's is the framework's sort-based top-k
+on a GPU), and the ratio to DGC is {x(e, d):.2f}x in this run at 100 Mbit/s{pairs}. On four ranks sharing two cores, compute
+varies from run to run by more than the compressors' differences, so single runs decide little at 1 Gbit/s.
+""")
+
+def cluster_cost_model(at):
+    """The cost-model paragraph: which exchanges the model predicts within 25 % (against the exchange alone) and the figures behind each reason it misses."""
+    name = {"none": "the dense allreduce", "topk": "top-k's exchange", "dgc": "DGC's", **{c: f"{n}'s" for c, n in SIDCO_NAMES.items()}}
+    def where(key):
+        c, d, link = key
+        return f"{name[c]}{'' if d is None else f' at {d:g}'} on {'1 Gbit/s' if link == 1000 else '100 Mbit/s'}"
+    ratio = {k: r["predictedCommunicateMs"] / r["isolatedExchangeMs"] for k, r in at.items()}
+    within = [k for k, v in ratio.items() if 0.75 <= v <= 1.25]
+    near = [k for k, v in ratio.items() if k not in within and 0.7 <= v <= 1.35]
+    listing = lambda keys: ", ".join(f"{where(k)} ({ratio[k]:.2f})" for k in sorted(keys, key=lambda k: (k[2], k[0] != "none", k[0], -(k[1] or 1))))
+    small100 = [at[k] for k in at if k[0] != "none" and k[1] == 0.001 and k[2] == 100]
+    small1g = [k for k in at if k[0] != "none" and k[1] == 0.001 and k[2] == 1000]
+    dense100 = at[("none", None, 100)]
+    alpha1g = at[("none", None, 1000)]["alphaUs"]
+    return (f"""Cost model (predicted vs measured). "pred./alone" compares the model with the exchange alone. It is
+within 25 % for {listing(within) or "none of the exchanges"}{"; just outside are " + listing(near) if near else ""}. It is far off for the
+other exchanges, for reasons the model leaves out:
+- the token bucket: `tc`'s tbf lets a full bucket (1 MB at 100 Mbit/s, 4 MB at 1 Gbit/s) through at
+  line rate after an idle spell, and every exchange follows at least 50 ms of compute, so a sparse
+  exchange of {min(r['bytesPerStep'] for r in small100) / 1000:.0f}-{max(r['bytesPerStep'] for r in small100) / 1000:.0f} KB at density 0.001 on 100 Mbit/s passes in {min(r['isolatedExchangeMs'] for r in small100):.0f}-{max(r['isolatedExchangeMs'] for r in small100):.0f} ms, while the model charges its bytes at the
+  link rate (beta from a 4 MiB probe) and over-predicts them several times. A real link has no such
+  bucket, so there the byte term applies (switch buffers absorb bursts only in part);
+- waiting for stragglers: in training a rank enters the exchange when its backward pass ends; with
+  four ranks on two cores the last one is late, so "communicate" holds milliseconds that no link
+  model predicts (compare "communicate" with "exchange alone");
+- the dense allreduce on 100 Mbit/s takes {dense100['isolatedExchangeMs'] / dense100['predictedCommunicateMs']:.1f}x the ring model's time ({ratio[('none', None, 100)]:.2f}): Open MPI's algorithm
+  for 23 MB on 4 ranks over TCP with tbf queues moves more than 2(P-1)/P of the data or stalls on the queue;
+- the other way round, the small exchanges at 1 Gbit/s (density 0.001) take {min(at[k]['isolatedExchangeMs'] for k in small1g):.0f}-{max(at[k]['isolatedExchangeMs'] for k in small1g):.0f} ms alone where the
+  model predicts about {sum(at[k]['predictedCommunicateMs'] for k in small1g) / len(small1g):.0f} ms ({min(ratio[k] for k in small1g):.2f}-{max(ratio[k] for k in small1g):.2f}). Our reading, not measured separately: every message crosses
+  two veth pairs, a bridge and two tbf queues in software on the same two busy cores, and that costs
+  more per message than the alpha of the probe ({alpha1g:.0f} us, measured on an idle link) says.
+The projection below uses the probe made after training, with selections assumed disjoint.
+""")
+
 def cluster_notes():
-    return """
+    at = cluster_rows()
+    if at is None:
+        return "_not run yet_"
+    same = all(at[(c, d, 100)]["testAccuracy"] == at[(c, d, 1000)]["testAccuracy"] for (c, d, link) in at if link == 100 and (c, d, 1000) in at)
+    return f"""
 How the table was made. The runs use the recipe of `bench training` (learning rate 0.05 with 50
 warm-up steps and a cosine decay) with momentum correction. Each sparse run is 200 steps, timed over
 its last 100 (`--steps N` runs two halves; the first holds JIT compilation and the adaptive
 compressors' calibration); the dense runs are 20 steps (timed over the last 10), because at 100 Mbit/s
-a dense step takes 5.4 s and its time does not drift. The table's accuracies are therefore not
+a dense step takes {at[("none", None, 100)]["stepMs"] / 1000:.1f} s and its time does not drift. The table's accuracies are therefore not
 comparable with `none`'s (20 steps against 200); accuracy after the same steps is the five-epoch run
-below. The link changes timing only, not arithmetic: every compressor's accuracy is identical at
-100 Mbit/s and 1 Gbit/s.
-
-What the speed-ups say. At 100 Mbit/s the dense allreduce of 23 MB takes 5.4 s per step and every
-sparse method is 24-80x faster. At density 0.001 SIDCo-E takes 77 ms per step: **70x faster than
-`none`**, **2.4x faster than top-k** (whose exact selection costs 92 ms per step on 5.8M entries) and
-**1.11x faster than DGC** (86 ms). Its compression takes about half of DGC's time (7.7 against 13.8 ms
-per step, momentum correction included for both), and it sends fewer bytes (131 against 141 KB per
-step). Most of the 9 ms gap is compression; the compute of the two runs, the same work, differs by
-2 ms here (55 against 57 ms), and has differed by up to 17 ms between runs on this shared machine.
-Leaving compute out ("step - compute": compression, exchange and the wait for the slowest rank),
-SIDCo-E needs 22 ms against DGC's 28. The repeated pairs below measure the difference with an interval. SIDCo-GP (68 ms)
-and SIDCo-P (85 ms) are 1.26x and 1.0x DGC. At 1 Gbit/s the dense exchange takes 0.42 s, and compute
-is the larger part of a sparse step: DGC and the SIDCo variants are 4.0-5.7x faster than `none`
-(top-k 2.0-2.5x) and 2.0-2.4x faster than top-k. At 0.001 SIDCo-E is 5.7x `none`, 2.3x top-k and
-1.12x DGC (73 against 82 ms; "step - compute" 20.4 against 27.2 ms); SIDCo-GP and SIDCo-P are 1.03x
-and 1.0x DGC. Against the paper's "up to 41.7x / 7.6x / 1.9x": the ratio to `none` is larger here (a
-small model's compute against a 23 MB exchange on 100 Mbit/s), the ratio to top-k smaller (our top-k
-is a quickselect, about 90 ms on 5.8M entries, where the paper's is the framework's sort-based top-k
-on a GPU), and the ratio to DGC is 1.11x in this run at 100 Mbit/s (1.11x on the mean of the
-repeated pairs below, which predate the last SIDCo changes). On four ranks sharing two cores, compute
-varies from run to run by more than the compressors' differences, so single runs decide little at 1 Gbit/s.
-
+below. The link changes timing only, not arithmetic: """ + ("every compressor's accuracy is identical at\n100 Mbit/s and 1 Gbit/s.\n\n" if same else
+        "yet some accuracies differ between 100 Mbit/s and\n1 Gbit/s in this run.\n\n") + cluster_speedups(at) + """
 """ + cluster_accuracy() + """
 
-The recipe matters on this MLP. Measured with the earlier controller (before a85870c): with a
+""" + """The recipe matters on this MLP. Measured with the earlier controller (before a85870c): with a
 constant learning rate and no momentum correction (the previous sessions' recipe) the gap was 4.1
 points after three epochs; in-process three-epoch runs put the cosine schedule alone at 1.8 points
 (none 87.47 %, SIDCo-E 85.63 %) and cosine with momentum correction at 1.1 (86.37 %):
 `./build.sh bench training --transport inprocess --workers 4 --model wide-mlp --epochs 3 --compressors none,sidco-e --densities 0.001 --density-warmup 100`,
 then the same for `sidco-e` with `--momentum-correction`.
 
-Cost model (predicted vs measured). "pred./alone" compares the model with the exchange alone. It is
-within 25 % for the dense allreduce at 1 Gbit/s (0.98), for top-k's exchange at density 0.01 on
-100 Mbit/s (1.21) and for SIDCo-GP's at 0.001 on 1 Gbit/s (0.97); the other sparse exchanges at 0.01
-on 100 Mbit/s are just outside (1.26-1.28). It is far off for the other exchanges at 0.001 and at
-1 Gbit/s, for reasons the model leaves out:
-- the token bucket: `tc`'s tbf lets a full bucket (1 MB at 100 Mbit/s, 4 MB at 1 Gbit/s) through at
-  line rate after an idle spell, and every exchange follows at least 50 ms of compute, so a sparse
-  exchange of 130-140 KB at density 0.001 passes in 2-6 ms, while the model charges its bytes at the
-  link rate (beta from a 4 MiB probe) and over-predicts them several times. A real link has no such
-  bucket, so there the byte term applies (switch buffers absorb bursts only in part);
-- waiting for stragglers: in training a rank enters the exchange when its backward pass ends; with
-  four ranks on two cores the last one is late, so "communicate" holds milliseconds that no link
-  model predicts (compare "communicate" with "exchange alone");
-- the dense allreduce on 100 Mbit/s takes 1.5x the ring model's time (0.65): Open MPI's algorithm
-  for 23 MB on 4 ranks over TCP with tbf queues moves more than 2(P-1)/P of the data or stalls on the queue;
-- the other way round, the small exchanges at 1 Gbit/s (density 0.001) take 2-7 ms alone where the
-  model predicts about 2 ms (0.32-0.97). Our reading, not measured separately: every message crosses
-  two veth pairs, a bridge and two tbf queues in software on the same two busy cores, and that costs
-  more per message than the alpha of the probe (15 us, measured on an idle link) says.
-The projection below uses the probe made after training, with selections assumed disjoint.
-"""
+""" + cluster_cost_model(at)
 sections.append("""# Benchmarks
 
 All figures below were produced by the commands shown, on the project's development machine
