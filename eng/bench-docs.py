@@ -137,9 +137,11 @@ def training_repeat():
                      if stale else "A second run of the rows at 0.001, on the same code as the table above ")
         + "(`./build.sh bench training --transport mpi --workers 4 --model convnet-wide --epochs 5 --density-warmup 200 --compressors none,topk,sidco-e,sidco-gp,sidco-p --densities 0.001 --json artifacts/bench/training-repeat.json`) "
         + "gave " + summary(results) + ".")
-    third = os.path.join(art, "bench", "training-repeat-2.json")
-    if os.path.exists(third) and not measured_before_change("training-repeat-2"):
-        text += " A third run (the same command with `--json artifacts/bench/training-repeat-2.json`) gave " + summary(json.load(open(third))["results"]) + "."
+    for i, ordinal in ((2, "third"), (3, "fourth"), (4, "fifth")):
+        path = os.path.join(art, "bench", f"training-repeat-{i}.json")
+        if os.path.exists(path) and not measured_before_change(f"training-repeat-{i}"):
+            text += (f" A {ordinal} run (the same command with `--json artifacts/bench/training-repeat-{i}.json`) gave "
+                     + summary(json.load(open(path))["results"]) + ".")
     return text
 
 def training_momentum_correction():
@@ -152,7 +154,7 @@ def training_momentum_correction():
     gaps = ", ".join(f"{n} {(none['testAccuracy'] - rows[c]['testAccuracy']) * 100:.2f}" for c, n in SIDCO_NAMES.items())
     ratios = ", ".join(f"{topk['compressMs'] / rows[c]['compressMs']:.1f}x" for c in SIDCO_NAMES)
     plain = [{r["compressor"]: r for r in runs if r["density"] in (None, 0.001) or r["compressor"] == "none"}
-             for runs in (bench_results(n) for n in ("training", "training-repeat", "training-repeat-2")) if runs is not None]
+             for runs in (bench_results_optional(n) for n in ("training", "training-repeat", "training-repeat-2", "training-repeat-3")) if runs is not None]
     def gap(rs, c):
         return rs["none"]["testAccuracy"] - rs[c]["testAccuracy"]
     worse = all(gap(rows, c) > gap(p, c) for p in plain for c in SIDCO_NAMES)
