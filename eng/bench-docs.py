@@ -3,7 +3,7 @@
 
 Every table is pasted verbatim from a benchmark's own .md output, next to the command that made it,
 so the figures in the docs always come from a run of the code."""
-import json, os, shutil, subprocess, sys
+import functools, json, os, shutil, subprocess, sys
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 art = os.path.join(root, "artifacts")
@@ -138,18 +138,18 @@ def training_repeat():
         + "(`./build.sh bench training --transport mpi --workers 4 --model convnet-wide --epochs 5 --density-warmup 200 --compressors none,topk,sidco-e,sidco-gp,sidco-p --densities 0.001 --json artifacts/bench/training-repeat.json`) "
         + "gave " + summary(results) + ".")
     for i, ordinal in ((2, "third"), (3, "fourth"), (4, "fifth")):
-        path = os.path.join(art, "bench", f"training-repeat-{i}.json")
-        if os.path.exists(path) and not measured_before_change(f"training-repeat-{i}"):
+        more = bench_results_optional(f"training-repeat-{i}")
+        if more is not None and not measured_before_change(f"training-repeat-{i}"):
             text += (f" A {ordinal} run (the same command with `--json artifacts/bench/training-repeat-{i}.json`) gave "
-                     + summary(json.load(open(path))["results"]) + ".")
+                     + summary(more) + ".")
     return text
 
 def training_momentum_correction():
     """The rows at 0.001 with DGC's momentum correction, against the table's recipe (plain error feedback)."""
-    path = os.path.join(art, "bench", "training-mc.json")
-    if not os.path.exists(path):
+    results = bench_results_optional("training-mc")
+    if results is None:
         return ""
-    rows = {r["compressor"]: r for r in json.load(open(path))["results"]}
+    rows = {r["compressor"]: r for r in results}
     none, topk = rows["none"], rows["topk"]
     gaps = ", ".join(f"{n} {(none['testAccuracy'] - rows[c]['testAccuracy']) * 100:.2f}" for c, n in SIDCO_NAMES.items())
     ratios = ", ".join(f"{topk['compressMs'] / rows[c]['compressMs']:.1f}x" for c in SIDCO_NAMES)
@@ -173,11 +173,10 @@ def training_before_kernel_changes():
     """SIDCo against top-k at 0.001 in the two runs of 84707de's code (archived under artifacts/bench/at-84707de/), for comparison with the table."""
     runs = []
     for name in ("training", "training-repeat"):
-        path = os.path.join(art, "bench", "at-84707de", name + ".json")
-        if not os.path.exists(path):
+        results = bench_results_optional("at-84707de/" + name)
+        if results is None:
             return "_archived runs not found_"
-        rows = {r["compressor"]: r for r in json.load(open(path))["results"] if r["density"] == 0.001}
-        runs.append(rows)
+        runs.append({r["compressor"]: r for r in results if r["density"] == 0.001})
     return ("; ".join(
         f"top-k {rows['topk']['compressMs']:.3f} ms, " + ", ".join(
             f"{SIDCO_NAMES[c]} {rows[c]['compressMs']:.3f} ms ({rows['topk']['compressMs'] / rows[c]['compressMs']:.1f}x)" for c in SIDCO_NAMES)
@@ -188,10 +187,10 @@ def sidco_p_on_dce4d7b():
     def gaps(folder, names):
         out = []
         for name in names:
-            path = os.path.join(art, "bench", folder, name + ".json")
-            if not os.path.exists(path):
+            results = bench_results_optional(f"{folder}/{name}")
+            if results is None:
                 return None
-            rows = {r["compressor"]: r for r in json.load(open(path))["results"] if r["density"] == 0.001 or r["compressor"] == "none"}
+            rows = {r["compressor"]: r for r in results if r["density"] == 0.001 or r["compressor"] == "none"}
             out.append(f"{(rows['none']['testAccuracy'] - rows['sidco-p']['testAccuracy']) * 100:.2f}")
         return out
     new, old = gaps("at-dce4d7b", ("training", "training-repeat", "training-repeat-2")), gaps("at-84707de", ("training", "training-repeat"))
@@ -251,11 +250,11 @@ def compression_summary():
             f"SIDCo variant's achieved/target lies in [{min(r['achievedOverTarget'] for r in real):.2f}, "
             f"{max(r['achievedOverTarget'] for r in real):.2f}] at every size and density, reached after "
             f"{min(r['callsToBand'] for r in real)}-{max(r['callsToBand'] for r in real)} calls.")
-    spot_path = os.path.join(art, "bench", "compression-laplace-25m.json")
-    if os.path.exists(spot_path):
+    spot = bench_results_optional("compression-laplace-25m")
+    if spot is not None:
         text += (" Medians of 10 calls at this size move between runs on this shared machine; the same rows run alone "
                  "right after (`./build.sh bench compression --elements 25600000 --densities 0.001 --data laplace "
-                 f"--json artifacts/bench/compression-laplace-25m.json`) gave {speeds(json.load(open(spot_path))['results'])}.")
+                 f"--json artifacts/bench/compression-laplace-25m.json`) gave {speeds(spot)}.")
     return text
 
 def topk_two_runs():
@@ -354,10 +353,15 @@ def pair_summary(st):
 
 REPEATS = 6  # cluster-repeat-1 .. cluster-repeat-REPEATS
 
+@functools.cache  # read once; the cluster notes and the repeats section both quote it
+def repeated_pairs():
+    """The SIDCo-E/DGC pairs at 100 Mbit/s and 0.001: the sweep's and the repeats'."""
+    return dgc_sidco_pairs([("sweep", os.path.join(art, "bench", "cluster-sparse.json.rows.jsonl"))] + [
+        (f"repeat {i}", os.path.join(art, "bench", f"cluster-repeat-{i}.json.rows.jsonl")) for i in range(1, REPEATS + 1)])
+
 def dgc_repeats():
     """SIDCo-E against DGC at 100 Mbit/s, density 0.001: the sweep's pair and the repeated pairs."""
-    st = dgc_sidco_pairs([("sweep", os.path.join(art, "bench", "cluster-sparse.json.rows.jsonl"))] + [
-        (f"repeat {i}", os.path.join(art, "bench", f"cluster-repeat-{i}.json.rows.jsonl")) for i in range(1, REPEATS + 1)])
+    st = repeated_pairs()
     if st is None:
         return "_not run yet_"
     per_rank = lambda r: r["bytesPerStep"] / ((r["hosts"] - 1) / r["hosts"] * 8) / r["hosts"] / (r["parameters"] * r["density"])
@@ -399,10 +403,10 @@ def cluster_accuracy():
     if len(gaps) > 1:
         text += (f"; a second run of the same command (`--json artifacts/bench/cluster-accuracy-5ep-2.json`) gave {gaps[1][1]:.2f} % against "
                  f"{gaps[1][0]:.2f} %, {gaps[1][0] - gaps[1][1]:.2f} behind")
-    archived = os.path.join(art, "bench", "at-e472403", "cluster-accuracy-5ep.json")
+    archived = bench_results_optional("at-e472403/cluster-accuracy-5ep")
     e472403 = ""
-    if os.path.exists(archived):
-        rows = {r["compressor"]: r for r in json.load(open(archived))["results"]}
+    if archived is not None:
+        rows = {r["compressor"]: r for r in archived}
         e472403 = f", {(rows['none']['testAccuracy'] - rows['sidco-e']['testAccuracy']) * 100:.2f} behind (e472403)"
     return text + (". Runs of the same command on earlier code (archived JSON) put SIDCo-E 1.04 and 0.99 points behind "
                    f"(before 0e6c948), 1.00 behind (5d3cefd){e472403}: the gap sits at the 1-point line and moves by about a tenth "
@@ -459,8 +463,7 @@ def cluster_speedups(at):
     fast_1g = [x(r(c, dd, 1000), n1g) for c in fast for dd in (0.01, 0.001)]
     topk_1g = [x(r("topk", dd, 1000), n1g) for dd in (0.01, 0.001)]
     over_topk_1g = [x(r(c, dd, 1000), r("topk", dd, 1000)) for c in fast for dd in (0.01, 0.001)]
-    st = dgc_sidco_pairs([("sweep", os.path.join(art, "bench", "cluster-sparse.json.rows.jsonl"))] + [
-        (f"repeat {i}", os.path.join(art, "bench", f"cluster-repeat-{i}.json.rows.jsonl")) for i in range(1, REPEATS + 1)])
+    st = repeated_pairs()
     repeats_stale = measured_before_change(*[f"cluster-repeat-{i}" for i in range(1, REPEATS + 1)]) != ""
     pairs = ("" if st is None else f" ({st['dgc_ms'] / st['sidco_ms']:.2f}x on the mean of the repeated pairs below"
              + (", which predate the last SIDCo changes)" if repeats_stale else ")"))
@@ -533,7 +536,7 @@ below. The link changes timing only, not arithmetic: """ + ("every compressor's 
         "yet some accuracies differ between 100 Mbit/s and\n1 Gbit/s in this run.\n\n") + cluster_speedups(at) + """
 """ + cluster_accuracy() + """
 
-""" + """The recipe matters on this MLP. Measured with the earlier controller (before a85870c): with a
+The recipe matters on this MLP. Measured with the earlier controller (before a85870c): with a
 constant learning rate and no momentum correction (the previous sessions' recipe) the gap was 4.1
 points after three epochs; in-process three-epoch runs put the cosine schedule alone at 1.8 points
 (none 87.47 %, SIDCo-E 85.63 %) and cosine with momentum correction at 1.1 (86.37 %):
