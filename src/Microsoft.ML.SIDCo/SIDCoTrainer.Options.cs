@@ -39,7 +39,7 @@ public sealed partial class SIDCoTrainer
     /// | Compression | <see cref="Compressor"/>, <see cref="Density"/>, <see cref="AdaptiveStages"/>, <see cref="Stages"/>, <see cref="SelectionCap"/>, <see cref="ErrorFeedback"/>, <see cref="MomentumCorrection"/>, <see cref="NonFiniteGradients"/>, <see cref="DenseWarmupSteps"/>, <see cref="DenseWarmupEpochs"/>, <see cref="DensityWarmupSteps"/>, <see cref="DensityWarmupStart"/>, <see cref="GradientHook"/> |
     /// | Exchange | <see cref="ExchangeMode"/>, <see cref="HalfPrecisionValues"/>, <see cref="Transport"/>, <see cref="Workers"/>, <see cref="WorkersPerRank"/>, <see cref="HierarchicalExchange"/>, <see cref="Kernels"/> |
     /// | Optimisation | <see cref="Epochs"/>, <see cref="BatchSize"/>, <see cref="Optimizer"/>, <see cref="LearningRate"/>, <see cref="Momentum"/>, <see cref="Nesterov"/>, <see cref="WeightDecay"/>, <see cref="Schedule"/>, <see cref="LearningRateWarmupSteps"/>, <see cref="GradientClipNorm"/>, <see cref="Seed"/> |
-    /// | Robustness | <see cref="CheckpointDirectory"/>, <see cref="CheckpointInterval"/>, <see cref="ReplicaCheckInterval"/> |
+    /// | Robustness | <see cref="CheckpointDirectory"/>, <see cref="CheckpointInterval"/>, <see cref="StopAfterSteps"/>, <see cref="ReplicaCheckInterval"/> |
     /// </remarks>
     public sealed class Options
     {
@@ -192,6 +192,15 @@ public sealed partial class SIDCoTrainer
         /// <summary>Cap on steps per epoch (0 = whole epoch). Default 0.</summary>
         public int MaxStepsPerEpoch;
 
+        /// <summary>
+        /// Ends this <c>Fit</c> once the run has made this many steps in total, counting those restored from a checkpoint
+        /// (0 = train all <see cref="Epochs"/>). The learning-rate schedule still spans all epochs, and with a
+        /// <see cref="CheckpointDirectory"/> a checkpoint is written where the run stops, so a later <c>Fit</c> with the
+        /// same options continues from there: a long run trained in slices (a job with a time limit) ends where one
+        /// uninterrupted run would. Default 0.
+        /// </summary>
+        public long StopAfterSteps;
+
         /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> (or <see cref="ArgumentException"/>) naming the first invalid option.</summary>
         public void Validate()
         {
@@ -227,6 +236,7 @@ public sealed partial class SIDCoTrainer
             if (CheckpointInterval < 1) throw new ArgumentOutOfRangeException(nameof(CheckpointInterval), CheckpointInterval, "CheckpointInterval must be at least 1.");
             if (ReplicaCheckInterval < 0) throw new ArgumentOutOfRangeException(nameof(ReplicaCheckInterval), ReplicaCheckInterval, "ReplicaCheckInterval must not be negative.");
             if (MaxStepsPerEpoch < 0) throw new ArgumentOutOfRangeException(nameof(MaxStepsPerEpoch), MaxStepsPerEpoch, "MaxStepsPerEpoch must not be negative.");
+            if (StopAfterSteps < 0) throw new ArgumentOutOfRangeException(nameof(StopAfterSteps), StopAfterSteps, "StopAfterSteps must not be negative (0 = train all epochs).");
             if (Transport == TransportKind.Mpi && !MpiCommunicator.IsLaunchedByMpirun)
                 throw new ArgumentException("Transport is Mpi but this process was not started by mpirun. Start it with 'mpirun -np N dotnet app.dll' or use TransportKind.Auto.", nameof(Transport));
             ToCompressorOptions().Validate();

@@ -102,7 +102,7 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
             Optimizer = o.Optimizer, LearningRate = o.LearningRate, Momentum = momentumCorrection ? 0 : o.Momentum, Nesterov = o.Nesterov, WeightDecay = o.WeightDecay,
             Schedule = o.Schedule, LearningRateWarmupSteps = o.LearningRateWarmupSteps, GradientClipNorm = o.GradientClipNorm, Seed = o.Seed,
             CheckpointDirectory = o.CheckpointDirectory, CheckpointInterval = o.CheckpointInterval, ReplicaCheckInterval = o.ReplicaCheckInterval,
-            MaxStepsPerEpoch = o.MaxStepsPerEpoch, NumberOfThreads = o.NumberOfThreads,
+            MaxStepsPerEpoch = o.MaxStepsPerEpoch, StopAfterSteps = o.StopAfterSteps, NumberOfThreads = o.NumberOfThreads,
             HookFactory = o.GradientHook ?? (() =>
             {
                 var hookOptions = new CompressionHookOptions

@@ -169,9 +169,13 @@ public static class DataParallelTrainer
         var optimizer = FlatOptimizer.Create(s.Optimizer, ps.Length, s.Momentum, s.Nesterov, s.WeightDecay, s.AdamBeta1, s.AdamBeta2, s.AdamEpsilon);
         var history = new TrainingHistory();
         long step = 0;
-        if (s.CheckpointDirectory is { } dir && s.Resume && TrainingCheckpoint.TryLoad(dir, comm, fingerprint, ps, optimizer, hook) is { } resumed)
+        // [loss, correct, examples, compute, compress, communicate, predicted, selected, bytes, quality, sparse steps, skipped, steps, step ms, stages]:
+        // this worker's running totals of the epoch in progress (a checkpoint keeps them, so a resumed epoch reports all its steps).
+        var acc = new double[EpochTotalsLength];
+        if (s.CheckpointDirectory is { } dir && s.Resume && TrainingCheckpoint.TryLoad(dir, comm, fingerprint, ps, optimizer, hook, acc.Length) is { } resumed)
         {
-            (step, history) = resumed;
+            (step, history, var totals) = resumed;
+            if (step % stepsPerEpoch != 0) totals.CopyTo(acc, 0);
         }
 
         var bucket = new float[ps.Length];
@@ -186,8 +190,7 @@ public static class DataParallelTrainer
             if (s.StopAfterSteps > 0 && step >= s.StopAfterSteps) break;
             var order = Permutation(train.Count, s.Seed * 7919 + epoch);
             var epochWatch = Stopwatch.StartNew();
-            // [loss, correct, examples, compute, compress, communicate, predicted, selected, bytes, quality, sparse steps, skipped, steps, step ms, stages]
-            var acc = new double[15];
+            if (step % stepsPerEpoch == 0) Array.Clear(acc);
             model.train();
             for (int inEpoch = (int)(step % stepsPerEpoch); inEpoch < stepsPerEpoch; inEpoch++)
             {
@@ -236,15 +239,16 @@ public static class DataParallelTrainer
 
                 if (s.ReplicaCheckInterval > 0 && step % s.ReplicaCheckInterval == 0)
                     comm.VerifyAgreement($"the model parameters after step {step} (replicas diverged)", ps.Fingerprint());
-                // A checkpoint due on an epoch's last step is written after the epoch's metrics join the history.
-                if (s.CheckpointDirectory is { } cdir && step % s.CheckpointInterval == 0 && inEpoch < stepsPerEpoch - 1)
-                    TrainingCheckpoint.Save(cdir, comm, step, fingerprint, ps, optimizer, hook, history);
 
                 acc[0] += lossValue * b; acc[1] += correct; acc[2] += b; acc[3] += computeMs; acc[4] += hs.CompressMs; acc[5] += hs.CommunicateMs;
                 acc[6] += hs.PredictedCommunicateMs; acc[7] += hs.Selected; acc[8] += hs.BytesSent; acc[9] += hs.AchievedOverTarget;
                 acc[10] += hs.Mode == ExchangeMode.Sparse ? 1 : 0; acc[11] += hs.Skipped ? 1 : 0; acc[12] += 1;
                 acc[13] += Stopwatch.GetElapsedTime(stepStart).TotalMilliseconds;
                 acc[14] += hs.Stages;
+                // A checkpoint is due every CheckpointInterval steps and where StopAfterSteps ends the run (so the next run
+                // resumes there); one due on an epoch's last step is written after the epoch's metrics join the history.
+                if (s.CheckpointDirectory is { } cdir && (step % s.CheckpointInterval == 0 || StopsHere(s, step)) && inEpoch < stepsPerEpoch - 1)
+                    TrainingCheckpoint.Save(cdir, comm, step, fingerprint, ps, optimizer, hook, history, acc);
                 if (rank == 0 && s.Progress is { } progress && (inEpoch % 10 == 9 || inEpoch == stepsPerEpoch - 1))
                     progress(new TrainingProgress(epoch, s.Epochs, inEpoch + 1, stepsPerEpoch, acc[0] / acc[2], null));
             }
@@ -276,13 +280,18 @@ public static class DataParallelTrainer
                 Seconds = epochWatch.Elapsed.TotalSeconds,
             };
             history.Epochs.Add(metrics);
-            if (s.CheckpointDirectory is { } edir && step % s.CheckpointInterval == 0 && step % stepsPerEpoch == 0)
-                TrainingCheckpoint.Save(edir, comm, step, fingerprint, ps, optimizer, hook, history);
+            if (s.CheckpointDirectory is { } edir && (step % s.CheckpointInterval == 0 || StopsHere(s, step)) && step % stepsPerEpoch == 0)
+                TrainingCheckpoint.Save(edir, comm, step, fingerprint, ps, optimizer, hook, history, new double[acc.Length]);
             if (rank == 0) s.Progress?.Invoke(new TrainingProgress(epoch, s.Epochs, stepsPerEpoch, stepsPerEpoch, metrics.Loss, metrics));
         }
         model.eval();
         return (history, step);
     }
+
+    /// <summary>How many running totals a worker keeps per epoch (and a checkpoint holds per rank).</summary>
+    internal const int EpochTotalsLength = 15;
+
+    private static bool StopsHere(TrainingSettings s, long step) => s.StopAfterSteps > 0 && step == s.StopAfterSteps;
 
     /// <summary>Loss and accuracy on <paramref name="data"/>, each worker scoring its share (collective).</summary>
     private static (double? Loss, double? Accuracy) Evaluate(ICommunicator comm, nn.Module<Tensor, Tensor> model, TrainingData data, bool classify)

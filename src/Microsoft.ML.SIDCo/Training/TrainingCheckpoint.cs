@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Runtime.InteropServices;
 using System.IO.Hashing;
 using System.Text.Json;
 using Microsoft.ML.SIDCo.Communication;
@@ -10,18 +11,22 @@ public sealed class CheckpointException(string message, Exception? inner = null)
 
 /// <summary>
 /// Checkpoints of a data-parallel run: model weights, optimizer state, every worker's hook state
-/// (error-feedback residuals, compressor state), the step counter and the history. Written into
+/// (error-feedback residuals, compressor state), every worker's running totals of the epoch in progress,
+/// the step counter and the history. Written into
 /// <c>step-N.tmp/</c> and renamed to <c>step-N/</c> once complete, so a crash never leaves a checkpoint
 /// that looks whole; the manifest holds a checksum of every file, verified before anything is loaded.
 /// </summary>
 internal static class TrainingCheckpoint
 {
-    private const int Format = 4; // 2: the stage controller saves its tracking flag; 3: SIDCo saves its peaks bound; 4: and SIDCo-GP its last gamma fit
+    // 2: the stage controller saves its tracking flag; 3: SIDCo saves its peaks bound; 4: and SIDCo-GP its last gamma fit;
+    // 5: every rank's running totals of the epoch in progress, so a run resumed mid-epoch reports that epoch whole.
+    private const int Format = 5;
     private const string ManifestName = "manifest.json";
 
     private sealed record Manifest(int Format, long Step, long Settings, long Layout, int Workers, Dictionary<string, string> Files);
 
-    public static void Save(string directory, ICommunicator comm, long step, long settingsFingerprint, ParameterSet parameters, FlatOptimizer optimizer, IGradientHook hook, TrainingHistory history)
+    public static void Save(string directory, ICommunicator comm, long step, long settingsFingerprint, ParameterSet parameters, FlatOptimizer optimizer, IGradientHook hook,
+        TrainingHistory history, ReadOnlySpan<double> epochTotals)
     {
         string final = Path.Combine(directory, $"step-{step:D10}");
         string temp = final + ".tmp";
@@ -33,6 +38,7 @@ internal static class TrainingCheckpoint
         }
         comm.Barrier();
         using (var f = File.Create(Path.Combine(temp, $"hook-rank{comm.Rank}.bin"))) hook.SaveState(f);
+        File.WriteAllBytes(Path.Combine(temp, $"epoch-rank{comm.Rank}.bin"), MemoryMarshal.AsBytes(epochTotals).ToArray());
         comm.Barrier();
         if (comm.Rank == 0)
         {
@@ -55,8 +61,12 @@ internal static class TrainingCheckpoint
     /// <summary>The newest complete checkpoint directory, or null.</summary>
     public static string? Latest(string directory) => Directory.Exists(directory) ? Complete(directory).LastOrDefault() : null;
 
-    /// <summary>Verifies and loads the newest checkpoint; returns its step and history. Nothing is modified unless every check passes.</summary>
-    public static (long Step, TrainingHistory History)? TryLoad(string directory, ICommunicator comm, long settingsFingerprint, ParameterSet parameters, FlatOptimizer optimizer, IGradientHook hook)
+    /// <summary>
+    /// Verifies and loads the newest checkpoint; returns its step, its history and this rank's running totals of the
+    /// epoch in progress (<paramref name="epochTotalsLength"/> values). Nothing is modified unless every check passes.
+    /// </summary>
+    public static (long Step, TrainingHistory History, double[] EpochTotals)? TryLoad(string directory, ICommunicator comm, long settingsFingerprint, ParameterSet parameters, FlatOptimizer optimizer, IGradientHook hook,
+        int epochTotalsLength)
     {
         string? dir = Latest(directory);
         comm.VerifyAgreement("whether a checkpoint exists", dir is null ? 0 : 1);
@@ -75,13 +85,18 @@ internal static class TrainingCheckpoint
             if (!File.Exists(path)) throw new CheckpointException($"Checkpoint '{dir}' is missing '{name}'.");
             if (Hash(path) != hash) throw new CheckpointException($"Checkpoint file '{path}' is corrupt (checksum mismatch). Delete '{dir}' to resume from the previous checkpoint or start over.");
         }
-        if (!manifest.Files.ContainsKey($"hook-rank{comm.Rank}.bin")) throw new CheckpointException($"Checkpoint '{dir}' has no state for rank {comm.Rank}.");
+        if (!manifest.Files.ContainsKey($"hook-rank{comm.Rank}.bin") || !manifest.Files.ContainsKey($"epoch-rank{comm.Rank}.bin"))
+            throw new CheckpointException($"Checkpoint '{dir}' has no state for rank {comm.Rank}.");
 
         // All checks passed: load. Stage into copies first where a partial failure would be possible.
         var weights = new MemoryStream(File.ReadAllBytes(Path.Combine(dir, "model.bin")));
         var optimizerBytes = File.ReadAllBytes(Path.Combine(dir, "optimizer.bin"));
         var hookBytes = File.ReadAllBytes(Path.Combine(dir, $"hook-rank{comm.Rank}.bin"));
         var history = TrainingHistory.FromJson(File.ReadAllText(Path.Combine(dir, "history.json")));
+        var totalsBytes = File.ReadAllBytes(Path.Combine(dir, $"epoch-rank{comm.Rank}.bin"));
+        if (totalsBytes.Length != epochTotalsLength * sizeof(double))
+            throw new CheckpointException($"Checkpoint '{dir}' holds {totalsBytes.Length} bytes of epoch totals for rank {comm.Rank}; this version writes {epochTotalsLength * sizeof(double)}.");
+        var epochTotals = MemoryMarshal.Cast<byte, double>(totalsBytes).ToArray();
         try
         {
             parameters.Load(weights);
@@ -93,7 +108,7 @@ internal static class TrainingCheckpoint
             throw new CheckpointException($"Checkpoint '{dir}' does not fit this run: {e.Message}", e);
         }
         comm.VerifyAgreement("the checkpoint step", manifest.Step);
-        return (manifest.Step, history);
+        return (manifest.Step, history, epochTotals);
     }
 
     private static IEnumerable<string> Complete(string directory) => Directory.GetDirectories(directory, "step-*")

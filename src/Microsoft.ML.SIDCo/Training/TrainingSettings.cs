@@ -111,7 +111,7 @@ public sealed class TrainingSettings
     public int ReplicaCheckInterval { get; init; }
     /// <summary>Cap on steps per epoch (0 = the whole shard).</summary>
     public int MaxStepsPerEpoch { get; init; }
-    /// <summary>Stop after this many steps in total (0 = run all epochs); for tests and interrupted-run experiments.</summary>
+    /// <summary>Stop after this many steps in total (0 = run all epochs); with a checkpoint directory a checkpoint is written there.</summary>
     public long StopAfterSteps { get; init; }
     /// <summary>Creates each worker's gradient hook.</summary>
     public required Func<IGradientHook> HookFactory { get; init; }

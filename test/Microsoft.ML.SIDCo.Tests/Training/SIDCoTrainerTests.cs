@@ -141,6 +141,7 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
     [InlineData("DensityWarmupSteps", -1.0)]
     [InlineData("DensityWarmupStart", 1.5)]
     [InlineData("NumberOfThreads", 0.0)]
+    [InlineData("StopAfterSteps", -1.0)]
     public void InvalidOptionsAreRejectedUpFrontNamingTheOption(string option, double value)
     {
         var o = new SIDCoTrainer.Options();
@@ -229,6 +230,32 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
         public void SaveState(Stream stream) { }
         public void LoadState(Stream stream) { }
         public void Dispose() { }
+    }
+
+    [Fact]
+    public void ARunTrainedInSlicesWithStopAfterStepsEndsWhereOneUninterruptedFitDoes()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "sidco-slices-" + Guid.NewGuid().ToString("N"));
+        SIDCoTrainer.Options Options(long stopAfter, string? checkpoints) => new()
+        {
+            Model = SIDCoModels.Mlp(32), Workers = 2, Epochs = 2, BatchSize = 50, MaxStepsPerEpoch = 8, Density = 0.01, Seed = 5,
+            CheckpointDirectory = checkpoints, CheckpointInterval = 100, StopAfterSteps = stopAfter,
+        };
+        var keys = data.Ml.Transforms.Conversion.MapValueToKey("Label").Fit(data.Train);
+        var view = keys.Transform(data.Train);
+        try
+        {
+            using var whole = data.Ml.Extensions.SIDCoTrainer(Options(0, null)).Fit(view);
+            // Slices of 5, 6 and the rest: each ends mid-epoch, far from the 100-step checkpoint interval.
+            using (var first = data.Ml.Extensions.SIDCoTrainer(Options(5, dir)).Fit(view))
+                Assert.Equal(5, first.History.Epochs.Sum(e => e.Steps));
+            using (data.Ml.Extensions.SIDCoTrainer(Options(11, dir)).Fit(view)) { }
+            using var last = data.Ml.Extensions.SIDCoTrainer(Options(0, dir)).Fit(view);
+            Assert.Equal(whole.History.Epochs.Select(e => (e.Steps, e.Loss)), last.History.Epochs.Select(e => (e.Steps, e.Loss)));
+            var probe = Datasets.FashionMnist.Load(train: false, limit: 3);
+            Assert.All(probe, r => Assert.Equal(whole.Predict(r.Features), last.Predict(r.Features)));
+        }
+        finally { if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true); }
     }
 
     [Fact]
