@@ -6,15 +6,17 @@
 #   ./build.sh bench cluster [--hosts 2,4] [--link 100mbit,1gbit] [--model wide-mlp] [--compressors ...]
 #                            [--densities ...] [--steps N | --epochs N] [--workers-per-host W] [--density-warmup STEPS]
 #                            [--momentum-correction] [--selection-cap C] [--run-timeout SECONDS] [--json FILE]
-#                            [--launch-check N]
+#                            [--launch-check N] [--interleave BLOCK]
 # With --workers-per-host W > 1 every run is made twice: flat exchange and hierarchical exchange.
+# --interleave BLOCK trains all the listed compressors in one job per density, taking turns every BLOCK
+# steps (each a training of its own, resumed from its checkpoint), so their step times pair up block by block.
 # --launch-check N builds the hosts and starts a job that only runs `true` N times with the same
 # launch settings as the training runs, reports how many launches failed, and trains nothing.
 set -euo pipefail
 dll=${1:?benchmark dll}; shift
 hosts_list=4; links=100mbit,1gbit; model=wide-mlp; compressors=none,topk,dgc,sidco-e,sidco-gp,sidco-p
 densities=0.01,0.001; steps=40; json=artifacts/bench/cluster.json; epochs=""; per_host=1; warmup=0; recipe=; cap=
-launch_check=0
+launch_check=0; interleave=0
 run_timeout=1200 # seconds: a run that hangs (a rank stuck on a lost connection) is stopped and counted as failed
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -32,6 +34,7 @@ while [ $# -gt 0 ]; do
     --momentum-correction) recipe="--momentum-correction"; shift;;
     --selection-cap) cap="--selection-cap $2"; shift 2;;
     --launch-check) launch_check=$2; shift 2;;
+    --interleave) interleave=$2; shift 2;;
     *) echo "cluster: unknown option $1"; exit 2;;
   esac
 done
@@ -120,7 +123,8 @@ for n in $(echo "$hosts_list" | tr ',' ' '); do
       continue
     fi
     echo "cluster: $n hosts at $link ($hostlist)"
-    for c in $(echo "$compressors" | tr ',' ' '); do
+    units=$(echo "$compressors" | tr ',' ' '); [ "$interleave" -gt 0 ] && units=$compressors # one job trains them all
+    for c in $units; do
       for d in $(echo "$densities" | tr ',' ' '); do
         [ "$c" = none ] && [ "$d" != "${densities%%,*}" ] && continue
         layouts=flat; [ "$per_host" -gt 1 ] && [ "$c" != none ] && layouts="flat hierarchical"
@@ -133,7 +137,7 @@ for n in $(echo "$hosts_list" | tr ',' ' '); do
         for attempt in 1 2 3; do
           session=$(mktemp -d "$work/session.XXXXXX")
           if ! timeout --foreground --kill-after=30 "$run_timeout" "${launch[@]}" --mca orte_tmpdir_base "$session" \
-            dotnet "$root/$dll" cluster-worker --compressor "$c" --density "$d" --steps "$steps" --model "$model" --link-mbps "$mbps" --hosts "$n" ${epochs:+--epochs $epochs} --workers-per-host "$per_host" --density-warmup "$warmup" $recipe $cap $extra \
+            dotnet "$root/$dll" cluster-worker --compressors "$c" --interleave "$interleave" --checkpoints "$session/checkpoints" --density "$d" --steps "$steps" --model "$model" --link-mbps "$mbps" --hosts "$n" ${epochs:+--epochs $epochs} --workers-per-host "$per_host" --density-warmup "$warmup" $recipe $cap $extra \
             > "$work/run.log" 2>&1; then
             # The whole log is kept beside the JSON: a retry overwrites run.log, and the excerpt rarely says why.
             failed_log="$json.failed-$c-$d-$layout-$mbps-$attempt.log"

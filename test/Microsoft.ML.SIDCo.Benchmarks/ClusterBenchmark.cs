@@ -16,18 +16,28 @@ internal static class ClusterBenchmark
 {
     public sealed record Row(string Compressor, double Density, int Hosts, int LinkMbps, double StepMs, double ComputeMs, double CompressMs, double CommunicateMs,
         double PredictedCommunicateMs, double BytesPerStep, double TestAccuracy, int Steps, double ExamplesPerSecond, double AlphaUs, double BetaNsPerByte, int Parameters, string Model, double SparseFraction, int WorkersPerHost = 1, string Exchange = "flat", int DensityWarmupSteps = 0,
-        double? IsolatedExchangeMs = null, bool MomentumCorrection = false, string Schedule = "constant", int? TimedSteps = null, int? TorchThreads = null, double SelectionCap = 0);
+        double? IsolatedExchangeMs = null, bool MomentumCorrection = false, string Schedule = "constant", int? TimedSteps = null, int? TorchThreads = null, double SelectionCap = 0,
+        int? InterleaveBlock = null, double[]? BlockStepMs = null, double[]? BlockComputeMs = null, bool[]? BlockFirst = null);
 
+    /// <summary>
+    /// One rank of a run. With <c>--interleave B</c> the listed compressors (<c>--compressors a,b</c>) train side by
+    /// side in one job: each is a whole training of its own (own model, optimizer and residuals), and they take turns
+    /// every B steps, each turn a <c>Fit</c> that resumes from that compressor's checkpoint (<c>StopAfterSteps</c>), the
+    /// order alternating from turn to turn. Compute noise that drifts over minutes, or comes with a job's placement on
+    /// the cores, then falls on both alike, and the step times pair up block by block.
+    /// </summary>
     public static int Worker(BenchArgs a)
     {
         var ml = new MLContext(seed: 1);
         var train = ml.Data.LoadFromEnumerable(FashionMnist.Load(train: true));
         var test = ml.Data.LoadFromEnumerable(FashionMnist.Load(train: false, limit: a.Int("test-limit", 10000)));
         var model = Bench.Model(a.Get("model", "wide-mlp"));
-        int steps = a.Int("steps", 40);
-        var options = new SIDCoTrainer.Options
+        int steps = a.Int("steps", 40), block = a.Int("interleave", 0);
+        var compressors = a.List("compressors", a.Get("compressor", "sidco-e"));
+        if (block == 0 && compressors.Length != 1) throw new ArgumentException("--compressors lists several compressors only with --interleave BLOCK");
+        SIDCoTrainer.Options OptionsFor(string compressor) => new()
         {
-            Model = model, Compressor = CompressorNames.Parse(a.Get("compressor", "sidco-e")), Density = a.Double("density", 0.001),
+            Model = model, Compressor = CompressorNames.Parse(compressor), Density = a.Double("density", 0.001),
             // --steps N: two halves of N/2 steps (two epochs), timed over the second: the first holds JIT
             // compilation and the adaptive compressors' calibration, which a run of thousands of steps amortises.
             Epochs = a.Has("epochs") ? a.Int("epochs", 1) : 2, MaxStepsPerEpoch = a.Has("epochs") ? 0 : (steps + 1) / 2, BatchSize = 32, LearningRate = 0.05, Momentum = 0.9, Seed = 1,
@@ -38,26 +48,78 @@ internal static class ClusterBenchmark
             SelectionCap = a.Double("selection-cap", 0),
         };
         var keys = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train);
-        using var fitted = ml.Extensions.SIDCoTrainer(options).Fit(keys.Transform(train));
+        var trainKeys = keys.Transform(train);
+        var runs = block == 0
+            ? [new Run(compressors[0], OptionsFor(compressors[0]), ml.Extensions.SIDCoTrainer(OptionsFor(compressors[0])).Fit(trainKeys))]
+            : Interleaved(ml, trainKeys, compressors, OptionsFor, block, a.Get("checkpoints") ?? throw new ArgumentException("--interleave needs --checkpoints DIR (shared by the ranks)"));
         using var comm = new MpiCommunicator();
-        var cost = CostModel.Probe(comm); // a fresh probe on this communicator (the trainer's own model is the one in the history's predictions)
-        var all = fitted.History.Epochs;
-        int total = all.Sum(e => e.Steps);
-        var h = a.Has("epochs") ? all : all.Skip(1).ToList(); // the timed part
-        int timed = h.Sum(e => e.Steps);
-        double W(Func<Training.EpochMetrics, double> f) => h.Sum(e => f(e) * e.Steps) / timed;
-        int parameters = new Training.ParameterSet(fitted.Module).Length;
-        double? isolatedMs = a.Has("hierarchical") || options.WorkersPerRank > 1
-            ? null
-            : MeasureIsolatedExchange(comm, parameters, options.Compressor == CompressorKind.None ? 1 : W(e => e.AchievedDensity), cost);
-        if (comm.Rank != 0) return 0;
-        var metrics = ml.MulticlassClassification.Evaluate(fitted.Transform(keys.Transform(test)));
-        var row = new Row(options.Compressor.ToName(), options.Density, comm.Size, a.Int("link-mbps", 0), W(e => e.StepMs), W(e => e.ComputeMs), W(e => e.CompressMs),
-            W(e => e.CommunicateMs), W(e => e.PredictedCommunicateMs), W(e => e.BytesPerStep), metrics.MicroAccuracy, total,
-            comm.Size * options.WorkersPerRank * options.BatchSize / W(e => e.StepMs) * 1000, cost.AlphaSeconds * 1e6, cost.BetaSecondsPerByte * 1e9, parameters, model.Descriptor, W(e => e.SparseFraction),
-            options.WorkersPerRank, options.HierarchicalExchange ? "hierarchical" : "flat", options.DensityWarmupSteps, isolatedMs, options.MomentumCorrection, "cosine", timed, TorchSharp.torch.get_num_threads(), options.SelectionCap);
-        Console.WriteLine("RESULT " + JsonSerializer.Serialize(row, Bench.JsonLine));
+        var cost = CostModel.Measure(comm); // a fresh probe after training (the trainer's own, made at its start, is the one in the history's predictions)
+        foreach (var run in runs)
+        {
+            using var fitted = run.Fitted;
+            var options = run.Options;
+            var all = fitted.History.Epochs;
+            int total = all.Sum(e => e.Steps);
+            var h = a.Has("epochs") ? all : all.Skip(1).ToList(); // the timed part
+            int timed = h.Sum(e => e.Steps);
+            double W(Func<Training.EpochMetrics, double> f) => h.Sum(e => f(e) * e.Steps) / timed;
+            int parameters = new Training.ParameterSet(fitted.Module).Length;
+            double? isolatedMs = a.Has("hierarchical") || options.WorkersPerRank > 1
+                ? null
+                : MeasureIsolatedExchange(comm, parameters, options.Compressor == CompressorKind.None ? 1 : W(e => e.AchievedDensity), cost);
+            if (comm.Rank != 0) continue;
+            var metrics = ml.MulticlassClassification.Evaluate(fitted.Transform(keys.Transform(test)));
+            var row = new Row(options.Compressor.ToName(), options.Density, comm.Size, a.Int("link-mbps", 0), W(e => e.StepMs), W(e => e.ComputeMs), W(e => e.CompressMs),
+                W(e => e.CommunicateMs), W(e => e.PredictedCommunicateMs), W(e => e.BytesPerStep), metrics.MicroAccuracy, total,
+                comm.Size * options.WorkersPerRank * options.BatchSize / W(e => e.StepMs) * 1000, cost.AlphaSeconds * 1e6, cost.BetaSecondsPerByte * 1e9, parameters, model.Descriptor, W(e => e.SparseFraction),
+                options.WorkersPerRank, options.HierarchicalExchange ? "hierarchical" : "flat", options.DensityWarmupSteps, isolatedMs, options.MomentumCorrection, "cosine", timed, TorchSharp.torch.get_num_threads(), options.SelectionCap,
+                block == 0 ? null : block, run.Blocks?.Where(b => b.Timed).Select(b => b.StepMs).ToArray(), run.Blocks?.Where(b => b.Timed).Select(b => b.ComputeMs).ToArray(),
+                run.Blocks?.Where(b => b.Timed).Select(b => b.First).ToArray());
+            Console.WriteLine("RESULT " + JsonSerializer.Serialize(row, Bench.JsonLine));
+        }
         return 0;
+    }
+
+    private sealed record Run(string Compressor, SIDCoTrainer.Options Options, SIDCoTransformer Fitted, List<Block>? Blocks = null);
+
+    /// <summary>One turn of an interleaved run: its mean step and compute time, whether it is in the timed half, and whether it went first in its round.</summary>
+    private sealed record Block(double StepMs, double ComputeMs, bool Timed, bool First);
+
+    private static List<Run> Interleaved(MLContext ml, IDataView train, string[] compressors, Func<string, SIDCoTrainer.Options> optionsFor, int block, string checkpoints)
+    {
+        // A checkpoint left from another job would be resumed as if it were this one's.
+        if (Directory.Exists(checkpoints) && Directory.EnumerateFileSystemEntries(checkpoints).Any())
+            throw new ArgumentException($"--checkpoints {checkpoints} is not empty: give each interleaved job a fresh directory");
+        var first = optionsFor(compressors[0]);
+        int total = first.Epochs * first.MaxStepsPerEpoch;
+        if (first.MaxStepsPerEpoch == 0 || total % block != 0 || first.MaxStepsPerEpoch % block != 0)
+            throw new ArgumentException($"--interleave {block} must divide the steps per epoch ({first.MaxStepsPerEpoch}); use --steps, not --epochs");
+        var blocks = compressors.ToDictionary(c => c, _ => new List<Block>());
+        var last = new Dictionary<string, SIDCoTransformer>();
+        var previous = new Dictionary<string, Training.EpochMetrics?>();
+        for (int turn = 0; turn < total / block; turn++)
+        {
+            var order = turn % 2 == 0 ? compressors : compressors.Reverse().ToArray();
+            foreach (var c in order)
+            {
+                var options = optionsFor(c);
+                options.CheckpointDirectory = Path.Combine(checkpoints, c);
+                options.CheckpointInterval = total + 1; // only where a turn stops
+                options.StopAfterSteps = (long)(turn + 1) * block;
+                var fitted = ml.Extensions.SIDCoTrainer(options).Fit(train);
+                // The last epoch's metrics cover that epoch's steps so far (a checkpoint carries the running totals):
+                // this turn's share is the difference from the previous turn's, within the same epoch.
+                var now = fitted.History.Epochs[^1];
+                var before = previous.GetValueOrDefault(c) is { } p && p.Epoch == now.Epoch ? p : null;
+                int n = now.Steps - (before?.Steps ?? 0);
+                double Share(Func<Training.EpochMetrics, double> f) => (f(now) * now.Steps - (before is null ? 0 : f(before) * before.Steps)) / n;
+                blocks[c].Add(new Block(Share(e => e.StepMs), Share(e => e.ComputeMs), Timed: now.Epoch == options.Epochs, First: c == order[0]));
+                previous[c] = now;
+                if (last.Remove(c, out var older)) older.Dispose();
+                last[c] = fitted;
+            }
+        }
+        return compressors.Select(c => new Run(c, optionsFor(c), last[c], blocks[c])).ToList();
     }
 
     /// <summary>

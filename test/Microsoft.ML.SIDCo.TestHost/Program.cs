@@ -22,6 +22,10 @@ switch (scenario)
         Console.WriteLine($"CHECK {comm.Rank} launched-by-mpirun {(MpiCommunicator.IsLaunchedByMpirun && MpiCommunicator.LaunchedWorldSize == comm.Size ? "OK" : "FAIL")}");
         // All ranks of the test run on this one machine, so every one of them shares its cores with all the others.
         Console.WriteLine($"CHECK {comm.Rank} ranks-on-this-machine {(MpiCommunicator.LaunchedLocalSize == comm.Size ? "OK" : "FAIL")} {MpiCommunicator.LaunchedLocalSize}");
+        // Every instance is the world over the same links: a second Fit in this process must not probe again.
+        var probed = CostModel.Probe(comm, repetitions: 3);
+        using (var again = new MpiCommunicator())
+            Console.WriteLine($"CHECK {comm.Rank} probe-once-per-process {(ReferenceEquals(probed, CostModel.Probe(again)) ? "OK" : "FAIL")} {probed}");
         return 0;
     }
     case "mismatch":

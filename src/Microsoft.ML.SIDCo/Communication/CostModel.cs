@@ -17,7 +17,7 @@ namespace Microsoft.ML.SIDCo.Communication;
 /// <param name="ScatterSecondsPerEntry">Local cost of scatter-adding one received entry (gamma).</param>
 public sealed record CostModel(double AlphaSeconds, double BetaSecondsPerByte, int Workers, double ScatterSecondsPerEntry = 0)
 {
-    private static readonly ConditionalWeakTable<ICommunicator, CostModel> s_cache = new();
+    private static readonly ConditionalWeakTable<object, CostModel> s_cache = new();
 
     /// <summary>Bytes each rank sends in a ring allreduce of <paramref name="elements"/> floats.</summary>
     public double DenseBytesPerRank(long elements) => Workers <= 1 ? 0 : 2.0 * (Workers - 1) / Workers * 4.0 * elements;
@@ -40,13 +40,25 @@ public sealed record CostModel(double AlphaSeconds, double BetaSecondsPerByte, i
     /// Measures alpha and beta on <paramref name="comm"/> with a short probe (small and 4 MiB allreduces,
     /// median of <paramref name="repetitions"/>, and 32 MiB ones when the link is fast), and gamma with a
     /// local scatter-add; agreed on by all ranks (rank 0's figures are broadcast).
-    /// Collective: every rank must call it. Cached per communicator.
+    /// Collective: every rank must call it. Cached per communicator; every <see cref="MpiCommunicator"/> of a
+    /// process shares one entry (they all are <c>MPI_COMM_WORLD</c> over the same links), so a process that
+    /// fits several times probes once. <see cref="Measure"/> always measures.
     /// </summary>
     public static CostModel Probe(ICommunicator comm, int repetitions = 10)
     {
         ArgumentNullException.ThrowIfNull(comm);
-        if (s_cache.TryGetValue(comm, out var cached)) return cached;
-        if (comm.Size == 1) return Remember(comm, new CostModel(0, 0, 1));
+        object key = comm is MpiCommunicator ? MpiCommunicator.World : comm;
+        if (s_cache.TryGetValue(key, out var cached)) return cached;
+        var model = Measure(comm, repetitions);
+        s_cache.AddOrUpdate(key, model);
+        return model;
+    }
+
+    /// <summary>The measurement <see cref="Probe"/> makes, without its cache (collective).</summary>
+    public static CostModel Measure(ICommunicator comm, int repetitions = 10)
+    {
+        ArgumentNullException.ThrowIfNull(comm);
+        if (comm.Size == 1) return new CostModel(0, 0, 1);
         const int Large = 1 << 20;
         var small = new float[1];
         var large = new float[Large];
@@ -73,18 +85,12 @@ public sealed record CostModel(double AlphaSeconds, double BetaSecondsPerByte, i
         double gamma = ScatterProbe(repetitions);
         var agreed = new[] { alpha, beta, gamma };
         comm.Broadcast<double>(agreed, 0);
-        return Remember(comm, new CostModel(agreed[0], agreed[1], p, agreed[2]));
+        return new CostModel(agreed[0], agreed[1], p, agreed[2]);
     }
 
     /// <summary>A model from a known link: latency in microseconds and bandwidth in Mbit/s.</summary>
     public static CostModel FromLink(double latencyMicroseconds, double megabitsPerSecond, int workers)
         => new(latencyMicroseconds * 1e-6, 8.0 / (megabitsPerSecond * 1e6), workers);
-
-    private static CostModel Remember(ICommunicator comm, CostModel model)
-    {
-        s_cache.AddOrUpdate(comm, model);
-        return model;
-    }
 
     // Seconds per entry to scatter-add spread indices into a buffer larger than the caches.
     private static double ScatterProbe(int repetitions)

@@ -34,7 +34,7 @@ public class CommunicatorContractTests
         var run = MpiRunner.Run(ranks, MpiRunner.TestHost, "contract", TimeSpan.FromSeconds(120));
         Assert.False(run.TimedOut, run.Output);
         Assert.True(run.ExitCode == 0, run.Output);
-        var names = s_expectedChecks.Concat(["chunked-allreduce", "launched-by-mpirun", "ranks-on-this-machine"]).ToArray();
+        var names = s_expectedChecks.Concat(["chunked-allreduce", "launched-by-mpirun", "ranks-on-this-machine", "probe-once-per-process"]).ToArray();
         for (int r = 0; r < ranks; r++)
         {
             var mine = run.Checks.Where(c => c.Rank == r).ToList();
