@@ -3,7 +3,8 @@
 
 Every table is pasted verbatim from a benchmark's own .md output, next to the command that made it,
 so the figures in the docs always come from a run of the code."""
-import functools, json, os, shutil, subprocess, sys
+import functools
+import math, json, os, shutil, subprocess, sys
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 art = os.path.join(root, "artifacts")
@@ -308,12 +309,6 @@ def dgc_sidco_pairs(runs):
                      f"{d['stepMs'] - d['computeMs']:.1f} / {e['stepMs'] - e['computeMs']:.1f} | {d['stepMs'] / e['stepMs']:.2f}x |")
     n = len(pairs)
     mean = lambda xs: sum(xs) / len(xs)
-    def interval(xs):
-        # 95 % interval of a mean from n paired differences (Student's t, two-sided)
-        t = {3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23, 11: 2.20, 12: 2.18}.get(len(xs) - 1, 2.0)
-        m = mean(xs)
-        sd = (sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5
-        return m, t * sd / len(xs) ** 0.5
     step_diff = [d["stepMs"] - e["stepMs"] for d, e in pairs]
     rest_diff = [(d["stepMs"] - d["computeMs"]) - (e["stepMs"] - e["computeMs"]) for d, e in pairs]
     comp_diff = [d["compressMs"] - e["compressMs"] for d, e in pairs]
@@ -325,7 +320,7 @@ def dgc_sidco_pairs(runs):
         if not a or not b:
             return float("nan"), float("nan"), float("nan"), len(a), len(b)
         return mean(a), mean(b), (mean(a) + mean(b)) / 2, len(a), len(b)
-    st = {"n": n, "step": interval(step_diff), "rest": interval(rest_diff), "compress_wins": sum(1 for x in comp_diff if x > 0),
+    st = {"n": n, "step": mean_interval(step_diff), "rest": mean_interval(rest_diff), "compress_wins": sum(1 for x in comp_diff if x > 0),
           "compress_gain": mean(comp_diff), "wins": sum(1 for x in step_diff if x > 0),
           "bytes_ratio": mean([e["bytesPerStep"] / d["bytesPerStep"] for d, e in pairs]), "order": by_order(step_diff),
           "rest_balanced": by_order(rest_diff)[2], "dgc_ms": mean([d["stepMs"] for d, _ in pairs]), "sidco_ms": mean([e["stepMs"] for _, e in pairs]),
@@ -376,6 +371,112 @@ def dgc_repeats():
         + verdict("the whole step", st["step"]) + " "
         + verdict("\"Step - compute\", which holds everything the compressor changes (its compression, the exchange of its selections and the wait for the slowest rank),", st["rest"])
         + "\n\n" + st["table"])
+
+INTERLEAVED = 6  # cluster-interleaved-1 .. cluster-interleaved-INTERLEAVED
+
+def t975(df):
+    """Two-sided 95 % quantile of Student's t with df degrees of freedom."""
+    table = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23, 11: 2.20, 12: 2.18, 13: 2.16,
+             14: 2.14, 15: 2.13, 16: 2.12, 17: 2.11, 18: 2.10, 19: 2.09, 20: 2.09, 25: 2.06, 30: 2.04, 40: 2.02, 60: 2.00}
+    return table[max(k for k in table if k <= df)]
+
+def mean_interval(xs):
+    """Mean of xs and the half-width of its 95 % interval (Student's t)."""
+    m = sum(xs) / len(xs)
+    sd = (sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5
+    return m, t975(len(xs) - 1) * sd / len(xs) ** 0.5
+
+@functools.cache
+def interleaved_pairs():
+    """DGC and SIDCo-E trained side by side in one job (turns of BLOCK steps): per-turn differences over all jobs, or None when a job is missing."""
+    jobs = []
+    for i in range(1, INTERLEAVED + 1):
+        rows = bench_results_optional(f"cluster-interleaved-{i}")
+        if rows is None:
+            missing.append(f"cluster-interleaved-{i}")
+            return None
+        by = {r["compressor"]: r for r in rows}
+        jobs.append((i, by["dgc"], by["sidco-e"]))
+    step, rest, compute, firsts, lines, job_means = [], [], [], [], [], []
+    for i, d, e in jobs:
+        n = len(d["blockStepMs"])
+        ds = [d["blockStepMs"][k] - e["blockStepMs"][k] for k in range(n)]
+        job_means.append(sum(ds) / n)
+        dc = [d["blockComputeMs"][k] - e["blockComputeMs"][k] for k in range(n)]
+        step += ds; compute += dc; rest += [a - b for a, b in zip(ds, dc)]
+        firsts += ["DGC" if f else "SIDCo-E" for f in d["blockFirst"]]
+        lines.append(f"| job {i} | {'DGC' if d['blockFirst'][0] else 'SIDCo-E'} | {n} | {d['stepMs']:.1f} | {e['stepMs']:.1f} | {d['computeMs']:.1f} / {e['computeMs']:.1f} | "
+                     f"{d['compressMs']:.1f} / {e['compressMs']:.1f} | {d['communicateMs']:.1f} / {e['communicateMs']:.1f} | "
+                     f"{d['stepMs'] - d['computeMs']:.1f} / {e['stepMs'] - e['computeMs']:.1f} | {sum(1 for x in ds if x > 0)} of {n} | {d['stepMs'] / e['stepMs']:.2f}x |")
+    mean = lambda xs: sum(xs) / len(xs)
+    ordered = sorted(step)
+    median = (ordered[(len(step) - 1) // 2] + ordered[len(step) // 2]) / 2
+    # Wilcoxon signed-rank (normal approximation): does not lean on the spread, so one slow turn cannot carry the result.
+    by_size = sorted(step, key=abs)
+    w_plus = sum(rank + 1 for rank, x in enumerate(by_size) if x > 0)
+    n = len(step)
+    z = (w_plus - n * (n + 1) / 4) / (n * (n + 1) * (2 * n + 1) / 24) ** 0.5
+    a = [x for x, f in zip(step, firsts) if f == "DGC"]
+    b = [x for x, f in zip(step, firsts) if f != "DGC"]
+    return {"jobs": jobs, "n": len(step), "step": mean_interval(step), "per_job": mean_interval(job_means), "job_means": job_means, "rest": mean_interval(rest), "compute": mean_interval(compute),
+            "wins": sum(1 for x in step if x > 0), "median": median, "wilcoxon": (z, math.erfc(abs(z) / 2 ** 0.5)), "order": (mean(a), mean(b), (mean(a) + mean(b)) / 2, len(a), len(b)),
+            "block": jobs[0][1]["interleaveBlock"], "steps": jobs[0][1]["steps"], "timed": jobs[0][1]["timedSteps"],
+            "dgc_ms": mean([d["stepMs"] for _, d, _ in jobs]), "sidco_ms": mean([e["stepMs"] for _, _, e in jobs]),
+            "table": ("| job | first turn | timed turns | DGC step ms | SIDCo-E step ms | compute DGC / SIDCo-E | compress | communicate | step - compute | turns SIDCo-E faster | DGC / SIDCo-E |\n"
+                      "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(lines))}
+
+def dgc_interleaved():
+    """SIDCo-E against DGC trained side by side in one job: paired per turn."""
+    st = interleaved_pairs()
+    if st is None:
+        return "_not run yet_"
+    (sm, sh), (rm, rh), (cm, ch) = st["step"], st["rest"], st["compute"]
+    dgc_first, sidco_first, balanced, n_a, n_b = st["order"]
+    return ("### SIDCo-E against DGC side by side in one job (100 Mbit/s, density 0.001)\n\n```bash\n"
+        f"for i in {' '.join(str(i) for i in range(1, INTERLEAVED + 1))}; do order=$([ $((i % 2)) -eq 1 ] && echo dgc,sidco-e || echo sidco-e,dgc); ./build.sh bench cluster --hosts 4 --link 100mbit --model wide-mlp --compressors $order --densities 0.001 --steps {st['steps']} --interleave {st['block']} --momentum-correction --json artifacts/bench/cluster-interleaved-$i.json; done\n```\n"
+        + measured_before_change(*[f"cluster-interleaved-{i}" for i in range(1, INTERLEAVED + 1)])
+        + "Separate runs differ in compute by more than the compressors differ (above), so here the two train side by side in one job: "
+        f"each is a whole training of its own (own model, optimizer, residuals and velocity; {st['steps']} steps, timed over the last {st['timed']}), "
+        f"and they take turns every {st['block']} steps, each turn a `Fit` that resumes from that compressor's checkpoint (`StopAfterSteps`), "
+        "the order flipping from turn to turn. A turn of one and the next turn of the other run seconds apart on the same placement of ranks on cores, "
+        f"so each pair of turns is one paired measurement: {st['n']} pairs from {len(st['jobs'])} jobs. "
+        f"Per step SIDCo-E is {st['dgc_ms'] / st['sidco_ms']:.2f}x DGC on the mean and faster in {st['wins']} of {st['n']} turns; "
+        f"the mean step difference (DGC minus SIDCo-E) is {sm:+.1f} ms, 95 % interval {sm - sh:+.1f} to {sm + sh:+.1f} ms; the median difference is "
+        f"{st['median']:+.1f} ms, and a Wilcoxon signed-rank test, which one slow turn cannot carry, gives z = {st['wilcoxon'][0]:.2f} (two-sided p = {st['wilcoxon'][1]:.3f}). "
+        f"Compute, the same work in both, now differs by {cm:+.1f} ms (interval {cm - ch:+.1f} to {cm + ch:+.1f}); \"step - compute\" differs by {rm:+.1f} ms "
+        f"(interval {rm - rh:+.1f} to {rm + rh:+.1f}). By which went first in a turn: {dgc_first:+.1f} ms over {n_a} turns DGC first, "
+        f"{sidco_first:+.1f} ms over {n_b} SIDCo-E first, {balanced:+.1f} ms as their mean. "
+        + verdict("the whole step", st["step"]).replace(" (compute of the same work varies from run to run on four ranks sharing two cores)", "")
+        + " That interval treats turns as independent. Turns of one job share its placement and the machine's slow drifts, which the pairing removes "
+        "from the differences but perhaps not from their spread; taking each job's mean difference as one measurement instead "
+        f"({', '.join(f'{m:+.1f}' for m in st['job_means'])} ms) gives {st['per_job'][0]:+.1f} ms, 95 % interval "
+        f"{st['per_job'][0] - st['per_job'][1]:+.1f} to {st['per_job'][0] + st['per_job'][1]:+.1f} ms over {len(st['jobs'])} jobs: "
+        + ("it too excludes zero." if st['per_job'][0] - st['per_job'][1] > 0 else "with so few units it includes zero.")
+        + "\n\n" + st["table"])
+
+def allreduce_summary():
+    """Where Auto picked the faster exchange and where the model's two predictions and the measured times disagree."""
+    rows = bench_results("allreduce")
+    if rows is None:
+        return ""
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["transport"], r["ranks"], r["density"]), {})[r["mode"]] = r
+    hits, misses = 0, []
+    for (transport, ranks, density), g in groups.items():
+        d, sp, auto = g["dense"], g["sparse"], g["auto"]
+        chose = auto["autoChose"]
+        faster = "sparse" if sp["medianMs"] < d["medianMs"] else "dense"
+        if chose == faster:
+            hits += 1
+        else:
+            misses.append(f"{transport} with {ranks} ranks at density {density:g} (chose {chose}: predicted {d['predictedMs']:.1f} ms dense against "
+                          f"{sp['predictedMs']:.1f} ms sparse, measured {d['medianMs']:.1f} against {sp['medianMs']:.1f} ms)")
+    share = [g["sparse"]["bytesPerRank"] / g["dense"]["bytesPerRank"] for (_, _, density), g in groups.items() if density == 0.1]
+    return (f"Auto picked the faster exchange in {hits} of {len(groups)} configurations"
+            + (": every one." if not misses else "; it missed " + "; ".join(misses) + ", a near tie in the model.")
+            + " Sparse pays most at densities 0.01 and 0.001; at 0.1 the gathered selections are "
+            f"{min(share):.2f}-{max(share):.2f} of the dense bytes, and scatter-adding millions of received entries costs much of what they save.\n")
 
 def verdict(what, interval):
     """Who wins a paired difference (DGC minus SIDCo-E) with its 95 % interval, in words."""
@@ -465,8 +566,11 @@ def cluster_speedups(at):
     over_topk_1g = [x(r(c, dd, 1000), r("topk", dd, 1000)) for c in fast for dd in (0.01, 0.001)]
     st = repeated_pairs()
     repeats_stale = measured_before_change(*[f"cluster-repeat-{i}" for i in range(1, REPEATS + 1)]) != ""
+    il = interleaved_pairs()
+    side_by_side = "" if il is None else (f"; {il['dgc_ms'] / il['sidco_ms']:.2f}x side by side in one job, where the step difference is "
+                                          f"{il['step'][0]:+.1f} ms with a 95 % interval of {il['step'][0] - il['step'][1]:+.1f} to {il['step'][0] + il['step'][1]:+.1f} ms")
     pairs = ("" if st is None else f" ({st['dgc_ms'] / st['sidco_ms']:.2f}x on the mean of the repeated pairs below"
-             + (", which predate the last SIDCo changes)" if repeats_stale else ")"))
+             + (", which predate the last SIDCo changes" if repeats_stale else "") + side_by_side + ")")
     return (f"""What the speed-ups say. At 100 Mbit/s the dense allreduce of 23 MB takes {n100['stepMs'] / 1000:.1f} s per step and every
 sparse method is {span(vs_none_100, "{:.0f}")} faster. At density 0.001 SIDCo-E takes {e['stepMs']:.0f} ms per step: {than(x(e, n100), "`none`", 0)},
 {than(x(e, t), "top-k", 1)} (whose exact selection costs {t['compressMs']:.0f} ms per step on 5.8M entries) and
@@ -474,7 +578,7 @@ sparse method is {span(vs_none_100, "{:.0f}")} faster. At density 0.001 SIDCo-E 
 per step, momentum correction included for both), and it sends {"fewer" if e['bytesPerStep'] < d['bytesPerStep'] else "more"} bytes ({e['bytesPerStep'] / 1000:.0f} against {d['bytesPerStep'] / 1000:.0f} KB per
 step). The compute of the two runs, the same work, differs by {abs(e['computeMs'] - d['computeMs']):.0f} ms here ({e['computeMs']:.0f} against {d['computeMs']:.0f} ms).
 Leaving compute out ("step - compute": compression, exchange and the wait for the slowest rank),
-SIDCo-E needs {rest(e):.0f} ms against DGC's {rest(d):.0f}. The repeated pairs below measure the difference with an interval. SIDCo-GP ({gp['stepMs']:.0f} ms)
+SIDCo-E needs {rest(e):.0f} ms against DGC's {rest(d):.0f}. The repeated pairs and the side-by-side runs below measure the difference with an interval. SIDCo-GP ({gp['stepMs']:.0f} ms)
 and SIDCo-P ({pp['stepMs']:.0f} ms) are {x(gp, d):.2f}x and {x(pp, d):.2f}x DGC. At 1 Gbit/s the dense exchange takes {n1g['stepMs'] / 1000:.2f} s, and compute
 is the larger part of a sparse step: DGC and the SIDCo variants are {span(fast_1g)} faster than `none`
 (top-k {span(topk_1g)}) and {span(over_topk_1g)} faster than top-k. At 0.001 SIDCo-E is {x(e1, n1g):.1f}x `none`, {x(e1, t1):.1f}x top-k and
@@ -612,10 +716,8 @@ sections.append("""## Allreduce: dense `MPI_Allreduce` vs sparse allreduce of SI
 for comparison; selections from SIDCo-E on Laplace data; each timing is the slowest rank's, median
 of 10 after warm-up. Bytes per rank are the cost model's (ring allreduce 2(P-1)/P 4n; allgather
 (P-1)/P K 8); "predicted" is the model with alpha, beta and the scatter cost probed at start-up.
-This run overlapped the (network-bound) cluster benchmark, which inflates absolute times; the rows of
-one configuration were measured side by side. It was made in the first session, before the probe's
-re-measure decision became collective (the only change to this path since).
-""" + "\n" + table("allreduce"))
+The rows of one configuration were measured side by side, on a machine running nothing else.
+""" + measured_before_change("allreduce") + "\n" + table("allreduce") + "\n\n" + allreduce_summary())
 sections.append("""## End-to-end training (Fashion-MNIST)
 
 ```bash
@@ -725,7 +827,7 @@ exchange (same links, same selection size per rank) started after a barrier, the
 describes.
 
 """ + measured_before_change("cluster-sparse", "cluster-accuracy-5ep", "cluster-hierarchical") + cluster_notes() + image("cluster") + "\n" + table("cluster")
-    + "\n\n### Accuracy after five epochs (2,340 steps; the link does not change the arithmetic)\n\n" + table("cluster-accuracy-5ep") + "\n\n" + dgc_repeats()
+    + "\n\n### Accuracy after five epochs (2,340 steps; the link does not change the arithmetic)\n\n" + table("cluster-accuracy-5ep") + "\n\n" + dgc_repeats() + "\n\n" + dgc_interleaved()
     + "\n\n### Hierarchical vs flat exchange (2 hosts x 2 workers)\n\n"
     + hierarchical_summary() + "\n\n" + table("cluster-hierarchical"))
 
