@@ -68,6 +68,34 @@ public sealed class EmulatedClusterTests
     }
 
     [Fact]
+    public void InterleavedCompressorsTakeTurnsInOneJobAndReportEveryTimedTurn()
+    {
+        // 8 steps in two epochs of 4, turns of 2: the second epoch (timed) holds turns 2 and 3, DGC first in turn 2.
+        string json = TempJson("interleaved.json");
+        var run = Cluster(TimeSpan.FromMinutes(10), "--hosts", "2", "--link", "1gbit", "--model", "convnet", "--compressors", "dgc,sidco-e",
+            "--densities", "0.01", "--steps", "8", "--interleave", "2", "--json", json);
+        Assert.True(run.ExitCode == 0, run.Output);
+        Assert.DoesNotContain("run failed", run.Output, StringComparison.Ordinal);
+        var rows = File.ReadAllLines(json + ".rows.jsonl").Where(l => l.Length > 0).Select(l => JsonDocument.Parse(l).RootElement)
+            .ToDictionary(r => r.GetProperty("compressor").GetString()!);
+        Assert.Equal(["dgc", "sidco-e"], rows.Keys.Order());
+        foreach (var (name, row) in rows)
+        {
+            Assert.Equal(8, row.GetProperty("steps").GetInt32());
+            Assert.Equal(4, row.GetProperty("timedSteps").GetInt32());
+            Assert.Equal(2, row.GetProperty("interleaveBlock").GetInt32());
+            var blocks = row.GetProperty("blockStepMs").EnumerateArray().Select(e => e.GetDouble()).ToArray();
+            Assert.Equal(2, blocks.Length);
+            Assert.All(blocks, b => Assert.True(b > 0, $"{name}: a turn's mean step time of {b} ms"));
+            // The turns' shares are differences of running epoch totals: equal-sized turns must average to the epoch's mean.
+            Assert.Equal(row.GetProperty("stepMs").GetDouble(), blocks.Average(), 6);
+            bool[] first = [.. row.GetProperty("blockFirst").EnumerateArray().Select(e => e.GetBoolean())];
+            Assert.Equal(name == "dgc" ? [true, false] : new[] { false, true }, first);
+        }
+        AssertTornDown();
+    }
+
+    [Fact]
     public void CtrlCDuringARunTearsEverythingDown()
     {
         // eng/ctrl-c.py types Ctrl-C on a pseudo-terminal, as a user would: SIGINT reaches the script,
