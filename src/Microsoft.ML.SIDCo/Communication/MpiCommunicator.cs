@@ -22,10 +22,10 @@ public sealed class MpiException(string operation, int code, string detail)
 public sealed unsafe class MpiCommunicator : ICommunicator
 {
     private static readonly object s_lock = new();
+    private static bool s_initializedByUs;
 
     /// <summary>Identifies <c>MPI_COMM_WORLD</c>, which every instance attaches to (a cache key for per-link measurements).</summary>
     internal static object World { get; } = new();
-    private static bool s_initializedByUs;
 
     private readonly MpiNative.Api _api;
 

@@ -1,6 +1,6 @@
 using System.Globalization;
-using System.Runtime.InteropServices;
 using System.IO.Hashing;
+using System.Runtime.InteropServices;
 using System.Text.Json;
 using Microsoft.ML.SIDCo.Communication;
 
