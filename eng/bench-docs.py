@@ -859,10 +859,11 @@ gives the same accuracy.
 {rows}
 
 Without the warm-up SIDCo-E ends {(issue5[0]['testAccuracy'] - issue5[1]['testAccuracy'])*100:.2f} points below dense: the starved first steps (epoch-1 training
-accuracy 64 % against 76 %) are never fully made up in 5 epochs. Other levers tried on the same
-command (SIDCo-E, 0.001, 5 epochs; the flag added to the second command above) and set aside,
-measured in the previous session with the earlier kernels (their statistics summed in another
-order, which moves the 5-epoch result by a few tenths: 89.17 % then, 89.34 % now without a flag):
+accuracy {issue5[1]['history'][0]['accuracy']*100:.0f} % against {issue5[0]['history'][0]['accuracy']*100:.0f} %) are not fully made up in 5 epochs. Other levers tried on the same
+command (SIDCo-E, 0.001, 5 epochs; the flag added to the second command above) and set aside were
+measured on earlier code, whose kernels summed the statistics in another order and whose stage
+controller differed, when the command without a flag gave 89.17 % ({issue5[1]['testAccuracy']*100:.2f} % now); compare
+each row with that 89.17 %:
 
 | flag | SIDCo-E | dense with the same flag |
 | --- | --- | --- |
