@@ -4,19 +4,23 @@
 # host through an rsh stand-in, so ranks talk TCP over the limited links. Everything is torn down on
 # exit, on failure and on Ctrl-C.
 #   ./build.sh bench cluster [--hosts 2,4] [--link 100mbit,1gbit] [--model wide-mlp] [--compressors ...]
-#                            [--densities ...] [--steps N | --epochs N] [--workers-per-host W] [--density-warmup STEPS]
-#                            [--momentum-correction] [--selection-cap C] [--run-timeout SECONDS] [--json FILE]
-#                            [--launch-check N] [--interleave BLOCK]
-# With --workers-per-host W > 1 every run is made twice: flat exchange and hierarchical exchange.
-# --interleave BLOCK trains all the listed compressors in one job per density, taking turns every BLOCK
-# steps (each a training of its own, resumed from its checkpoint), so their step times pair up block by block.
+#                            [--densities ...] [--steps N | --epochs N] [--dense-steps N] [--workers-per-host W]
+#                            [--density-warmup STEPS] [--no-momentum-correction] [--selection-cap C]
+#                            [--interleave BLOCK] [--run-timeout SECONDS] [--json FILE] [--launch-check N]
+# The defaults are the recipe docs/benchmarks.md reports: the 5.8M-parameter MLP, 400 steps (timed over the
+# last 200), momentum correction, and the sparse compressors of a density trained side by side in one job,
+# taking turns every 25 steps (each a training of its own, resumed from its checkpoint), so that their step
+# times pair up turn by turn instead of comparing runs made minutes apart. `none` runs alone for
+# --dense-steps (20) steps: a dense step at 100 Mbit/s takes seconds and its time does not drift.
+# --interleave 0 runs every compressor alone; with --epochs, or --workers-per-host W > 1 (every run then made
+# twice: flat and hierarchical exchange), runs are separate unless --interleave is given.
 # --launch-check N builds the hosts and starts a job that only runs `true` N times with the same
 # launch settings as the training runs, reports how many launches failed, and trains nothing.
 set -euo pipefail
 dll=${1:?benchmark dll}; shift
 hosts_list=4; links=100mbit,1gbit; model=wide-mlp; compressors=none,topk,dgc,sidco-e,sidco-gp,sidco-p
-densities=0.01,0.001; steps=40; json=artifacts/bench/cluster.json; epochs=""; per_host=1; warmup=0; recipe=; cap=
-launch_check=0; interleave=0
+densities=0.01,0.001; steps=400; dense_steps=20; json=artifacts/bench/cluster.json; epochs=""; per_host=1; warmup=0
+recipe=--momentum-correction; cap=; launch_check=0; interleave=auto
 run_timeout=1200 # seconds: a run that hangs (a rank stuck on a lost connection) is stopped and counted as failed
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -26,18 +30,34 @@ while [ $# -gt 0 ]; do
     --compressors) compressors=$2; shift 2;;
     --densities) densities=$2; shift 2;;
     --steps) steps=$2; shift 2;;
+    --dense-steps) dense_steps=$2; shift 2;;
     --epochs) epochs=$2; shift 2;;
     --json) json=$2; shift 2;;
     --workers-per-host) per_host=$2; shift 2;;
     --density-warmup) warmup=$2; shift 2;;
     --run-timeout) run_timeout=$2; shift 2;;
     --momentum-correction) recipe="--momentum-correction"; shift;;
+    --no-momentum-correction) recipe=""; shift;;
     --selection-cap) cap="--selection-cap $2"; shift 2;;
     --launch-check) launch_check=$2; shift 2;;
     --interleave) interleave=$2; shift 2;;
     *) echo "cluster: unknown option $1"; exit 2;;
   esac
 done
+
+# Which jobs to run: `none` alone; the sparse compressors one job each, or all in one interleaved job.
+sparse=$(echo "$compressors" | tr "," "\n" | { grep -vx none || true; } | paste -sd, -)
+if [ "$interleave" = auto ]; then
+  interleave=0
+  if [ -z "$epochs" ] && [ "$per_host" -eq 1 ] && [ "$(echo "$sparse" | tr ',' '\n' | grep -c .)" -ge 2 ]; then
+    # Turns of 25 steps where they divide an epoch (half the steps), else the largest divisor of it below.
+    half=$(( (steps + 1) / 2 )); interleave=25; while [ $((half % interleave)) -ne 0 ]; do interleave=$((interleave - 1)); done
+  fi
+fi
+units=()
+case ",$compressors," in *,none,*) units+=(none);; esac
+if [ "$interleave" -gt 0 ] && [ -n "$sparse" ]; then units+=("$sparse")
+else for c in $(echo "$sparse" | tr ',' ' '); do units+=("$c"); done; fi
 
 if [ "$(id -u)" -ne 0 ]; then echo "cluster: needs root (it creates network namespaces, veth links, a bridge and tc qdiscs). Run as root."; exit 1; fi
 for tool in ip tc mpirun; do
@@ -123,8 +143,8 @@ for n in $(echo "$hosts_list" | tr ',' ' '); do
       continue
     fi
     echo "cluster: $n hosts at $link ($hostlist)"
-    units=$(echo "$compressors" | tr ',' ' '); [ "$interleave" -gt 0 ] && units=$compressors # one job trains them all
-    for c in $units; do
+    for c in "${units[@]}"; do
+      run_steps=$steps; [ "$c" = none ] && run_steps=$dense_steps
       for d in $(echo "$densities" | tr ',' ' '); do
         [ "$c" = none ] && [ "$d" != "${densities%%,*}" ] && continue
         layouts=flat; [ "$per_host" -gt 1 ] && [ "$c" != none ] && layouts="flat hierarchical"
@@ -137,7 +157,7 @@ for n in $(echo "$hosts_list" | tr ',' ' '); do
         for attempt in 1 2 3; do
           session=$(mktemp -d "$work/session.XXXXXX")
           if ! timeout --foreground --kill-after=30 "$run_timeout" "${launch[@]}" --mca orte_tmpdir_base "$session" \
-            dotnet "$root/$dll" cluster-worker --compressors "$c" --interleave "$interleave" --checkpoints "$session/checkpoints" --density "$d" --steps "$steps" --model "$model" --link-mbps "$mbps" --hosts "$n" ${epochs:+--epochs $epochs} --workers-per-host "$per_host" --density-warmup "$warmup" $recipe $cap $extra \
+            dotnet "$root/$dll" cluster-worker --compressors "$c" --interleave "$([ "$c" = none ] && echo 0 || echo "$interleave")" --checkpoints "$session/checkpoints" --density "$d" --steps "$run_steps" --model "$model" --link-mbps "$mbps" --hosts "$n" ${epochs:+--epochs $epochs} --workers-per-host "$per_host" --density-warmup "$warmup" $recipe $cap $extra \
             > "$work/run.log" 2>&1; then
             # The whole log is kept beside the JSON: a retry overwrites run.log, and the excerpt rarely says why.
             failed_log="$json.failed-$c-$d-$layout-$mbps-$attempt.log"

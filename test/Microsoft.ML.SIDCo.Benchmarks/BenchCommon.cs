@@ -33,13 +33,17 @@ internal sealed class BenchArgs
 
 internal static class Bench
 {
-    /// <summary>The benchmarks' models by name: the sample's ConvNet, the wider ConvNet of `bench training`, the 5.8M-parameter MLP of `bench cluster`.</summary>
+    /// <summary>
+    /// The benchmarks' models by name: "convnet", the sample's ConvNet (317,066 parameters; "convnet-wide" is its
+    /// older name); "convnet-small", the library's default <see cref="SIDCoModels.ConvNet"/> (quick runs in tests);
+    /// "wide-mlp", the 5.8M-parameter MLP of <c>bench cluster</c>.
+    /// </summary>
     public static ModelDefinition Model(string name) => name switch
     {
-        "convnet" => SIDCoModels.ConvNet(),
-        "convnet-wide" => SIDCoModels.ConvNet(conv1: 32, conv2: 64, hidden: 256),
+        "convnet" or "convnet-wide" => SIDCoModels.ConvNet(conv1: 32, conv2: 64, hidden: 256),
+        "convnet-small" => SIDCoModels.ConvNet(),
         "wide-mlp" => SIDCoModels.Mlp(2048, 2048),
-        _ => throw new ArgumentException($"unknown model '{name}' (convnet, convnet-wide, wide-mlp)"),
+        _ => throw new ArgumentException($"unknown model '{name}' (convnet, convnet-small, wide-mlp)"),
     };
 
     public static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull };
@@ -61,13 +65,13 @@ internal static class Bench
         return runs % 2 == 1 ? t[runs / 2] : 0.5 * (t[runs / 2 - 1] + t[runs / 2]);
     }
 
-    /// <summary>Writes {"results":[...]} to <paramref name="path"/> and a markdown table beside it (.md).</summary>
-    public static void WriteResults<T>(string? path, IReadOnlyList<T> rows, string table)
+    /// <summary>Writes {"results":[...]} (and "comparisons" when given) to <paramref name="path"/> and a markdown table beside it (.md).</summary>
+    public static void WriteResults<T>(string? path, IReadOnlyList<T> rows, string table, object? comparisons = null)
     {
         Console.WriteLine(table);
         if (path is null) return;
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
-        File.WriteAllText(path, JsonSerializer.Serialize(new { results = rows }, Json));
+        File.WriteAllText(path, JsonSerializer.Serialize(new { results = rows, comparisons }, Json));
         File.WriteAllText(Path.ChangeExtension(path, ".md"), table);
         Console.WriteLine($"wrote {path} and {Path.ChangeExtension(path, ".md")}");
     }

@@ -191,10 +191,67 @@ internal static class ClusterBenchmark
         sb.AppendLine();
         sb.Append(Bench.Table(["workers", "density", "P x density", "dense allreduce ms", "sparse allgather ms", "Auto picks"],
             projection.Select(x => new[] { x.P.ToString(), Bench.F(x.Density, "G3"), Bench.F(x.P * x.Density, "G3"), Bench.F(x.DenseMs, "F1"), Bench.F(x.SparseMs, "F1"), x.Auto })));
+        var paired = PairedComparisons(rows);
+        if (paired.Count > 0)
+        {
+            sb.AppendLine();
+            sb.AppendLine("**Side by side**: the compressors of an interleaved job took turns on the same placement of ranks on cores, so their timed turns pair up. " +
+                "Per pair of turns, the difference in step time (reference minus compressor; positive: the compressor is faster), its mean with a 95 % Student-t interval over the pairs, " +
+                "the same for step - compute (compression, exchange and the wait for the slowest rank), and how many turns the compressor was faster:");
+            sb.AppendLine();
+            sb.Append(Bench.Table(["hosts", "link Mbit/s", "density", "compressor", "vs", "turns", "step ms (vs / this)", "ratio", "step diff. ms [95 % interval]", "step - compute diff. ms [95 % interval]", "faster in"],
+                paired.Select(c => new[]
+                {
+                    c.Hosts.ToString(System.Globalization.CultureInfo.InvariantCulture), c.LinkMbps.ToString(System.Globalization.CultureInfo.InvariantCulture), Bench.F(c.Density, "G3"), c.Compressor, c.Reference,
+                    c.Turns.ToString(System.Globalization.CultureInfo.InvariantCulture), $"{Bench.F(c.ReferenceStepMs, "F1")} / {Bench.F(c.StepMs, "F1")}", Bench.F(c.Ratio, "F2") + "x",
+                    $"{Bench.F(c.StepDiffMs, "+0.0;-0.0")} [{Bench.F(c.StepDiffLowMs, "+0.0;-0.0")}, {Bench.F(c.StepDiffHighMs, "+0.0;-0.0")}]",
+                    $"{Bench.F(c.NonComputeDiffMs, "+0.0;-0.0")} [{Bench.F(c.NonComputeDiffLowMs, "+0.0;-0.0")}, {Bench.F(c.NonComputeDiffHighMs, "+0.0;-0.0")}]",
+                    $"{c.Faster} of {c.Turns}",
+                })));
+        }
         string json = a.Get("json", "artifacts/bench/cluster.json");
-        Bench.WriteResults(json, rows, sb.ToString());
+        Bench.WriteResults(json, rows, sb.ToString(), paired.Count > 0 ? paired : null);
         PlotProjection(projection, Path.ChangeExtension(json, ".png"));
         return 0;
+    }
+
+    /// <summary>A compressor against a reference (DGC or top-k) over the timed turns they took side by side in one interleaved job.</summary>
+    public sealed record PairedComparison(int Hosts, int LinkMbps, double Density, string Compressor, string Reference, int Turns, double StepMs, double ReferenceStepMs, double Ratio,
+        double StepDiffMs, double StepDiffLowMs, double StepDiffHighMs, double NonComputeDiffMs, double NonComputeDiffLowMs, double NonComputeDiffHighMs, int Faster);
+
+    // Every compressor of an interleaved job against DGC and top-k of the same job: turn i of one and turn i of the
+    // other ran seconds apart on the same ranks, so each pair of turns is one paired measurement.
+    private static List<PairedComparison> PairedComparisons(List<Row> rows)
+    {
+        var result = new List<PairedComparison>();
+        foreach (var job in rows.Where(r => r.BlockStepMs is { Length: > 1 } && r.BlockComputeMs is not null)
+                     .GroupBy(r => (r.Hosts, r.LinkMbps, r.WorkersPerHost, r.Exchange, r.Density, r.InterleaveBlock)))
+        {
+            foreach (string reference in new[] { "dgc", "topk" })
+            {
+                if (job.FirstOrDefault(r => r.Compressor == reference) is not { } b) continue;
+                foreach (var r in job.Where(r => r.Compressor != reference && r.BlockStepMs!.Length == b.BlockStepMs!.Length))
+                {
+                    var step = b.BlockStepMs!.Zip(r.BlockStepMs!, (x, y) => x - y).ToArray();
+                    var rest = Enumerable.Range(0, step.Length).Select(i => (b.BlockStepMs![i] - b.BlockComputeMs![i]) - (r.BlockStepMs![i] - r.BlockComputeMs![i])).ToArray();
+                    var (sm, sl, sh) = MeanInterval(step);
+                    var (nm, nl, nh) = MeanInterval(rest);
+                    result.Add(new PairedComparison(r.Hosts, r.LinkMbps, r.Density, r.Compressor, reference, step.Length, r.BlockStepMs!.Average(), b.BlockStepMs!.Average(),
+                        b.BlockStepMs!.Average() / r.BlockStepMs!.Average(), sm, sl, sh, nm, nl, nh, step.Count(d => d > 0)));
+                }
+            }
+        }
+        return result;
+    }
+
+    /// <summary>The mean of <paramref name="x"/> and its two-sided 95 % Student-t interval.</summary>
+    public static (double Mean, double Low, double High) MeanInterval(IReadOnlyList<double> x)
+    {
+        double mean = x.Average();
+        if (x.Count < 2) return (mean, double.NaN, double.NaN);
+        double sd = Math.Sqrt(x.Sum(v => (v - mean) * (v - mean)) / (x.Count - 1));
+        double half = MathNet.Numerics.Distributions.StudentT.InvCDF(0, 1, x.Count - 1, 0.975) * sd / Math.Sqrt(x.Count);
+        return (mean, mean - half, mean + half);
     }
 
     // Runs joined from several sweeps may differ in length (a dense run at 100 Mbit/s takes seconds per step).

@@ -39,7 +39,7 @@ internal static class CompressionBenchmark
                 "laplace" => Laplace(maxN, 1),
                 "heavy" => StudentT3(maxN, 2),
                 "real" => RealGradients(maxN),
-                "real-convnet" => RealGradients(maxN, Bench.Model("convnet-wide"), firstCapture: 200),
+                "real-convnet" => RealGradients(maxN, Bench.Model("convnet"), firstCapture: 200),
                 _ => throw new ArgumentException($"unknown data '{kind}' (laplace, heavy, real, real-convnet)"),
             };
             foreach (int n in elements)
@@ -178,7 +178,7 @@ internal static class CompressionBenchmark
 
     /// <summary>
     /// Gradients captured from a model trained on Fashion-MNIST (by default the wide MLP; "real-convnet":
-    /// the training benchmark's convnet-wide), at several points of training from step <paramref name="firstCapture"/> on,
+    /// the training benchmark's and the sample's convnet), at several points of training from step <paramref name="firstCapture"/> on,
     /// concatenated to <paramref name="n"/> values.
     /// </summary>
     public static float[] RealGradients(int n, ModelDefinition? definition = null, int firstCapture = 0)

@@ -4,7 +4,7 @@ using Microsoft.ML.SIDCo.Benchmarks;
 //   compression [--elements N,..] [--densities d,..] [--data laplace,heavy,real] [--compressors a,b] [--runs 10] [--json FILE]
 //   kernels     [--elements N,..] [--runs 20] [--accelerator preferred|cpu] [--json FILE]   (cpu-simd vs ILGPU, a GPU when present)
 //   allreduce   [--ranks 2,4] [--elements N] [--densities d,..] [--runs 10] [--json FILE]
-//   training    [--transport mpi|inprocess] [--workers 4] [--compressors ..] [--densities ..] [--epochs N] [--model convnet|convnet-wide|wide-mlp] [--json FILE]
+//   training    [--transport mpi|inprocess] [--workers 4] [--compressors ..] [--densities ..] [--epochs 5] [--density-warmup 200] [--model convnet|convnet-small|wide-mlp] [--json FILE]
 if (args.Length == 0)
 {
     Console.Error.WriteLine("usage: Microsoft.ML.SIDCo.Benchmarks compression|kernels|allreduce|training [options]   (see docs/benchmarks.md)");

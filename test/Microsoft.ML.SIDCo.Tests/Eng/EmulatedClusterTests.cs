@@ -49,7 +49,7 @@ public sealed class EmulatedClusterTests
     public void TrainsOneRankPerHostOverTheLimitedLinksThenTearsDown()
     {
         string json = TempJson("cluster.json");
-        var run = Cluster(TimeSpan.FromMinutes(10), "--hosts", "2", "--link", "1gbit", "--model", "convnet", "--compressors", "sidco-e",
+        var run = Cluster(TimeSpan.FromMinutes(10), "--hosts", "2", "--link", "1gbit", "--model", "convnet-small", "--compressors", "sidco-e",
             "--densities", "0.01", "--steps", "4", "--json", json);
         Assert.True(run.ExitCode == 0, run.Output);
         Assert.DoesNotContain("run failed", run.Output, StringComparison.Ordinal);
@@ -68,22 +68,28 @@ public sealed class EmulatedClusterTests
     }
 
     [Fact]
-    public void InterleavedCompressorsTakeTurnsInOneJobAndReportEveryTimedTurn()
+    public void ByDefaultSparseCompressorsTakeTurnsInOneJobAndNoneRunsAlone()
     {
-        // 8 steps in two epochs of 4, turns of 2: the second epoch (timed) holds turns 2 and 3, DGC first in turn 2.
+        // No --interleave: the default. 100 steps in two epochs of 50, turns of 25: the second epoch (timed) holds
+        // turns 2 and 3, DGC first in turn 2. `none` runs alone for --dense-steps.
         string json = TempJson("interleaved.json");
-        var run = Cluster(TimeSpan.FromMinutes(10), "--hosts", "2", "--link", "1gbit", "--model", "convnet", "--compressors", "dgc,sidco-e",
-            "--densities", "0.01", "--steps", "8", "--interleave", "2", "--json", json);
+        var run = Cluster(TimeSpan.FromMinutes(10), "--hosts", "2", "--link", "1gbit", "--model", "convnet-small", "--compressors", "none,dgc,sidco-e",
+            "--densities", "0.01", "--steps", "100", "--dense-steps", "4", "--json", json);
         Assert.True(run.ExitCode == 0, run.Output);
         Assert.DoesNotContain("run failed", run.Output, StringComparison.Ordinal);
         var rows = File.ReadAllLines(json + ".rows.jsonl").Where(l => l.Length > 0).Select(l => JsonDocument.Parse(l).RootElement)
             .ToDictionary(r => r.GetProperty("compressor").GetString()!);
-        Assert.Equal(["dgc", "sidco-e"], rows.Keys.Order());
-        foreach (var (name, row) in rows)
+        Assert.Equal(["dgc", "none", "sidco-e"], rows.Keys.Order());
+        Assert.Equal(4, rows["none"].GetProperty("steps").GetInt32());
+        Assert.False(rows["none"].TryGetProperty("interleaveBlock", out _));
+        Assert.True(rows["none"].GetProperty("momentumCorrection").GetBoolean());
+        var turns = new Dictionary<string, double[]>();
+        foreach (var name in new[] { "dgc", "sidco-e" })
         {
-            Assert.Equal(8, row.GetProperty("steps").GetInt32());
-            Assert.Equal(4, row.GetProperty("timedSteps").GetInt32());
-            Assert.Equal(2, row.GetProperty("interleaveBlock").GetInt32());
+            var row = rows[name];
+            Assert.Equal(100, row.GetProperty("steps").GetInt32());
+            Assert.Equal(50, row.GetProperty("timedSteps").GetInt32());
+            Assert.Equal(25, row.GetProperty("interleaveBlock").GetInt32());
             var blocks = row.GetProperty("blockStepMs").EnumerateArray().Select(e => e.GetDouble()).ToArray();
             Assert.Equal(2, blocks.Length);
             Assert.All(blocks, b => Assert.True(b > 0, $"{name}: a turn's mean step time of {b} ms"));
@@ -91,7 +97,15 @@ public sealed class EmulatedClusterTests
             Assert.Equal(row.GetProperty("stepMs").GetDouble(), blocks.Average(), 6);
             bool[] first = [.. row.GetProperty("blockFirst").EnumerateArray().Select(e => e.GetBoolean())];
             Assert.Equal(name == "dgc" ? [true, false] : new[] { false, true }, first);
+            turns[name] = blocks;
         }
+        // The report pairs the turns: SIDCo-E against DGC is the mean of DGC's turn minus SIDCo-E's.
+        var comparison = JsonDocument.Parse(File.ReadAllText(json)).RootElement.GetProperty("comparisons").EnumerateArray()
+            .Single(c => c.GetProperty("compressor").GetString() == "sidco-e" && c.GetProperty("reference").GetString() == "dgc");
+        Assert.Equal(2, comparison.GetProperty("turns").GetInt32());
+        Assert.Equal(turns["dgc"].Zip(turns["sidco-e"], (d, e) => d - e).Average(), comparison.GetProperty("stepDiffMs").GetDouble(), 6);
+        Assert.Equal(turns["dgc"].Zip(turns["sidco-e"]).Count(p => p.First > p.Second), comparison.GetProperty("faster").GetInt32());
+        Assert.True(comparison.GetProperty("stepDiffLowMs").GetDouble() <= comparison.GetProperty("stepDiffMs").GetDouble());
         AssertTornDown();
     }
 
@@ -101,7 +115,7 @@ public sealed class EmulatedClusterTests
         // eng/ctrl-c.py types Ctrl-C on a pseudo-terminal, as a user would: SIGINT reaches the script,
         // mpirun and the ranks together.
         var run = MpiRunner.RunCommand("python3", [Path.Combine(MpiRunner.RepoRoot, "eng", "ctrl-c.py"), "20", "bash", Script,
-            Path.GetRelativePath(MpiRunner.RepoRoot, BenchmarksDll), "--hosts", "2", "--link", "100mbit", "--model", "convnet",
+            Path.GetRelativePath(MpiRunner.RepoRoot, BenchmarksDll), "--hosts", "2", "--link", "100mbit", "--model", "convnet-small",
             "--compressors", "sidco-e", "--densities", "0.01", "--steps", "100000", "--json", TempJson("interrupted.json")], TimeSpan.FromMinutes(5));
         Assert.False(run.TimedOut, run.Output);
         Assert.Contains("cluster: interrupted, tearing down", run.Output, StringComparison.Ordinal);
