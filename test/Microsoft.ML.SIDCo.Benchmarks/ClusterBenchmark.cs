@@ -17,7 +17,7 @@ internal static class ClusterBenchmark
     public sealed record Row(string Compressor, double Density, int Hosts, int LinkMbps, double StepMs, double ComputeMs, double CompressMs, double CommunicateMs,
         double PredictedCommunicateMs, double BytesPerStep, double TestAccuracy, int Steps, double ExamplesPerSecond, double AlphaUs, double BetaNsPerByte, int Parameters, string Model, double SparseFraction, int WorkersPerHost = 1, string Exchange = "flat", int DensityWarmupSteps = 0,
         double? IsolatedExchangeMs = null, bool MomentumCorrection = false, string Schedule = "constant", int? TimedSteps = null, int? TorchThreads = null, double SelectionCap = 0,
-        int? InterleaveBlock = null, double[]? BlockStepMs = null, double[]? BlockComputeMs = null, bool[]? BlockFirst = null);
+        int? InterleaveBlock = null, double[]? BlockStepMs = null, double[]? BlockComputeMs = null, bool[]? BlockFirst = null, double WaitMs = 0);
 
     /// <summary>
     /// One rank of a run. With <c>--interleave B</c> the listed compressors (<c>--compressors a,b</c>) train side by
@@ -74,7 +74,7 @@ internal static class ClusterBenchmark
                 comm.Size * options.WorkersPerRank * options.BatchSize / W(e => e.StepMs) * 1000, cost.AlphaSeconds * 1e6, cost.BetaSecondsPerByte * 1e9, parameters, model.Descriptor, W(e => e.SparseFraction),
                 options.WorkersPerRank, options.HierarchicalExchange ? "hierarchical" : "flat", options.DensityWarmupSteps, isolatedMs, options.MomentumCorrection, "cosine", timed, TorchSharp.torch.get_num_threads(), options.SelectionCap,
                 block == 0 ? null : block, run.Blocks?.Where(b => b.Timed).Select(b => b.StepMs).ToArray(), run.Blocks?.Where(b => b.Timed).Select(b => b.ComputeMs).ToArray(),
-                run.Blocks?.Where(b => b.Timed).Select(b => b.First).ToArray());
+                run.Blocks?.Where(b => b.Timed).Select(b => b.First).ToArray(), W(e => e.WaitMs));
             Console.WriteLine("RESULT " + JsonSerializer.Serialize(row, Bench.JsonLine));
         }
         return 0;
@@ -161,14 +161,15 @@ internal static class ClusterBenchmark
             Row? Base(string name, double d) => g.FirstOrDefault(r => r.Compressor == name && (name == "none" || r.Density == d) && r.Exchange == "flat");
             sb.AppendLine($"**{g.Key.Hosts} hosts{(g.Key.WorkersPerHost > 1 ? $" x {g.Key.WorkersPerHost} workers" : "")} at {g.Key.LinkMbps} Mbit/s**, {g.First().Model} ({g.First().Parameters:N0} parameters), {StepsText(g)}{(g.First().DensityWarmupSteps > 0 ? $" (density warm-up over the first {g.First().DensityWarmupSteps})" : "")}, learning rate {(g.First().Schedule == "cosine" ? "0.05 with 50 warm-up steps and a cosine decay" : "0.05 constant")}{(g.First().MomentumCorrection ? ", momentum correction" : "")}{(g.First().SelectionCap > 0 ? $", selection cap {g.First().SelectionCap:G4} k" : "")}; probe after training: alpha {g.First().AlphaUs:F0} us, beta {g.First().BetaNsPerByte:F2} ns/B");
             sb.AppendLine();
-            sb.Append(Bench.Table(["compressor", "exchange", "density", "step ms", "compute", "compress", "communicate", "predicted comm.", "pred./meas.", "exchange alone", "pred./alone", "examples/s", "bytes/step", "test acc.", "vs none", "vs topk", "vs dgc"],
+            sb.Append(Bench.Table(["compressor", "exchange", "density", "step ms", "compute", "compress", "communicate", "of which wait", "predicted comm.", "pred./meas.", "pred./(meas. - wait)", "exchange alone", "pred./alone", "examples/s", "bytes/step", "test acc.", "vs none", "vs topk", "vs dgc"],
                 g.Select(r =>
                 {
                     string Speed(Row? b) => b is null ? "-" : Bench.F(b.StepMs / r.StepMs, "F1") + "x";
                     return new[]
                     {
                         r.Compressor, r.Exchange, r.Compressor == "none" ? "-" : Bench.F(r.Density, "G3"), Bench.F(r.StepMs, "F0"), Bench.F(r.ComputeMs, "F0"), Bench.F(r.CompressMs, "F1"),
-                        Bench.F(r.CommunicateMs, "F1"), Bench.F(r.PredictedCommunicateMs, "F1"), Bench.F(r.PredictedCommunicateMs / r.CommunicateMs, "F2"),
+                        Bench.F(r.CommunicateMs, "F1"), r.Compressor == "none" ? "-" : Bench.F(r.WaitMs, "F1"), Bench.F(r.PredictedCommunicateMs, "F1"), Bench.F(r.PredictedCommunicateMs / r.CommunicateMs, "F2"),
+                        r.Compressor == "none" ? "-" : Bench.F(r.PredictedCommunicateMs / (r.CommunicateMs - r.WaitMs), "F2"),
                         r.IsolatedExchangeMs is { } alone ? Bench.F(alone, "F1") : "-", r.IsolatedExchangeMs is { } m ? Bench.F(r.PredictedCommunicateMs / m, "F2") : "-",
                         Bench.F(r.ExamplesPerSecond, "F0"), Bench.F(r.BytesPerStep, "N0"), Bench.F(r.TestAccuracy * 100, "F2") + " %",
                         Speed(Base("none", r.Density)), Speed(Base("topk", r.Density)), Speed(Base("dgc", r.Density)),

@@ -23,7 +23,12 @@ public enum ExchangeMode
 /// <param name="PredictedSparseMs">The model's prediction for the sparse allgather.</param>
 /// <param name="BytesPerRank">Bytes each rank sends in the mode used, per the model.</param>
 /// <param name="ElapsedMs">Measured wall time of the exchange.</param>
-public readonly record struct ExchangeStats(ExchangeMode Mode, int LocalSelected, long TotalSelected, double PredictedDenseMs, double PredictedSparseMs, double BytesPerRank, double ElapsedMs)
+/// <param name="WaitMs">
+/// The part of <paramref name="ElapsedMs"/> spent in the allgather of the counts that opens a sparse or automatic
+/// exchange: no worker leaves it before the last one has arrived, so it is this worker's wait for the slowest one
+/// (plus one small message's latency). The cost model describes the rest; 0 for a dense allreduce, whose wait stays inside.
+/// </param>
+public readonly record struct ExchangeStats(ExchangeMode Mode, int LocalSelected, long TotalSelected, double PredictedDenseMs, double PredictedSparseMs, double BytesPerRank, double ElapsedMs, double WaitMs = 0)
 {
     /// <summary>The model's prediction for the mode used.</summary>
     public double PredictedMs => Mode == ExchangeMode.Dense ? PredictedDenseMs : PredictedSparseMs;
@@ -90,6 +95,7 @@ public sealed class GradientExchange
         long start = Stopwatch.GetTimestamp();
         int p = _comm.Size;
         _comm.AllGather<int>([local.Count], _counts);
+        double waitMs = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
         long total = 0;
         foreach (int c in _counts) total += c;
         int valueBytes = HalfPrecisionValues ? 2 : 4;
@@ -134,7 +140,7 @@ public sealed class GradientExchange
         }
         if (p > 1) TensorPrimitives.Multiply(averaged, 1f / p, averaged);
         double bytes = mode == ExchangeMode.Dense ? Model.DenseBytesPerRank(Length) : Model.SparseBytesPerRank(total, valueBytes);
-        return new ExchangeStats(mode, local.Count, total, denseMs, sparseMs, bytes, Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+        return new ExchangeStats(mode, local.Count, total, denseMs, sparseMs, bytes, Stopwatch.GetElapsedTime(start).TotalMilliseconds, waitMs);
     }
 
     /// <summary>Dense allreduce of <paramref name="gradient"/> in place, divided by the worker count. Collective.</summary>

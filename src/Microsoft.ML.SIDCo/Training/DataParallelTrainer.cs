@@ -169,7 +169,7 @@ public static class DataParallelTrainer
         var optimizer = FlatOptimizer.Create(s.Optimizer, ps.Length, s.Momentum, s.Nesterov, s.WeightDecay, s.AdamBeta1, s.AdamBeta2, s.AdamEpsilon);
         var history = new TrainingHistory();
         long step = 0;
-        // [loss, correct, examples, compute, compress, communicate, predicted, selected, bytes, quality, sparse steps, skipped, steps, step ms, stages]:
+        // [loss, correct, examples, compute, compress, communicate, predicted, selected, bytes, quality, sparse steps, skipped, steps, step ms, stages, wait]:
         // this worker's running totals of the epoch in progress (a checkpoint keeps them, so a resumed epoch reports all its steps).
         var acc = new double[EpochTotalsLength];
         if (s.CheckpointDirectory is { } dir && s.Resume && TrainingCheckpoint.TryLoad(dir, comm, fingerprint, ps, optimizer, hook, acc.Length) is { } resumed)
@@ -245,6 +245,7 @@ public static class DataParallelTrainer
                 acc[10] += hs.Mode == ExchangeMode.Sparse ? 1 : 0; acc[11] += hs.Skipped ? 1 : 0; acc[12] += 1;
                 acc[13] += Stopwatch.GetElapsedTime(stepStart).TotalMilliseconds;
                 acc[14] += hs.Stages;
+                acc[15] += hs.WaitMs;
                 // A checkpoint is due every CheckpointInterval steps and where StopAfterSteps ends the run (so the next run
                 // resumes there); one due on an epoch's last step is written after the epoch's metrics join the history.
                 if (s.CheckpointDirectory is { } cdir && (step % s.CheckpointInterval == 0 || StopsHere(s, step)) && inEpoch < stepsPerEpoch - 1)
@@ -273,6 +274,7 @@ public static class DataParallelTrainer
                 CompressMs = acc[4] / workerSteps,
                 CommunicateMs = acc[5] / workerSteps,
                 PredictedCommunicateMs = acc[6] / workerSteps,
+                WaitMs = acc[15] / workerSteps,
                 StepMs = acc[13] / workerSteps,
                 SparseFraction = acc[10] / workerSteps,
                 Stages = acc[14] / workerSteps,
@@ -289,7 +291,7 @@ public static class DataParallelTrainer
     }
 
     /// <summary>How many running totals a worker keeps per epoch (and a checkpoint holds per rank).</summary>
-    internal const int EpochTotalsLength = 15;
+    internal const int EpochTotalsLength = 16;
 
     private static bool StopsHere(TrainingSettings s, long step) => s.StopAfterSteps > 0 && step == s.StopAfterSteps;
 

@@ -22,7 +22,8 @@ public sealed record GradientHookContext(ICommunicator Communicator, int Length,
 /// <param name="Stages">Estimation stages used (1 when not applicable).</param>
 /// <param name="Skipped">True when this worker's contribution was dropped (non-finite values, SkipStep policy).</param>
 /// <param name="PredictedCommunicateMs">The cost model's prediction for the exchange used.</param>
-public readonly record struct GradientHookStats(double CompressMs, double CommunicateMs, long Selected, double BytesSent, double AchievedOverTarget, ExchangeMode Mode, int Stages, bool Skipped, double PredictedCommunicateMs);
+/// <param name="WaitMs">The part of <paramref name="CommunicateMs"/> spent waiting for the slowest worker to reach the exchange (<see cref="ExchangeStats.WaitMs"/>); 0 where not measured.</param>
+public readonly record struct GradientHookStats(double CompressMs, double CommunicateMs, long Selected, double BytesSent, double AchievedOverTarget, ExchangeMode Mode, int Stages, bool Skipped, double PredictedCommunicateMs, double WaitMs = 0);
 
 /// <summary>
 /// The pluggable step between backward and the optimizer: receives this worker's flat gradient and
@@ -198,7 +199,7 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
         }
         double compressMs = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
         var e = _exchange.AllReduce(_sparse, gradient);
-        return new GradientHookStats(compressMs, e.ElapsedMs, c.Selected, e.BytesPerRank, c.AchievedOverTarget, e.Mode, c.Stages, c.Skipped, e.PredictedMs);
+        return new GradientHookStats(compressMs, e.ElapsedMs, c.Selected, e.BytesPerRank, c.AchievedOverTarget, e.Mode, c.Stages, c.Skipped, e.PredictedMs, e.WaitMs);
     }
 
     // Momentum correction: u = m u + g on this worker; returns u.

@@ -45,10 +45,10 @@ public sealed class HierarchicalCompressionHook(CompressionHookOptions options) 
         long shareStart = Stopwatch.GetTimestamp();
         comm.Local.Broadcast(gradient, 0);
         // Every worker reports the leader's figures (shared with the result) plus its own local time.
-        var figures = new double[] { stats.CompressMs, stats.CommunicateMs, stats.Selected, stats.BytesSent, stats.AchievedOverTarget, (double)stats.Mode, stats.Stages, stats.Skipped ? 1 : 0, stats.PredictedCommunicateMs };
+        var figures = new double[] { stats.CompressMs, stats.CommunicateMs, stats.Selected, stats.BytesSent, stats.AchievedOverTarget, (double)stats.Mode, stats.Stages, stats.Skipped ? 1 : 0, stats.PredictedCommunicateMs, stats.WaitMs };
         comm.Local.Broadcast<double>(figures, 0);
         double shareMs = Stopwatch.GetElapsedTime(shareStart).TotalMilliseconds;
-        return new GradientHookStats(figures[0], figures[1] + localMs + shareMs, (long)figures[2], figures[3], figures[4], (ExchangeMode)(int)figures[5], (int)figures[6], figures[7] != 0, figures[8]);
+        return new GradientHookStats(figures[0], figures[1] + localMs + shareMs, (long)figures[2], figures[3], figures[4], (ExchangeMode)(int)figures[5], (int)figures[6], figures[7] != 0, figures[8], figures[9]);
     }
 
     /// <inheritdoc />

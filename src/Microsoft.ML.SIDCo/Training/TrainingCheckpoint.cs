@@ -20,7 +20,8 @@ internal static class TrainingCheckpoint
 {
     // 2: the stage controller saves its tracking flag; 3: SIDCo saves its peaks bound; 4: and SIDCo-GP its last gamma fit;
     // 5: every rank's running totals of the epoch in progress, so a run resumed mid-epoch reports that epoch whole.
-    private const int Format = 5;
+    // 6: the totals hold the wait for the slowest worker.
+    private const int Format = 6;
     private const string ManifestName = "manifest.json";
 
     private sealed record Manifest(int Format, long Step, long Settings, long Layout, int Workers, Dictionary<string, string> Files);

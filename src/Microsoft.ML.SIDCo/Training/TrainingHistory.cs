@@ -34,6 +34,12 @@ public sealed record EpochMetrics
     public double CommunicateMs { get; init; }
     /// <summary>Mean exchange time per step predicted by the cost model (ms).</summary>
     public double PredictedCommunicateMs { get; init; }
+    /// <summary>
+    /// The part of <see cref="CommunicateMs"/> spent waiting for the slowest worker to reach the exchange (ms): the
+    /// time in the counts allgather that opens a sparse exchange. It comes from uneven compute, not from the link,
+    /// so the cost model leaves it out; dense steps hold their wait inside the allreduce and add nothing here.
+    /// </summary>
+    public double WaitMs { get; init; }
     /// <summary>Mean wall time per step (ms).</summary>
     public double StepMs { get; init; }
     /// <summary>Steps on which a sparse exchange was used, as a fraction.</summary>

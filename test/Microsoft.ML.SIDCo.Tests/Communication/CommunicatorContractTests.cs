@@ -110,6 +110,41 @@ public class CommunicationFaultTests
     }
 }
 
+public class GradientExchangeWaitTests
+{
+    [Fact]
+    public void TheWaitForALateWorkerIsTheCountsAllgatherAndTheDenseAllreduceReportsNone()
+    {
+        // Worker 1 reaches the exchange 300 ms after worker 0: worker 0 must spend at least that long in the
+        // counts allgather, and the wait is part of the exchange's time, never more than it.
+        const int Late = 300, N = 1000;
+        using var group = new InProcessGroup(2);
+        var sparse = new ExchangeStats[2];
+        var dense = new ExchangeStats[2];
+        var model = new CostModel(1e-6, 1e-9, 2);
+        group.Run(c =>
+        {
+            var local = new Microsoft.ML.SIDCo.Kernels.SparseBuffer();
+            local.Add(c.Rank, 1f);
+            var output = new float[N];
+            // Both exchanges are made first: making one is collective too (the workers agree on its length).
+            var exchange = new GradientExchange(c, N, ExchangeMode.Sparse, model: model);
+            var denseExchange = new GradientExchange(c, N, ExchangeMode.Dense, model: model);
+            exchange.AllReduce(local, output); // untimed: the first call sizes buffers
+            c.Barrier();
+            if (c.Rank == 1) Thread.Sleep(Late);
+            sparse[c.Rank] = exchange.AllReduce(local, output);
+            c.Barrier();
+            if (c.Rank == 1) Thread.Sleep(Late);
+            dense[c.Rank] = denseExchange.AllReduceDense(output);
+        });
+        Assert.True(sparse[0].WaitMs >= 0.5 * Late, $"the early worker waited {sparse[0].WaitMs} ms");
+        Assert.All(sparse, s => Assert.InRange(s.WaitMs, 0, s.ElapsedMs));
+        Assert.All(dense, d => Assert.Equal(0, d.WaitMs));
+        Assert.True(dense[0].ElapsedMs >= 0.5 * Late, "a dense allreduce holds its wait inside its elapsed time");
+    }
+}
+
 public class CostModelTests
 {
     [Theory]
