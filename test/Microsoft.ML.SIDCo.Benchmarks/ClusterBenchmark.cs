@@ -203,8 +203,8 @@ internal static class ClusterBenchmark
             sb.Append(Bench.Table(["hosts", "link Mbit/s", "density", "compressor", "vs", "turns", "step ms (vs / this)", "ratio", "step diff. ms [95 % interval]", "step - compute diff. ms [95 % interval]", "faster in"],
                 paired.Select(c => new[]
                 {
-                    c.Hosts.ToString(System.Globalization.CultureInfo.InvariantCulture), c.LinkMbps.ToString(System.Globalization.CultureInfo.InvariantCulture), Bench.F(c.Density, "G3"), c.Compressor, c.Reference,
-                    c.Turns.ToString(System.Globalization.CultureInfo.InvariantCulture), $"{Bench.F(c.ReferenceStepMs, "F1")} / {Bench.F(c.StepMs, "F1")}", Bench.F(c.Ratio, "F2") + "x",
+                    Bench.F(c.Hosts, "F0"), Bench.F(c.LinkMbps, "F0"), Bench.F(c.Density, "G3"), c.Compressor, c.Reference,
+                    Bench.F(c.Turns, "F0"), $"{Bench.F(c.ReferenceStepMs, "F1")} / {Bench.F(c.StepMs, "F1")}", Bench.F(c.Ratio, "F2") + "x",
                     $"{Bench.F(c.StepDiffMs, "+0.0;-0.0")} [{Bench.F(c.StepDiffLowMs, "+0.0;-0.0")}, {Bench.F(c.StepDiffHighMs, "+0.0;-0.0")}]",
                     $"{Bench.F(c.NonComputeDiffMs, "+0.0;-0.0")} [{Bench.F(c.NonComputeDiffLowMs, "+0.0;-0.0")}, {Bench.F(c.NonComputeDiffHighMs, "+0.0;-0.0")}]",
                     $"{c.Faster} of {c.Turns}",
@@ -231,19 +231,23 @@ internal static class ClusterBenchmark
             foreach (string reference in new[] { "dgc", "topk" })
             {
                 if (job.FirstOrDefault(r => r.Compressor == reference) is not { } b) continue;
-                foreach (var r in job.Where(r => r.Compressor != reference && r.BlockStepMs!.Length == b.BlockStepMs!.Length))
+                double[] refStep = b.BlockStepMs!, refRest = NonCompute(b);
+                foreach (var r in job.Where(r => r.Compressor != reference && r.BlockStepMs!.Length == refStep.Length))
                 {
-                    var step = b.BlockStepMs!.Zip(r.BlockStepMs!, (x, y) => x - y).ToArray();
-                    var rest = Enumerable.Range(0, step.Length).Select(i => (b.BlockStepMs![i] - b.BlockComputeMs![i]) - (r.BlockStepMs![i] - r.BlockComputeMs![i])).ToArray();
+                    var step = refStep.Zip(r.BlockStepMs!, (x, y) => x - y).ToArray();
+                    var rest = refRest.Zip(NonCompute(r), (x, y) => x - y).ToArray();
                     var (sm, sl, sh) = MeanInterval(step);
                     var (nm, nl, nh) = MeanInterval(rest);
-                    result.Add(new PairedComparison(r.Hosts, r.LinkMbps, r.Density, r.Compressor, reference, step.Length, r.BlockStepMs!.Average(), b.BlockStepMs!.Average(),
-                        b.BlockStepMs!.Average() / r.BlockStepMs!.Average(), sm, sl, sh, nm, nl, nh, step.Count(d => d > 0)));
+                    result.Add(new PairedComparison(r.Hosts, r.LinkMbps, r.Density, r.Compressor, reference, step.Length, r.BlockStepMs!.Average(), refStep.Average(),
+                        refStep.Average() / r.BlockStepMs!.Average(), sm, sl, sh, nm, nl, nh, step.Count(d => d > 0)));
                 }
             }
         }
         return result;
     }
+
+    // Step minus compute per timed turn: compression, exchange and the wait for the slowest rank.
+    private static double[] NonCompute(Row r) => r.BlockStepMs!.Zip(r.BlockComputeMs!, (step, compute) => step - compute).ToArray();
 
     /// <summary>The mean of <paramref name="x"/> and its two-sided 95 % Student-t interval.</summary>
     public static (double Mean, double Low, double High) MeanInterval(IReadOnlyList<double> x)
