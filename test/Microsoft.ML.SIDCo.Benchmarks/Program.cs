@@ -5,6 +5,7 @@ using Microsoft.ML.SIDCo.Benchmarks;
 //   kernels     [--elements N,..] [--runs 20] [--accelerator preferred|cpu] [--json FILE]   (cpu-simd vs ILGPU, a GPU when present)
 //   allreduce   [--ranks 2,4] [--elements N] [--densities d,..] [--runs 10] [--json FILE]
 //   training    [--transport mpi|inprocess] [--workers 4] [--compressors ..] [--densities ..] [--epochs 5] [--density-warmup 200] [--model convnet|convnet-small|wide-mlp] [--json FILE]
+//   training-report --json FILE   (re-plots a training run from its JSON)
 if (args.Length == 0)
 {
     Console.Error.WriteLine("usage: Microsoft.ML.SIDCo.Benchmarks compression|kernels|allreduce|training [options]   (see docs/benchmarks.md)");
@@ -19,6 +20,7 @@ return args[0] switch
     "allreduce-worker" => AllReduceBenchmark.MpiWorker(rest),
     "training" => TrainingBenchmark.Run(rest),
     "training-worker" => TrainingBenchmark.Worker(rest),
+    "training-report" => TrainingBenchmark.Report(rest),
     "cluster-worker" => ClusterBenchmark.Worker(rest),
     "cluster-report" => ClusterBenchmark.Report(rest),
     _ => Fail($"unknown benchmark '{args[0]}' (compression, kernels, allreduce, training; cluster runs through ./build.sh bench cluster)"),

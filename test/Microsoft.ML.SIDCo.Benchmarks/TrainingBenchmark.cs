@@ -102,10 +102,20 @@ internal static class TrainingBenchmark
         return 0;
     }
 
+    /// <summary>Re-plots a run's JSON (<c>training-report --json FILE</c>), e.g. after a change to the plot alone.</summary>
+    public static int Report(BenchArgs a)
+    {
+        string json = a.Get("json") ?? throw new ArgumentException("--json FILE");
+        using var doc = JsonDocument.Parse(File.ReadAllText(json));
+        var rows = doc.RootElement.GetProperty("results").Deserialize<List<Row>>(Bench.JsonLine)!;
+        Plot(rows, Path.ChangeExtension(json, ".png"));
+        return 0;
+    }
+
     private static void Plot(List<Row> rows, string path)
     {
         var plot = new ScottPlot.Plot();
-        var labels = rows.Select(r => r.Compressor == "none" ? "none" : $"{r.Compressor}\n{r.Density}").ToArray();
+        var labels = rows.Select(r => (r.Compressor == "none" ? "none" : $"{r.Compressor}\n{r.Density}") + $"\n{r.TestAccuracy * 100:F2} %").ToArray();
         var stacks = new (string Name, Func<Row, double> Value)[] { ("compute", r => r.ComputeMs), ("compress", r => r.CompressMs), ("communicate", r => r.CommunicateMs) };
         var bars = new List<ScottPlot.Bar>();
         for (int i = 0; i < rows.Count; i++)
@@ -119,9 +129,12 @@ internal static class TrainingBenchmark
             }
         }
         plot.Add.Bars(bars);
+        for (int s = 0; s < stacks.Length; s++) plot.Legend.ManualItems.Add(new ScottPlot.LegendItem { LabelText = stacks[s].Name, FillColor = ScottPlot.Colors.Category10[s] });
+        plot.ShowLegend(ScottPlot.Alignment.UpperRight);
         plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(labels.Select((l, i) => new ScottPlot.Tick(i, l)).ToArray());
-        plot.Axes.Left.Label.Text = "ms per step (compute | compress | communicate)";
-        plot.Title($"{rows[0].Workers} workers ({rows[0].Transport}): time per step; accuracy " + string.Join(", ", rows.Select(r => $"{r.Compressor}{(r.Compressor == "none" ? "" : "@" + r.Density)} {r.TestAccuracy:P1}")));
+        plot.Axes.Bottom.Label.Text = "compressor, density and test accuracy";
+        plot.Axes.Left.Label.Text = "ms per step";
+        plot.Title($"{rows[0].Workers} workers ({rows[0].Transport}): time per step");
         plot.SavePng(path, 1200, 550);
         Console.WriteLine($"wrote {path}");
     }
