@@ -94,6 +94,7 @@ def training_section():
 ```bash
 ./build.sh bench training --transport mpi --workers 4 --json artifacts/bench/training.json
 ./build.sh bench training --transport mpi --workers 4 --densities 0.001 --json artifacts/bench/training-repeat.json
+./build.sh bench training --transport mpi --workers 4 --densities 0.001 --json artifacts/bench/training-repeat-2.json
 ```
 The defaults are the recipe: the sample's ConvNet (two 5x5 convolutions with 32 and 64 channels and a
 256-unit dense layer: 317,066 parameters), 4 MPI ranks sharing the 2 cores (one TorchSharp thread each),
@@ -102,8 +103,7 @@ error feedback, the same seed for every run, 5 epochs (2,340 steps), test accura
 images. Every compressor gets DGC's sparsity warm-up: the density falls from 0.25 to the target over the
 first 200 steps (`--density-warmup 0` turns it off). Times are means per step over the whole run, warm-up
 included; a rank preempted inside a timed section (4 ranks on 2 cores) adds its wait to that section.
-The second command runs the rows at 0.001 again, to show how much one run's verdict moves (when
-`training-repeat-2` is present, it is the same command run a third time with that JSON name).
+The second and third commands run the rows at 0.001 again, to show how much one run's verdict moves.
 """]
     if main is None:
         return text[0] + "\n_not run yet_\n"
@@ -169,6 +169,7 @@ def cluster_section():
 ```bash
 ./build.sh bench cluster --hosts 4 --link 100mbit,1gbit --json artifacts/bench/cluster.json
 ./build.sh bench cluster --hosts 4 --link 10gbit --compressors none,sidco-e --densities 0.001 --epochs 5 --density-warmup 100 --json artifacts/bench/cluster-accuracy-5ep.json
+./build.sh bench cluster --hosts 4 --link 10gbit --compressors none,sidco-e --densities 0.001 --epochs 10 --density-warmup 100 --json artifacts/bench/cluster-accuracy-10ep.json
 ./build.sh bench cluster --hosts 2 --workers-per-host 2 --link 100mbit --compressors none,sidco-e --densities 0.001 --steps 40 --json artifacts/bench/cluster-hierarchical.json
 ```
 Each host is a network namespace whose link to a bridge is limited with `tc` (tbf) in both directions;
@@ -268,7 +269,7 @@ def accuracy_after_same_steps():
              "10 Gbit/s links so that `none` finishes in minutes (the link changes timing, not arithmetic). After five epochs (2,340 steps) "
              + gap("cluster-accuracy-5ep") + ".")
     if rows("cluster-accuracy-10ep", required=False) is not None:
-        text += (" After ten epochs (4,680 steps; the same command with `--epochs 10 --json artifacts/bench/cluster-accuracy-10ep.json`) "
+        text += (" After ten epochs (4,680 steps, the third command) "
                  + gap("cluster-accuracy-10ep") + ".")
     return text + "\n\n" + table("cluster-accuracy-5ep") + "\n"
 
