@@ -65,6 +65,10 @@ def commit_of(name):
     return out.stdout.strip() or "?"
 
 
+def link_name(mbps):
+    return "1 Gbit/s" if mbps == 1000 else "100 Mbit/s"
+
+
 def pts(x):
     return f"{x * 100:.2f}"
 
@@ -225,7 +229,8 @@ def speedups(at, comps):
             "| link | density | compressor | step ms | vs none | vs top-k | vs DGC | step diff. vs DGC, ms [95 %] | turns faster than DGC |\n"
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
     body, verdicts = [], []
-    for link, label in ((100, "100 Mbit/s"), (1000, "1 Gbit/s")):
+    for link in (100, 1000):
+        label = link_name(link)
         none = at.get(("none", None, link))
         for density in (0.001, 0.01):
             for c in SIDCO:
@@ -292,18 +297,21 @@ def cost_model(at):
         groups.setdefault((k[2], k[1]), []).append((k[0], r))
     outside = []
     for (link, density), members in sorted(groups.items(), key=lambda g: (g[0][0], -(g[0][1] or 1))):
-        raw = [r["predictedCommunicateMs"] / r["communicateMs"] for _, r in members]
-        net = [r["predictedCommunicateMs"] / (r["communicateMs"] - r["waitMs"]) for c, r in members if c != "none" and r.get("waitMs") is not None and r["communicateMs"] > r["waitMs"]]
+        # Per run: predicted over communicate, and over communicate without the wait (sparse runs that measured one).
+        ratios = [(c, r["predictedCommunicateMs"] / r["communicateMs"],
+                   r["predictedCommunicateMs"] / (r["communicateMs"] - r["waitMs"]) if c != "none" and r.get("waitMs") is not None and r["communicateMs"] > r["waitMs"] else None)
+                  for c, r in members]
+        raw = [x for _, x, _ in ratios]
+        net = [y for _, _, y in ratios if y is not None]
         alone = [r["predictedCommunicateMs"] / r["isolatedExchangeMs"] for _, r in members if r.get("isolatedExchangeMs")]
-        ok = [c for c, r in members if within(r["predictedCommunicateMs"] / r["communicateMs"])
-              or (c != "none" and r["communicateMs"] > r.get("waitMs", 0) and within(r["predictedCommunicateMs"] / (r["communicateMs"] - r.get("waitMs", 0))))]
+        ok = [c for c, x, y in ratios if within(x) or (y is not None and within(y))]
         if len(ok) < len(members):
             outside.append((link, density, [c for c, _ in members if c not in ok]))
-        lines.append(f"| {'1 Gbit/s' if link == 1000 else '100 Mbit/s'} | {'dense' if density is None else f'{density:g}'} | {len(members)} | "
+        lines.append(f"| {link_name(link)} | {'dense' if density is None else f'{density:g}'} | {len(members)} | "
                      f"{span([r['predictedCommunicateMs'] for _, r in members], 1)} | {span(raw)} | {span(net) if net else '-'} | {span(alone) if alone else '-'} | "
                      f"{len(ok)} of {len(members)} |")
     lines.append("\n\"Within 25 %\" counts a run whose prediction is within 25 % of its communicate time with or without the wait. Outside: "
-                 + ("; ".join(f"{'1 Gbit/s' if l == 1000 else '100 Mbit/s'} at {'dense' if d is None else f'{d:g}'} ({', '.join(NAMES[c] for c in cs)})" for l, d, cs in outside) or "none")
+                 + ("; ".join(f"{link_name(l)} at {'dense' if d is None else f'{d:g}'} ({', '.join(NAMES[c] for c in cs)})" for l, d, cs in outside) or "none")
                  + ". What the model leaves out there:")
     lines.append("- the wait for the slowest rank: with four ranks on two cores the last backward pass ends milliseconds after the first, and "
                  "top-k's long compression makes the others wait for it (top-k's rows wait "

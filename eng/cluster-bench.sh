@@ -147,7 +147,7 @@ for n in $(echo "$hosts_list" | tr ',' ' '); do
     fi
     echo "cluster: $n hosts at $link ($hostlist)"
     for c in "${units[@]}"; do
-      run_steps=$steps; [ "$c" = none ] && run_steps=$dense_steps
+      run_steps=$steps run_interleave=$interleave; [ "$c" = none ] && run_steps=$dense_steps run_interleave=0
       for d in $(echo "$densities" | tr ',' ' '); do
         [ "$c" = none ] && [ "$d" != "${densities%%,*}" ] && continue
         layouts=flat; [ "$per_host" -gt 1 ] && [ "$c" != none ] && layouts="flat hierarchical"
@@ -160,7 +160,7 @@ for n in $(echo "$hosts_list" | tr ',' ' '); do
         for attempt in 1 2 3; do
           session=$(mktemp -d "$work/session.XXXXXX")
           if ! timeout --foreground --kill-after=30 "$run_timeout" "${launch[@]}" --mca orte_tmpdir_base "$session" \
-            dotnet "$root/$dll" cluster-worker --compressors "$c" --interleave "$([ "$c" = none ] && echo 0 || echo "$interleave")" --checkpoints "$session/checkpoints" --density "$d" --steps "$run_steps" --model "$model" --link-mbps "$mbps" --hosts "$n" ${epochs:+--epochs $epochs} --workers-per-host "$per_host" --density-warmup "$warmup" $recipe $cap $extra \
+            dotnet "$root/$dll" cluster-worker --compressors "$c" --interleave "$run_interleave" --checkpoints "$session/checkpoints" --density "$d" --steps "$run_steps" --model "$model" --link-mbps "$mbps" --hosts "$n" ${epochs:+--epochs $epochs} --workers-per-host "$per_host" --density-warmup "$warmup" $recipe $cap $extra \
             > "$work/run.log" 2>&1; then
             # The whole log is kept beside the JSON: a retry overwrites run.log, and the excerpt rarely says why.
             failed_log="$json.failed-$c-$d-$layout-$mbps-$attempt.log"
