@@ -46,19 +46,24 @@ public class GradientHookTests
         Assert.All(selected.Skip(12), s => Assert.Equal(100, s.Selected));
     }
 
-    [Fact]
-    public void StartUpCompilesTheCompressorWithoutTouchingItsState()
+    [Theory]
+    [InlineData(CompressorKind.SidcoGammaPareto, 0)]
+    [InlineData(CompressorKind.SidcoExponential, 200)]
+    [InlineData(CompressorKind.TopK, 200)]
+    public void StartUpCompilesTheCompressorWithoutTouchingItsState(CompressorKind kind, long densityWarmup)
     {
-        // Initialize runs the compressor's code once on a throwaway instance, so that compiling it is not
-        // timed in the first steps. The hook's own compressor must start from scratch: no calls, an empty
-        // residual, and a first step equal to a fresh compressor's.
+        // Initialize rehearses the run on throwaway instances (the density warm-up's start and the target;
+        // for SIDCo also fixed two and three stages), so that compiling the code is not timed in the first
+        // steps. The hook's own compressor and the caller's options must come out of it untouched: no calls,
+        // the target density, an empty residual, and a first step equal to a fresh compressor's.
         const int n = 300_000;
         var gradient = Samples.Laplace(n, 12);
         var options = new CompressionHookOptions
         {
-            Compressor = CompressorKind.SidcoGammaPareto,
+            Compressor = kind,
             Compression = new CompressorOptions { Density = 0.001 },
             Exchange = ExchangeMode.Sparse,
+            DensityWarmupSteps = densityWarmup,
         };
         using var group = new InProcessGroup(1);
         group.Run(comm =>
@@ -66,11 +71,15 @@ public class GradientHookTests
             using var hook = new CompressionHook(options);
             hook.Initialize(new GradientHookContext(comm, n, [new ParameterSlice("w", 0, n, [n])]));
             Assert.Equal(0, hook.Compressor.Calls);
+            Assert.Equal(0.001, hook.Compressor.Options.Density);
+            Assert.Equal(0.001, options.Compression.Density);
+            Assert.True(options.Compression.AdaptiveStages);
             Assert.All(hook.Feedback!.Residual.ToArray(), r => Assert.Equal(0f, r));
 
             var reduced = (float[])gradient.Clone();
             hook.Reduce(reduced, 0);
             var fresh = Compressors.Create(options.Compressor, options.Compression);
+            fresh.SetDensity(hook.DensityAt(0)); // 0.25 with the warm-up
             var sparse = new SparseGradient();
             var feedback = new ErrorFeedback(n);
             fresh.Compress(gradient, sparse, feedback);
