@@ -184,6 +184,7 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
         var gradient = new float[n];
         for (int i = 0; i < n; i++) gradient[i] = (float)((rng.NextDouble() - 0.5) * Math.Exp(4 * rng.NextDouble())); // a heavy-ish tail, like gradients
         var output = new SparseGradient();
+        var feedback = _feedback is null ? null : new ErrorFeedback(n, "precompile"); // one throwaway residual for every rehearsal
         Rehearse(_options.Compression, first > target ? [first, Math.Sqrt(first * target), target] : [target]);
         if (_options.Compressor.IsSidco() && target < SidcoCompressor.FirstStageTail)
         {
@@ -199,7 +200,6 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
         void Rehearse(CompressorOptions options, double[] densities)
         {
             var compressor = Compressors.Create(_options.Compressor, options, _options.Kernels);
-            var feedback = _feedback is null ? null : new ErrorFeedback(n, "precompile");
             foreach (double density in densities)
             {
                 compressor.SetDensity(density);
