@@ -24,7 +24,7 @@ internal static class TrainingBenchmark
 
     public sealed record Row(string Compressor, double Density, int Workers, string Transport, double TestAccuracy, double StepMs, double ComputeMs,
         double CompressMs, double CommunicateMs, double BytesPerStep, double PredictedCommunicateMs, double DenseBytesPerStep, double WallSeconds, string Model,
-        double? AchievedDensity = null, double? SparseFraction = null, double? Stages = null, double? LastEpochCompressMs = null);
+        double? AchievedDensity = null, double? SparseFraction = null, double? Stages = null, double? LastEpochCompressMs = null, double? CompressMsMedian = null);
 
     public static int Run(BenchArgs a)
     {
@@ -45,16 +45,16 @@ internal static class TrainingBenchmark
                 var lines = transport == "mpi" ? Bench.RunUnderMpirun(workers, args) : InProcess(args);
                 var row = JsonSerializer.Deserialize<Row>(lines.Single(), Bench.JsonLine)!;
                 rows.Add(row);
-                Console.WriteLine($"  accuracy {row.TestAccuracy:P2}, step {row.StepMs:F1} ms (compute {row.ComputeMs:F1}, compress {row.CompressMs:F3}, communicate {row.CommunicateMs:F2}), {row.BytesPerStep:N0} B/step");
+                Console.WriteLine($"  accuracy {row.TestAccuracy:P2}, step {row.StepMs:F1} ms (compute {row.ComputeMs:F1}, compress {row.CompressMs:F3}, median {row.CompressMsMedian:F3}, communicate {row.CommunicateMs:F2}), {row.BytesPerStep:N0} B/step");
             }
         }
         var none = rows.FirstOrDefault(r => r.Compressor == "none");
-        var table = Bench.Table(["compressor", "density", "test accuracy", "vs none (points)", "step ms", "compute ms", "compress ms", "communicate ms", "bytes/step", "bytes vs dense"],
+        var table = Bench.Table(["compressor", "density", "test accuracy", "vs none (points)", "step ms", "compute ms", "compress ms", "compress ms (median step)", "communicate ms", "bytes/step", "bytes vs dense"],
             rows.Select(r => new[]
             {
                 r.Compressor, r.Compressor == "none" ? "-" : Bench.F(r.Density, "G3"), Bench.F(r.TestAccuracy * 100, "F2") + " %",
                 none is null ? "-" : Bench.F((r.TestAccuracy - none.TestAccuracy) * 100, "+0.00;-0.00"), Bench.F(r.StepMs), Bench.F(r.ComputeMs), Bench.F(r.CompressMs, "F3"),
-                Bench.F(r.CommunicateMs), Bench.F(r.BytesPerStep, "N0"), Bench.F(r.BytesPerStep / r.DenseBytesPerStep, "P2"),
+                r.CompressMsMedian is { } median ? Bench.F(median, "F3") : "-", Bench.F(r.CommunicateMs), Bench.F(r.BytesPerStep, "N0"), Bench.F(r.BytesPerStep / r.DenseBytesPerStep, "P2"),
             }));
         Bench.WriteResults(a.Get("json"), rows, $"{workers} workers ({transport}), model {model}, {epochs} epochs, same seed{(a.Has("momentum-correction") ? ", momentum correction" : "")}{(warmup > 0 ? $", density warm-up over {warmup} steps (from 0.25)" : "")}\n\n" + table);
         if (a.Get("json") is { } json) Plot(rows, Path.ChangeExtension(json, ".png"));
@@ -97,7 +97,7 @@ internal static class TrainingBenchmark
         var row = new Row(compressor.ToName(), options.Density, fitted.Info.Workers, fitted.Info.Transport, metrics.MicroAccuracy,
             h.Average(e => e.StepMs), h.Average(e => e.ComputeMs), h.Average(e => e.CompressMs), h.Average(e => e.CommunicateMs), h.Average(e => e.BytesPerStep),
             h.Average(e => e.PredictedCommunicateMs), h[0].DenseBytesPerStep, wall, model.Descriptor,
-            h.Average(e => e.AchievedDensity), h.Average(e => e.SparseFraction), h[^1].Stages, h[^1].CompressMs);
+            h.Average(e => e.AchievedDensity), h.Average(e => e.SparseFraction), h[^1].Stages, h[^1].CompressMs, h.Average(e => e.CompressMsMedian));
         Console.WriteLine("RESULT " + JsonSerializer.Serialize(row, Bench.JsonLine));
         return 0;
     }

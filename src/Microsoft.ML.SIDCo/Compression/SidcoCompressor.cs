@@ -38,19 +38,21 @@ public sealed class SidcoCompressor : GradientCompressor
     private const double PeaksTailSlack = 2;
 
     /// <summary>
-    /// On calls whose second stage fits the peaks, SIDCo-GP's first stage only sets the next call's bound,
-    /// which needs to cut only about <see cref="FirstStageTail"/> (the share it cuts is counted). There the
-    /// gamma shape, whose mean log is the measuring pass's costliest statistic, is refitted on one call in
-    /// this many; in between, the bound is the last fit's quantile rescaled by this call's mean (a gamma
-    /// quantile is the scale times a function of the shape). Calls whose threshold the first stage sets
+    /// On calls whose second stage fits the peaks, the first stage of SIDCo-GP and SIDCo-P only sets the
+    /// next call's bound, which needs to cut only about <see cref="FirstStageTail"/> (the share it cuts is
+    /// counted). There the first stage's shape is refitted on one call in this many: the gamma shape, from
+    /// the mean log, or the generalized-Pareto shape, from the variance; those are the statistics the
+    /// measuring pass would add for the first stage alone. In between, the bound is the last fit's quantile
+    /// rescaled by this call's mean: for a fixed shape, a gamma or generalized-Pareto quantile is
+    /// proportional to the scale, and the scale to the mean. Calls whose threshold the first stage sets
     /// refit every time.
     /// </summary>
     public const int ShapeRefitInterval = 4;
 
-    // The last gamma fit's first-stage quantile divided by the mean it was fitted with: a function of the shape alone.
+    // The last first-stage fit's quantile divided by the mean it was fitted with: a function of the shape alone.
     private double _boundPerMean = double.NaN;
 
-    // Calls since the gamma shape was last fitted.
+    // Calls since the first stage's shape was last fitted.
     private int _shapeAge;
 
     /// <summary>Creates a SIDCo compressor of the given family.</summary>
@@ -93,8 +95,9 @@ public sealed class SidcoCompressor : GradientCompressor
     /// <inheritdoc />
     protected override float TailBound => MultiStageCall && float.IsFinite(_peaksBound) ? _peaksBound : float.PositiveInfinity;
 
-    // This call rescales the last gamma fit instead of refitting it (SIDCo-GP only).
-    private bool ReusesShape => _kind == CompressorKind.SidcoGammaPareto && MultiStageCall && float.IsFinite(_peaksBound)
+    // This call rescales the last first-stage fit instead of refitting it (SIDCo-GP and SIDCo-P; SIDCo-E's
+    // exponential has no shape, and its fit needs only the mean, which every pass measures).
+    private bool ReusesShape => _kind != CompressorKind.SidcoExponential && MultiStageCall && float.IsFinite(_peaksBound)
         && double.IsFinite(_boundPerMean) && _shapeAge + 1 < ShapeRefitInterval;
 
     // The tail the estimator aims at: the target density corrected by the controller's calibration.

@@ -146,6 +146,14 @@ public static class DataParallelTrainer
         return models;
     }
 
+    // Sorts the values in place.
+    private static double Median(Span<double> values)
+    {
+        values.Sort();
+        int m = values.Length / 2;
+        return values.Length % 2 == 1 ? values[m] : 0.5 * (values[m - 1] + values[m]);
+    }
+
     /// <summary>Steps per epoch for <paramref name="examples"/> examples over <paramref name="workers"/> workers.</summary>
     public static int StepsPerEpoch(int examples, int workers, TrainingSettings s)
     {
@@ -179,6 +187,7 @@ public static class DataParallelTrainer
         }
 
         var bucket = new float[ps.Length];
+        var compressTimes = new double[stepsPerEpoch]; // this epoch's per-step compress times, for their median
         var xBuf = new float[b * d];
         var yClass = new long[b];
         var yReal = new float[b];
@@ -191,6 +200,7 @@ public static class DataParallelTrainer
             var order = Permutation(train.Count, s.Seed * 7919 + epoch);
             var epochWatch = Stopwatch.StartNew();
             if (step % stepsPerEpoch == 0) Array.Clear(acc);
+            int timedSteps = 0;
             model.train();
             for (int inEpoch = (int)(step % stepsPerEpoch); inEpoch < stepsPerEpoch; inEpoch++)
             {
@@ -246,6 +256,7 @@ public static class DataParallelTrainer
                 acc[13] += Stopwatch.GetElapsedTime(stepStart).TotalMilliseconds;
                 acc[14] += hs.Stages;
                 acc[15] += hs.WaitMs;
+                compressTimes[timedSteps++] = hs.CompressMs;
                 // A checkpoint is due every CheckpointInterval steps and where StopAfterSteps ends the run (so the next run
                 // resumes there); one due on an epoch's last step is written after the epoch's metrics join the history.
                 if (s.CheckpointDirectory is { } cdir && (step % s.CheckpointInterval == 0 || StopsHere(s, step)) && inEpoch < stepsPerEpoch - 1)
@@ -255,6 +266,8 @@ public static class DataParallelTrainer
             }
             if (acc[12] == 0) break;
             comm.AllReduceSum<double>(acc);
+            double[] medians = [timedSteps > 0 ? Median(compressTimes.AsSpan(0, timedSteps)) : 0, timedSteps > 0 ? 1 : 0];
+            comm.AllReduceSum<double>(medians);
             comm.VerifyAgreement($"the model parameters after epoch {epoch + 1} (replicas diverged)", ps.Fingerprint());
             double workerSteps = acc[12];
             var (vLoss, vAcc) = validation is null ? (null, null) : Evaluate(comm, model, validation, classify);
@@ -272,6 +285,7 @@ public static class DataParallelTrainer
                 DenseBytesPerStep = denseBytes,
                 ComputeMs = acc[3] / workerSteps,
                 CompressMs = acc[4] / workerSteps,
+                CompressMsMedian = medians[1] > 0 ? medians[0] / medians[1] : 0,
                 CommunicateMs = acc[5] / workerSteps,
                 PredictedCommunicateMs = acc[6] / workerSteps,
                 WaitMs = acc[15] / workerSteps,

@@ -30,6 +30,13 @@ public sealed record EpochMetrics
     public double ComputeMs { get; init; }
     /// <summary>Mean compression time per step (ms).</summary>
     public double CompressMs { get; init; }
+    /// <summary>
+    /// Median compression time per step (ms): the median of each worker's steps in this epoch (those this
+    /// process ran, after a resume), averaged over the workers. <see cref="CompressMs"/> is the mean of the same
+    /// times; where workers share cores, a step on which the scheduler runs another worker inside the
+    /// compression counts that worker's time slice too, and a few such steps move the mean more than the median.
+    /// </summary>
+    public double CompressMsMedian { get; init; }
     /// <summary>Mean exchange time per step (ms).</summary>
     public double CommunicateMs { get; init; }
     /// <summary>Mean exchange time per step predicted by the cost model (ms).</summary>

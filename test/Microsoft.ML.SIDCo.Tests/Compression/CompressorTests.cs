@@ -223,31 +223,34 @@ public class CompressorTests
         Assert.Equal([1, 0, 0, 1], fullPasses);
     }
 
-    [Fact]
-    public void SidcoGPRefitsTheGammaShapeOnOneCallInFourWhileThePeaksSetTheThreshold()
+    [Theory]
+    [InlineData("sidco-gp", StatisticsKinds.LogMagnitudes)] // the gamma shape, from the mean log
+    [InlineData("sidco-p", StatisticsKinds.Squares)] // the generalized-Pareto shape, from the variance
+    public void TheFirstStageShapeIsRefittedOnOneCallInFourWhileThePeaksSetTheThreshold(string name, StatisticsKinds shapeStatistic)
     {
-        // While the second stage fits the peaks, SIDCo-GP's first stage only places the next call's bound:
-        // the log statistics are measured on one call in four, and in between the bound is the last fit
-        // rescaled by the call's mean. The gradient's scale changes every call, so a bound that was not
-        // rescaled (or one refitted every call) would cut other peaks and give other thresholds. On the last
+        // While the second stage fits the peaks, the first stage of SIDCo-GP and SIDCo-P only places the next
+        // call's bound: the statistic its shape needs is measured on one call in four, and in between the
+        // bound is the last fit rescaled by the call's mean. The gradient's scale changes every call, so a
+        // bound that was not rescaled (or one refitted every call) would cut other peaks and give other
+        // thresholds. On the last
         // call the scale drops to a quarter: the bound then cuts too few peaks to use, and the call measures
-        // the logs with a pass of its own and fits its first stage after all.
+        // that statistic with a pass of its own and fits its first stage after all.
         const int n = 300_000;
         var kernels = new CountingKernels();
         var options = new CompressorOptions { Density = 0.001, AdaptiveStages = false, Stages = 2 };
-        var c = Compressors.Create("sidco-gp", options, kernels);
+        var c = Compressors.Create(name, options, kernels);
         var output = new SparseGradient();
         float[] scales = [1f, 1.2f, 0.9f, 1.1f, 1f, 0.85f, 1.15f, 0.95f, 1.05f, 0.25f];
         double? bound = null;
         double boundPerMean = double.NaN;
-        var logPasses = new List<string>();
+        var shapePasses = new List<string>();
         for (int call = 0; call < scales.Length; call++)
         {
             var g = Samples.StudentT3(n, seed: 130 + call);
             for (int i = 0; i < n; i++) g[i] *= scales[call];
             kernels.Requested.Clear();
             var stats = c.Compress(g, output);
-            logPasses.Add(string.Join("+", kernels.Requested.Select(k => (k & StatisticsKinds.LogMagnitudes) != 0 ? "logs" : "basic")));
+            shapePasses.Add(string.Join("+", kernels.Requested.Select(k => (k & shapeStatistic) != 0 ? "shape" : "basic")));
             (double expected, double firstStage) = DefinitionThreshold(c.Kind, g, options.Density, options.Stages, options.GammaQuantile, bound);
             Assert.Equal(expected, stats.Threshold, expected * 1e-4);
             Assert.Equal(g.Count(v => MathF.Abs(v) > stats.Threshold), output.Count);
@@ -256,7 +259,7 @@ public class CompressorTests
             if (fitted) boundPerMean = firstStage / mean;
             bound = fitted ? firstStage : mean * boundPerMean;
         }
-        Assert.Equal(["logs", "basic", "basic", "basic", "logs", "basic", "basic", "basic", "logs", "basic+logs"], logPasses);
+        Assert.Equal(["shape", "basic", "basic", "basic", "shape", "basic", "basic", "basic", "shape", "basic+shape"], shapePasses);
     }
 
     [Theory]
