@@ -89,7 +89,7 @@ def training_check(rs):
         close = round(gap, 2) <= 1.0
         ok &= close and ratio >= 10
         part = (f"{n} {gap:.2f} points behind{'' if close else ' (more than 1.0)'}, "
-                f"compress {ratio:.2f}x below top-k{'' if ratio >= 10 else ' (short of 10x)'}")
+                f"compress {ratio:.2f}x below top-k{'' if ratio >= 10 else ', short of 10x'}")
         if medians:
             ratio_median = topk["compressMsMedian"] / at[c]["compressMsMedian"]
             ok_median &= close and ratio_median >= 10
