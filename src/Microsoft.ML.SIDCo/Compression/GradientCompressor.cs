@@ -71,12 +71,12 @@ public abstract class GradientCompressor
 
     /// <summary>A random generator for the current call, reproducible from (seed, call).</summary>
     /// <remarks>HashCode.Combine is randomised per process, so the seed is mixed explicitly (splitmix64 finaliser).</remarks>
-    protected Random CallRandom()
+    protected CallRandom CallRandom()
     {
         ulong z = unchecked((ulong)(uint)Options.Seed * 0x9E3779B97F4A7C15UL + (ulong)Calls + 1);
         z = unchecked((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL);
         z = unchecked((z ^ (z >> 27)) * 0x94D049BB133111EBUL);
-        return new Random((int)((z ^ (z >> 31)) & 0x7FFFFFFF));
+        return new CallRandom(z ^ (z >> 31));
     }
 
     /// <summary>Statistics the subclass needs from the measuring pass.</summary>

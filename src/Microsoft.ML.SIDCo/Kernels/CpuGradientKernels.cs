@@ -48,102 +48,38 @@ public sealed class CpuGradientKernels : IGradientKernels
         if (residual.Length != gradient.Length) throw new ArgumentException($"Residual length {residual.Length} differs from gradient length {gradient.Length}.", nameof(residual));
         fixed (float* g = gradient)
         fixed (float* r = residual)
-        {
-            var (gp, rp) = ((nint)g, (nint)r);
-            return Reduce(gradient.Length, candidates, (start, len, local) => MeasureRange((float*)gp + start, (float*)rp + start, len, start, kinds, candidateBound, local, tailBound));
-        }
+            return RunChunks<MeasureChunk, GradientStatistics>(gradient.Length, candidates, new MeasureChunk(g, r, kinds, candidateBound, tailBound));
     }
 
     /// <inheritdoc />
     public unsafe GradientStatistics Measure(ReadOnlySpan<float> values, StatisticsKinds kinds, float candidateBound = float.PositiveInfinity, SparseBuffer? candidates = null, float tailBound = float.PositiveInfinity)
     {
         fixed (float* v = values)
-        {
-            var vp = (nint)v;
-            return Reduce(values.Length, candidates, (start, len, local) => MeasureRange((float*)vp + start, null, len, start, kinds, candidateBound, local, tailBound));
-        }
+            return RunChunks<MeasureChunk, GradientStatistics>(values.Length, candidates, new MeasureChunk(v, null, kinds, candidateBound, tailBound));
     }
 
     /// <inheritdoc />
     public unsafe ExceedanceStatistics MeasureExceedances(ReadOnlySpan<float> values, float threshold)
     {
         fixed (float* v = values)
-        {
-            var vp = (nint)v;
-            int chunks = ChunkCount(values.Length);
-            var parts = ArrayPool<ExceedanceStatistics>.Shared.Rent(chunks);
-            try
-            {
-                ForEachChunk(values.Length, (c, start, len) => parts[c] = ExceedRange((float*)vp + start, len, threshold));
-                ExceedanceStatistics total = new(0, 0, 0, float.PositiveInfinity);
-                for (int c = 0; c < chunks; c++)
-                {
-                    var p = parts[c];
-                    total = new(total.Count + p.Count, total.Sum + p.Sum, total.SumSquares + p.SumSquares, Math.Min(total.Min, p.Min));
-                }
-                return total;
-            }
-            finally { ArrayPool<ExceedanceStatistics>.Shared.Return(parts); }
-        }
+            return RunChunks<ExceedChunk, ExceedanceStatistics>(values.Length, null, new ExceedChunk(v, threshold));
     }
 
     /// <inheritdoc />
     public unsafe long CountAbove(ReadOnlySpan<float> values, float threshold)
     {
         fixed (float* v = values)
-        {
-            var vp = (nint)v;
-            int chunks = ChunkCount(values.Length);
-            var parts = ArrayPool<long>.Shared.Rent(chunks);
-            try
-            {
-                ForEachChunk(values.Length, (c, start, len) => parts[c] = CountRange((float*)vp + start, len, threshold));
-                long total = 0;
-                for (int c = 0; c < chunks; c++) total += parts[c];
-                return total;
-            }
-            finally { ArrayPool<long>.Shared.Return(parts); }
-        }
+            return RunChunks<CountChunk, long>(values.Length, null, new CountChunk(v, threshold));
     }
 
     /// <inheritdoc />
     public unsafe int SelectAbove(ReadOnlySpan<float> values, float threshold, SparseBuffer output)
     {
         ArgumentNullException.ThrowIfNull(output);
-        int chunks = ChunkCount(values.Length);
-        if (chunks <= 1)
-        {
-            int before = output.Count;
-            fixed (float* v = values) SelectRange(v, values.Length, 0, threshold, output);
-            return output.Count - before;
-        }
-
-        // Each chunk compacts into its own pooled buffer; the buffers are then appended in chunk
-        // order, which keeps indices ascending. Only the selected entries are written twice.
-        var locals = ArrayPool<SparseBuffer?>.Shared.Rent(chunks);
-        try
-        {
-            fixed (float* v = values)
-            {
-                var vp = (nint)v;
-                ForEachChunk(values.Length, (c, start, len) =>
-                {
-                    var local = locals[c] ??= LocalBuffers.Rent();
-                    local.Clear();
-                    SelectRange((float*)vp + start, len, start, threshold, local);
-                });
-            }
-            int total = 0;
-            for (int c = 0; c < chunks; c++) total += locals[c]!.Count;
-            output.Reserve(total);
-            for (int c = 0; c < chunks; c++) output.AddRange(locals[c]!.Indices, locals[c]!.Values);
-            return total;
-        }
-        finally
-        {
-            for (int c = 0; c < chunks; c++) { if (locals[c] is { } l) LocalBuffers.Return(l); locals[c] = null; }
-            ArrayPool<SparseBuffer?>.Shared.Return(locals);
-        }
+        int before = output.Count;
+        fixed (float* v = values)
+            RunChunks<SelectChunk, int>(values.Length, output, new SelectChunk(v, threshold));
+        return output.Count - before;
     }
 
     /// <inheritdoc />
@@ -160,61 +96,111 @@ public sealed class CpuGradientKernels : IGradientKernels
         }
     }
 
-    private int ChunkCount(int n) => n <= ChunkSize ? 1 : (n + ChunkSize - 1) / ChunkSize;
+    private static int ChunkCount(int n) => n <= ChunkSize ? 1 : (n + ChunkSize - 1) / ChunkSize;
 
-    private void ForEachChunk(int n, Action<int, int, int> body)
+    // One kernel's work on one chunk [start, start + length), appending any entries it collects to output
+    // (with indices counted from the buffer's start), and how two chunks' results combine in order.
+    private interface IChunkWork<TResult>
+    {
+        TResult Run(int start, int length, SparseBuffer? output);
+        static abstract TResult Combine(TResult first, TResult next);
+    }
+
+    // Runs the work over the buffer's fixed chunks and combines the results in chunk order, so the result does
+    // not depend on the thread count. Below ParallelThreshold (or with one thread) the chunks run in order on
+    // this thread and append straight to output: nothing is allocated, which keeps a training step's compress
+    // call allocation-free. Above, they run in parallel, each into a pooled buffer, appended in chunk order.
+    private TResult RunChunks<TWork, TResult>(int n, SparseBuffer? output, TWork work) where TWork : struct, IChunkWork<TResult>
     {
         int chunks = ChunkCount(n);
         if (chunks == 1 || _maxThreads == 1 || n < ParallelThreshold)
         {
-            for (int c = 0; c < chunks; c++) body(c, c * ChunkSize, Math.Min(ChunkSize, n - c * ChunkSize));
-            return;
+            TResult total = work.Run(0, Math.Min(n, ChunkSize), output);
+            for (int c = 1; c < chunks; c++) total = TWork.Combine(total, work.Run(c * ChunkSize, Math.Min(ChunkSize, n - c * ChunkSize), output));
+            return total;
         }
-        Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = _maxThreads },
-            c => body(c, c * ChunkSize, Math.Min(ChunkSize, n - c * ChunkSize)));
+        return RunChunksInParallel<TWork, TResult>(n, chunks, output, work);
     }
 
-    private delegate GradientStatistics RangeMeasure(int start, int length, SparseBuffer? candidates);
-
-    private GradientStatistics Reduce(int n, SparseBuffer? candidates, RangeMeasure range)
+    // A method of its own: the lambda's captures are allocated on entry to the method that declares them.
+    private TResult RunChunksInParallel<TWork, TResult>(int n, int chunks, SparseBuffer? output, TWork work) where TWork : struct, IChunkWork<TResult>
     {
-        int chunks = ChunkCount(n);
-        if (chunks == 1) return range(0, n, candidates);
-        var parts = ArrayPool<GradientStatistics>.Shared.Rent(chunks);
-        var locals = candidates is null ? null : ArrayPool<SparseBuffer?>.Shared.Rent(chunks);
+        var parts = ArrayPool<TResult>.Shared.Rent(chunks);
+        var locals = output is null ? null : ArrayPool<SparseBuffer?>.Shared.Rent(chunks);
         try
         {
-            ForEachChunk(n, (c, start, len) =>
+            Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = _maxThreads }, c =>
             {
                 SparseBuffer? local = null;
                 if (locals is not null) { local = locals[c] ??= LocalBuffers.Rent(); local.Clear(); }
-                parts[c] = range(start, len, local);
+                parts[c] = work.Run(c * ChunkSize, Math.Min(ChunkSize, n - c * ChunkSize), local);
             });
-            var total = new GradientStatistics(0, 0, 0, 0, 0, -1);
-            for (int c = 0; c < chunks; c++)
+            TResult total = parts[0];
+            for (int c = 1; c < chunks; c++) total = TWork.Combine(total, parts[c]);
+            if (locals is not null)
             {
-                var p = parts[c];
-                long bad = total.FirstNonFinite >= 0 ? total.FirstNonFinite : p.FirstNonFinite;
-                var tail = (total.Tail, p.Tail) switch
-                {
-                    ({ } t, { } q) => new ExceedanceStatistics(t.Count + q.Count, t.Sum + q.Sum, t.SumSquares + q.SumSquares, Math.Min(t.Min, q.Min)),
-                    (_, var q) => q,
-                };
-                total = new(total.Count + p.Count, total.SumAbs + p.SumAbs, total.SumLogAbs + p.SumLogAbs,
-                    total.SumSquares + p.SumSquares, Math.Max(total.MaxAbs, p.MaxAbs), bad) { Tail = tail };
-                if (locals is not null) candidates!.AddRange(locals[c]!.Indices, locals[c]!.Values);
+                int count = 0;
+                for (int c = 0; c < chunks; c++) count += locals[c]!.Count;
+                output!.Reserve(count);
+                for (int c = 0; c < chunks; c++) output.AddRange(locals[c]!.Indices, locals[c]!.Values);
             }
             return total;
         }
         finally
         {
-            ArrayPool<GradientStatistics>.Shared.Return(parts);
+            ArrayPool<TResult>.Shared.Return(parts);
             if (locals is not null)
             {
                 for (int c = 0; c < chunks; c++) { if (locals[c] is { } l) LocalBuffers.Return(l); locals[c] = null; }
                 ArrayPool<SparseBuffer?>.Shared.Return(locals);
             }
         }
+    }
+
+    // The measuring pass (with a residual: accumulate, then measure) on a chunk, collecting candidates into output.
+    private readonly unsafe struct MeasureChunk(float* x, float* residual, StatisticsKinds kinds, float candidateBound, float tailBound) : IChunkWork<GradientStatistics>
+    {
+        public GradientStatistics Run(int start, int length, SparseBuffer? output) =>
+            MeasureRange(x + start, residual == null ? null : residual + start, length, start, kinds, candidateBound, output, tailBound);
+
+        // The first non-finite entry is the earliest chunk's.
+        public static GradientStatistics Combine(GradientStatistics first, GradientStatistics next)
+        {
+            var tail = (first.Tail, next.Tail) switch
+            {
+                ({ } t, { } q) => ExceedChunk.Combine(t, q),
+                (_, var q) => q,
+            };
+            return new GradientStatistics(first.Count + next.Count, first.SumAbs + next.SumAbs, first.SumLogAbs + next.SumLogAbs,
+                first.SumSquares + next.SumSquares, Math.Max(first.MaxAbs, next.MaxAbs), first.FirstNonFinite >= 0 ? first.FirstNonFinite : next.FirstNonFinite) { Tail = tail };
+        }
+    }
+
+    private readonly unsafe struct ExceedChunk(float* x, float threshold) : IChunkWork<ExceedanceStatistics>
+    {
+        public ExceedanceStatistics Run(int start, int length, SparseBuffer? output) => ExceedRange(x + start, length, threshold);
+
+        public static ExceedanceStatistics Combine(ExceedanceStatistics first, ExceedanceStatistics next) =>
+            new(first.Count + next.Count, first.Sum + next.Sum, first.SumSquares + next.SumSquares, Math.Min(first.Min, next.Min));
+    }
+
+    private readonly unsafe struct CountChunk(float* x, float threshold) : IChunkWork<long>
+    {
+        public long Run(int start, int length, SparseBuffer? output) => CountRange(x + start, length, threshold);
+        public static long Combine(long first, long next) => first + next;
+    }
+
+    // Appends the chunk's entries above the threshold to output; the result is how many.
+    private readonly unsafe struct SelectChunk(float* x, float threshold) : IChunkWork<int>
+    {
+        public int Run(int start, int length, SparseBuffer? output)
+        {
+            int before = output!.Count;
+            SelectRange(x + start, length, start, threshold, output);
+            return output.Count - before;
+        }
+
+        public static int Combine(int first, int next) => first + next;
     }
 
     // Compile-time switches for the measuring pass. The JIT specialises a generic method per struct
