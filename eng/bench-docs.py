@@ -75,23 +75,32 @@ def pts(x):
 
 # ---------------------------------------------------------------- end-to-end training (issue 6, must-show 4)
 
+def below_topk(at, field):
+    """Top-k's compress time over each SIDCo variant's, by `field` (compressMs: the mean step, compressMsMedian: the
+    median step), for the rows of one density keyed by compressor; None when the run did not record that field."""
+    if not all(at[c].get(field) for c in list(SIDCO) + ["topk"]):
+        return None
+    return {c: at["topk"][field] / at[c][field] for c in SIDCO}
+
+
 def training_check(rs):
     """Must-show 4 of issue 6 on one run: every SIDCo variant at 0.001 within 1.0 point of none, compress time <= 1/10 of top-k's.
 
     Returns (holds with the mean compress time per step, holds with the median step (None when the run has no medians), text)."""
     at = {r["compressor"]: r for r in rs if r["compressor"] == "none" or r["density"] == 0.001}
     none, topk = at["none"], at["topk"]
-    medians = all(at[c].get("compressMsMedian") for c in list(SIDCO) + ["topk"])
+    ratios, ratios_median = below_topk(at, "compressMs"), below_topk(at, "compressMsMedian")
+    medians = ratios_median is not None
     parts, ok, ok_median = [], True, medians
     for c, n in SIDCO.items():
         gap = (none["testAccuracy"] - at[c]["testAccuracy"]) * 100
-        ratio = topk["compressMs"] / at[c]["compressMs"]
+        ratio = ratios[c]
         close = round(gap, 2) <= 1.0
         ok &= close and ratio >= 10
         part = (f"{n} {gap:.2f} points behind{'' if close else ' (more than 1.0)'}, "
                 f"compress {ratio:.2f}x below top-k{'' if ratio >= 10 else ', short of 10x'}")
         if medians:
-            ratio_median = topk["compressMsMedian"] / at[c]["compressMsMedian"]
+            ratio_median = ratios_median[c]
             ok_median &= close and ratio_median >= 10
             part += f" ({ratio_median:.2f}x by the median step)"
         parts.append(part)
@@ -177,12 +186,12 @@ comes from DRAM as it does after a backward pass.
     if main is not None:
         at = {r["compressor"]: r for r in main if r["density"] == 0.001}
         alone = {r["compressor"]: r["medianMs"] for r in warm if r["data"] == "real-convnet"}
-        ratios = [at["topk"]["compressMs"] / at[c]["compressMs"] for c in SIDCO]
-        medians = all(at[c].get("compressMsMedian") for c in list(SIDCO) + ["topk"])
+        ratios = list(below_topk(at, "compressMs").values())
+        ratios_median = list((below_topk(at, "compressMsMedian") or {}).values())
+        medians = bool(ratios_median)
         def times(field):
             xs = [at[c][field] / alone[c] for c in SIDCO]
             return f"SIDCo {min(xs):.1f}-{max(xs):.1f}x and top-k {at['topk'][field] / alone['topk']:.2f}x"
-        ratios_median = [at["topk"]["compressMsMedian"] / at[c]["compressMsMedian"] for c in SIDCO] if medians else []
         inflation = (" In the training table the same calls took " + times("compressMs") + " their time alone by the mean"
                      + (", " + times("compressMsMedian") + " by the median step" if medians else "") + ". "
                      "Reading the residual from DRAM does not explain the SIDCo calls' inflation (the cold rows cost what the warm "
