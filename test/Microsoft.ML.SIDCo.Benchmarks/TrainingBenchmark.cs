@@ -11,13 +11,16 @@ namespace Microsoft.ML.SIDCo.Benchmarks;
 /// </summary>
 /// <remarks>
 /// The defaults are the recipe docs/benchmarks.md reports, so the plain command measures what the docs
-/// show: the sample's ConvNet, 5 epochs, and DGC's sparsity warm-up over the first 200 steps for every
+/// show: the sample's ConvNet, 8 epochs, and DGC's sparsity warm-up over the first 200 steps for every
 /// compressor (<c>--density-warmup 0</c> turns it off).
 /// </remarks>
 internal static class TrainingBenchmark
 {
-    /// <summary>Default epochs of a run.</summary>
-    public const int DefaultEpochs = 5;
+    /// <summary>
+    /// Default epochs of a run. At 5, every sparse compressor at density 0.001 ended 0.7-1.1 points behind
+    /// dense training, top-k included: the comparison then measured mostly how far five epochs are from convergence.
+    /// </summary>
+    public const int DefaultEpochs = 8;
 
     /// <summary>Default length of the sparsity warm-up, in steps (from a density of 0.25 down to the target).</summary>
     public const int DefaultDensityWarmup = 200;
