@@ -8,8 +8,9 @@ changed=0
 
 # Packages the product needs from the OS: Open MPI (the distributed engine) and the
 # Fashion-MNIST data set (real data for tests and samples; nothing is downloaded at run time);
-# for the emulated cluster and its tests, iproute2 (ip, tc) and python3 (eng/ctrl-c.py).
-apt_packages=(openmpi-bin libopenmpi-dev dataset-fashion-mnist iproute2 python3)
+# scikit-learn's bundled CSVs (iris, wine, digits, breast cancer, diabetes) for the ML.NET
+# conformance tests; for the emulated cluster and its tests, iproute2 (ip, tc) and python3 (eng/ctrl-c.py).
+apt_packages=(openmpi-bin libopenmpi-dev dataset-fashion-mnist python3-sklearn iproute2 python3)
 
 libstdcxx_path() {
   local p
@@ -38,6 +39,7 @@ explain_manual() {
 setup: this step prepares a Debian 12/13 machine as root. On this machine ($1) install by hand:
   - Open MPI 4.x with its development files (mpirun on PATH, libmpi.so.40 loadable)
   - the Fashion-MNIST IDX files under /usr/share/datasets/fashion-mnist/ (or set SIDCO_FASHION_MNIST_DIR)
+  - scikit-learn's bundled data CSVs (python3-sklearn; or set SIDCO_SKLEARN_DATA_DIR to a folder holding them)
   - a libstdc++ that provides GLIBCXX_3.4.32 (GCC 13 or newer), needed by TorchSharp 0.107
   - the .NET SDK 10
 then run './build.sh build' or './build.sh test' again.

@@ -43,18 +43,20 @@ public static class SIDCoCatalogExtensions
     /// <param name="featureColumnName">Feature column (known-size vector of Single).</param>
     /// <param name="model">Architecture; default <c>SIDCoModels.Mlp(128)</c>.</param>
     /// <param name="compressor">Gradient compressor.</param>
-    /// <param name="density">Target density in (0, 1].</param>
+    /// <param name="density">Target density in (0, 1]; null: automatic (see <see cref="SIDCo.SIDCoTrainer.Options.Density"/>).</param>
     /// <param name="workers">In-process workers (ignored under mpirun).</param>
-    /// <param name="epochs">Passes over the data.</param>
-    public static SIDCoTrainer SIDCoTrainer(this SIDCoCatalog catalog, string labelColumnName = "Label", string featureColumnName = "Features",
-        ModelDefinition? model = null, CompressorKind compressor = CompressorKind.SidcoExponential, double density = 0.001, int workers = 1, int epochs = 5)
+    /// <param name="epochs">Passes over the data; null: automatic (see <see cref="SIDCo.SIDCoTrainer.Options.Epochs"/>).</param>
+    public static SIDCoTrainer SIDCoTrainer(this SIDCoCatalog catalog, string labelColumnName = SIDCo.SIDCoTrainer.Defaults.LabelColumnName,
+        string featureColumnName = SIDCo.SIDCoTrainer.Defaults.FeatureColumnName, ModelDefinition? model = null,
+        CompressorKind compressor = SIDCo.SIDCoTrainer.Defaults.Compressor, double? density = null,
+        int workers = SIDCo.SIDCoTrainer.Defaults.Workers, int? epochs = null)
         => catalog.SIDCoTrainer(new SIDCo.SIDCoTrainer.Options
         {
             LabelColumnName = labelColumnName, FeatureColumnName = featureColumnName, Model = model, Compressor = compressor,
             Density = density, Workers = workers, Epochs = epochs,
         });
 
-    /// <summary>Loads a model saved with <see cref="SIDCoTransformer.Save(string)"/>.</summary>
+    /// <summary>Loads a model saved with <see cref="SIDCoTransformer.Save(string, bool)"/>.</summary>
     /// <param name="catalog">The catalog (<c>mlContext.Extensions</c>).</param>
     /// <param name="path">The saved model file.</param>
     /// <param name="customModel">The architecture, when the model was trained with <see cref="ModelDefinition.Custom"/>.</param>

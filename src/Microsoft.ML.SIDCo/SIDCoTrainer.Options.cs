@@ -44,10 +44,10 @@ public sealed partial class SIDCoTrainer
     public sealed class Options
     {
         /// <summary>Label column: a key (classification) or Single (regression). Default "Label".</summary>
-        public string LabelColumnName = "Label";
+        public string LabelColumnName = Defaults.LabelColumnName;
 
         /// <summary>Feature column: a known-size vector of Single. Default "Features".</summary>
-        public string FeatureColumnName = "Features";
+        public string FeatureColumnName = Defaults.FeatureColumnName;
 
         /// <summary>Optional validation data (same schema), scored after every epoch. Default null.</summary>
         public IDataView? ValidationData;
@@ -55,20 +55,25 @@ public sealed partial class SIDCoTrainer
         /// <summary>The architecture. Default: <c>SIDCoModels.Mlp(128)</c>. Use <c>SIDCoModels.ConvNet()</c> for images, <c>SIDCoModels.Lstm(...)</c> for sequences, or <c>ModelDefinition.Custom</c>.</summary>
         public ModelDefinition? Model;
 
-        /// <summary>Multiclass classification or regression. Default multiclass classification.</summary>
+        /// <summary>Multiclass classification (a key label), binary classification (a Boolean label) or regression (a Single label). Default multiclass classification.</summary>
         public TrainingTask Task = TrainingTask.MulticlassClassification;
 
         /// <summary>Gradient compressor. Default <see cref="CompressorKind.SidcoExponential"/>.</summary>
-        public CompressorKind Compressor = CompressorKind.SidcoExponential;
+        public CompressorKind Compressor = Defaults.Compressor;
 
-        /// <summary>Target density delta = k / n in (0, 1]. Default 0.001.</summary>
-        public double Density = 0.001;
+        /// <summary>
+        /// Target density delta = k / n in (0, 1]: the fraction of the gradient each worker sends per step. Default null
+        /// (automatic): 0.001, raised so that each worker sends at least 1,024 entries per step; where that is half the
+        /// gradient or more (models under about 2,000 parameters), the exchange is dense, since a sparse entry costs an index and a value.
+        /// Set it to fix the density whatever the model's size.
+        /// </summary>
+        public double? Density;
 
         /// <summary>Adapt SIDCo's number of estimation stages to keep achieved/target near 1. Default true.</summary>
         public bool AdaptiveStages = true;
 
         /// <summary>SIDCo's (initial) number of stages. Default 1.</summary>
-        public int Stages = 1;
+        public int Stages = Defaults.Stages;
 
         /// <summary>Never send more than cap * k entries (0 = no cap). Default 0.</summary>
         public double SelectionCap;
@@ -101,7 +106,7 @@ public sealed partial class SIDCoTrainer
         public int DensityWarmupSteps;
 
         /// <summary>The density the sparsity warm-up starts from, in (<see cref="Density"/>, 1]. Default 0.25 (DGC's first warm-up density).</summary>
-        public double DensityWarmupStart = 0.25;
+        public double DensityWarmupStart = Defaults.DensityWarmupStart;
 
         /// <summary>Replaces the default compression hook: called once per worker. Default null (SIDCo compression hook built from these options).</summary>
         public Func<IGradientHook>? GradientHook;
@@ -120,10 +125,10 @@ public sealed partial class SIDCoTrainer
         public TransportKind Transport = TransportKind.Auto;
 
         /// <summary>In-process workers (threads); ignored under MPI, where each rank is one worker. Default 1.</summary>
-        public int Workers = 1;
+        public int Workers = Defaults.Workers;
 
         /// <summary>Under MPI: in-process workers inside each rank (e.g. one per device of a machine); the job has ranks x this many workers. Default 1.</summary>
-        public int WorkersPerRank = 1;
+        public int WorkersPerRank = Defaults.WorkersPerRank;
 
         /// <summary>
         /// With <see cref="WorkersPerRank"/> &gt; 1 under MPI: the workers of a rank average densely over shared
@@ -142,20 +147,26 @@ public sealed partial class SIDCoTrainer
         /// <summary>Backend of the compression kernels. Default <see cref="KernelBackend.Cpu"/>.</summary>
         public KernelBackend Kernels = KernelBackend.Cpu;
 
-        /// <summary>Passes over the training data. Default 5.</summary>
-        public int Epochs = 5;
+        /// <summary>
+        /// Passes over the training data. Default null (automatic): enough epochs for 2,000 optimizer steps, at least 5 and
+        /// at most 1,000 (a small data set takes many short epochs, a large one 5).
+        /// </summary>
+        public int? Epochs;
 
-        /// <summary>Examples per step per worker. Default 64.</summary>
-        public int BatchSize = 64;
+        /// <summary>
+        /// Rows each worker takes per step. Default null (automatic): 64, or fewer so that an epoch has at least 16 steps
+        /// when the data is small. A set value larger than the rows per worker is lowered to them.
+        /// </summary>
+        public int? BatchSize;
 
         /// <summary>Optimizer. Default SGD.</summary>
         public OptimizerKind Optimizer = OptimizerKind.Sgd;
 
-        /// <summary>Peak learning rate. Default 0.05.</summary>
-        public double LearningRate = 0.05;
+        /// <summary>Peak learning rate. Default 0.01.</summary>
+        public double LearningRate = Defaults.LearningRate;
 
         /// <summary>SGD momentum in [0, 1). Default 0.9.</summary>
-        public double Momentum = 0.9;
+        public double Momentum = Defaults.Momentum;
 
         /// <summary>Nesterov momentum. Default false.</summary>
         public bool Nesterov;
@@ -163,8 +174,8 @@ public sealed partial class SIDCoTrainer
         /// <summary>L2 weight decay. Default 0.</summary>
         public double WeightDecay;
 
-        /// <summary>Learning-rate schedule after warm-up. Default constant.</summary>
-        public LearningRateSchedule Schedule = LearningRateSchedule.Constant;
+        /// <summary>Learning-rate schedule after warm-up. Default cosine decay to zero over the run, so the last steps refine instead of wandering.</summary>
+        public LearningRateSchedule Schedule = Defaults.Schedule;
 
         /// <summary>Steps of linear learning-rate warm-up. Default 0.</summary>
         public int LearningRateWarmupSteps;
@@ -173,13 +184,13 @@ public sealed partial class SIDCoTrainer
         public double GradientClipNorm;
 
         /// <summary>Seed for initialisation and data order. Default 1.</summary>
-        public int Seed = 1;
+        public int Seed = Defaults.Seed;
 
         /// <summary>Directory for checkpoints (null = none). A run resumes from the newest valid one there. Default null.</summary>
         public string? CheckpointDirectory;
 
         /// <summary>Steps between checkpoints. Default 500.</summary>
-        public int CheckpointInterval = 500;
+        public int CheckpointInterval = Defaults.CheckpointInterval;
 
         /// <summary>Steps between checks that all replicas hold bitwise-identical parameters (0 = only at epoch ends). Default 1 in Debug builds, 0 in Release.</summary>
         public int ReplicaCheckInterval =
@@ -208,14 +219,14 @@ public sealed partial class SIDCoTrainer
             if (string.IsNullOrWhiteSpace(FeatureColumnName)) throw new ArgumentException("FeatureColumnName must be set.", nameof(FeatureColumnName));
             if (!Enum.IsDefined(Task)) throw new ArgumentOutOfRangeException(nameof(Task), Task, "Unknown task.");
             if (!Enum.IsDefined(Compressor)) throw new ArgumentOutOfRangeException(nameof(Compressor), Compressor, "Unknown compressor.");
-            if (!(Density > 0 && Density <= 1)) throw new ArgumentOutOfRangeException(nameof(Density), Density, "Density must be in (0, 1].");
+            if (Density is { } density && !(density > 0 && density <= 1)) throw new ArgumentOutOfRangeException(nameof(Density), Density, "Density must be null (automatic) or in (0, 1].");
             if (Stages < 1) throw new ArgumentOutOfRangeException(nameof(Stages), Stages, "Stages must be at least 1.");
             if (!(SelectionCap == 0 || SelectionCap >= 1)) throw new ArgumentOutOfRangeException(nameof(SelectionCap), SelectionCap, "SelectionCap must be 0 (off) or at least 1.");
             if (DenseWarmupSteps < 0) throw new ArgumentOutOfRangeException(nameof(DenseWarmupSteps), DenseWarmupSteps, "DenseWarmupSteps must not be negative.");
             if (DenseWarmupEpochs < 0) throw new ArgumentOutOfRangeException(nameof(DenseWarmupEpochs), DenseWarmupEpochs, "DenseWarmupEpochs must not be negative.");
             if (DensityWarmupSteps < 0) throw new ArgumentOutOfRangeException(nameof(DensityWarmupSteps), DensityWarmupSteps, "DensityWarmupSteps must not be negative.");
-            if (!(DensityWarmupStart > 0 && DensityWarmupStart <= 1) || (DensityWarmupSteps > 0 && DensityWarmupStart <= Density))
-                throw new ArgumentOutOfRangeException(nameof(DensityWarmupStart), DensityWarmupStart, $"DensityWarmupStart must be above Density ({Density}) and at most 1.");
+            if (!(DensityWarmupStart > 0 && DensityWarmupStart <= 1) || (DensityWarmupSteps > 0 && DensityWarmupStart <= TargetDensity))
+                throw new ArgumentOutOfRangeException(nameof(DensityWarmupStart), DensityWarmupStart, $"DensityWarmupStart must be above Density ({TargetDensity}) and at most 1.");
             if (!Enum.IsDefined(ExchangeMode)) throw new ArgumentOutOfRangeException(nameof(ExchangeMode), ExchangeMode, "Unknown exchange mode.");
             if (!Enum.IsDefined(Transport)) throw new ArgumentOutOfRangeException(nameof(Transport), Transport, "Unknown transport.");
             if (Workers < 1 || Workers > 256) throw new ArgumentOutOfRangeException(nameof(Workers), Workers, "Workers must be in [1, 256].");
@@ -224,8 +235,8 @@ public sealed partial class SIDCoTrainer
             if (MomentumCorrection && GradientHook is not null) throw new ArgumentException("MomentumCorrection configures the built-in hook; it cannot be combined with a custom GradientHook.", nameof(MomentumCorrection));
             if (HierarchicalExchange && GradientHook is not null) throw new ArgumentException("HierarchicalExchange configures the built-in hook; it cannot be combined with a custom GradientHook.", nameof(HierarchicalExchange));
             if (NumberOfThreads is < 1 or > 4096) throw new ArgumentOutOfRangeException(nameof(NumberOfThreads), NumberOfThreads, "NumberOfThreads must be null (automatic) or in [1, 4096].");
-            if (Epochs < 1) throw new ArgumentOutOfRangeException(nameof(Epochs), Epochs, "Epochs must be at least 1.");
-            if (BatchSize < 1) throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "BatchSize must be at least 1.");
+            if (Epochs < 1) throw new ArgumentOutOfRangeException(nameof(Epochs), Epochs, "Epochs must be null (automatic) or at least 1.");
+            if (BatchSize < 1) throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "BatchSize must be null (automatic) or at least 1.");
             if (!Enum.IsDefined(Optimizer)) throw new ArgumentOutOfRangeException(nameof(Optimizer), Optimizer, "Unknown optimizer.");
             if (!(LearningRate > 0) || double.IsInfinity(LearningRate)) throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, "LearningRate must be positive and finite.");
             if (!(Momentum >= 0 && Momentum < 1)) throw new ArgumentOutOfRangeException(nameof(Momentum), Momentum, "Momentum must be in [0, 1).");
@@ -242,9 +253,12 @@ public sealed partial class SIDCoTrainer
             ToCompressorOptions().Validate();
         }
 
+        /// <summary>The density the compressor targets: <see cref="Density"/>, or the automatic one's starting value.</summary>
+        internal double TargetDensity => Density ?? Defaults.Density;
+
         internal CompressorOptions ToCompressorOptions() => new()
         {
-            Density = Density, AdaptiveStages = AdaptiveStages, Stages = Stages, SelectionCap = SelectionCap, NonFinite = NonFiniteGradients, Seed = Seed,
+            Density = TargetDensity, AdaptiveStages = AdaptiveStages, Stages = Stages, SelectionCap = SelectionCap, NonFinite = NonFiniteGradients, Seed = Seed,
         };
     }
 }

@@ -22,6 +22,7 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
 {
     private readonly MLContext _ml;
     private readonly IHost _host;
+    private readonly Func<bool> _hostCanceled;
 
     internal SIDCoTrainer(MLContext ml, Options options)
     {
@@ -30,51 +31,87 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
         options.Validate();
         _ml = ml;
         _host = ((IHostEnvironment)ml).Register(nameof(SIDCoTrainer));
+        _hostCanceled = MlNetHost.CancellationProbe(_host);
         TrainerOptions = options;
     }
 
     /// <summary>The options this trainer was created with.</summary>
     public Options TrainerOptions { get; }
 
-    /// <summary>Checks the input columns and returns the output schema (Score, and PredictedLabel for classification).</summary>
+    /// <summary>
+    /// This process's rank among the processes of an <c>mpirun</c> job (0 .. <see cref="WorldSize"/> - 1), or 0 when the
+    /// process was not started by <c>mpirun</c>. Every rank runs the same program and ends training with the same model.
+    /// </summary>
+    public static int Rank => MpiCommunicator.IsLaunchedByMpirun ? MpiCommunicator.LaunchedRank : 0;
+
+    /// <summary>Processes in the <c>mpirun</c> job, or 1 when the process was not started by <c>mpirun</c> (in-process workers are threads of this one process).</summary>
+    public static int WorldSize => MpiCommunicator.IsLaunchedByMpirun ? MpiCommunicator.LaunchedWorldSize : 1;
+
+    /// <summary>
+    /// True on the one process that should print, evaluate and save: rank 0 under <c>mpirun</c>, and always outside it.
+    /// <see cref="SIDCoTransformer.Save(string, bool)"/> writes only here unless told otherwise.
+    /// </summary>
+    public static bool IsPrimaryWorker => Rank == 0;
+
+    /// <summary>Checks the input columns and returns the output schema (the columns the fitted transformer adds, with their annotations).</summary>
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
         var o = TrainerOptions;
         if (Find(inputSchema, o.FeatureColumnName) is not { } features)
-            throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Feature column '{o.FeatureColumnName}' not found");
+            throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Feature column '{o.FeatureColumnName}' not found (Options.FeatureColumnName)");
         if (features.Kind != SchemaShape.Column.VectorKind.Vector || features.ItemType != NumberDataViewType.Single)
-            throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Schema mismatch for feature column '{o.FeatureColumnName}': expected known-size vector of Single, got {Describe(features)}");
+            throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Schema mismatch for feature column '{o.FeatureColumnName}': expected known-size vector of Single, got {Describe(features)} (Options.FeatureColumnName)");
         if (Find(inputSchema, o.LabelColumnName) is not { } label)
-            throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Label column '{o.LabelColumnName}' not found");
-        if (o.Task == TrainingTask.MulticlassClassification)
+            throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Label column '{o.LabelColumnName}' not found (Options.LabelColumnName)");
+        bool ok = o.Task switch
         {
             // A SchemaShape carries a key's raw type (UInt32) and IsKey, not its cardinality.
-            if (label.Kind != SchemaShape.Column.VectorKind.Scalar || !label.IsKey)
-                throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Schema mismatch for label column '{o.LabelColumnName}': expected Key, got {Describe(label)} (map labels to keys with mlContext.Transforms.Conversion.MapValueToKey)");
-        }
-        else if (label.Kind != SchemaShape.Column.VectorKind.Scalar || label.IsKey || label.ItemType != NumberDataViewType.Single)
-        {
-            throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Schema mismatch for label column '{o.LabelColumnName}': expected Single, got {Describe(label)}");
-        }
+            TrainingTask.MulticlassClassification => label.Kind == SchemaShape.Column.VectorKind.Scalar && label.IsKey,
+            TrainingTask.BinaryClassification => label.Kind == SchemaShape.Column.VectorKind.Scalar && !label.IsKey && label.ItemType == BooleanDataViewType.Instance,
+            _ => label.Kind == SchemaShape.Column.VectorKind.Scalar && !label.IsKey && label.ItemType == NumberDataViewType.Single,
+        };
+        if (!ok) throw LabelMismatch(nameof(inputSchema), Describe(label));
+        // Placeholder key values of the label's type stand in for the values, which only the data holds.
+        KeyValues? keyValues = null;
+        const int SchemaClasses = 2;
+        if (o.Task == TrainingTask.MulticlassClassification && Find(label.Annotations, MlNetAnnotations.KeyValues) is { } kv)
+            keyValues = KeyValues.Placeholder(kv.ItemType, SchemaClasses);
         // The output columns are exactly those of the scoring mapping the fitted transformer uses.
-        return SIDCoTransformer.CreateScoringEstimator(_ml, o.FeatureColumnName, featureLength: 1, o.Task, classes: 2, null, static (_, _) => { })
+        return SIDCoTransformer.CreateScoringEstimator(_ml, o.FeatureColumnName, featureLength: 1, o.Task, SchemaClasses, keyValues, static (_, _) => { })
             .GetOutputSchema(inputSchema);
     }
 
-    /// <summary>Trains on <paramref name="input"/> and returns the fitted transformer.</summary>
-    public SIDCoTransformer Fit(IDataView input)
+    /// <summary>
+    /// Trains on <paramref name="input"/> and returns the fitted transformer. <c>mlContext.CancelExecution()</c> stops it
+    /// (as it stops ML.NET's trainers) with <see cref="OperationCanceledException"/>.
+    /// </summary>
+    public SIDCoTransformer Fit(IDataView input) => Fit(input, CancellationToken.None);
+
+    /// <summary>
+    /// Trains on <paramref name="input"/>; a cancel through <paramref name="cancellationToken"/> or <c>mlContext.CancelExecution()</c>
+    /// on any worker stops every worker (every MPI rank) together within a step, writes a checkpoint when
+    /// <see cref="Options.CheckpointDirectory"/> is set, and throws <see cref="OperationCanceledException"/>.
+    /// </summary>
+    public SIDCoTransformer Fit(IDataView input, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(input);
         var o = TrainerOptions;
         o.Validate();
         CheckSchema(input.Schema, nameof(input));
-        var (train, classes, keyValues) = DataLoading.Read(input, o.FeatureColumnName, o.LabelColumnName, o.Task);
+        bool IsCanceled() => cancellationToken.IsCancellationRequested || _hostCanceled();
+        if (IsCanceled()) throw new OperationCanceledException("Training was canceled before it started.");
+        TorchRuntime.EnsureLoaded();
+        using var ch = _host.Start("Training");
+        var loaded = DataLoading.Read(input, o.FeatureColumnName, o.LabelColumnName, o.Task, scale: null, IsCanceled);
+        var train = loaded.Data;
+        if (loaded.SkippedRows > 0)
+            ch.Warning(MessageSensitivity.None, $"Skipped {loaded.SkippedRows} of {loaded.SkippedRows + train.Count} training rows with a missing label or a NaN or infinite feature.");
         TrainingData? validation = null;
         if (o.ValidationData is not null)
         {
             CheckSchema(o.ValidationData.Schema, nameof(o.ValidationData));
-            validation = DataLoading.Read(o.ValidationData, o.FeatureColumnName, o.LabelColumnName, o.Task).Data;
+            validation = DataLoading.Read(o.ValidationData, o.FeatureColumnName, o.LabelColumnName, o.Task, loaded.Scale, IsCanceled).Data;
             if (validation.FeatureLength != train.FeatureLength)
                 throw new ArgumentException($"ValidationData has {validation.FeatureLength} features per row; the training data has {train.FeatureLength}.", nameof(o.ValidationData));
         }
@@ -82,27 +119,32 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
         bool useMpi = o.Transport == TransportKind.Mpi || (o.Transport == TransportKind.Auto && MpiCommunicator.IsLaunchedByMpirun);
         bool hybrid = useMpi && o.WorkersPerRank > 1;
         int workers = useMpi ? MpiCommunicator.LaunchedWorldSize * o.WorkersPerRank : o.Workers;
-        var model = o.Model ?? SIDCoModels.Mlp(128);
+        var model = o.Model ?? SIDCoModels.Mlp(Defaults.HiddenLayer);
+        int batchSize = EffectiveBatchSize(o.BatchSize, train.Count, workers);
+        if (o.BatchSize is { } asked && batchSize != asked)
+            ch.Warning(MessageSensitivity.None, $"BatchSize {asked} x {workers} workers exceeds the {train.Count} training rows: each worker takes {batchSize} rows per step.");
 
-        using var ch = _host.Start("Training");
         using var pch = _host.StartProgressChannel("SIDCo training");
         TrainingProgress? last = null;
         pch.SetHeader(new ProgressHeader(["loss"], ["epochs", "steps"]), e =>
         {
             if (last is { } p) { e.SetProgress(0, p.Epoch, p.Epochs); e.SetProgress(1, p.StepInEpoch, p.StepsPerEpoch); e.SetMetric(0, p.Loss); }
         });
-        ch.Info(MessageSensitivity.None, $"SIDCo: {model.Descriptor}, {train.Count} examples x {train.FeatureLength} features, {workers} {(useMpi ? "MPI ranks" : "in-process workers")}, compressor {o.Compressor.ToName()} at density {o.Density}, exchange {o.ExchangeMode}");
-        int stepsPerEpoch = Math.Max(1, train.Count / workers / o.BatchSize);
+        int stepsPerEpoch = Math.Max(1, train.Count / workers / batchSize);
         if (o.MaxStepsPerEpoch > 0) stepsPerEpoch = Math.Min(stepsPerEpoch, o.MaxStepsPerEpoch);
+        int epochs = o.Epochs ?? AutomaticEpochs(stepsPerEpoch);
+        ch.Info(MessageSensitivity.None, $"SIDCo: {model.Descriptor}, {train.Count} examples x {train.FeatureLength} features, {workers} {(useMpi ? "MPI ranks" : "in-process workers")}, "
+            + $"{epochs} epochs of {stepsPerEpoch} steps at {batchSize} rows per worker, compressor {o.Compressor.ToName()} at density {(o.Density is { } d ? d : $"auto ({o.TargetDensity}, at least {Defaults.MinimumSelected} entries)")}, exchange {o.ExchangeMode}");
         // With momentum correction the hook carries the momentum (for compressed exchanges; dense keeps it too).
         bool momentumCorrection = o.MomentumCorrection && o.GradientHook is null && o.Momentum > 0;
         var settings = new TrainingSettings
         {
-            Model = model, Task = o.Task, Outputs = o.Task == TrainingTask.Regression ? 1 : classes, Epochs = o.Epochs, BatchSize = o.BatchSize,
+            Model = model, Task = o.Task, Outputs = o.Task.Outputs(loaded.Classes), Epochs = epochs, BatchSize = batchSize,
             Optimizer = o.Optimizer, LearningRate = o.LearningRate, Momentum = momentumCorrection ? 0 : o.Momentum, Nesterov = o.Nesterov, WeightDecay = o.WeightDecay,
             Schedule = o.Schedule, LearningRateWarmupSteps = o.LearningRateWarmupSteps, GradientClipNorm = o.GradientClipNorm, Seed = o.Seed,
             CheckpointDirectory = o.CheckpointDirectory, CheckpointInterval = o.CheckpointInterval, ReplicaCheckInterval = o.ReplicaCheckInterval,
             MaxStepsPerEpoch = o.MaxStepsPerEpoch, StopAfterSteps = o.StopAfterSteps, NumberOfThreads = o.NumberOfThreads,
+            StopRequested = IsCanceled, LossScale = loaded.Scale.Scale * loaded.Scale.Scale,
             HookFactory = o.GradientHook ?? (() =>
             {
                 var hookOptions = new CompressionHookOptions
@@ -111,6 +153,7 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
                     HalfPrecisionValues = o.HalfPrecisionValues, DenseWarmupSteps = o.DenseWarmupSteps + (long)o.DenseWarmupEpochs * stepsPerEpoch,
                     DensityWarmupSteps = o.DensityWarmupSteps, DensityWarmupStart = o.DensityWarmupStart,
                     MomentumCorrection = momentumCorrection ? o.Momentum : 0,
+                    MinimumSelected = o.Density is null ? Defaults.MinimumSelected : 0,
                     // One backend per worker: ILGPU backends hold device buffers and are not thread-safe.
                     Kernels = o.Kernels == KernelBackend.Ilgpu ? IlgpuGradientKernels.CreatePreferred() : null, OwnsKernels = o.Kernels == KernelBackend.Ilgpu,
                 };
@@ -131,7 +174,7 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
         {
             using var comm = new MpiCommunicator();
             try { result = hybrid ? DataParallelTrainer.RunHybrid(comm, o.WorkersPerRank, train, validation, settings) : DataParallelTrainer.RunWorker(comm, train, validation, settings); }
-            catch (Exception e) when (comm.Size > 1 && e is not RankMismatchException and not CheckpointException and not ArgumentException)
+            catch (Exception e) when (comm.Size > 1 && e is not RankMismatchException and not CheckpointException and not ArgumentException and not OperationCanceledException)
             {
                 // Peers may be blocked in a collective this rank will never join: end the whole job.
                 Console.Error.WriteLine($"rank {comm.Rank}: {e}");
@@ -143,9 +186,25 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
         {
             result = DataParallelTrainer.RunInProcess(train, validation, settings, o.Workers);
         }
-        var info = new SIDCoTransformer.TrainingInfo(o.Compressor.ToName(), o.Density, workers, hybrid ? "mpi+inprocess" : useMpi ? "mpi" : "inprocess");
-        return new SIDCoTransformer(_ml, result.Model, model, o.FeatureColumnName, train.FeatureLength, o.Task, classes, keyValues, result.History, info);
+        var info = new SIDCoTransformer.TrainingInfo(o.Compressor.ToName(), o.TargetDensity, workers, hybrid ? "mpi+inprocess" : useMpi ? "mpi" : "inprocess");
+        return new SIDCoTransformer(_ml, result.Model, model, o.FeatureColumnName, train.FeatureLength, o.Task, loaded.Classes, loaded.KeyValues, loaded.Scale, result.History, info);
     }
+
+    /// <summary>
+    /// The rows each worker takes per step: <paramref name="batchSize"/>, or fewer when the data has fewer rows per worker
+    /// (a small data set trains instead of being refused); refused only when some worker would get no row at all.
+    /// </summary>
+    internal static int EffectiveBatchSize(int? batchSize, int rows, int workers)
+    {
+        if (rows < workers)
+            throw new ArgumentOutOfRangeException(nameof(Options.Workers), workers, $"The training data has {rows} usable rows, fewer than the {workers} workers (Options.Workers, or the ranks of mpirun): every worker needs at least one row per step.");
+        int perWorker = rows / workers;
+        return batchSize is { } b ? Math.Min(b, perWorker) : Math.Clamp(perWorker / Defaults.MinimumStepsPerEpoch, 1, Defaults.BatchSize);
+    }
+
+    /// <summary>The automatic number of epochs: enough for <see cref="Defaults.MinimumSteps"/> steps, within the automatic bounds.</summary>
+    internal static int AutomaticEpochs(int stepsPerEpoch)
+        => (int)Math.Clamp((Defaults.MinimumSteps + stepsPerEpoch - 1) / stepsPerEpoch, Defaults.MinimumEpochs, Defaults.MaximumEpochs);
 
     /// <summary>Raised on worker 0's thread as training progresses (every few steps and at every epoch end).</summary>
     public event EventHandler<TrainingProgress>? ProgressReported;
@@ -161,14 +220,30 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
     private void CheckSchema(DataViewSchema schema, string argument)
     {
         var o = TrainerOptions;
-        var f = schema.GetColumnOrNull(o.FeatureColumnName) ?? throw new ArgumentOutOfRangeException(argument, $"Feature column '{o.FeatureColumnName}' not found");
+        var f = schema.GetColumnOrNull(o.FeatureColumnName) ?? throw new ArgumentOutOfRangeException(argument, $"Feature column '{o.FeatureColumnName}' not found (Options.FeatureColumnName)");
         if (f.Type is not VectorDataViewType { IsKnownSize: true } v || v.ItemType != NumberDataViewType.Single)
-            throw new ArgumentOutOfRangeException(argument, $"Schema mismatch for feature column '{o.FeatureColumnName}': expected known-size vector of Single, got {f.Type}");
-        var l = schema.GetColumnOrNull(o.LabelColumnName) ?? throw new ArgumentOutOfRangeException(argument, $"Label column '{o.LabelColumnName}' not found");
-        if (o.Task == TrainingTask.MulticlassClassification && l.Type is not KeyDataViewType)
-            throw new ArgumentOutOfRangeException(argument, $"Schema mismatch for label column '{o.LabelColumnName}': expected Key, got {l.Type} (map labels to keys with mlContext.Transforms.Conversion.MapValueToKey)");
-        if (o.Task == TrainingTask.Regression && l.Type != NumberDataViewType.Single)
-            throw new ArgumentOutOfRangeException(argument, $"Schema mismatch for label column '{o.LabelColumnName}': expected Single, got {l.Type}");
+            throw new ArgumentOutOfRangeException(argument, $"Schema mismatch for feature column '{o.FeatureColumnName}': expected known-size vector of Single, got {f.Type} (Options.FeatureColumnName)");
+        var l = schema.GetColumnOrNull(o.LabelColumnName) ?? throw new ArgumentOutOfRangeException(argument, $"Label column '{o.LabelColumnName}' not found (Options.LabelColumnName)");
+        bool ok = o.Task switch
+        {
+            TrainingTask.MulticlassClassification => l.Type is KeyDataViewType,
+            TrainingTask.BinaryClassification => l.Type == BooleanDataViewType.Instance,
+            _ => l.Type == NumberDataViewType.Single,
+        };
+        if (!ok) throw LabelMismatch(argument, l.Type.ToString() ?? "unknown");
+    }
+
+    // What the label must be for the task, and what to change when it is not.
+    private ArgumentOutOfRangeException LabelMismatch(string argument, string got)
+    {
+        var o = TrainerOptions;
+        var (expected, advice) = o.Task switch
+        {
+            TrainingTask.MulticlassClassification => ("Key", "Options.Task is MulticlassClassification: map labels to keys with mlContext.Transforms.Conversion.MapValueToKey; for a Boolean label set Options.Task = TrainingTask.BinaryClassification"),
+            TrainingTask.BinaryClassification => ("Boolean", "Options.Task is BinaryClassification; for more than two classes use MulticlassClassification with a key label"),
+            _ => ("Single", "Options.Task is Regression: convert the label with mlContext.Transforms.Conversion.ConvertType"),
+        };
+        return new ArgumentOutOfRangeException(argument, $"Schema mismatch for label column '{o.LabelColumnName}': expected {expected}, got {got} (Options.LabelColumnName; {advice})");
     }
 
     private static string Describe(SchemaShape.Column c) => c.Kind switch

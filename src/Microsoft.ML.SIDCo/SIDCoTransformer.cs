@@ -10,41 +10,55 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.SIDCo;
 
 /// <summary>
-/// The model a <see cref="SIDCoTrainer"/> produces: scores an <see cref="IDataView"/> with the trained
-/// TorchSharp module. Multiclass: <c>Score</c> (class probabilities) and <c>PredictedLabel</c> (a key with
-/// the training label's key values); regression: <c>Score</c>. So <c>mlContext.MulticlassClassification.Evaluate</c>,
-/// <c>mlContext.Regression.Evaluate</c> and prediction engines work on it.
+/// The model a <see cref="SIDCoTrainer"/> produces: scores an <see cref="IDataView"/> with the trained TorchSharp module
+/// and adds the columns ML.NET's own trainers add, so <c>Evaluate</c>, <c>CrossValidate</c>, prediction engines and a
+/// trailing <c>MapKeyToValue("PredictedLabel")</c> work on it:
+/// multiclass: <c>Score</c> (class probabilities, slot names = the label's key values) and <c>PredictedLabel</c> (a key
+/// with the label's key values); binary: <c>Score</c> (the logit), <c>Probability</c> (its sigmoid) and
+/// <c>PredictedLabel</c> (Boolean, <c>Score</c> &gt; 0); regression: <c>Score</c>.
+/// A row with a NaN or infinite feature scores as missing: NaN scores, a missing key (multiclass) or false (binary).
 /// </summary>
 /// <remarks>
 /// ML.NET's <c>mlContext.Model.Save</c> can only persist transformers registered inside ML.NET's own
-/// assemblies, so it cannot carry the torch weights: use <see cref="Save(string)"/> and
+/// assemblies, so it cannot carry the torch weights: use <see cref="Save(string, bool)"/> and
 /// <c>mlContext.Extensions.LoadSIDCoModel(path)</c> (see docs/persistence.md).
 /// </remarks>
 public sealed class SIDCoTransformer : ITransformer, IDisposable
 {
-    private const int Format = 1;
+    // 1: the first format; 2: the task may be binary, and regression keeps the target standardisation (Format 1 reads as identity).
+    private const int Format = 2;
+    private const int FirstFormat = 1;
     private readonly MLContext _ml;
     private readonly nn.Module<Tensor, Tensor> _module;
     private readonly object _gate = new();
     private readonly KeyValues? _keyValues;
+    private readonly TargetScale _scale;
+    private volatile bool _disposed;
 
     /// <summary>Where and how the model was trained.</summary>
     /// <param name="Compressor">Compressor name.</param>
     /// <param name="Density">Target density.</param>
     /// <param name="Workers">Number of workers.</param>
-    /// <param name="Transport">"mpi" or "inprocess".</param>
+    /// <param name="Transport">"mpi", "mpi+inprocess" or "inprocess".</param>
     public sealed record TrainingInfo(string Compressor, double Density, int Workers, string Transport);
 
     internal SIDCoTransformer(MLContext ml, nn.Module<Tensor, Tensor> module, ModelDefinition definition, string featureColumn, int featureLength,
-        TrainingTask task, int classes, KeyValues? keyValues, TrainingHistory history, TrainingInfo info)
+        TrainingTask task, int classes, KeyValues? keyValues, TargetScale scale, TrainingHistory history, TrainingInfo info)
     {
         _ml = ml; _module = module; Definition = definition; FeatureColumnName = featureColumn; FeatureLength = featureLength;
-        Task = task; Classes = classes; _keyValues = keyValues; History = history; Info = info;
+        Task = task; Classes = classes; _keyValues = keyValues; _scale = scale; History = history; Info = info;
         _module.eval();
     }
 
     /// <summary>The trained TorchSharp module (in evaluation mode).</summary>
-    public nn.Module<Tensor, Tensor> Module => _module;
+    public nn.Module<Tensor, Tensor> Module
+    {
+        get
+        {
+            ThrowIfDisposed();
+            return _module;
+        }
+    }
 
     /// <summary>The architecture.</summary>
     public ModelDefinition Definition { get; }
@@ -58,7 +72,7 @@ public sealed class SIDCoTransformer : ITransformer, IDisposable
     /// <summary>Task trained for.</summary>
     public TrainingTask Task { get; }
 
-    /// <summary>Number of classes (1 for regression).</summary>
+    /// <summary>Number of classes (2 for binary, 1 for regression).</summary>
     public int Classes { get; }
 
     /// <summary>Per-epoch training history.</summary>
@@ -68,7 +82,7 @@ public sealed class SIDCoTransformer : ITransformer, IDisposable
     public TrainingInfo Info { get; }
 
     /// <summary>A fingerprint of the weights: equal across workers and after save/load.</summary>
-    public long WeightsFingerprint => new ParameterSet(_module).Fingerprint();
+    public long WeightsFingerprint => new ParameterSet(Module).Fingerprint();
 
     /// <inheritdoc />
     public bool IsRowToRowMapper => true;
@@ -86,38 +100,48 @@ public sealed class SIDCoTransformer : ITransformer, IDisposable
         return Inner(input.Schema).Transform(input);
     }
 
-    /// <summary>Not supported: ML.NET's model format cannot carry the torch weights. Use <see cref="Save(string)"/>.</summary>
+    /// <summary>Not supported: ML.NET's model format cannot carry the torch weights. Use <see cref="Save(string, bool)"/>.</summary>
     /// <exception cref="NotSupportedException">Always, with the supported alternative.</exception>
     void ICanSaveModel.Save(ModelSaveContext ctx) => throw new NotSupportedException(
         "mlContext.Model.Save cannot store a SIDCo model: ML.NET's model format only holds transformers registered inside ML.NET. " +
         "Save it with transformer.Save(path) and load it with mlContext.Extensions.LoadSIDCoModel(path); save the rest of the pipeline with mlContext.Model.Save as usual.");
 
-    /// <summary>Scores one feature vector: class probabilities (multiclass) or the value (regression).</summary>
+    /// <summary>
+    /// Scores one feature vector and returns what the <c>Score</c> column holds: the class probabilities (multiclass),
+    /// the logit (binary; <c>Probability</c> is its sigmoid) or the predicted value (regression).
+    /// </summary>
     public float[] Predict(ReadOnlySpan<float> features)
     {
         if (features.Length != FeatureLength) throw new ArgumentException($"Expected {FeatureLength} features, got {features.Length}.", nameof(features));
-        var output = new float[Task == TrainingTask.Regression ? 1 : Classes];
+        var output = new float[Task.Outputs(Classes)];
         Score(features.ToArray(), output);
         return output;
     }
 
-    private void Score(float[] features, float[] output) => Score(features, output.AsSpan());
-
+    // The Score column's values for one row; NaN when a feature is not finite (the row is missing, as in ML.NET's scorers).
     private void Score(float[] features, Span<float> output)
     {
+        ThrowIfDisposed();
+        if (!System.Numerics.Tensors.TensorPrimitives.IsFiniteAll<float>(features))
+        {
+            output.Fill(float.NaN);
+            return;
+        }
         lock (_gate)
         {
             using var noGrad = torch.no_grad();
             using var scope = torch.NewDisposeScope();
-            var y = _module.forward(torch.tensor(features, [1, features.Length]));
+            var y = _module.forward(AlignedTensors.From(features, 1, features.Length));
             if (Task == TrainingTask.MulticlassClassification) y = nn.functional.softmax(y, 1);
             System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(y.contiguous().bytes).CopyTo(output);
         }
+        if (Task == TrainingTask.Regression) output[0] = _scale.ToLabel(output[0]);
     }
 
     // ---- scoring through ML.NET's CustomMapping, with column names and types set at run time ----
 
     /// <summary>Row type of the scoring input (infrastructure; not for direct use).</summary>
+    [System.ComponentModel.EditorBrowsable(System.ComponentModel.EditorBrowsableState.Never)]
     public sealed class ScoringInput
     {
         /// <summary>Features.</summary>
@@ -125,15 +149,29 @@ public sealed class SIDCoTransformer : ITransformer, IDisposable
     }
 
     /// <summary>Row type of multiclass scoring output (infrastructure; not for direct use).</summary>
+    [System.ComponentModel.EditorBrowsable(System.ComponentModel.EditorBrowsableState.Never)]
     public sealed class ClassificationOutput
     {
         /// <summary>Class probabilities.</summary>
         public float[] Score = [];
-        /// <summary>1-based key of the most probable class.</summary>
+        /// <summary>The most probable class's 0-based index (CustomMapping stores index i as key i + 1; an index past the last class is a missing key).</summary>
         public uint PredictedLabel;
     }
 
+    /// <summary>Row type of binary scoring output (infrastructure; not for direct use).</summary>
+    [System.ComponentModel.EditorBrowsable(System.ComponentModel.EditorBrowsableState.Never)]
+    public sealed class BinaryOutput
+    {
+        /// <summary>The logit.</summary>
+        public float Score;
+        /// <summary>The probability of true: the logit's sigmoid.</summary>
+        public float Probability;
+        /// <summary>True when the logit is above 0.</summary>
+        public bool PredictedLabel;
+    }
+
     /// <summary>Row type of regression scoring output (infrastructure; not for direct use).</summary>
+    [System.ComponentModel.EditorBrowsable(System.ComponentModel.EditorBrowsableState.Never)]
     public sealed class RegressionOutput
     {
         /// <summary>Predicted value.</summary>
@@ -142,6 +180,7 @@ public sealed class SIDCoTransformer : ITransformer, IDisposable
 
     private ITransformer Inner(DataViewSchema inputSchema)
     {
+        ThrowIfDisposed();
         var col = inputSchema.GetColumnOrNull(FeatureColumnName)
             ?? throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Feature column '{FeatureColumnName}' not found");
         if (col.Type is not VectorDataViewType { ItemType: NumberDataViewType n, Size: var size } || n != NumberDataViewType.Single || size != FeatureLength)
@@ -153,74 +192,132 @@ public sealed class SIDCoTransformer : ITransformer, IDisposable
         return estimator.Fit(_ml.Data.LoadFromEnumerable(Array.Empty<ScoringInput>(), input));
     }
 
-    /// <summary>The CustomMapping that scores rows with <paramref name="score"/>; its output schema is the transformer's.</summary>
-    internal static IEstimator<ITransformer> CreateScoringEstimator(MLContext ml, string featureColumn, int featureLength, TrainingTask task, int classes, KeyValues? keyValues, Action<float[], float[]> score)
+    /// <summary>Scores one row: fills the span with the Score column's values (length: the task's outputs).</summary>
+    internal delegate void RowScorer(float[] features, Span<float> output);
+
+    /// <summary>
+    /// The CustomMapping that scores rows with <paramref name="score"/>; its output schema is the transformer's, so the
+    /// trainer's <see cref="SIDCoTrainer.GetOutputSchema"/> (with placeholder key values of the label's type) and the
+    /// fitted transformer give the same columns, types and annotations.
+    /// </summary>
+    internal static IEstimator<ITransformer> CreateScoringEstimator(MLContext ml, string featureColumn, int featureLength, TrainingTask task, int classes,
+        KeyValues? keyValues, RowScorer score)
     {
         var input = SchemaDefinition.Create(typeof(ScoringInput), SchemaDefinition.Direction.Read);
         input[nameof(ScoringInput.Features)].ColumnName = featureColumn;
         input[nameof(ScoringInput.Features)].ColumnType = new VectorDataViewType(NumberDataViewType.Single, featureLength);
-        if (task == TrainingTask.Regression)
+        switch (task)
         {
-            return ml.Transforms.CustomMapping<ScoringInput, RegressionOutput>((i, o) => { var v = new float[1]; score(i.Features, v); o.Score = v[0]; }, contractName: null, input, null);
+            case TrainingTask.Regression:
+            {
+                var output = SchemaDefinition.Create(typeof(RegressionOutput), SchemaDefinition.Direction.Both);
+                MarkScore(output[nameof(RegressionOutput.Score)], MlNetAnnotations.Regression, MlNetAnnotations.Score);
+                return ml.Transforms.CustomMapping<ScoringInput, RegressionOutput>((i, o) =>
+                {
+                    Span<float> v = stackalloc float[1];
+                    score(i.Features, v);
+                    o.Score = v[0];
+                }, contractName: null, input, output);
+            }
+            case TrainingTask.BinaryClassification:
+            {
+                var output = SchemaDefinition.Create(typeof(BinaryOutput), SchemaDefinition.Direction.Both);
+                const string Kind = MlNetAnnotations.BinaryClassification;
+                MarkScore(output[nameof(BinaryOutput.Score)], Kind, MlNetAnnotations.Score);
+                var probability = output[nameof(BinaryOutput.Probability)];
+                MarkScore(probability, Kind, MlNetAnnotations.Probability);
+                probability.AddAnnotation(MlNetAnnotations.IsNormalized, true, BooleanDataViewType.Instance);
+                MarkScore(output[nameof(BinaryOutput.PredictedLabel)], Kind, MlNetAnnotations.PredictedLabel);
+                return ml.Transforms.CustomMapping<ScoringInput, BinaryOutput>((i, o) =>
+                {
+                    Span<float> v = stackalloc float[1];
+                    score(i.Features, v);
+                    o.Score = v[0];
+                    o.Probability = float.IsNaN(v[0]) ? float.NaN : 1f / (1f + MathF.Exp(-v[0]));
+                    o.PredictedLabel = v[0] > 0;
+                }, contractName: null, input, output);
+            }
+            default:
+            {
+                var output = SchemaDefinition.Create(typeof(ClassificationOutput), SchemaDefinition.Direction.Both);
+                const string Kind = MlNetAnnotations.MulticlassClassification;
+                var scoreColumn = output[nameof(ClassificationOutput.Score)];
+                scoreColumn.ColumnType = new VectorDataViewType(NumberDataViewType.Single, classes);
+                MarkScore(scoreColumn, Kind, MlNetAnnotations.Score);
+                var predicted = output[nameof(ClassificationOutput.PredictedLabel)];
+                predicted.ColumnType = new KeyDataViewType(typeof(uint), classes);
+                MarkScore(predicted, Kind, MlNetAnnotations.PredictedLabel);
+                if (keyValues is not null && keyValues.Values.Length == classes)
+                {
+                    keyValues.AddTo(predicted);
+                    keyValues.AddAsSlotNames(scoreColumn);
+                }
+                return ml.Transforms.CustomMapping<ScoringInput, ClassificationOutput>((i, o) =>
+                {
+                    if (o.Score.Length != classes) o.Score = new float[classes];
+                    score(i.Features, o.Score);
+                    // The arg-max's index; CustomMapping stores index i as key i + 1, and an index past the last class as key 0 (missing).
+                    int best = 0;
+                    for (int c = 1; c < classes; c++) if (o.Score[c] > o.Score[best]) best = c;
+                    o.PredictedLabel = float.IsNaN(o.Score[0]) ? (uint)classes : (uint)best;
+                }, contractName: null, input, output);
+            }
         }
-        var output = SchemaDefinition.Create(typeof(ClassificationOutput), SchemaDefinition.Direction.Both);
-        output[nameof(ClassificationOutput.Score)].ColumnType = new VectorDataViewType(NumberDataViewType.Single, classes);
-        var predicted = output[nameof(ClassificationOutput.PredictedLabel)];
-        predicted.ColumnType = new KeyDataViewType(typeof(uint), classes);
-        AddKeyValues(predicted, keyValues, classes);
-        return ml.Transforms.CustomMapping<ScoringInput, ClassificationOutput>((i, o) =>
-        {
-            if (o.Score.Length != classes) o.Score = new float[classes];
-            score(i.Features, o.Score);
-            int best = 0;
-            for (int c = 1; c < classes; c++) if (o.Score[c] > o.Score[best]) best = c;
-            o.PredictedLabel = (uint)best + 1;
-        }, contractName: null, input, output);
     }
 
-    private static void AddKeyValues(SchemaDefinition.Column column, KeyValues? keyValues, int classes)
+    // The annotations ML.NET's scorers put on their output columns, so tools that look for a score column by kind find ours.
+    private static void MarkScore(SchemaDefinition.Column column, string columnKind, string valueKind)
     {
-        if (keyValues is null || keyValues.Values.Length != classes) return;
-        var inv = CultureInfo.InvariantCulture;
-        void Add<T>(Func<string, T> parse, PrimitiveDataViewType type)
-            => column.AddAnnotation("KeyValues", new VBuffer<T>(classes, keyValues.Values.Select(parse).ToArray()), new VectorDataViewType(type, classes));
-        switch (keyValues.TypeName)
-        {
-            case "Text": Add(s => s.AsMemory(), TextDataViewType.Instance); break;
-            case "UInt32": Add(s => uint.Parse(s, inv), NumberDataViewType.UInt32); break;
-            case "Int32": Add(s => int.Parse(s, inv), NumberDataViewType.Int32); break;
-            case "Int64": Add(s => long.Parse(s, inv), NumberDataViewType.Int64); break;
-            case "Single": Add(s => float.Parse(s, inv), NumberDataViewType.Single); break;
-            case "Double": Add(s => double.Parse(s, inv), NumberDataViewType.Double); break;
-        }
+        column.AddAnnotation(MlNetAnnotations.ScoreColumnKind, columnKind.AsMemory(), TextDataViewType.Instance);
+        column.AddAnnotation(MlNetAnnotations.ScoreValueKind, valueKind.AsMemory(), TextDataViewType.Instance);
     }
 
     // ---- persistence ----
 
     private sealed record Manifest(int Format, string Model, bool BuiltIn, string FeatureColumn, int FeatureLength, string Task, int Classes,
-        KeyValues? KeyValues, string Compressor, double Density, int Workers, string Transport, List<EpochMetrics> History);
+        KeyValues? KeyValues, string Compressor, double Density, int Workers, string Transport, List<EpochMetrics> History,
+        double TargetMean = 0, double TargetScale = 1);
 
-    /// <summary>Saves the model (architecture descriptor, weights with checksum, column names, label key values, history) to a zip file.</summary>
-    public void Save(string path)
+    /// <summary>
+    /// Saves the model (architecture descriptor, weights with checksum, column names, label key values, history) to a zip
+    /// file. Under <c>mpirun</c> every rank holds the same model, so only the primary rank
+    /// (<see cref="SIDCoTrainer.IsPrimaryWorker"/>) writes unless <paramref name="onEveryRank"/> is true; the file
+    /// appears complete or not at all (written to a temporary name, then renamed).
+    /// </summary>
+    /// <param name="path">The file to write (replaced if it exists).</param>
+    /// <param name="onEveryRank">Write on every MPI rank too (give each rank its own path). Default false.</param>
+    /// <returns>True when this process wrote the file.</returns>
+    public bool Save(string path, bool onEveryRank = false)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(path);
-        string temp = path + ".tmp";
-        using (var file = File.Create(temp)) Save(file);
-        File.Move(temp, path, overwrite: true);
+        if (!onEveryRank && !SIDCoTrainer.IsPrimaryWorker) return false;
+        // A name of this process's own, so that two processes saving one path never write the same temporary file.
+        string temp = $"{path}.{Environment.ProcessId}.tmp";
+        try
+        {
+            using (var file = File.Create(temp)) Save(file);
+            File.Move(temp, path, overwrite: true);
+        }
+        catch
+        {
+            File.Delete(temp);
+            throw;
+        }
+        return true;
     }
 
-    /// <summary>Saves the model to <paramref name="stream"/> as a zip archive.</summary>
+    /// <summary>Saves the model to <paramref name="stream"/> as a zip archive (on whichever rank calls it).</summary>
     public void Save(Stream stream)
     {
         ArgumentNullException.ThrowIfNull(stream);
         using var zip = new ZipArchive(stream, ZipArchiveMode.Create, leaveOpen: true);
         var manifest = new Manifest(Format, Definition.Descriptor, Definition.IsBuiltIn, FeatureColumnName, FeatureLength, Task.ToString(), Classes,
-            _keyValues, Info.Compressor, Info.Density, Info.Workers, Info.Transport, History.Epochs);
+            _keyValues, Info.Compressor, Info.Density, Info.Workers, Info.Transport, History.Epochs, _scale.Mean, _scale.Scale);
         using (var w = new StreamWriter(zip.CreateEntry("manifest.json").Open())) w.Write(JsonSerializer.Serialize(manifest));
-        using (var s = zip.CreateEntry("weights.bin").Open()) new ParameterSet(_module).Save(s);
+        using (var s = zip.CreateEntry("weights.bin").Open()) new ParameterSet(Module).Save(s);
     }
 
-    /// <summary>Loads a model saved with <see cref="Save(string)"/>; pass <paramref name="customModel"/> when it was trained with <see cref="ModelDefinition.Custom"/>.</summary>
+    /// <summary>Loads a model saved with <see cref="Save(string, bool)"/>; pass <paramref name="customModel"/> when it was trained with <see cref="ModelDefinition.Custom"/>.</summary>
     /// <exception cref="InvalidDataException">The file is not a SIDCo model, is corrupt, or does not match <paramref name="customModel"/>.</exception>
     public static SIDCoTransformer Load(MLContext ml, string path, ModelDefinition? customModel = null)
     {
@@ -234,6 +331,7 @@ public sealed class SIDCoTransformer : ITransformer, IDisposable
     {
         ArgumentNullException.ThrowIfNull(ml);
         ArgumentNullException.ThrowIfNull(stream);
+        TorchRuntime.EnsureLoaded();
         Manifest manifest;
         byte[] weights;
         try
@@ -250,19 +348,37 @@ public sealed class SIDCoTransformer : ITransformer, IDisposable
         {
             throw new InvalidDataException($"Not a readable SIDCo model: {e.Message}", e);
         }
-        if (manifest.Format != Format) throw new InvalidDataException($"SIDCo model format {manifest.Format} is not supported (expected {Format}).");
+        if (manifest.Format is < FirstFormat or > Format) throw new InvalidDataException($"SIDCo model format {manifest.Format} is not supported (this version reads {FirstFormat} to {Format}).");
         var definition = manifest.BuiltIn ? ModelDefinition.FromDescriptor(manifest.Model)
             : customModel ?? throw new InvalidDataException($"The model uses the custom architecture '{manifest.Model}': pass its ModelDefinition to Load.");
         if (!manifest.BuiltIn && customModel!.Descriptor != manifest.Model)
             throw new InvalidDataException($"The model was trained with custom architecture '{manifest.Model}', not '{customModel.Descriptor}'.");
-        var task = Enum.Parse<TrainingTask>(manifest.Task);
-        var module = definition.Build(manifest.FeatureLength, task == TrainingTask.Regression ? 1 : manifest.Classes);
+        if (!Enum.TryParse<TrainingTask>(manifest.Task, out var task) || !Enum.IsDefined(task)) throw new InvalidDataException($"Unknown task '{manifest.Task}' in the model.");
+        var module = definition.Build(manifest.FeatureLength, task.Outputs(manifest.Classes));
         try { new ParameterSet(module).Load(new MemoryStream(weights)); }
         catch { module.Dispose(); throw; }
         return new SIDCoTransformer(ml, module, definition, manifest.FeatureColumn, manifest.FeatureLength, task, manifest.Classes, manifest.KeyValues,
-            new TrainingHistory(manifest.History), new TrainingInfo(manifest.Compressor, manifest.Density, manifest.Workers, manifest.Transport));
+            new TargetScale(manifest.TargetMean, manifest.TargetScale), new TrainingHistory(manifest.History),
+            new TrainingInfo(manifest.Compressor, manifest.Density, manifest.Workers, manifest.Transport));
     }
 
     /// <summary>Releases the module's native memory.</summary>
-    public void Dispose() => _module.Dispose();
+    /// <remarks>
+    /// ML.NET disposes a model with the prediction engine made from it (<c>PredictionEngine.Dispose</c> disposes its
+    /// transformer chain): dispose an engine only when the model is no longer needed. Any use after disposal throws
+    /// <see cref="ObjectDisposedException"/>.
+    /// </remarks>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _module.Dispose();
+    }
+
+    // The module's native memory is gone once disposed: fail with the reason instead of reading freed memory.
+    private void ThrowIfDisposed()
+    {
+        if (_disposed)
+            throw new ObjectDisposedException(nameof(SIDCoTransformer), "This SIDCo model was disposed. ML.NET disposes a model together with a PredictionEngine made from it; dispose the engine only when the model is no longer needed.");
+    }
 }

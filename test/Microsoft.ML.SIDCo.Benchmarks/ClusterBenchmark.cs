@@ -1,7 +1,7 @@
 using System.Text.Json;
 using Microsoft.ML.SIDCo.Communication;
 using Microsoft.ML.SIDCo.Compression;
-using Microsoft.ML.SIDCo.Datasets;
+using Microsoft.ML.SIDCo.Samples;
 using Microsoft.ML.SIDCo.Kernels;
 using Microsoft.ML.SIDCo.Models;
 
@@ -69,9 +69,9 @@ internal static class ClusterBenchmark
                 : MeasureIsolatedExchange(comm, parameters, options.Compressor == CompressorKind.None ? 1 : W(e => e.AchievedDensity), cost);
             if (comm.Rank != 0) continue;
             var metrics = ml.MulticlassClassification.Evaluate(fitted.Transform(keys.Transform(test)));
-            var row = new Row(options.Compressor.ToName(), options.Density, comm.Size, a.Int("link-mbps", 0), W(e => e.StepMs), W(e => e.ComputeMs), W(e => e.CompressMs),
+            var row = new Row(options.Compressor.ToName(), fitted.Info.Density, comm.Size, a.Int("link-mbps", 0), W(e => e.StepMs), W(e => e.ComputeMs), W(e => e.CompressMs),
                 W(e => e.CommunicateMs), W(e => e.PredictedCommunicateMs), W(e => e.BytesPerStep), metrics.MicroAccuracy, total,
-                comm.Size * options.WorkersPerRank * options.BatchSize / W(e => e.StepMs) * 1000, cost.AlphaSeconds * 1e6, cost.BetaSecondsPerByte * 1e9, parameters, model.Descriptor, W(e => e.SparseFraction),
+                comm.Size * options.WorkersPerRank * (options.BatchSize ?? throw new InvalidOperationException("the benchmark sets BatchSize")) / W(e => e.StepMs) * 1000, cost.AlphaSeconds * 1e6, cost.BetaSecondsPerByte * 1e9, parameters, model.Descriptor, W(e => e.SparseFraction),
                 options.WorkersPerRank, options.HierarchicalExchange ? "hierarchical" : "flat", options.DensityWarmupSteps, isolatedMs, options.MomentumCorrection, "cosine", timed, TorchSharp.torch.get_num_threads(), options.SelectionCap,
                 block == 0 ? null : block, run.Blocks?.Where(b => b.Timed).Select(b => b.StepMs).ToArray(), run.Blocks?.Where(b => b.Timed).Select(b => b.ComputeMs).ToArray(),
                 run.Blocks?.Where(b => b.Timed).Select(b => b.First).ToArray(), W(e => e.WaitMs));
@@ -91,7 +91,7 @@ internal static class ClusterBenchmark
         if (Directory.Exists(checkpoints) && Directory.EnumerateFileSystemEntries(checkpoints).Any())
             throw new ArgumentException($"--checkpoints {checkpoints} is not empty: give each interleaved job a fresh directory");
         var first = optionsFor(compressors[0]);
-        int total = first.Epochs * first.MaxStepsPerEpoch;
+        int total = (first.Epochs ?? throw new ArgumentException("--interleave needs --steps")) * first.MaxStepsPerEpoch;
         if (first.MaxStepsPerEpoch == 0 || total % block != 0 || first.MaxStepsPerEpoch % block != 0)
             throw new ArgumentException($"--interleave {block} must divide the steps per epoch ({first.MaxStepsPerEpoch}); use --steps, not --epochs");
         var blocks = compressors.ToDictionary(c => c, _ => new List<Block>());

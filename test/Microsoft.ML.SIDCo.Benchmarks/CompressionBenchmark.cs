@@ -1,6 +1,6 @@
 using System.Numerics.Tensors;
 using Microsoft.ML.SIDCo.Compression;
-using Microsoft.ML.SIDCo.Datasets;
+using Microsoft.ML.SIDCo.Samples;
 using Microsoft.ML.SIDCo.Models;
 using Microsoft.ML.SIDCo.Training;
 using ScottPlot;

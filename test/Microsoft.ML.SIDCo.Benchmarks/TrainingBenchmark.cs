@@ -1,6 +1,6 @@
 using System.Text.Json;
 using Microsoft.ML.SIDCo.Compression;
-using Microsoft.ML.SIDCo.Datasets;
+using Microsoft.ML.SIDCo.Samples;
 using Microsoft.ML.SIDCo.Models;
 
 namespace Microsoft.ML.SIDCo.Benchmarks;
@@ -97,7 +97,7 @@ internal static class TrainingBenchmark
         if (rank != 0) return 0;
         var metrics = ml.MulticlassClassification.Evaluate(fitted.Transform(keys.Transform(test)));
         var h = fitted.History.Epochs;
-        var row = new Row(compressor.ToName(), options.Density, fitted.Info.Workers, fitted.Info.Transport, metrics.MicroAccuracy,
+        var row = new Row(compressor.ToName(), fitted.Info.Density, fitted.Info.Workers, fitted.Info.Transport, metrics.MicroAccuracy,
             h.Average(e => e.StepMs), h.Average(e => e.ComputeMs), h.Average(e => e.CompressMs), h.Average(e => e.CommunicateMs), h.Average(e => e.BytesPerStep),
             h.Average(e => e.PredictedCommunicateMs), h[0].DenseBytesPerStep, wall, model.Descriptor,
             h.Average(e => e.AchievedDensity), h.Average(e => e.SparseFraction), h[^1].Stages, h[^1].CompressMs, h.Average(e => e.CompressMsMedian));

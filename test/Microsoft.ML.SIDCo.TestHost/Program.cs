@@ -1,4 +1,5 @@
 using Microsoft.ML;
+using Microsoft.ML.SIDCo;
 using Microsoft.ML.SIDCo.Communication;
 using Microsoft.ML.SIDCo.TestHost;
 
@@ -107,11 +108,55 @@ switch (scenario)
         // Load a saved model in a fresh process and write the scores of the first test images.
         var ml = new MLContext(seed: 1);
         var model = ml.Extensions.LoadSIDCoModel(args[1]);
-        var test = ml.Data.LoadFromEnumerable(Microsoft.ML.SIDCo.Datasets.FashionMnist.Load(train: false, limit: int.Parse(args[3])));
+        var test = ml.Data.LoadFromEnumerable(Microsoft.ML.SIDCo.Samples.FashionMnist.Load(train: false, limit: int.Parse(args[3])));
         var keys = ml.Transforms.Conversion.MapValueToKey("Label").Fit(test);
         var scores = Scenarios.Scores(ml, keys, model, test, int.Parse(args[3]));
         File.WriteAllBytes(args[2], System.Runtime.InteropServices.MemoryMarshal.AsBytes(scores.AsSpan()).ToArray());
         Console.WriteLine($"CHECK 0 scored OK {scores.Length}");
+        return 0;
+    }
+    case "lifecycle":
+    {
+        // What user code sees under mpirun: which rank it is, which rank saves, and a cancel on one rank only.
+        string dir = args[1];
+        var ml = new MLContext(seed: 1);
+        var (train, _) = Scenarios.LoadData(ml, 3000, 10);
+        var view = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train).Transform(train);
+        int rank = SIDCoTrainer.Rank;
+        Console.WriteLine($"CHECK {rank} rank OK {SIDCoTrainer.Rank} {SIDCoTrainer.WorldSize} {SIDCoTrainer.IsPrimaryWorker}");
+        var small = new SIDCoTrainer.Options { Model = Microsoft.ML.SIDCo.Models.SIDCoModels.Mlp(8), Epochs = 1, MaxStepsPerEpoch = 3 };
+        using var model = ml.Extensions.SIDCoTrainer(small).Fit(view);
+        Console.WriteLine($"CHECK {rank} save-shared OK {model.Save(Path.Combine(dir, "shared.zip"))}");
+        // Every rank writing one path must not collide: each writes its own temporary file, then renames.
+        model.Save(Path.Combine(dir, "everyone.zip"), onEveryRank: true);
+        using (var comm = new MpiCommunicator()) comm.Barrier();
+        foreach (var name in new[] { "shared.zip", "everyone.zip" })
+        {
+            using var loaded = ml.Extensions.LoadSIDCoModel(Path.Combine(dir, name));
+            bool same = loaded.WeightsFingerprint == model.WeightsFingerprint;
+            Console.WriteLine($"CHECK {rank} load-{name} {(same ? "OK" : "FAIL")} {loaded.WeightsFingerprint}");
+        }
+        // Rank 1 cancels its own token; every rank must stop at the same step with OperationCanceledException.
+        using var cts = rank == 1 ? new CancellationTokenSource(TimeSpan.FromSeconds(2)) : new CancellationTokenSource();
+        var longRun = new SIDCoTrainer.Options { Model = Microsoft.ML.SIDCo.Models.SIDCoModels.Mlp(32), Epochs = 1000, BatchSize = 25, Density = 0.01, CheckpointDirectory = Path.Combine(dir, "checkpoints") };
+        try
+        {
+            ml.Extensions.SIDCoTrainer(longRun).Fit(view, cts.Token).Dispose();
+            Console.WriteLine($"CHECK {rank} canceled FAIL the run ended without a cancel");
+        }
+        catch (OperationCanceledException e)
+        {
+            var step = System.Text.RegularExpressions.Regex.Match(e.Message, @"canceled at step (\d+)").Groups[1].Value;
+            Console.WriteLine($"CHECK {rank} canceled {(step.Length > 0 ? "OK" : "FAIL")} {step}");
+        }
+        return 0;
+    }
+    case "conformance":
+    {
+        // The ML.NET conformance suite with the trainer's defaults, one worker per rank.
+        foreach (var c in ConformanceCase.All)
+            foreach (var r in Conformance.Run(c))
+                Console.WriteLine($"CHECK {SIDCoTrainer.Rank} {r.Name} {(r.Ok ? "OK" : "FAIL")} {r.Detail}");
         return 0;
     }
     default:

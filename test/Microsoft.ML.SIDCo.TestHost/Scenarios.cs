@@ -2,7 +2,7 @@ using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.SIDCo;
 using Microsoft.ML.SIDCo.Compression;
-using Microsoft.ML.SIDCo.Datasets;
+using Microsoft.ML.SIDCo.Samples;
 using Microsoft.ML.SIDCo.Models;
 
 namespace Microsoft.ML.SIDCo.TestHost;
@@ -24,6 +24,7 @@ public static class Scenarios
         BatchSize = 32,
         LearningRate = 0.05,
         Momentum = 0.9,
+        Schedule = Microsoft.ML.SIDCo.Training.LearningRateSchedule.Constant,
         Seed = 7,
         ReplicaCheckInterval = 1,
     };

@@ -39,6 +39,11 @@ public sealed unsafe class MpiCommunicator : ICommunicator
     /// <summary>The world size announced by mpirun, or 1.</summary>
     public static int LaunchedWorldSize => int.TryParse(Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_SIZE"), out int s) ? s : 1;
 
+    /// <summary>This process's rank announced by mpirun (Open MPI's <c>OMPI_COMM_WORLD_RANK</c>, or PMIx's <c>PMIX_RANK</c>), or 0.</summary>
+    public static int LaunchedRank =>
+        int.TryParse(Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_RANK"), out int r) && r >= 0 ? r
+        : int.TryParse(Environment.GetEnvironmentVariable("PMIX_RANK"), out r) && r >= 0 ? r : 0;
+
     /// <summary>
     /// How many ranks of this job mpirun started on this machine (Open MPI's <c>OMPI_COMM_WORLD_LOCAL_SIZE</c>,
     /// or MPICH's <c>MPI_LOCALNRANKS</c>), or 1 when not started by mpirun.

@@ -81,7 +81,7 @@ public sealed class NonFiniteGradientException : Exception
 {
     /// <summary>Creates the exception.</summary>
     public NonFiniteGradientException(string bufferName, long index, float value)
-        : base($"Gradient buffer '{bufferName}' holds a non-finite value ({value}) at index {index} (after adding the error-feedback residual). Nothing was sent and the residual was left unchanged; lower the learning rate or enable gradient clipping, or set NonFinite = SkipStep to skip such steps.")
+        : base($"Gradient buffer '{bufferName}' holds a non-finite value ({value}) at index {index} (after adding the error-feedback residual). Nothing was sent and the residual was left unchanged. Lower the learning rate (SIDCoTrainer.Options.LearningRate) or clip the gradient (Options.GradientClipNorm), or skip such steps with Options.NonFiniteGradients = NonFinitePolicy.SkipStep (CompressorOptions.NonFinite for a compressor used alone).")
     {
         BufferName = bufferName; Index = index; Value = value;
     }

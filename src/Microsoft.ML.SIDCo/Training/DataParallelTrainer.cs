@@ -188,11 +188,12 @@ public static class DataParallelTrainer
 
         var bucket = new float[ps.Length];
         var compressTimes = new double[stepsPerEpoch]; // this epoch's per-step compress times, for their median
-        var xBuf = new float[b * d];
+        using var batch = torch.empty([b, d], ScalarType.Float32); // one aligned input tensor, refilled every step
         var yClass = new long[b];
         var yReal = new float[b];
         double denseBytes = new CostModel(0, 0, p).DenseBytesPerRank(ps.Length);
-        bool classify = s.Task == TrainingTask.MulticlassClassification;
+        bool classify = s.Task.IsClassification();
+        var stopFlag = new int[1];
 
         for (int epoch = (int)(step / stepsPerEpoch); epoch < s.Epochs; epoch++)
         {
@@ -205,32 +206,34 @@ public static class DataParallelTrainer
             for (int inEpoch = (int)(step % stepsPerEpoch); inEpoch < stepsPerEpoch; inEpoch++)
             {
                 if (s.StopAfterSteps > 0 && step >= s.StopAfterSteps) break;
+                if (s.StopRequested is { } stopRequested && StopAgreed(comm, stopRequested, stopFlag))
+                {
+                    // Every worker reaches this at the same step, so the checkpoint (collective) is consistent.
+                    string where = "";
+                    if (s.CheckpointDirectory is { } sdir && step > 0)
+                    {
+                        TrainingCheckpoint.Save(sdir, comm, step, fingerprint, ps, optimizer, hook, history, acc);
+                        where = $"; a checkpoint of step {step} was written to '{sdir}', from which a Fit with the same options resumes";
+                    }
+                    throw new OperationCanceledException($"Training was canceled at step {step} of {totalSteps}{where}.");
+                }
                 long stepStart = Stopwatch.GetTimestamp();
+                var x = AlignedTensors.Floats(batch);
                 for (int j = 0; j < b; j++)
                 {
                     int row = order[((long)inEpoch * b + j) * p + rank];
-                    Array.Copy(train.Features, (long)row * d, xBuf, (long)j * d, d);
+                    train.Features.AsSpan((int)((long)row * d), d).CopyTo(x.Slice(j * d, d));
                     if (classify) yClass[j] = train.ClassLabels![row]; else yReal[j] = train.Targets![row];
                 }
                 double lossValue; long correct = 0;
                 using (var scope = torch.NewDisposeScope())
                 {
-                    var x = torch.tensor(xBuf, [b, d]);
-                    var output = model.forward(x);
-                    Tensor loss;
-                    if (classify)
-                    {
-                        var y = torch.tensor(yClass);
-                        loss = nn.functional.cross_entropy(output, y);
-                        correct = output.argmax(1).eq(y).sum().item<long>();
-                    }
-                    else
-                    {
-                        loss = nn.functional.mse_loss(output.view(-1), torch.tensor(yReal));
-                    }
+                    var output = model.forward(batch);
+                    var (loss, correctTensor) = Loss(s.Task, output, yClass, yReal);
+                    if (correctTensor is not null) correct = correctTensor.item<long>();
                     model.zero_grad();
                     loss.backward();
-                    lossValue = loss.item<float>();
+                    lossValue = loss.item<float>() * s.LossScale;
                 }
                 ps.GatherGradients(bucket);
                 double computeMs = Stopwatch.GetElapsedTime(stepStart).TotalMilliseconds;
@@ -270,7 +273,7 @@ public static class DataParallelTrainer
             comm.AllReduceSum<double>(medians);
             comm.VerifyAgreement($"the model parameters after epoch {epoch + 1} (replicas diverged)", ps.Fingerprint());
             double workerSteps = acc[12];
-            var (vLoss, vAcc) = validation is null ? (null, null) : Evaluate(comm, model, validation, classify);
+            var (vLoss, vAcc) = validation is null ? (null, null) : Evaluate(comm, model, validation, s.Task, s.LossScale);
             var metrics = new EpochMetrics
             {
                 Epoch = epoch + 1,
@@ -309,9 +312,42 @@ public static class DataParallelTrainer
 
     private static bool StopsHere(TrainingSettings s, long step) => s.StopAfterSteps > 0 && step == s.StopAfterSteps;
 
-    /// <summary>Loss and accuracy on <paramref name="data"/>, each worker scoring its share (collective).</summary>
-    private static (double? Loss, double? Accuracy) Evaluate(ICommunicator comm, nn.Module<Tensor, Tensor> model, TrainingData data, bool classify)
+    // True when any worker asks to stop; collective (one int) when there are several workers.
+    private static bool StopAgreed(ICommunicator comm, Func<bool> stopRequested, int[] flag)
     {
+        flag[0] = stopRequested() ? 1 : 0;
+        if (comm.Size > 1) comm.AllReduceSum<int>(flag);
+        return flag[0] > 0;
+    }
+
+    /// <summary>
+    /// The task's loss on a batch and, for classification, the count of correct predictions: cross-entropy over the class
+    /// logits, binary cross-entropy on the single logit (a logit above 0 predicts true), mean squared error for regression.
+    /// </summary>
+    private static (Tensor Loss, Tensor? Correct) Loss(TrainingTask task, Tensor output, long[] classes, float[] targets)
+    {
+        switch (task)
+        {
+            case TrainingTask.MulticlassClassification:
+            {
+                var y = torch.tensor(classes);
+                return (nn.functional.cross_entropy(output, y), output.argmax(1).eq(y).sum());
+            }
+            case TrainingTask.BinaryClassification:
+            {
+                var y = torch.tensor(classes);
+                var logit = output.view(-1);
+                return (nn.functional.binary_cross_entropy_with_logits(logit, y.to_type(ScalarType.Float32)), logit.gt(0).eq(y.gt(0)).sum());
+            }
+            default:
+                return (nn.functional.mse_loss(output.view(-1), torch.tensor(targets)), null);
+        }
+    }
+
+    /// <summary>Loss and accuracy on <paramref name="data"/>, each worker scoring its share (collective).</summary>
+    private static (double? Loss, double? Accuracy) Evaluate(ICommunicator comm, nn.Module<Tensor, Tensor> model, TrainingData data, TrainingTask task, double lossScale)
+    {
+        bool classify = task.IsClassification();
         const int Batch = 500;
         var sums = new double[3];
         model.eval();
@@ -324,24 +360,26 @@ public static class DataParallelTrainer
                 var x = new float[n * data.FeatureLength];
                 for (int j = 0; j < n; j++) Array.Copy(data.Features, (long)rows[start + j] * data.FeatureLength, x, (long)j * data.FeatureLength, data.FeatureLength);
                 using var scope = torch.NewDisposeScope();
-                var output = model.forward(torch.tensor(x, [n, data.FeatureLength]));
-                if (classify)
-                {
-                    var y = torch.tensor(rows.Skip(start).Take(n).Select(r => (long)data.ClassLabels![r]).ToArray());
-                    sums[0] += nn.functional.cross_entropy(output, y).item<float>() * n;
-                    sums[1] += output.argmax(1).eq(y).sum().item<long>();
-                }
-                else
-                {
-                    var y = torch.tensor(rows.Skip(start).Take(n).Select(r => data.Targets![r]).ToArray());
-                    sums[0] += nn.functional.mse_loss(output.view(-1), y).item<float>() * n;
-                }
+                var output = model.forward(AlignedTensors.From(x, n, data.FeatureLength));
+                var slice = rows.AsSpan(start, n);
+                long[] classes = classify ? Gather(slice, data.ClassLabels!, c => (long)c) : [];
+                float[] targets = classify ? [] : Gather(slice, data.Targets!, t => t);
+                var (loss, correct) = Loss(task, output, classes, targets);
+                sums[0] += loss.item<float>() * lossScale * n;
+                if (correct is not null) sums[1] += correct.item<long>();
                 sums[2] += n;
             }
         }
         model.train();
         comm.AllReduceSum<double>(sums);
         return (sums[0] / sums[2], classify ? sums[1] / sums[2] : null);
+    }
+
+    private static TOut[] Gather<TIn, TOut>(ReadOnlySpan<int> rows, TIn[] source, Func<TIn, TOut> convert)
+    {
+        var result = new TOut[rows.Length];
+        for (int i = 0; i < rows.Length; i++) result[i] = convert(source[rows[i]]);
+        return result;
     }
 
     private static int[] Permutation(int n, int seed)

@@ -120,6 +120,13 @@ public sealed class CompressionHookOptions
 
     /// <summary>Cost model to use instead of probing the communicator.</summary>
     public CostModel? CostModel { get; set; }
+
+    /// <summary>
+    /// The fewest entries a worker sends per step: the density is raised to this many entries of the gradient, and where
+    /// that is half the gradient or more the exchange is dense without compression (a sparse entry carries an index and a
+    /// value, twice a dense entry's bytes, so a selection of half the gradient saves nothing). 0: no floor. Default 0.
+    /// </summary>
+    public long MinimumSelected { get; set; }
 }
 
 /// <summary>
@@ -135,6 +142,8 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
     private GradientExchange? _exchange;
     private readonly SparseGradient _sparse = new();
     private ErrorFeedback? _velocity; // the local velocity of momentum correction (ErrorFeedback gives it checksummed save/load)
+    private CompressorKind _kind; // the compressor in effect: None where MinimumSelected makes the exchange dense
+    private CompressorOptions _compression = new(); // the compressor's settings, with the density MinimumSelected raises
 
     /// <summary>The compressor in use (after <see cref="Initialize"/>).</summary>
     public GradientCompressor Compressor => _compressor ?? throw new InvalidOperationException("Initialize must be called first.");
@@ -147,18 +156,30 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
     {
         ArgumentNullException.ThrowIfNull(context);
         var comm = context.Communicator;
-        _compressor = Compressors.Create(_options.Compressor, _options.Compression, _options.Kernels);
-        comm.VerifyAgreement("the compressor and density", CommunicatorExtensions.Fingerprint($"{_compressor.Name}/{_options.Compression.Density:R}/{_options.ErrorFeedback}"));
-        _feedback = _options.ErrorFeedback && _options.Compressor != CompressorKind.None ? new ErrorFeedback(context.Length, "gradient bucket") : null;
+        (_kind, _compression) = Effective(_options, context.Length);
+        _compressor = Compressors.Create(_kind, _compression, _options.Kernels);
+        comm.VerifyAgreement("the compressor and density", CommunicatorExtensions.Fingerprint($"{_compressor.Name}/{_compression.Density:R}/{_options.ErrorFeedback}"));
+        _feedback = _options.ErrorFeedback && _kind != CompressorKind.None ? new ErrorFeedback(context.Length, "gradient bucket") : null;
         if (_options.MomentumCorrection is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(_options.MomentumCorrection), _options.MomentumCorrection, "MomentumCorrection must be in [0, 1).");
         _velocity = _options.MomentumCorrection > 0 ? new ErrorFeedback(context.Length, "momentum velocity") : null;
         if (_options.DenseWarmupSteps < 0) throw new ArgumentOutOfRangeException(nameof(_options.DenseWarmupSteps), _options.DenseWarmupSteps, "DenseWarmupSteps must not be negative.");
         if (_options.DensityWarmupSteps < 0) throw new ArgumentOutOfRangeException(nameof(_options.DensityWarmupSteps), _options.DensityWarmupSteps, "DensityWarmupSteps must not be negative.");
         if (_options.DensityWarmupSteps > 0 && !(_options.DensityWarmupStart > _options.Compression.Density && _options.DensityWarmupStart <= 1))
             throw new ArgumentOutOfRangeException(nameof(_options.DensityWarmupStart), _options.DensityWarmupStart, $"DensityWarmupStart must be above the target density {_options.Compression.Density} and at most 1.");
-        var mode = _options.Compressor == CompressorKind.None ? ExchangeMode.Dense : _options.Exchange;
+        var mode = _kind == CompressorKind.None ? ExchangeMode.Dense : _options.Exchange;
         _exchange = new GradientExchange(comm, context.Length, mode, _options.HalfPrecisionValues, _options.CostModel, _options.Kernels);
         Precompile(context.Length);
+    }
+
+    // The compressor and settings in effect once MinimumSelected is applied to a gradient of this length.
+    private static (CompressorKind Kind, CompressorOptions Compression) Effective(CompressionHookOptions options, int length)
+    {
+        long floor = Math.Min(options.MinimumSelected, length);
+        if (floor <= 0 || options.Compressor == CompressorKind.None) return (options.Compressor, options.Compression);
+        if (2 * floor >= length) return (CompressorKind.None, options.Compression);
+        var raised = options.Compression.Clone();
+        raised.Density = Math.Max(raised.Density, (double)floor / length);
+        return (options.Compressor, raised);
     }
 
     // Start-up work that would otherwise land in the first steps' compress time (measured in training with
@@ -169,9 +190,9 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
     // the code paths a run takes are compiled here. The real buffers are sized and first touched here too.
     private void Precompile(int length)
     {
-        if (_options.Compressor == CompressorKind.None || length == 0) return;
-        double target = _options.Compression.Density;
-        double first = _options.DensityWarmupSteps > 0 ? _options.DensityWarmupStart : target;
+        if (_kind == CompressorKind.None || length == 0) return;
+        double target = _compression.Density;
+        double first = WarmsUp ? _options.DensityWarmupStart : target;
         // Room for the largest selection the run is expected to make: estimators overshoot k by up to about 2x
         // at the warm-up's start (SIDCo-GP kept 151k entries for k = 79k on the ConvNet's first gradient).
         _sparse.Reserve((int)Math.Min(length, 2 * Math.Ceiling(first * length)));
@@ -185,12 +206,12 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
         for (int i = 0; i < n; i++) gradient[i] = (float)((rng.NextDouble() - 0.5) * Math.Exp(4 * rng.NextDouble())); // a heavy-ish tail, like gradients
         var output = new SparseGradient();
         var feedback = _feedback is null ? null : new ErrorFeedback(n, "precompile"); // one throwaway residual for every rehearsal
-        Rehearse(_options.Compression, first > target ? [first, Math.Sqrt(first * target), target] : [target]);
-        if (_options.Compressor.IsSidco() && target < SidcoCompressor.FirstStageTail)
+        Rehearse(_compression, first > target ? [first, Math.Sqrt(first * target), target] : [target]);
+        if (_kind.IsSidco() && target < SidcoCompressor.FirstStageTail)
         {
-            for (int stages = 2; stages <= Math.Min(3, _options.Compression.EffectiveMaxStages); stages++)
+            for (int stages = 2; stages <= Math.Min(3, _compression.EffectiveMaxStages); stages++)
             {
-                var fixedStages = _options.Compression.Clone();
+                var fixedStages = _compression.Clone();
                 fixedStages.AdaptiveStages = false;
                 fixedStages.Stages = stages;
                 Rehearse(fixedStages, [target]);
@@ -199,7 +220,7 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
 
         void Rehearse(CompressorOptions options, double[] densities)
         {
-            var compressor = Compressors.Create(_options.Compressor, options, _options.Kernels);
+            var compressor = Compressors.Create(_kind, options, _options.Kernels);
             foreach (double density in densities)
             {
                 compressor.SetDensity(density);
@@ -221,7 +242,7 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
         }
         long start = Stopwatch.GetTimestamp();
         ReadOnlySpan<float> toCompress = _velocity is not null ? AccumulateVelocity(gradient) : gradient;
-        if (_options.DensityWarmupSteps > 0) _compressor.SetDensity(DensityAt(step));
+        if (WarmsUp) _compressor.SetDensity(DensityAt(step));
         var c = _compressor.Compress(toCompress, _sparse, _feedback);
         if (_velocity is not null)
         {
@@ -232,6 +253,9 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
         var e = _exchange.AllReduce(_sparse, gradient);
         return new GradientHookStats(compressMs, e.ElapsedMs, c.Selected, e.BytesPerRank, c.AchievedOverTarget, e.Mode, c.Stages, c.Skipped, e.PredictedMs, e.WaitMs);
     }
+
+    // The sparsity warm-up runs only while its start is above the density in effect (MinimumSelected may raise that).
+    private bool WarmsUp => _options.DensityWarmupSteps > 0 && _options.DensityWarmupStart > _compression.Density;
 
     // Momentum correction: u = m u + g on this worker; returns u.
     private Span<float> AccumulateVelocity(ReadOnlySpan<float> gradient)
@@ -244,10 +268,10 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
     /// <summary>The density the compressor targets at <paramref name="step"/> (the target once the warm-ups are over).</summary>
     public double DensityAt(long step)
     {
-        double target = _options.Compression.Density;
+        double target = _compression.Density;
         long t = step - _options.DenseWarmupSteps;
         if (t < 0) return 1;
-        if (t >= _options.DensityWarmupSteps) return target;
+        if (t >= _options.DensityWarmupSteps || !WarmsUp) return target;
         double start = _options.DensityWarmupStart;
         return start * Math.Pow(target / start, (double)t / _options.DensityWarmupSteps);
     }

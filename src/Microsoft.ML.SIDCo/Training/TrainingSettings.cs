@@ -9,6 +9,18 @@ public enum TrainingTask
     MulticlassClassification,
     /// <summary>A real value (mean squared error).</summary>
     Regression,
+    /// <summary>Two classes from a Boolean label (one logit, binary cross-entropy; sigmoid probability).</summary>
+    BinaryClassification,
+}
+
+/// <summary>Task helpers.</summary>
+public static class TrainingTasks
+{
+    /// <summary>True for the tasks whose labels are class indices (multiclass and binary).</summary>
+    public static bool IsClassification(this TrainingTask task) => task is TrainingTask.MulticlassClassification or TrainingTask.BinaryClassification;
+
+    /// <summary>Model outputs for <paramref name="classes"/> classes: one logit for binary, one value for regression.</summary>
+    public static int Outputs(this TrainingTask task, int classes) => task == TrainingTask.MulticlassClassification ? classes : 1;
 }
 
 /// <summary>How the learning rate evolves after warm-up.</summary>
@@ -46,7 +58,7 @@ public sealed class TrainingData
     /// <summary>Row-major features.</summary>
     public float[] Features { get; }
 
-    /// <summary>Class indices 0..C-1 (classification), else null.</summary>
+    /// <summary>Class indices 0..C-1 (classification; 0 = false, 1 = true for binary), else null.</summary>
     public int[]? ClassLabels { get; }
 
     /// <summary>Targets (regression), else null.</summary>
@@ -117,6 +129,17 @@ public sealed class TrainingSettings
     public required Func<IGradientHook> HookFactory { get; init; }
     /// <summary>Progress callback (called on worker 0's thread).</summary>
     public Action<TrainingProgress>? Progress { get; init; }
+    /// <summary>
+    /// Asked by every worker before every step; when it returns true on any worker, all workers stop together at the
+    /// same step (a one-value collective per step), write a checkpoint when <see cref="CheckpointDirectory"/> is set, and
+    /// throw <see cref="OperationCanceledException"/>. Null: no check and no collective.
+    /// </summary>
+    public Func<bool>? StopRequested { get; init; }
+    /// <summary>
+    /// Factor applied to the reported losses (training and validation): a regression trained on standardised targets
+    /// reports its mean squared error in the label's own units with the target variance here. Default 1.
+    /// </summary>
+    public double LossScale { get; init; } = 1;
 
     /// <summary>A fingerprint of everything that must agree across workers and with a checkpoint.</summary>
     public long Fingerprint(int workers) => Communication.CommunicatorExtensions.Fingerprint(

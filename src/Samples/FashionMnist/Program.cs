@@ -4,9 +4,8 @@ using Microsoft.ML;
 using Microsoft.ML.SIDCo;
 using Microsoft.ML.SIDCo.Communication;
 using Microsoft.ML.SIDCo.Compression;
-using Microsoft.ML.SIDCo.Datasets;
-using Microsoft.ML.SIDCo.Models;
 using Microsoft.ML.SIDCo.Samples;
+using Microsoft.ML.SIDCo.Models;
 using Spectre.Console;
 
 // The main job: a ConvNet on the full Fashion-MNIST, trained data-parallel with SIDCo compression.

@@ -3,9 +3,8 @@ using System.Globalization;
 using Microsoft.ML;
 using Microsoft.ML.SIDCo;
 using Microsoft.ML.SIDCo.Compression;
-using Microsoft.ML.SIDCo.Datasets;
-using Microsoft.ML.SIDCo.Models;
 using Microsoft.ML.SIDCo.Samples;
+using Microsoft.ML.SIDCo.Models;
 
 // The RNN case: each 28x28 image is read as a sequence of 28 rows of 28 pixels by an LSTM,
 // trained data-parallel with SIDCo-GP compression. Data ships with Debian (dataset-fashion-mnist).

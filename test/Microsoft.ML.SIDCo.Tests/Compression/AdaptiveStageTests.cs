@@ -5,8 +5,8 @@ namespace Microsoft.ML.SIDCo.Tests.Compression;
 
 public class AdaptiveStageTests
 {
-    private static readonly float[][] s_heavy = [Samples.StudentT3(400_000, 1), Samples.StudentT3(400_000, 2)];
-    private static readonly float[][] s_light = [Samples.Normal(400_000, 3), Samples.Normal(400_000, 4)];
+    private static readonly float[][] s_heavy = [SyntheticGradients.StudentT3(400_000, 1), SyntheticGradients.StudentT3(400_000, 2)];
+    private static readonly float[][] s_light = [SyntheticGradients.Normal(400_000, 3), SyntheticGradients.Normal(400_000, 4)];
 
     [Theory]
     [InlineData("sidco-e", "heavy", 0.001)]
@@ -45,7 +45,7 @@ public class AdaptiveStageTests
     {
         // A mixture of very different scales (like layers of a real network) gives stage counts whose ratios jump over the band.
         var rng = new Random(3);
-        var mixture = Samples.Laplace(200_000, 5, scale: 1).Concat(Samples.Normal(200_000, 6).Select(v => v * 30f)).Concat(Samples.StudentT3(200_000, 7).Select(v => v * 0.01f)).OrderBy(_ => rng.Next()).ToArray();
+        var mixture = SyntheticGradients.Laplace(200_000, 5, scale: 1).Concat(SyntheticGradients.Normal(200_000, 6).Select(v => v * 30f)).Concat(SyntheticGradients.StudentT3(200_000, 7).Select(v => v * 0.01f)).OrderBy(_ => rng.Next()).ToArray();
         var c = (SidcoCompressor)Compressors.Create("sidco-e", new CompressorOptions { Density = 0.001 });
         var output = new SparseGradient();
         var ratios = Enumerable.Range(0, 40).Select(_ => c.Compress(mixture, output).AchievedOverTarget).ToList();
@@ -78,8 +78,8 @@ public class AdaptiveStageTests
         // the threshold and many of them wait just below it. A calibration that jumps by a window's worth releases them at
         // once; the tracking controller must keep single calls and the long-run mean near the target.
         const int n = 200_000;
-        var scale = Samples.StudentT3(n, 11);
-        var noise = Samples.Normal(n * 3, 12);
+        var scale = SyntheticGradients.StudentT3(n, 11);
+        var noise = SyntheticGradients.Normal(n * 3, 12);
         var gradient = new float[n];
         var c = (SidcoCompressor)Compressors.Create(name, new CompressorOptions { Density = 0.001 });
         var feedback = new ErrorFeedback(n);

@@ -6,7 +6,7 @@ namespace Microsoft.ML.SIDCo.Tests.Compression;
 
 public class CompressorTests
 {
-    private static readonly float[] s_laplace = Samples.Laplace(1_000_000, seed: 21);
+    private static readonly float[] s_laplace = SyntheticGradients.Laplace(1_000_000, seed: 21);
 
     public static TheoryData<string> AllNames() => new(CompressorNames.All.Select(k => k.ToName()));
 
@@ -35,7 +35,7 @@ public class CompressorTests
     [Fact]
     public void TopKEqualsFullSort()
     {
-        var g = Samples.Laplace(50_000, seed: 3);
+        var g = SyntheticGradients.Laplace(50_000, seed: 3);
         g[10] = g[20] = 100f; g[30] = -100f; // ties at the top
         var c = Compressors.Create("topk", new CompressorOptions { Density = 0.01 });
         var output = new SparseGradient();
@@ -102,13 +102,13 @@ public class CompressorTests
     [MemberData(nameof(AllNames))]
     public void ErrorFeedbackLosesNothing(string name)
     {
-        var g = Samples.Laplace(20_000, seed: 4);
+        var g = SyntheticGradients.Laplace(20_000, seed: 4);
         var feedback = new ErrorFeedback(g.Length);
         var c = Compressors.Create(name, new CompressorOptions { Density = 0.01, Seed = 3 });
         var output = new SparseGradient();
         c.Compress(g, output, feedback); // builds a non-trivial residual
         var old = feedback.Residual.ToArray();
-        var g2 = Samples.Laplace(20_000, seed: 5);
+        var g2 = SyntheticGradients.Laplace(20_000, seed: 5);
         c.Compress(g2, output, feedback);
         var sent = new float[g.Length];
         output.ToDense(sent);
@@ -123,7 +123,7 @@ public class CompressorTests
     [Fact]
     public void NonFiniteGradientThrowsNamingBufferAndIndexAndLosesNothing()
     {
-        var g = Samples.Laplace(10_000, seed: 6);
+        var g = SyntheticGradients.Laplace(10_000, seed: 6);
         var feedback = new ErrorFeedback(g.Length, "layer1.weight");
         var c = Compressors.Create("sidco-e", new CompressorOptions { Density = 0.01 });
         c.Compress(g, new SparseGradient(), feedback);
@@ -142,8 +142,8 @@ public class CompressorTests
     [InlineData(3)]
     public void CandidatePrefilterSelectsExactlyWhatAFullPassSelects(int stages)
     {
-        var x1 = Samples.Laplace(600_000, seed: 41);
-        var x2 = Samples.Laplace(600_000, seed: 42);
+        var x1 = SyntheticGradients.Laplace(600_000, seed: 41);
+        var x2 = SyntheticGradients.Laplace(600_000, seed: 42);
         var options = new CompressorOptions { Density = 0.001, AdaptiveStages = false, Stages = stages };
         var warmed = Compressors.Create("sidco-e", options);
         warmed.Compress(x1, new SparseGradient()); // its threshold arms the prefilter for the next call
@@ -180,7 +180,7 @@ public class CompressorTests
         double? peaksBound = null;
         for (int call = 0; call < 2; call++)
         {
-            var x = Samples.StudentT3(400_000, seed: 70 + call);
+            var x = SyntheticGradients.StudentT3(400_000, seed: 70 + call);
             var stats = c.Compress(x, output);
             (double expected, double firstStage) = DefinitionThreshold(c.Kind, x, options.Density, options.Stages, options.GammaQuantile, peaksBound);
             if (peaksBound is { } b) Assert.InRange(x.Count(v => MathF.Abs(v) > (float)b) / (double)x.Length, 0.125, 0.5); // the second call really fits the peaks of the first's bound
@@ -209,7 +209,7 @@ public class CompressorTests
         var fullPasses = new List<int>();
         for (int call = 0; call < 4; call++)
         {
-            var g = Samples.StudentT3(n, seed: 90 + call);
+            var g = SyntheticGradients.StudentT3(n, seed: 90 + call);
             if (call == 3) for (int i = 0; i < n; i++) g[i] *= 0.3f;
             kernels.FullExceedancePasses = 0;
             var stats = c.Compress(g, output);
@@ -246,7 +246,7 @@ public class CompressorTests
         var shapePasses = new List<string>();
         for (int call = 0; call < scales.Length; call++)
         {
-            var g = Samples.StudentT3(n, seed: 130 + call);
+            var g = SyntheticGradients.StudentT3(n, seed: 130 + call);
             for (int i = 0; i < n; i++) g[i] *= scales[call];
             kernels.Requested.Clear();
             var stats = c.Compress(g, output);
@@ -282,7 +282,7 @@ public class CompressorTests
         var feedback = new ErrorFeedback(n);
         var output = new SparseGradient();
         output.Reserve(n);
-        var gradients = Enumerable.Range(0, 4).Select(i => Samples.StudentT3(n, seed: 300 + i)).ToArray();
+        var gradients = Enumerable.Range(0, 4).Select(i => SyntheticGradients.StudentT3(n, seed: 300 + i)).ToArray();
         for (int call = 0; call < 12; call++) c.Compress(gradients[call % 4], output, feedback);
         long before = GC.GetAllocatedBytesForCurrentThread();
         for (int call = 0; call < 8; call++) c.Compress(gradients[call % 4], output, feedback);
@@ -307,7 +307,7 @@ public class CompressorTests
         var original = Compressors.Create(name, options);
         var feedback = new ErrorFeedback(n);
         var output = new SparseGradient();
-        for (int call = 0; call < 6; call++) original.Compress(Samples.StudentT3(n, seed: 200 + call), output, feedback);
+        for (int call = 0; call < 6; call++) original.Compress(SyntheticGradients.StudentT3(n, seed: 200 + call), output, feedback);
         using var state = new MemoryStream();
         using (var writer = new BinaryWriter(state, System.Text.Encoding.UTF8, leaveOpen: true)) original.SaveState(writer);
         state.Position = 0;
@@ -318,7 +318,7 @@ public class CompressorTests
         var restoredOutput = new SparseGradient();
         for (int call = 6; call < 12; call++)
         {
-            var g = Samples.StudentT3(n, seed: 200 + call);
+            var g = SyntheticGradients.StudentT3(n, seed: 200 + call);
             var a = original.Compress(g, output, feedback);
             var b = restored.Compress(g, restoredOutput, restoredFeedback);
             Assert.Equal(a.Threshold, b.Threshold);
@@ -404,7 +404,7 @@ public class CompressorTests
         var ratios = new List<double>();
         for (int call = 0; call < 40; call++)
         {
-            var g = Samples.Laplace(feedback.Length, seed: 100 + call);
+            var g = SyntheticGradients.Laplace(feedback.Length, seed: 100 + call);
             for (int i = 0; i < acc.Length; i++) acc[i] = g[i] + feedback.Residual[i];
             var stats = c.Compress(g, output, feedback);
             Assert.True(stats.EstimatedCount > 0, $"call {call}: the estimate selected nothing");
@@ -420,7 +420,7 @@ public class CompressorTests
     [Fact]
     public void NonFiniteGradientCanSkipTheStep()
     {
-        var g = Samples.Laplace(10_000, seed: 6);
+        var g = SyntheticGradients.Laplace(10_000, seed: 6);
         g[77] = float.NegativeInfinity;
         var feedback = new ErrorFeedback(g.Length);
         var c = Compressors.Create("sidco-gp", new CompressorOptions { Density = 0.01, NonFinite = NonFinitePolicy.SkipStep });
@@ -463,7 +463,7 @@ public class CompressorTests
         // so the estimate selects nothing and the exact top-k fallback runs, here from the candidates.
         var c = Compressors.Create("sidco-e", new CompressorOptions { Density = 0.001, AdaptiveStages = false });
         var output = new SparseGradient();
-        c.Compress(Samples.Laplace(100_000, seed: 12), output);
+        c.Compress(SyntheticGradients.Laplace(100_000, seed: 12), output);
         var rng = new Random(13);
         var flat = Enumerable.Range(0, 100_000).Select(_ => (rng.Next(2) * 2 - 1) * (5f + 0.05f * (float)rng.NextDouble())).ToArray();
         var stats = c.Compress(flat, output);
@@ -479,7 +479,7 @@ public class CompressorTests
         // A single exponential stage over-selects on |t3| (about 4x at 0.001); the cap cuts it to exactly the k largest.
         var output = new SparseGradient();
         var c = Compressors.Create("sidco-e", new CompressorOptions { Density = 0.001, AdaptiveStages = false, SelectionCap = 1.0 });
-        var heavy = Samples.StudentT3(100_000, 9);
+        var heavy = SyntheticGradients.StudentT3(100_000, 9);
         var capped = c.Compress(heavy, output);
         Assert.True(capped.EstimatedCount > capped.TargetCount, "t3 at one stage over-selects");
         Assert.Equal(capped.TargetCount, capped.Selected);
@@ -492,7 +492,7 @@ public class CompressorTests
     public void ResidualSaveAndLoadRoundTripsAndRejectsCorruption()
     {
         var feedback = new ErrorFeedback(1000, "w");
-        Compressors.Create("sidco-e", new CompressorOptions { Density = 0.01 }).Compress(Samples.Laplace(1000, 1), new SparseGradient(), feedback);
+        Compressors.Create("sidco-e", new CompressorOptions { Density = 0.01 }).Compress(SyntheticGradients.Laplace(1000, 1), new SparseGradient(), feedback);
         var saved = new MemoryStream();
         feedback.Save(saved);
         var copy = new ErrorFeedback(1000, "w");

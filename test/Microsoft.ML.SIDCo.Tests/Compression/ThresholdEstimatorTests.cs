@@ -12,7 +12,7 @@ public class ThresholdEstimatorTests
     [InlineData(0.001)]
     public void SingleStageExponentialHitsTargetOnLaplace(double density)
     {
-        var g = Samples.Laplace(1_000_000, seed: 11);
+        var g = SyntheticGradients.Laplace(1_000_000, seed: 11);
         var c = Compressors.Create(CompressorKind.SidcoExponential, new CompressorOptions { Density = density, AdaptiveStages = false, Stages = 1 });
         var stats = c.Compress(g, new SparseGradient());
         Assert.InRange(stats.AchievedOverTarget, 0.95, 1.05);
@@ -25,7 +25,7 @@ public class ThresholdEstimatorTests
     [InlineData(1.5, 3.0)]
     public void GammaFitRecoversShapeAndScale(double shape, double scale)
     {
-        var x = Samples.Gamma(1_000_000, shape, scale, seed: 5);
+        var x = SyntheticGradients.Gamma(1_000_000, shape, scale, seed: 5);
         double mean = x.Average(v => (double)v);
         double meanLog = x.Average(v => Math.Log(v + 2.2e-16));
         var fit = ThresholdEstimators.FitGamma(mean, meanLog)!.Value;
@@ -39,7 +39,7 @@ public class ThresholdEstimatorTests
     [InlineData(0.2, 0.5)]
     public void ParetoMomentFitRecoversShapeAndScale(double xi, double sigma)
     {
-        var y = Samples.GeneralizedPareto(1_000_000, xi, sigma, seed: 9);
+        var y = SyntheticGradients.GeneralizedPareto(1_000_000, xi, sigma, seed: 9);
         double m = y.Average();
         double v = y.Sum(t => (t - m) * (t - m)) / (y.Length - 1);
         var fit = ThresholdEstimators.FitGeneralizedPareto(m, v);

@@ -16,8 +16,8 @@ public sealed class IlgpuFixture : IDisposable
 public class KernelBackendTests(IlgpuFixture ilgpu) : IClassFixture<IlgpuFixture>
 {
     // 700k entries: above the CPU backend's parallel chunk size, so the multi-chunk paths run too.
-    private static readonly float[] s_gradient = Samples.Laplace(700_000, 31);
-    private static readonly float[] s_residual = Samples.Laplace(700_000, 32, scale: 0.1);
+    private static readonly float[] s_gradient = SyntheticGradients.Laplace(700_000, 31);
+    private static readonly float[] s_residual = SyntheticGradients.Laplace(700_000, 32, scale: 0.1);
 
     [Fact]
     public void CpuStatisticsMatchAScalarReference()
@@ -42,7 +42,7 @@ public class KernelBackendTests(IlgpuFixture ilgpu) : IClassFixture<IlgpuFixture
         // (ln of LogEpsilon), denormals and values whose pairwise product would overflow a float must
         // still give the sum of the per-entry logarithms. Huge values sit in the first of three blocks only.
         const int n = 3 * 4096 + 40;
-        var g = Samples.Laplace(n, seed: 5);
+        var g = SyntheticGradients.Laplace(n, seed: 5);
         for (int i = 0; i < n; i += 7) g[i] = 0;
         for (int i = 3; i < n; i += 11) g[i] = 1e-40f; // denormal
         for (int i = 5; i < 4096; i += 13) g[i] = (i % 2 == 0 ? 1 : -1) * 3e38f;
@@ -71,8 +71,8 @@ public class KernelBackendTests(IlgpuFixture ilgpu) : IClassFixture<IlgpuFixture
     [MemberData(nameof(EveryLoopShape))]
     public void EveryLoopShapeMatchesAScalarReference(int n, StatisticsKinds kinds, bool withResidual)
     {
-        var g = Samples.Laplace(n, seed: n);
-        var residual = Samples.Laplace(n, seed: n + 1, scale: 0.5);
+        var g = SyntheticGradients.Laplace(n, seed: n);
+        var residual = SyntheticGradients.Laplace(n, seed: n + 1, scale: 0.5);
         var before = (float[])residual.Clone();
         var candidates = new SparseBuffer();
         var stats = Run(g, residual, candidates);
@@ -195,7 +195,7 @@ public class KernelBackendTests(IlgpuFixture ilgpu) : IClassFixture<IlgpuFixture
         // repeat here, so each mode runs on dense and on sparse data and starts and stops mid-buffer;
         // NaN, -0 and values equal to the threshold must not be selected, and the output keeps what it
         // held before.
-        var g = Samples.Laplace(n, seed: n);
+        var g = SyntheticGradients.Laplace(n, seed: n);
         for (int i = 0; i < n; i++)
         {
             int block = i / 2048 % 4;
@@ -295,8 +295,8 @@ public class IlgpuGroupPathTests
         using var grouped = IlgpuGradientKernels.CreateCpu(groupSize);
         Assert.Equal(groupSize, grouped.GroupSize);
         int n = 3 * IlgpuGradientKernels.SegmentSize + 17; // a partial last segment and a partial last row
-        var g = Samples.Laplace(n, 41);
-        var r1 = Samples.Laplace(n, 42, scale: 0.5);
+        var g = SyntheticGradients.Laplace(n, 41);
+        var r1 = SyntheticGradients.Laplace(n, 42, scale: 0.5);
         var r2 = (float[])r1.Clone();
         var kinds = StatisticsKinds.LogMagnitudes | StatisticsKinds.Squares;
         var c1 = new SparseBuffer();

@@ -19,10 +19,20 @@ public sealed class NotebookAndPackageTests(ITestOutputHelper log) : IDisposable
             .Select(c => string.Concat(c.GetProperty("source").EnumerateArray().Select(s => s.GetString())))
             .ToList();
         Assert.True(cells.Count >= 4);
-        // Polyglot directives (#r, #i) become project references; the C# is compiled as one program.
-        var lines = cells.SelectMany(c => c.Split('\n')).Where(l => !l.StartsWith("#r ", StringComparison.Ordinal) && !l.StartsWith("#i ", StringComparison.Ordinal)).ToList();
-        var usings = lines.Where(l => l.StartsWith("using ", StringComparison.Ordinal)).Distinct();
-        var body = lines.Where(l => !l.StartsWith("using ", StringComparison.Ordinal));
+        // Polyglot directives become references: "#r nuget: X, V" a package (the SIDCo package this repository's project),
+        // "#i" a source. The C# is compiled as one top-level program, where type declarations must follow the statements,
+        // so cells that declare a type move to the end.
+        var lines = cells.SelectMany(c => c.Split('\n')).ToList();
+        var packages = lines.Where(l => l.StartsWith("#r \"nuget: ", StringComparison.Ordinal))
+            .Select(l => l["#r \"nuget: ".Length..].TrimEnd('"').Split(',', StringSplitOptions.TrimEntries))
+            .Where(p => p[0] != "Microsoft.ML.SIDCo")
+            .Select(p => $"<PackageReference Include=\"{p[0]}\" Version=\"{p[1]}\" />");
+        static bool DeclaresType(string cell) => cell.Split('\n').SkipWhile(l => l.StartsWith("//", StringComparison.Ordinal))
+            .FirstOrDefault()?.StartsWith("public sealed class ", StringComparison.Ordinal) == true;
+        var code = cells.Where(c => !DeclaresType(c)).Concat(cells.Where(DeclaresType)).SelectMany(c => c.Split('\n'))
+            .Where(l => !l.StartsWith("#r ", StringComparison.Ordinal) && !l.StartsWith("#i ", StringComparison.Ordinal)).ToList();
+        var usings = code.Where(l => l.StartsWith("using ", StringComparison.Ordinal)).Distinct();
+        var body = code.Where(l => !l.StartsWith("using ", StringComparison.Ordinal));
         File.WriteAllText(Path.Combine(_work, "Program.cs"), string.Join('\n', usings.Concat(body)));
         File.WriteAllText(Path.Combine(_work, "Notebook.csproj"), $"""
             <Project Sdk="Microsoft.NET.Sdk">
@@ -30,7 +40,7 @@ public sealed class NotebookAndPackageTests(ITestOutputHelper log) : IDisposable
                 <ManagePackageVersionsCentrally>false</ManagePackageVersionsCentrally><NoWarn>NU1603;CS8321</NoWarn><NuGetAudit>false</NuGetAudit></PropertyGroup>
               <ItemGroup>
                 <ProjectReference Include="{Path.Combine(MpiRunner.RepoRoot, "src/Microsoft.ML.SIDCo/Microsoft.ML.SIDCo.csproj")}" />
-                <PackageReference Include="ScottPlot" Version="5.1.59" />
+                {string.Join("\n    ", packages)}
                 <PackageReference Include="SkiaSharp.NativeAssets.Linux" Version="3.119.4" />
               </ItemGroup>
             </Project>
@@ -45,7 +55,7 @@ public sealed class NotebookAndPackageTests(ITestOutputHelper log) : IDisposable
     }
 
     [Fact]
-    public void PackedPackageServesASeparateMlNetApp()
+    public void PackedPackageServesAnExistingMlNetApp()
     {
         string feed = Path.Combine(_work, "feed");
         string version = "0.1.0-test." + DateTime.UtcNow.ToString("yyyyMMddHHmmssfff", System.Globalization.CultureInfo.InvariantCulture);
@@ -58,58 +68,85 @@ public sealed class NotebookAndPackageTests(ITestOutputHelper log) : IDisposable
         using (var zip = System.IO.Compression.ZipFile.OpenRead(nupkg))
         {
             var names = zip.Entries.Select(e => e.FullName).ToList();
-            Assert.Contains("README.md", names);
             Assert.Contains("lib/net10.0/Microsoft.ML.SIDCo.xml", names);
             var nuspec = new StreamReader(zip.Entries.Single(e => e.FullName.EndsWith(".nuspec", StringComparison.Ordinal)).Open()).ReadToEnd();
-            foreach (var dep in new[] { "Microsoft.ML", "TorchSharp", "libtorch-cpu-linux-x64", "ILGPU" }) Assert.Contains($"id=\"{dep}\"", nuspec);
+            foreach (var dep in new[] { "Microsoft.ML", "TorchSharp", "ILGPU" }) Assert.Contains($"id=\"{dep}\"", nuspec);
+            // The app chooses its native libtorch, as with Microsoft.ML.TorchSharp: no platform's build is forced on it.
+            Assert.DoesNotContain("<dependency id=\"libtorch", nuspec, StringComparison.OrdinalIgnoreCase);
+            Assert.DoesNotContain("<dependency id=\"TorchSharp-", nuspec, StringComparison.OrdinalIgnoreCase);
+            Assert.Contains("<readme>PACKAGE.md</readme>", nuspec);
             Assert.Contains("<license type=\"expression\">MIT</license>", nuspec);
+            // The package's readme speaks to a NuGet user, not to this repository's build script.
+            var readme = new StreamReader(zip.GetEntry("PACKAGE.md")!.Open()).ReadToEnd();
+            Assert.DoesNotContain("build.sh", readme);
+            Assert.Contains("TorchSharp-cpu", readme);
         }
+        // The sample data reader is not part of the library.
+        Assert.Null(typeof(SIDCoTrainer).Assembly.GetType("Microsoft.ML.SIDCo.Datasets.FashionMnist"));
 
-        string app = Path.Combine(_work, "app");
+        // The README's program, as written there, in an app that references the package.
+        string program = ReadmeProgram();
+        string iris = Path.Combine(TestHost.SklearnDataset.DataDirectory, "iris.csv");
+
+        // Without a native libtorch the first Fit says which packages to add. The app restores into a package folder of its
+        // own: TorchSharp otherwise finds a libtorch package in the machine's NuGet cache, as it does for notebooks.
+        string bare = App("bare", version, feed, program, iris);
+        var failed = Dotnet($"run -c Release --project {bare}", TimeSpan.FromMinutes(8), bare, ("NUGET_PACKAGES", Path.Combine(_work, "packages")));
+        log.WriteLine(failed.Output);
+        Assert.NotEqual(0, failed.ExitCode);
+        Assert.Contains("TorchSharp's native library (libtorch) could not be loaded", failed.Output);
+        Assert.Contains("TorchSharp-cpu", failed.Output);
+        Assert.Contains("libtorch-cpu-win-x64", failed.Output);
+
+        // With TorchSharp-cpu (every platform's CPU libtorch) it trains, evaluates and predicts.
+        string app = App("app", version, feed, program, iris, """<PackageReference Include="TorchSharp-cpu" Version="0.107.0" />""");
+        var run = Dotnet($"run -c Release --project {app}", TimeSpan.FromMinutes(8), app);
+        log.WriteLine(run.Output);
+        Assert.True(run.ExitCode == 0, run.Output);
+        var line = run.Output.Split('\n').Single(l => l.StartsWith("accuracy ", StringComparison.Ordinal));
+        Assert.True(double.Parse(line.Split(' ')[1].TrimEnd(';'), System.Globalization.CultureInfo.InvariantCulture) > 0.9, line);
+        Assert.Contains("is class 2", line); // the README's flower is a virginica
+
+        // A Windows publish of the same app carries the native torch library.
+        string published = Path.Combine(_work, "win-x64");
+        var publish = Dotnet($"publish {app} -c Release -r win-x64 --self-contained false -o {published}", TimeSpan.FromMinutes(8), app);
+        Assert.True(publish.ExitCode == 0, publish.Output);
+        var files = Directory.GetFiles(published).Select(Path.GetFileName).Order().ToList();
+        log.WriteLine($"win-x64 publish ({Directory.GetFiles(published).Sum(f => new FileInfo(f).Length) / (1 << 20)} MiB): {string.Join(", ", files)}");
+        Assert.Contains("torch_cpu.dll", files);
+        Assert.Contains("LibTorchSharp.dll", files);
+        Assert.Contains("Microsoft.ML.SIDCo.dll", files);
+    }
+
+    // The first C# block of the README's "Using it from ML.NET" section.
+    private static string ReadmeProgram()
+    {
+        var readme = File.ReadAllText(Path.Combine(MpiRunner.RepoRoot, "README.md"));
+        int section = readme.IndexOf("## Using it from ML.NET", StringComparison.Ordinal);
+        int start = readme.IndexOf("```csharp\n", section, StringComparison.Ordinal) + "```csharp\n".Length;
+        return readme[start..readme.IndexOf("```", start, StringComparison.Ordinal)];
+    }
+
+    // A console app that references the package from the local feed (added to the machine's own sources) and the given packages.
+    private string App(string name, string version, string feed, string program, string dataFile, string extraReferences = "")
+    {
+        string app = Path.Combine(_work, name);
         Directory.CreateDirectory(app);
         File.WriteAllText(Path.Combine(app, "App.csproj"), $"""
             <Project Sdk="Microsoft.NET.Sdk">
               <PropertyGroup><OutputType>Exe</OutputType><TargetFramework>net10.0</TargetFramework><ImplicitUsings>enable</ImplicitUsings><Nullable>enable</Nullable>
                 <ManagePackageVersionsCentrally>false</ManagePackageVersionsCentrally><NoWarn>NU1603</NoWarn><NuGetAudit>false</NuGetAudit></PropertyGroup>
-              <ItemGroup><PackageReference Include="Microsoft.ML.SIDCo" Version="{version}" /></ItemGroup>
+              <ItemGroup><PackageReference Include="Microsoft.ML.SIDCo" Version="{version}" />{extraReferences}</ItemGroup>
             </Project>
             """);
-        // The local folder is added to the machine's own sources (no host named here).
         File.WriteAllText(Path.Combine(app, "nuget.config"), $"""
             <?xml version="1.0" encoding="utf-8"?>
             <configuration><packageSources><add key="local-feed" value="{feed}" /></packageSources></configuration>
             """);
-        File.WriteAllText(Path.Combine(app, "Program.cs"), """
-            using Microsoft.ML;
-            using Microsoft.ML.Data;
-            using Microsoft.ML.SIDCo.Models;
-
-            var ml = new MLContext(seed: 1);
-            var rng = new Random(3);
-            var rows = Enumerable.Range(0, 2000).Select(_ =>
-            {
-                var x = new float[] { (float)rng.NextDouble(), (float)rng.NextDouble() };
-                return new Row { Features = x, Label = x[0] + x[1] > 1 ? "high" : "low" };
-            }).ToArray();
-            var data = ml.Data.LoadFromEnumerable(rows);
-            var pipeline = ml.Transforms.Conversion.MapValueToKey("Label")
-                .Append(ml.Extensions.SIDCoTrainer(model: SIDCoModels.Mlp(16), density: 0.1, workers: 2, epochs: 15));
-            var model = pipeline.Fit(data);
-            var metrics = ml.MulticlassClassification.Evaluate(model.Transform(data));
-            Console.WriteLine($"accuracy {metrics.MicroAccuracy:F3}");
-
-            public sealed class Row
-            {
-                [VectorType(2)] public float[] Features { get; set; } = [];
-                public string Label { get; set; } = "";
-            }
-            """);
+        File.WriteAllText(Path.Combine(app, "Program.cs"), program);
+        File.Copy(dataFile, Path.Combine(app, Path.GetFileName(dataFile)));
         IsolateFromRepository(app);
-        var run = Dotnet($"run -c Release --project {app}", TimeSpan.FromMinutes(8));
-        log.WriteLine(run.Output);
-        Assert.True(run.ExitCode == 0, run.Output);
-        var line = run.Output.Split('\n').Single(l => l.StartsWith("accuracy ", StringComparison.Ordinal));
-        Assert.True(double.Parse(line[9..], System.Globalization.CultureInfo.InvariantCulture) > 0.9, line);
+        return app;
     }
 
     // Stop MSBuild from picking up the repository's Directory.*.props (the temp folder is outside it, but be explicit).
@@ -120,9 +157,11 @@ public sealed class NotebookAndPackageTests(ITestOutputHelper log) : IDisposable
         File.WriteAllText(Path.Combine(dir, "Directory.Packages.props"), "<Project></Project>");
     }
 
-    private static (int ExitCode, string Output) Dotnet(string args, TimeSpan timeout)
+    private static (int ExitCode, string Output) Dotnet(string args, TimeSpan timeout, string? workingDirectory = null, params (string Name, string Value)[] environment)
     {
         var psi = new ProcessStartInfo("dotnet", args) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        if (workingDirectory is not null) psi.WorkingDirectory = workingDirectory;
+        foreach (var (name, value) in environment) psi.Environment[name] = value;
         psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
         psi.Environment["DOTNET_NOLOGO"] = "1";
         psi.Environment["TERM"] = "dumb";

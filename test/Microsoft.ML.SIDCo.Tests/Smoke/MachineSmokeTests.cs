@@ -2,7 +2,7 @@ using ILGPU;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
 using Microsoft.ML.Data;
-using Microsoft.ML.SIDCo.Datasets;
+using Microsoft.ML.SIDCo.Samples;
 using TorchSharp;
 
 namespace Microsoft.ML.SIDCo.Tests.Smoke;

@@ -12,7 +12,7 @@ public sealed class CheckpointTests : IDisposable
 
     private static TrainingData Load()
     {
-        var rows = Datasets.FashionMnist.Load(train: true, limit: 2000);
+        var rows = Samples.FashionMnist.Load(train: true, limit: 2000);
         return new TrainingData(rows.SelectMany(r => r.Features).ToArray(), 784, rows.Select(r => (int)r.Label).ToArray(), null);
     }
 

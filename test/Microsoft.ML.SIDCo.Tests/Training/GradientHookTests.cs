@@ -11,7 +11,7 @@ public class GradientHookTests
     public void DenseThenDensityWarmupFollowTheScheduleThenTheTarget()
     {
         const int n = 100_000;
-        var gradient = Samples.Laplace(n, 11);
+        var gradient = SyntheticGradients.Laplace(n, 11);
         var options = new CompressionHookOptions
         {
             Compressor = CompressorKind.TopK, // exact counts, so the schedule is visible in the selection sizes
@@ -57,7 +57,7 @@ public class GradientHookTests
         // steps. The hook's own compressor and the caller's options must come out of it untouched: no calls,
         // the target density, an empty residual, and a first step equal to a fresh compressor's.
         const int n = 300_000;
-        var gradient = Samples.Laplace(n, 12);
+        var gradient = SyntheticGradients.Laplace(n, 12);
         var options = new CompressionHookOptions
         {
             Compressor = kind,

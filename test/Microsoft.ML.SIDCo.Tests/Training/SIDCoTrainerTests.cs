@@ -185,12 +185,18 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
     }
 
     [Fact]
-    public void BatchLargerThanTheShardIsReportedByName()
+    public void ABatchLargerThanTheRowsPerWorkerShrinksAndOnlyFewerRowsThanWorkersIsRefused()
     {
-        var o = new SIDCoTrainer.Options { BatchSize = 2000, Workers = 2, Epochs = 1 };
-        var pipeline = data.Ml.Transforms.Conversion.MapValueToKey("Label").Append(data.Ml.Extensions.SIDCoTrainer(o));
-        var e = Assert.Throws<ArgumentOutOfRangeException>(() => pipeline.Fit(data.Train));
-        Assert.Contains("BatchSize", e.Message);
+        // 3,000 rows over 2 workers: a batch of 2,000 becomes 1,500 rows per worker, one step per epoch.
+        var o = new SIDCoTrainer.Options { BatchSize = 2000, Workers = 2, Epochs = 2, Model = SIDCoModels.Mlp(8) };
+        var model = data.Ml.Transforms.Conversion.MapValueToKey("Label").Append(data.Ml.Extensions.SIDCoTrainer(o)).Fit(data.Train);
+        Assert.Equal([1, 1], model.LastTransformer.History.Epochs.Select(e => e.Steps));
+
+        var three = data.Ml.Data.TakeRows(data.Train, 3);
+        o.Workers = 4;
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => data.Ml.Transforms.Conversion.MapValueToKey("Label").Append(data.Ml.Extensions.SIDCoTrainer(o)).Fit(three));
+        Assert.Equal("Workers", e.ParamName);
+        Assert.Contains("3 usable rows, fewer than the 4 workers", e.Message);
     }
 
     private sealed class TextRow { public string Features { get; set; } = ""; public uint Label { get; set; } }
@@ -206,7 +212,8 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
         Assert.Contains("Schema mismatch for feature column 'Features'", e2.Message);
         // Label not mapped to a key.
         var e3 = Assert.Throws<ArgumentOutOfRangeException>(() => trainer.Fit(data.Train));
-        Assert.Contains("Schema mismatch for label column 'Label': expected Key, got UInt32", e3.Message);
+        Assert.Contains("Schema mismatch for label column 'Label': expected Key, got UInt32 (Options.LabelColumnName;", e3.Message);
+        Assert.Contains("(Options.FeatureColumnName)", e.Message);
     }
 
     [Fact]
@@ -259,7 +266,7 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
             using (data.Ml.Extensions.SIDCoTrainer(Options(11, dir)).Fit(view)) { }
             using var last = data.Ml.Extensions.SIDCoTrainer(Options(0, dir)).Fit(view);
             Assert.Equal(whole.History.Epochs.Select(e => (e.Steps, e.Loss)), last.History.Epochs.Select(e => (e.Steps, e.Loss)));
-            var probe = Datasets.FashionMnist.Load(train: false, limit: 3);
+            var probe = Samples.FashionMnist.Load(train: false, limit: 3);
             Assert.All(probe, r => Assert.Equal(whole.Predict(r.Features), last.Predict(r.Features)));
         }
         finally { if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true); }
@@ -301,12 +308,16 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
     [Fact]
     public void NonFiniteGradientsThrowOrAreSkippedAsConfigured()
     {
-        var rows = FashionMnistRowsWithNaN();
+        // Rows with NaN features are skipped when the data is read, so a finite row must produce the NaN: the model takes
+        // the square root of its input, and one pixel is negative.
+        var rows = Samples.FashionMnist.Load(train: true, limit: 400);
+        rows[0].Features[3] = -1; // whichever worker draws row 0 gets a NaN gradient
         var view = data.Ml.Data.LoadFromEnumerable(rows);
-        var o = new SIDCoTrainer.Options { Model = SIDCoModels.Mlp(16), Workers = 2, Epochs = 1, BatchSize = 20, Density = 0.01 };
+        var o = new SIDCoTrainer.Options { Model = SqrtMlp, Workers = 2, Epochs = 1, BatchSize = 20, Density = 0.01 };
         var pipeline = data.Ml.Transforms.Conversion.MapValueToKey("Label").Append(data.Ml.Extensions.SIDCoTrainer(o));
         var e = Assert.Throws<NonFiniteGradientException>(() => pipeline.Fit(view));
         Assert.Contains("gradient bucket", e.Message);
+        Assert.Contains("Options.NonFiniteGradients = NonFinitePolicy.SkipStep", e.Message);
 
         o.NonFiniteGradients = NonFinitePolicy.SkipStep;
         o.GradientClipNorm = 1;
@@ -316,10 +327,19 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
         Assert.True(double.IsFinite(model.LastTransformer.Predict(rows[1].Features)[0]));
     }
 
-    private static Datasets.ImageExample[] FashionMnistRowsWithNaN()
+    // An MLP behind an element-wise square root: a negative input gives NaN in the forward pass and the gradient.
+    private static readonly ModelDefinition SqrtMlp = ModelDefinition.Custom("sqrt-mlp", (inputs, outputs) => new SqrtThen(SIDCoModels.Mlp(16).Build(inputs, outputs)));
+
+    private sealed class SqrtThen : TorchSharp.torch.nn.Module<TorchSharp.torch.Tensor, TorchSharp.torch.Tensor>
     {
-        var rows = Datasets.FashionMnist.Load(train: true, limit: 400);
-        rows[0].Features[3] = float.NaN; // whichever worker draws row 0 gets a NaN gradient
-        return rows;
+        private readonly TorchSharp.torch.nn.Module<TorchSharp.torch.Tensor, TorchSharp.torch.Tensor> _inner;
+
+        public SqrtThen(TorchSharp.torch.nn.Module<TorchSharp.torch.Tensor, TorchSharp.torch.Tensor> inner) : base("sqrt_then")
+        {
+            _inner = inner;
+            RegisterComponents();
+        }
+
+        public override TorchSharp.torch.Tensor forward(TorchSharp.torch.Tensor input) => _inner.forward(input.sqrt());
     }
 }

@@ -3,7 +3,7 @@ using MathNet.Numerics.Distributions;
 namespace Microsoft.ML.SIDCo.Tests.Support;
 
 /// <summary>Seeded synthetic gradients from the distributions the method is specified against.</summary>
-public static class Samples
+public static class SyntheticGradients
 {
     public static float[] Laplace(int n, int seed, double scale = 1)
     {

@@ -1,7 +1,7 @@
 using System.Buffers.Binary;
 using System.IO.Compression;
 
-namespace Microsoft.ML.SIDCo.Datasets;
+namespace Microsoft.ML.SIDCo.Samples;
 
 /// <summary>One image example: 784 pixel intensities scaled to [0, 1] and a class label 0..9.</summary>
 public sealed class ImageExample

@@ -1,6 +1,7 @@
 using System.Reflection;
+using Microsoft.ML;
 
-namespace Microsoft.ML.SIDCo.Tests.Support;
+namespace Microsoft.ML.SIDCo.TestHost;
 
 /// <summary>ML.NET keeps SchemaShape.Create internal; its pipelines call it for us. Tests that check GetOutputSchema directly reach it this way.</summary>
 public static class Shapes

@@ -1,0 +1,39 @@
+using Microsoft.ML.SIDCo.TestHost;
+using Microsoft.ML.SIDCo.Tests.Support;
+using Xunit.Abstractions;
+
+namespace Microsoft.ML.SIDCo.Tests.Conformance;
+
+/// <summary>
+/// The ML.NET conformance suite (<see cref="TestHost.Conformance"/>) on every data set, with the trainer's defaults:
+/// in-process, and the same checks under mpirun with two ranks.
+/// </summary>
+public sealed class MlNetConformanceTests(ITestOutputHelper log)
+{
+    private const int ChecksPerCase = 7;
+
+    public static TheoryData<string> Cases => new(ConformanceCase.All.Select(c => c.Name));
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void EveryPathAnMlNetUserTakesGivesTheRightAnswer(string name)
+    {
+        var results = TestHost.Conformance.Run(ConformanceCase.Named(name));
+        foreach (var r in results) log.WriteLine($"{(r.Ok ? "ok  " : "FAIL")} {r.Name}: {r.Detail}");
+        Assert.Equal(ChecksPerCase, results.Count);
+        Assert.All(results, r => Assert.True(r.Ok, $"{r.Name}: {r.Detail}"));
+    }
+
+    [Fact]
+    public void TheSameChecksHoldUnderMpirunWithTwoRanks()
+    {
+        var run = MpiRunner.Run(2, MpiRunner.TestHost, "conformance", TimeSpan.FromMinutes(8));
+        Assert.False(run.TimedOut, run.Output);
+        Assert.True(run.ExitCode == 0, run.Output);
+        foreach (var c in run.Checks) log.WriteLine($"rank {c.Rank} {(c.Ok ? "ok  " : "FAIL")} {c.Name}: {c.Detail}");
+        Assert.Equal(2 * ChecksPerCase * ConformanceCase.All.Count, run.Checks.Count);
+        Assert.All(run.Checks, c => Assert.True(c.Ok, $"rank {c.Rank} {c.Name}: {c.Detail}"));
+        // Both ranks end with the same model: the fit check reports its fingerprint.
+        Assert.All(run.Checks.Where(c => c.Name.EndsWith("/fit", StringComparison.Ordinal)).GroupBy(c => c.Name), g => Assert.Single(g.Select(c => c.Detail).Distinct()));
+    }
+}
