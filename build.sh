@@ -78,7 +78,7 @@ sample() {
 bench() {
   build
   local kind=${1:-}
-  [ -n "$kind" ] || { echo "usage: ./build.sh bench compression|kernels|allreduce|training|cluster [options]"; exit 2; }
+  [ -n "$kind" ] || { echo "usage: ./build.sh bench compression|kernels|allreduce|training|scoring|defaults|cluster [options]"; exit 2; }
   shift
   local dll=test/Microsoft.ML.SIDCo.Benchmarks/bin/$config/net10.0/Microsoft.ML.SIDCo.Benchmarks.dll
   mkdir -p "$artifacts/bench"

@@ -50,21 +50,28 @@ internal sealed record KeyValues(string TypeName, string[] Values)
     /// </summary>
     public static KeyValues? Placeholder(DataViewType itemType, int count)
         => KindOf(itemType) is { } kind
-            ? new KeyValues(kind.ToString(), Enumerable.Repeat(kind switch { DataKind.String => "", DataKind.Boolean => "false", _ => "0" }, count).ToArray())
+            ? new KeyValues(kind.ToString(), Enumerable.Repeat(PlaceholderValue(kind), count).ToArray())
             : null;
+
+    private static string PlaceholderValue(DataKind kind) => kind switch { DataKind.String => "", DataKind.Boolean => "false", _ => "0" };
 
     // The item types key values can have here, by their raw .NET type (ML.NET keeps its own mapping internal).
     private static readonly Dictionary<Type, DataKind> s_kinds = new()
     {
-        [typeof(ReadOnlyMemory<char>)] = DataKind.String, [typeof(bool)] = DataKind.Boolean, [typeof(float)] = DataKind.Single,
-        [typeof(double)] = DataKind.Double, [typeof(sbyte)] = DataKind.SByte, [typeof(byte)] = DataKind.Byte, [typeof(short)] = DataKind.Int16,
-        [typeof(ushort)] = DataKind.UInt16, [typeof(int)] = DataKind.Int32, [typeof(uint)] = DataKind.UInt32, [typeof(long)] = DataKind.Int64,
-        [typeof(ulong)] = DataKind.UInt64,
+        [typeof(ReadOnlyMemory<char>)] = DataKind.String, [typeof(bool)] = DataKind.Boolean,
+        [typeof(float)] = DataKind.Single, [typeof(double)] = DataKind.Double,
+        [typeof(sbyte)] = DataKind.SByte, [typeof(byte)] = DataKind.Byte,
+        [typeof(short)] = DataKind.Int16, [typeof(ushort)] = DataKind.UInt16,
+        [typeof(int)] = DataKind.Int32, [typeof(uint)] = DataKind.UInt32,
+        [typeof(long)] = DataKind.Int64, [typeof(ulong)] = DataKind.UInt64,
     };
 
-    private static DataKind? KindOf(DataViewType type) => type is not KeyDataViewType && s_kinds.TryGetValue(type.RawType, out var kind) ? kind : null;
+    private static DataKind? KindOf(DataViewType type)
+        => type is not KeyDataViewType && s_kinds.TryGetValue(type.RawType, out var kind) ? kind : null;
 
-    /// <summary>Adds the values as the annotation <paramref name="annotation"/> of a mapping's output column, typed as the training label's were.</summary>
+    /// <summary>
+    /// Adds the values as the annotation <paramref name="annotation"/> of a mapping's output column, typed as the training label's were.
+    /// </summary>
     public void AddTo(SchemaDefinition.Column column, string annotation = MlNetAnnotations.KeyValues)
     {
         int n = Values.Length;
@@ -87,10 +94,67 @@ internal sealed record KeyValues(string TypeName, string[] Values)
         }
     }
 
+    /// <summary>
+    /// A value mapping, in place on "PredictedLabel", from cluster keys to the label's keys: class <c>c</c> (key c + 1)
+    /// comes from cluster <paramref name="clusterKey"/>(c). The lookup's value column is a key built over these values in
+    /// their order, so the output is that key type with these key values; a cluster not listed gives key 0, missing.
+    /// (A value mapping that makes keys of plain values would take numeric values as the keys themselves.)
+    /// </summary>
+    public IEstimator<ITransformer> MapClusters(MLContext ml, Func<int, uint> clusterKey)
+    {
+        IEstimator<ITransformer> Map<T>(Func<string, T> parse)
+        {
+            var values = Values.Select(parse).ToArray();
+            var keyData = ml.Data.LoadFromEnumerable(values.Select(v => new ValueRow<T> { Value = v }));
+            var rows = ml.Data.LoadFromEnumerable(values.Select((v, c) => new LookupRow<T> { Cluster = clusterKey(c), Value = v }));
+            var toKey = ml.Transforms.Conversion.MapValueToKey("Class", nameof(LookupRow<T>.Value), keyData: keyData);
+            var lookup = toKey.Fit(rows).Transform(rows);
+            var cluster = lookup.Schema[nameof(LookupRow<T>.Cluster)];
+            return ml.Transforms.Conversion.MapValue("PredictedLabel", lookup, cluster, lookup.Schema["Class"], "PredictedLabel");
+        }
+        return Enum.Parse<DataKind>(TypeName) switch
+        {
+            DataKind.String => Map(s => s),
+            DataKind.Boolean => Map(s => s == "true"),
+            DataKind.Single => Map(s => float.Parse(s, s_inv)),
+            DataKind.Double => Map(s => double.Parse(s, s_inv)),
+            DataKind.SByte => Map(s => sbyte.Parse(s, s_inv)),
+            DataKind.Byte => Map(s => byte.Parse(s, s_inv)),
+            DataKind.Int16 => Map(s => short.Parse(s, s_inv)),
+            DataKind.UInt16 => Map(s => ushort.Parse(s, s_inv)),
+            DataKind.Int32 => Map(s => int.Parse(s, s_inv)),
+            DataKind.UInt32 => Map(s => uint.Parse(s, s_inv)),
+            DataKind.Int64 => Map(s => long.Parse(s, s_inv)),
+            _ => Map(s => ulong.Parse(s, s_inv)),
+        };
+    }
+
+    /// <summary>
+    /// Key values for a label that has none: the class indices 0 .. classes - 1 (the ONNX form's PredictedLabel then
+    /// carries them as its key values).
+    /// </summary>
+    public static KeyValues ClassIndices(int classes)
+        => new(nameof(DataKind.UInt32), Enumerable.Range(0, classes).Select(c => c.ToString(s_inv)).ToArray());
+
+    /// <summary>The key values, one per row (MapValueToKey's key data must have that one column).</summary>
+    private sealed class ValueRow<T>
+    {
+        public T Value { get; set; } = default!;
+    }
+
+    /// <summary>A row of the cluster-to-class lookup.</summary>
+    private sealed class LookupRow<T>
+    {
+        public uint Cluster { get; set; }
+        public T Value { get; set; } = default!;
+    }
+
     /// <summary>The values as text, as ML.NET's multiclass scorers give the <c>Score</c> column's slot names.</summary>
     public void AddAsSlotNames(SchemaDefinition.Column column)
-        => column.AddAnnotation(MlNetAnnotations.SlotNames, new VBuffer<ReadOnlyMemory<char>>(Values.Length, Values.Select(v => v.AsMemory()).ToArray()),
-            new VectorDataViewType(TextDataViewType.Instance, Values.Length));
+    {
+        var names = new VBuffer<ReadOnlyMemory<char>>(Values.Length, Values.Select(v => v.AsMemory()).ToArray());
+        column.AddAnnotation(MlNetAnnotations.SlotNames, names, new VectorDataViewType(TextDataViewType.Instance, Values.Length));
+    }
 }
 
 /// <summary>
@@ -144,7 +208,8 @@ internal static class DataLoading
     /// <param name="task">What the label means.</param>
     /// <param name="scale">The standardisation to apply to regression targets, or null to fit it on these rows.</param>
     /// <param name="isCanceled">Polled every few thousand rows, so a cancel does not wait for a large data set to be read.</param>
-    public static LoadedData Read(IDataView view, string featureColumn, string labelColumn, TrainingTask task, TargetScale? scale, Func<bool> isCanceled)
+    public static LoadedData Read(IDataView view, string featureColumn, string labelColumn, TrainingTask task, TargetScale? scale,
+        Func<bool> isCanceled)
     {
         const int CancelCheckRows = 4096;
         var f = view.Schema[featureColumn];
@@ -171,14 +236,19 @@ internal static class DataLoading
             uint key = 0; bool flag = false; float target = 0;
             while (cursor.MoveNext())
             {
-                if (++seen % CancelCheckRows == 0 && isCanceled()) throw new OperationCanceledException("Training was canceled while the data was read.");
+                if (++seen % CancelCheckRows == 0 && isCanceled())
+                    throw new OperationCanceledException("Training was canceled while the data was read.");
                 int label = 0;
                 if (getKey is not null) { getKey(ref key); label = (int)key - 1; }
                 else if (getBool is not null) { getBool(ref flag); label = flag ? 1 : 0; }
                 else getTarget!(ref target);
                 getFeatures(ref buffer);
                 buffer.CopyTo(row);
-                if (label < 0 || !float.IsFinite(target) || !System.Numerics.Tensors.TensorPrimitives.IsFiniteAll<float>(row)) { skipped++; continue; }
+                if (label < 0 || !float.IsFinite(target) || !System.Numerics.Tensors.TensorPrimitives.IsFiniteAll<float>(row))
+                {
+                    skipped++;
+                    continue;
+                }
                 features.AddRange(row);
                 if (getTarget is null) classes.Add(label); else targets.Add(target);
             }
@@ -187,7 +257,8 @@ internal static class DataLoading
         {
             throw new ArgumentException(seen == 0
                 ? "The training data has no rows."
-                : $"All {seen} rows of the training data have a missing label (column '{labelColumn}', Options.LabelColumnName) or a NaN or infinite feature (column '{featureColumn}', Options.FeatureColumnName).", nameof(view));
+                : $"All {seen} rows of the training data have a missing label (column '{labelColumn}', Options.LabelColumnName) "
+                    + $"or a NaN or infinite feature (column '{featureColumn}', Options.FeatureColumnName).", nameof(view));
         }
         var fitted = TargetScale.Identity;
         float[]? standardised = null;

@@ -10,17 +10,19 @@ namespace Microsoft.ML.SIDCo;
 /// </summary>
 internal static class MlNetHost
 {
-    private static readonly PropertyInfo? s_isCanceled = typeof(IHost).Assembly.GetType("Microsoft.ML.Runtime.ICancelable")?.GetProperty("IsCanceled");
-    private static readonly MethodInfo? s_cancel = typeof(MLContext).GetMethod("CancelExecution", BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic, Type.EmptyTypes);
+    private static readonly PropertyInfo? s_isCanceled =
+        typeof(IHost).Assembly.GetType("Microsoft.ML.Runtime.ICancelable")?.GetProperty("IsCanceled");
+    private static readonly MethodInfo? s_cancel =
+        typeof(MLContext).GetMethod("CancelExecution", BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic, Type.EmptyTypes);
 
-    /// <summary>A function that tells whether <paramref name="host"/> was canceled (false always where ML.NET does not expose the flag).</summary>
+    /// <summary>Tells whether <paramref name="host"/> was canceled (always false where ML.NET lacks the flag).</summary>
     public static Func<bool> CancellationProbe(IHostEnvironment host)
     {
         if (s_isCanceled is not { } property || !property.DeclaringType!.IsInstanceOfType(host)) return static () => false;
         return () => (bool)property.GetValue(host)!;
     }
 
-    /// <summary>Cancels everything running on <paramref name="ml"/>, as Microsoft.ML.Experimental's <c>CancelExecution</c> extension does.</summary>
+    /// <summary>Cancels everything running on <paramref name="ml"/>, as Microsoft.ML.Experimental's <c>CancelExecution</c> does.</summary>
     public static void CancelExecution(MLContext ml)
     {
         if (s_cancel is null) throw new PlatformNotSupportedException("This version of ML.NET has no MLContext.CancelExecution.");
@@ -41,7 +43,9 @@ internal static class MlNetAnnotations
     public const string ScoreValueKind = "ScoreValueKind";
 
     /// <summary>Values of <see cref="ScoreColumnKind"/>.</summary>
-    public const string MulticlassClassification = "MulticlassClassification", BinaryClassification = "BinaryClassification", Regression = "Regression";
+    public const string MulticlassClassification = "MulticlassClassification";
+    public const string BinaryClassification = "BinaryClassification";
+    public const string Regression = "Regression";
 
     /// <summary>Values of <see cref="ScoreValueKind"/>.</summary>
     public const string Score = "Score", Probability = "Probability", PredictedLabel = "PredictedLabel";

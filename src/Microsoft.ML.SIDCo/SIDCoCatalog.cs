@@ -1,3 +1,4 @@
+using Microsoft.ML.Data;
 using Microsoft.ML.SIDCo;
 using Microsoft.ML.SIDCo.Compression;
 using Microsoft.ML.SIDCo.Models;
@@ -64,5 +65,26 @@ public static class SIDCoCatalogExtensions
     {
         ArgumentNullException.ThrowIfNull(catalog);
         return SIDCoTransformer.Load(catalog.Context, path, customModel);
+    }
+}
+
+/// <summary>Conversions of fitted pipelines that hold SIDCo models.</summary>
+public static class SIDCoTransformerExtensions
+{
+    /// <summary>
+    /// The fitted <paramref name="model"/> with every SIDCo transformer in it (in nested transformer chains too) replaced by
+    /// its ML.NET-native ONNX form (<see cref="SIDCoTransformer.ToOnnxTransformer"/>): scoring then runs on ONNX Runtime
+    /// and needs neither TorchSharp nor this package. <c>mlContext.Model.Save</c> writes the same form by itself.
+    /// </summary>
+    /// <param name="model">A fitted transformer or transformer chain.</param>
+    public static ITransformer ToOnnxPipeline(this ITransformer model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        return model switch
+        {
+            SIDCoTransformer sidco => sidco.ToOnnxTransformer(),
+            IEnumerable<ITransformer> chain => new TransformerChain<ITransformer>(chain.Select(ToOnnxPipeline).ToArray()),
+            _ => model,
+        };
     }
 }

@@ -19,11 +19,12 @@ namespace Microsoft.ML.SIDCo;
 /// A row with a NaN or infinite feature scores as missing: NaN scores, a missing key (multiclass) or false (binary).
 /// </summary>
 /// <remarks>
-/// ML.NET's <c>mlContext.Model.Save</c> can only persist transformers registered inside ML.NET's own
-/// assemblies, so it cannot carry the torch weights: use <see cref="Save(string, bool)"/> and
-/// <c>mlContext.Extensions.LoadSIDCoModel(path)</c> (see docs/persistence.md).
+/// Two ways to keep a model (docs/persistence.md): <c>mlContext.Model.Save</c> stores it as ML.NET's own transformers over
+/// its ONNX export (<see cref="ToOnnxTransformer"/>), which <c>mlContext.Model.Load</c> reads without this package or
+/// TorchSharp; <see cref="Save(string, bool)"/> keeps the TorchSharp model itself (with its training history), which
+/// <c>mlContext.Extensions.LoadSIDCoModel(path)</c> reads back.
 /// </remarks>
-public sealed class SIDCoTransformer : ITransformer, IDisposable
+public sealed partial class SIDCoTransformer : ITransformer, IDisposable
 {
     // 1: the first format; 2: the task may be binary, and regression keeps the target standardisation (Format 1 reads as identity).
     private const int Format = 2;
@@ -99,12 +100,6 @@ public sealed class SIDCoTransformer : ITransformer, IDisposable
         ArgumentNullException.ThrowIfNull(input);
         return Inner(input.Schema).Transform(input);
     }
-
-    /// <summary>Not supported: ML.NET's model format cannot carry the torch weights. Use <see cref="Save(string, bool)"/>.</summary>
-    /// <exception cref="NotSupportedException">Always, with the supported alternative.</exception>
-    void ICanSaveModel.Save(ModelSaveContext ctx) => throw new NotSupportedException(
-        "mlContext.Model.Save cannot store a SIDCo model: ML.NET's model format only holds transformers registered inside ML.NET. " +
-        "Save it with transformer.Save(path) and load it with mlContext.Extensions.LoadSIDCoModel(path); save the rest of the pipeline with mlContext.Model.Save as usual.");
 
     /// <summary>
     /// Scores one feature vector and returns what the <c>Score</c> column holds: the class probabilities (multiclass),
@@ -187,8 +182,10 @@ public sealed class SIDCoTransformer : ITransformer, IDisposable
             throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Schema mismatch for feature column '{FeatureColumnName}': expected known-size vector of Single of size {FeatureLength}, got {col.Type}");
         var estimator = CreateScoringEstimator(_ml, FeatureColumnName, FeatureLength, Task, Classes, _keyValues, Score);
         var input = SchemaDefinition.Create(typeof(ScoringInput), SchemaDefinition.Direction.Read);
-        input[nameof(ScoringInput.Features)].ColumnName = FeatureColumnName;
-        input[nameof(ScoringInput.Features)].ColumnType = new VectorDataViewType(NumberDataViewType.Single, FeatureLength);
+        // Look the column up once: the definition's indexer finds columns by their current name.
+        var inputColumn = input[nameof(ScoringInput.Features)];
+        inputColumn.ColumnName = FeatureColumnName;
+        inputColumn.ColumnType = new VectorDataViewType(NumberDataViewType.Single, FeatureLength);
         return estimator.Fit(_ml.Data.LoadFromEnumerable(Array.Empty<ScoringInput>(), input));
     }
 
@@ -204,8 +201,10 @@ public sealed class SIDCoTransformer : ITransformer, IDisposable
         KeyValues? keyValues, RowScorer score)
     {
         var input = SchemaDefinition.Create(typeof(ScoringInput), SchemaDefinition.Direction.Read);
-        input[nameof(ScoringInput.Features)].ColumnName = featureColumn;
-        input[nameof(ScoringInput.Features)].ColumnType = new VectorDataViewType(NumberDataViewType.Single, featureLength);
+        // Look the column up once: the definition's indexer finds columns by their current name.
+        var inputColumn = input[nameof(ScoringInput.Features)];
+        inputColumn.ColumnName = featureColumn;
+        inputColumn.ColumnType = new VectorDataViewType(NumberDataViewType.Single, featureLength);
         switch (task)
         {
             case TrainingTask.Regression:

@@ -22,7 +22,10 @@ internal static class TorchRuntime
     public static void EnsureLoaded()
     {
         if (s_failure.Value is { } cause)
-            throw new InvalidOperationException($"TorchSharp's native library (libtorch) could not be loaded ({cause.GetBaseException().Message.TrimEnd()}). {Advice}", cause);
+        {
+            string reason = cause.GetBaseException().Message.TrimEnd();
+            throw new InvalidOperationException($"TorchSharp's native library (libtorch) could not be loaded ({reason}). {Advice}", cause);
+        }
     }
 
     private static Exception? Probe()
@@ -31,7 +34,8 @@ internal static class TorchRuntime
         {
             return torch.TryInitializeDeviceType(DeviceType.CPU) ? null : new DllNotFoundException("no libtorch for the CPU was found.");
         }
-        catch (Exception e) when (e is DllNotFoundException or NotSupportedException or TypeInitializationException or BadImageFormatException or EntryPointNotFoundException)
+        catch (Exception e) when (e is DllNotFoundException or NotSupportedException or TypeInitializationException
+            or BadImageFormatException or EntryPointNotFoundException)
         {
             return e;
         }

@@ -143,7 +143,59 @@ public static class Conformance
         Check("prediction-engine", () => PredictionEngine(ml, @case, model, test, scored));
         Check("cross-validate", () => CrossValidate(ml, @case, pipeline, train));
         Check("missing-values", () => MissingValues(ml, @case, pipeline, model, train, test));
+        Check("save-load", () => SaveAndLoad(ml, @case.Task, model, train, test, scored));
         return results;
+    }
+
+    /// <summary>
+    /// The largest difference allowed between a score of the TorchSharp model and of its ONNX form, relative to the score's
+    /// size once it exceeds 1 (absolute below, where every probability lies): the two runtimes' matrix products differ in the
+    /// last bits, and float32 itself cannot resolve 1e-5 on a regression target in the hundreds (its spacing at 150 is 1.5e-5).
+    /// </summary>
+    public const double OnnxTolerance = 1e-5;
+
+    // mlContext.Model.Save writes one zip that mlContext.Model.Load reads back without a SIDCo transformer in it (the ONNX
+    // form), scoring every test row as the TorchSharp model does: scores within OnnxTolerance, the same predicted labels.
+    // Binary and regression columns come back as one-element vectors (ML.NET's OnnxTransformer makes only vectors).
+    private static (bool, string) SaveAndLoad(MLContext ml, TrainingTask task, ITransformer model, IDataView train, IDataView test, IDataView scored)
+    {
+        var zip = new MemoryStream();
+        ml.Model.Save(model, train.Schema, zip);
+        zip.Position = 0;
+        var loaded = ml.Model.Load(zip, out _);
+        static IEnumerable<ITransformer> All(ITransformer t) => t is IEnumerable<ITransformer> chain ? chain.SelectMany(All) : [t];
+        if (All(loaded).OfType<SIDCoTransformer>().Any()) return (false, "the loaded model still holds a SIDCo transformer");
+        var again = loaded.Transform(test);
+        double worst = 0, worstRelative = 0;
+        int labels = 0, rows = 0;
+        void Compare(IEnumerable<float> expected, IEnumerable<float> actual)
+        {
+            foreach (var (e, a) in expected.Zip(actual))
+            {
+                double d = float.IsNaN(e) && float.IsNaN(a) ? 0 : Math.Abs(e - a);
+                worst = Math.Max(worst, d);
+                worstRelative = Math.Max(worstRelative, d / Math.Max(1, Math.Abs(e)));
+            }
+        }
+        switch (task)
+        {
+            case TrainingTask.MulticlassClassification:
+                foreach (var (e, a) in scored.GetColumn<float[]>("Score").Zip(again.GetColumn<float[]>("Score"))) { Compare(e, a); rows++; }
+                labels = scored.GetColumn<ReadOnlyMemory<char>>("PredictedLabel").Zip(again.GetColumn<ReadOnlyMemory<char>>("PredictedLabel")).Count(p => !p.First.Span.SequenceEqual(p.Second.Span));
+                break;
+            case TrainingTask.BinaryClassification:
+                Compare(scored.GetColumn<float>("Score"), again.GetColumn<float[]>("Score").Select(v => v.Single()));
+                Compare(scored.GetColumn<float>("Probability"), again.GetColumn<float[]>("Probability").Select(v => v.Single()));
+                labels = scored.GetColumn<bool>("PredictedLabel").Zip(again.GetColumn<bool[]>("PredictedLabel")).Count(p => p.First != p.Second.Single());
+                rows = (int)(scored.GetRowCount() ?? 0);
+                break;
+            default:
+                Compare(scored.GetColumn<float>("Score"), again.GetColumn<float[]>("Score").Select(v => v.Single()));
+                rows = (int)(scored.GetRowCount() ?? 0);
+                break;
+        }
+        return (worstRelative <= OnnxTolerance && labels == 0 && rows > 0,
+            $"{zip.Length} bytes; largest score difference {worst:G3} ({worstRelative:G3} of max(1, |score|)) over {rows} rows; predicted labels differ on {labels}");
     }
 
     /// <summary>The pipeline of ML.NET's samples around <paramref name="trainer"/>.</summary>

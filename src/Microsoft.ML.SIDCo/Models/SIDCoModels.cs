@@ -1,10 +1,21 @@
 using System.Globalization;
+using Microsoft.ML.SIDCo.Onnx;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 using static TorchSharp.torch.nn;
 
 namespace Microsoft.ML.SIDCo.Models;
+
+/// <summary>
+/// Appends to <paramref name="graph"/> the ONNX nodes that compute <paramref name="module"/>'s output [batch, outputs] from
+/// the float32 value named <paramref name="input"/> [batch, inputs], and returns the output value's name. It reads the
+/// trained weights from the module (<see cref="OnnxGraph.Weights"/>).
+/// </summary>
+/// <param name="module">The trained module, built by the definition's factory.</param>
+/// <param name="graph">The graph being written.</param>
+/// <param name="input">The name of the input value.</param>
+public delegate string OnnxExporter(Module<Tensor, Tensor> module, OnnxGraph graph, string input);
 
 /// <summary>
 /// What to train: a named TorchSharp architecture that maps a flat feature vector [batch, inputs] to
@@ -15,12 +26,19 @@ public sealed class ModelDefinition
 {
     private readonly Func<int, int, Module<Tensor, Tensor>> _factory;
 
-    private ModelDefinition(string descriptor, bool builtIn, Func<int, int, Module<Tensor, Tensor>> factory)
+    private ModelDefinition(string descriptor, bool builtIn, Func<int, int, Module<Tensor, Tensor>> factory, OnnxExporter? onnx)
     {
         Descriptor = descriptor;
         IsBuiltIn = builtIn;
         _factory = factory;
+        OnnxExport = onnx;
     }
+
+    /// <summary>
+    /// Writes the architecture as ONNX nodes, for <c>mlContext.Model.Save</c> and <c>SIDCoTransformer.ExportOnnx</c>; every
+    /// built-in architecture has one, a custom one when given to <see cref="Custom"/>.
+    /// </summary>
+    public OnnxExporter? OnnxExport { get; }
 
     /// <summary>A text that names the architecture and its settings, e.g. <c>convnet:height=28,width=28,...</c>.</summary>
     public string Descriptor { get; }
@@ -39,17 +57,21 @@ public sealed class ModelDefinition
         return _factory(inputs, outputs);
     }
 
-    /// <summary>A user-supplied architecture. <paramref name="factory"/> gets (inputs, outputs) and must return a module taking [batch, inputs].</summary>
-    public static ModelDefinition Custom(string name, Func<int, int, Module<Tensor, Tensor>> factory)
+    /// <summary>
+    /// A user-supplied architecture. <paramref name="factory"/> gets (inputs, outputs) and must return a module taking
+    /// [batch, inputs]. <paramref name="onnx"/> writes it as ONNX nodes; without one the model trains and scores, but
+    /// <c>mlContext.Model.Save</c> and the ONNX export say that the architecture has no exporter.
+    /// </summary>
+    public static ModelDefinition Custom(string name, Func<int, int, Module<Tensor, Tensor>> factory, OnnxExporter? onnx = null)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(name);
         ArgumentNullException.ThrowIfNull(factory);
         if (name.Contains(':')) throw new ArgumentException("A custom model name must not contain ':'.", nameof(name));
-        return new ModelDefinition(name, builtIn: false, factory);
+        return new ModelDefinition(name, builtIn: false, factory, onnx);
     }
 
-    internal static ModelDefinition BuiltIn(string name, IReadOnlyList<(string Key, int Value)> settings, Func<int, int, Module<Tensor, Tensor>> factory)
-        => new(name + ":" + string.Join(",", settings.Select(s => $"{s.Key}={s.Value.ToString(CultureInfo.InvariantCulture)}")), builtIn: true, factory);
+    internal static ModelDefinition BuiltIn(string name, IReadOnlyList<(string Key, int Value)> settings, Func<int, int, Module<Tensor, Tensor>> factory, OnnxExporter onnx)
+        => new(name + ":" + string.Join(",", settings.Select(s => $"{s.Key}={s.Value.ToString(CultureInfo.InvariantCulture)}")), builtIn: true, factory, onnx);
 
     /// <summary>Rebuilds a built-in definition from its <see cref="Descriptor"/>.</summary>
     public static ModelDefinition FromDescriptor(string descriptor)
@@ -75,6 +97,9 @@ public sealed class ModelDefinition
 /// <summary>Ready-made architectures. None uses batch normalisation or dropout, so replicas stay identical without syncing buffers.</summary>
 public static class SIDCoModels
 {
+    /// <summary>The ConvNet's convolution kernel side and its max-pooling window (and stride).</summary>
+    internal const int ConvKernel = 5, PoolSize = 2;
+
     /// <summary>A multilayer perceptron with ReLU between the given hidden layer widths (e.g. <c>Mlp(2048, 2048)</c>: a wide model with millions of parameters).</summary>
     public static ModelDefinition Mlp(params int[] hidden)
     {
@@ -94,7 +119,7 @@ public static class SIDCoModels
             }
             layers.Add(("out", nn.Linear(width, outputs)));
             return nn.Sequential(layers);
-        });
+        }, OnnxExporters.Mlp(hidden.Length));
     }
 
     /// <summary>
@@ -105,7 +130,7 @@ public static class SIDCoModels
     {
         foreach (var (name, v) in new[] { (nameof(height), height), (nameof(width), width), (nameof(channels), channels), (nameof(conv1), conv1), (nameof(conv2), conv2), (nameof(hidden), hidden) })
             if (v < 1) throw new ArgumentOutOfRangeException(name, v, "Must be positive.");
-        int h2 = ((height - 4) / 2 - 4) / 2, w2 = ((width - 4) / 2 - 4) / 2;
+        int shrink = ConvKernel - 1, h2 = ((height - shrink) / PoolSize - shrink) / PoolSize, w2 = ((width - shrink) / PoolSize - shrink) / PoolSize;
         if (h2 < 1 || w2 < 1) throw new ArgumentOutOfRangeException(nameof(height), "Images must be at least 16x16 for the ConvNet.");
         return ModelDefinition.BuiltIn("convnet",
             [("height", height), ("width", width), ("channels", channels), ("conv1", conv1), ("conv2", conv2), ("hidden", hidden)],
@@ -115,12 +140,12 @@ public static class SIDCoModels
                     throw new ArgumentException($"The ConvNet expects {channels}x{height}x{width} = {channels * height * width} features per example, the data has {inputs}.");
                 return nn.Sequential(
                     ("image", nn.Unflatten(1, [channels, height, width])),
-                    ("conv1", nn.Conv2d(channels, conv1, 5)), ("relu1", nn.ReLU()), ("pool1", nn.MaxPool2d(2)),
-                    ("conv2", nn.Conv2d(conv1, conv2, 5)), ("relu2", nn.ReLU()), ("pool2", nn.MaxPool2d(2)),
+                    ("conv1", nn.Conv2d(channels, conv1, ConvKernel)), ("relu1", nn.ReLU()), ("pool1", nn.MaxPool2d(PoolSize)),
+                    ("conv2", nn.Conv2d(conv1, conv2, ConvKernel)), ("relu2", nn.ReLU()), ("pool2", nn.MaxPool2d(PoolSize)),
                     ("flatten", nn.Flatten()),
                     ("fc", nn.Linear(conv2 * h2 * w2, hidden)), ("relu3", nn.ReLU()),
                     ("out", nn.Linear(hidden, outputs)));
-            });
+            }, OnnxExporters.ConvNet(channels, height, width));
     }
 
     /// <summary>An LSTM classifier for sequences given as flat [steps x features] vectors: the last step's hidden state feeds a linear output layer.</summary>
@@ -133,7 +158,7 @@ public static class SIDCoModels
         {
             if (inputs % steps != 0) throw new ArgumentException($"The LSTM expects a multiple of {steps} features (steps x features per step), the data has {inputs}.");
             return new LstmClassifier(steps, inputs / steps, hidden, layers, outputs);
-        });
+        }, OnnxExporters.Lstm(steps, hidden, layers));
     }
 
     private sealed class LstmClassifier : Module<Tensor, Tensor>

@@ -1,3 +1,4 @@
+using Microsoft.ML.Data;
 using System.Diagnostics;
 using System.Text.Json;
 using Microsoft.ML.SIDCo.Tests.Support;
@@ -52,6 +53,7 @@ public sealed class NotebookAndPackageTests(ITestOutputHelper log) : IDisposable
         Assert.Contains("test accuracy", run.Output);
         Assert.Contains("sidco-e", run.Output);
         Assert.Contains("plot written to", run.Output);
+        Assert.Contains("served accuracy", run.Output); // the deployment cell: Model.Save, Model.Load, scored
     }
 
     [Fact]
@@ -116,6 +118,49 @@ public sealed class NotebookAndPackageTests(ITestOutputHelper log) : IDisposable
         Assert.Contains("torch_cpu.dll", files);
         Assert.Contains("LibTorchSharp.dll", files);
         Assert.Contains("Microsoft.ML.SIDCo.dll", files);
+    }
+
+    [Fact]
+    public void AModelSavedByMlNetIsScoredByAnAppWithoutTorchSharpOrSidco()
+    {
+        // Train a ConvNet with SIDCo and save the whole pipeline the ML.NET way.
+        var ml = new MLContext(seed: 1);
+        var (train, test) = TestHost.Scenarios.LoadData(ml, 3000, 1000);
+        var options = new SIDCoTrainer.Options { Model = Models.SIDCoModels.ConvNet(conv1: 8, conv2: 16, hidden: 32), Workers = 2, Epochs = 3, BatchSize = 32, LearningRate = 0.05, Density = 0.01 };
+        var model = ml.Transforms.Conversion.MapValueToKey("Label").Append(ml.Extensions.SIDCoTrainer(options)).Fit(train);
+        string zip = Path.Combine(_work, "model.zip"), scores = Path.Combine(_work, "scores.bin");
+        ml.Model.Save(model, train.Schema, zip);
+        var expected = model.Transform(test);
+
+        // The deployment sample references Microsoft.ML, Microsoft.ML.OnnxTransformer and Microsoft.ML.OnnxRuntime only.
+        string app = MpiRunner.Dll("src/Samples/OnnxDeployment", "OnnxDeployment");
+        string appDir = Path.GetDirectoryName(app)!;
+        var files = Directory.GetFiles(appDir, "*", SearchOption.AllDirectories).Select(f => Path.GetRelativePath(appDir, f)).Order().ToList();
+        long appBytes = Directory.GetFiles(appDir, "*", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length);
+        string sampleDir = Path.GetDirectoryName(MpiRunner.Dll("src/Samples/FashionMnist", "FashionMnist"))!;
+        long sampleBytes = Directory.GetFiles(sampleDir, "*", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length);
+        log.WriteLine($"deployment app output: {files.Count} files, {appBytes >> 20} MiB (the training sample's: {sampleBytes >> 20} MiB):\n  {string.Join("\n  ", files.Where(f => !f.StartsWith("runtimes", StringComparison.Ordinal)))}\n  runtimes/...: {files.Count(f => f.StartsWith("runtimes", StringComparison.Ordinal))} native files");
+        Assert.DoesNotContain(files, f => f.Contains("torch", StringComparison.OrdinalIgnoreCase) || f.Contains("SIDCo", StringComparison.OrdinalIgnoreCase));
+
+        var run = MpiRunner.RunPlain(app, $"{zip} --limit 1000 --scores {scores}", TimeSpan.FromMinutes(3));
+        log.WriteLine(run.Output);
+        Assert.True(run.ExitCode == 0, run.Output);
+        var bytes = File.ReadAllBytes(scores);
+        const int Classes = 10, RowBytes = Classes * sizeof(float) + sizeof(uint);
+        Assert.Equal(1000 * RowBytes, bytes.Length);
+        var expectedScores = expected.GetColumn<float[]>("Score").ToArray();
+        var expectedKeys = expected.GetColumn<uint>("PredictedLabel").ToArray();
+        double worst = 0;
+        int keys = 0;
+        for (int r = 0; r < 1000; r++)
+        {
+            var row = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(bytes.AsSpan(r * RowBytes, Classes * sizeof(float)));
+            for (int c = 0; c < Classes; c++) worst = Math.Max(worst, Math.Abs(row[c] - expectedScores[r][c]));
+            if (BitConverter.ToUInt32(bytes, r * RowBytes + Classes * sizeof(float)) != expectedKeys[r]) keys++;
+        }
+        log.WriteLine($"1000 test images scored by the app: largest |Score difference| {worst:G3}, PredictedLabel differs on {keys}");
+        Assert.True(worst <= TestHost.Conformance.OnnxTolerance, $"{worst}");
+        Assert.Equal(0, keys);
     }
 
     // The first C# block of the README's "Using it from ML.NET" section.
