@@ -2,7 +2,7 @@
 # One entry point for users and CI. Each verb does what it needs first, and nothing twice:
 #   ./build.sh setup      prepare the machine (idempotent) and restore packages
 #   ./build.sh build      setup + Release build of the whole solution
-#   ./build.sh test       build + run every test project, print "N passed, N failed, N skipped"
+#   ./build.sh test       build + run every test project, print "N passed, N failed, N skipped" (--fast: unit tests only)
 #   ./build.sh sample     build + train the Fashion-MNIST main job (pass --mpi N for mpirun)
 #   ./build.sh bench ...  build + run a benchmark: compression | allreduce | training | cluster
 #   ./build.sh pack       build + produce the NuGet package under artifacts/packages
@@ -39,6 +39,8 @@ build() {
 
 run_tests() {
   build
+  # --fast: the unit tests only (the inner loop, under a minute); CI runs every category.
+  if [ "${1:-}" = "--fast" ]; then shift; set -- --filter "Category=unit" "$@"; fi
   local results=$artifacts/TestResults
   rm -rf "$results"; mkdir -p "$results"
   local status=0 proj

@@ -10,6 +10,8 @@ public class CommunicatorContractTests
     private static readonly string[] s_expectedChecks = CommunicatorContract.Run(InProcessCommunicator.CreateSingle()).Select(c => c.Name).ToArray();
 
     [Theory]
+
+    [Trait(Category.Name, Category.Unit)]
     [InlineData(1)]
     [InlineData(2)]
     [InlineData(3)]
@@ -27,6 +29,8 @@ public class CommunicatorContractTests
     }
 
     [Theory]
+
+    [Trait(Category.Name, Category.Mpi)]
     [InlineData(2)]
     [InlineData(4)]
     public void OpenMpiRanksHonourTheContract(int ranks)
@@ -47,6 +51,7 @@ public class CommunicatorContractTests
 public class HybridCommunicatorTests
 {
     [Fact]
+    [Trait(Category.Name, Category.Mpi)]
     public void TwoWorkersInEachOfTwoRanksHonourTheContract()
     {
         var run = MpiRunner.Run(2, MpiRunner.TestHost, "hybrid-contract", TimeSpan.FromSeconds(120));
@@ -65,6 +70,7 @@ public class HybridCommunicatorTests
 public class CommunicationFaultTests
 {
     [Fact]
+    [Trait(Category.Name, Category.Mpi)]
     public void MismatchedLengthsThrowOnEveryMpiRank()
     {
         var run = MpiRunner.Run(2, MpiRunner.TestHost, "mismatch", TimeSpan.FromSeconds(30));
@@ -75,6 +81,8 @@ public class CommunicationFaultTests
     }
 
     [Fact]
+
+    [Trait(Category.Name, Category.Mpi)]
     public void ARankThatDiesEndsTheJobWithAnError()
     {
         var run = MpiRunner.Run(2, MpiRunner.TestHost, "die", TimeSpan.FromSeconds(30));
@@ -85,6 +93,8 @@ public class CommunicationFaultTests
     }
 
     [Fact]
+
+    [Trait(Category.Name, Category.Unit)]
     public void AFailingInProcessWorkerReleasesItsPeers()
     {
         using var group = new InProcessGroup(3);
@@ -97,6 +107,8 @@ public class CommunicationFaultTests
     }
 
     [Fact]
+
+    [Trait(Category.Name, Category.Unit)]
     public void InProcessLengthMismatchThrowsOnEveryWorker()
     {
         using var group = new InProcessGroup(3);
@@ -110,6 +122,7 @@ public class CommunicationFaultTests
     }
 }
 
+[Trait(Category.Name, Category.Unit)]
 public class GradientExchangeWaitTests
 {
     [Fact]
@@ -145,6 +158,7 @@ public class GradientExchangeWaitTests
     }
 }
 
+[Trait(Category.Name, Category.Unit)]
 public class CostModelTests
 {
     [Theory]

@@ -3,6 +3,7 @@ using Microsoft.ML.SIDCo.Tests.Support;
 
 namespace Microsoft.ML.SIDCo.Tests.Compression;
 
+[Trait(Category.Name, Category.Unit)]
 public class AdaptiveStageTests
 {
     private static readonly float[][] s_heavy = [SyntheticGradients.StudentT3(400_000, 1), SyntheticGradients.StudentT3(400_000, 2)];

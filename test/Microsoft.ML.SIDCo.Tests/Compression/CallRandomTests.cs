@@ -1,7 +1,9 @@
+using Microsoft.ML.SIDCo.Tests.Support;
 using Microsoft.ML.SIDCo.Compression;
 
 namespace Microsoft.ML.SIDCo.Tests.Compression;
 
+[Trait(Category.Name, Category.Unit)]
 public class CallRandomTests
 {
     [Theory]

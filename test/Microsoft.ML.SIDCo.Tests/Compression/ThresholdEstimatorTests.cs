@@ -4,6 +4,7 @@ using Microsoft.ML.SIDCo.Tests.Support;
 
 namespace Microsoft.ML.SIDCo.Tests.Compression;
 
+[Trait(Category.Name, Category.Unit)]
 public class ThresholdEstimatorTests
 {
     [Theory]

@@ -8,6 +8,7 @@ namespace Microsoft.ML.SIDCo.Tests.Conformance;
 /// The ML.NET conformance suite (<see cref="TestHost.Conformance"/>) on every data set, with the trainer's defaults:
 /// in-process, and the same checks under mpirun with two ranks.
 /// </summary>
+[Trait(Category.Name, Category.Training)]
 public sealed class MlNetConformanceTests(ITestOutputHelper log)
 {
     private const int ChecksPerCase = 8;
@@ -40,6 +41,8 @@ public sealed class MlNetConformanceTests(ITestOutputHelper log)
     }
 
     [Fact]
+
+    [Trait(Category.Name, Category.Mpi)]
     public void TheSameChecksHoldUnderMpirunWithTwoRanks()
     {
         var run = MpiRunner.Run(2, MpiRunner.TestHost, "conformance", TimeSpan.FromMinutes(8));

@@ -9,6 +9,7 @@ namespace Microsoft.ML.SIDCo.Tests.Conformance;
 
 /// <summary>Cancellation, the rank API and saving, as ML.NET user code meets them in-process and under mpirun.</summary>
 [Collection(FashionMnistCollection.Name)]
+[Trait(Category.Name, Category.Training)]
 public sealed class TrainerLifecycleTests(FashionMnistFixture data, ITestOutputHelper log) : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("sidco-lifecycle-").FullName;
@@ -95,6 +96,8 @@ public sealed class TrainerLifecycleTests(FashionMnistFixture data, ITestOutputH
     }
 
     [Fact]
+
+    [Trait(Category.Name, Category.Mpi)]
     public void UnderMpirunOnlyThePrimaryRankSavesAndACancelOnOneRankStopsBoth()
     {
         var run = MpiRunner.Run(2, MpiRunner.TestHost, $"lifecycle {_dir}", TimeSpan.FromMinutes(4));

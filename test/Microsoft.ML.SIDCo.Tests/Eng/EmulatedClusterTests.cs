@@ -9,6 +9,7 @@ namespace Microsoft.ML.SIDCo.Tests.Eng;
 /// <c>ip netns</c>, as the CI machine has. The tests of this class run one after another (one xUnit
 /// collection), since every run owns the same namespace names.
 /// </summary>
+[Trait(Category.Name, Category.Cluster)]
 public sealed class EmulatedClusterTests
 {
     private static readonly string Script = Path.Combine(MpiRunner.RepoRoot, "eng", "cluster-bench.sh");

@@ -13,6 +13,7 @@ public sealed class IlgpuFixture : IDisposable
     public void Dispose() => Kernels.Dispose();
 }
 
+[Trait(Category.Name, Category.Unit)]
 public class KernelBackendTests(IlgpuFixture ilgpu) : IClassFixture<IlgpuFixture>
 {
     // 700k entries: above the CPU backend's parallel chunk size, so the multi-chunk paths run too.
@@ -285,6 +286,7 @@ public class KernelBackendTests(IlgpuFixture ilgpu) : IClassFixture<IlgpuFixture
 /// The cooperative path a GPU takes (a group of threads per segment: coalesced reads, shared-memory
 /// trees, ordered compaction) run on the CPU accelerator with a small group, against the CPU backend.
 /// </summary>
+[Trait(Category.Name, Category.Unit)]
 public class IlgpuGroupPathTests
 {
     [Theory]
@@ -340,6 +342,7 @@ public class IlgpuGroupPathTests
 }
 
 /// <summary>The sparse exchange on the ILGPU backend: its atomics must not make the cross-rank sums order-dependent.</summary>
+[Trait(Category.Name, Category.Unit)]
 public class IlgpuExchangeTests
 {
     [Fact]

@@ -10,6 +10,7 @@ namespace Microsoft.ML.SIDCo.Tests.Onnx;
 
 /// <summary>The ONNX export of every built-in architecture, its ML.NET-native form, and the custom-model extension point.</summary>
 [Collection(FashionMnistCollection.Name)]
+[Trait(Category.Name, Category.Training)]
 public sealed class OnnxExportTests(FashionMnistFixture data, ITestOutputHelper log)
 {
     public static TheoryData<string> Architectures => new() { "mlp", "convnet", "lstm" };

@@ -7,6 +7,7 @@ using Xunit.Abstractions;
 namespace Microsoft.ML.SIDCo.Tests.Packaging;
 
 /// <summary>Builds small separate programs the way users would: the notebook's cells, and an app that consumes the NuGet package.</summary>
+[Trait(Category.Name, Category.Packaging)]
 public sealed class NotebookAndPackageTests(ITestOutputHelper log) : IDisposable
 {
     private readonly string _work = Directory.CreateTempSubdirectory("sidco-consumer-").FullName;

@@ -1,3 +1,4 @@
+using Microsoft.ML.SIDCo.Tests.Support;
 using ILGPU;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
@@ -8,6 +9,7 @@ using TorchSharp;
 namespace Microsoft.ML.SIDCo.Tests.Smoke;
 
 /// <summary>Proves each real part works on this machine.</summary>
+[Trait(Category.Name, Category.Unit)]
 public class MachineSmokeTests
 {
     [Fact]

@@ -5,6 +5,7 @@ using Microsoft.ML.SIDCo.Training;
 
 namespace Microsoft.ML.SIDCo.Tests.Training;
 
+[Trait(Category.Name, Category.Training)]
 public sealed class CheckpointTests : IDisposable
 {
     private readonly string _dir = Path.Combine(Path.GetTempPath(), "sidco-ckpt-" + Guid.NewGuid().ToString("N"));

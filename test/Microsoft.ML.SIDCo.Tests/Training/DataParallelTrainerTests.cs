@@ -1,7 +1,9 @@
+using Microsoft.ML.SIDCo.Tests.Support;
 using Microsoft.ML.SIDCo.Training;
 
 namespace Microsoft.ML.SIDCo.Tests.Training;
 
+[Trait(Category.Name, Category.Unit)]
 public class DataParallelTrainerTests
 {
     [Theory]

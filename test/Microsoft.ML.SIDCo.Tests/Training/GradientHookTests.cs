@@ -5,6 +5,7 @@ using Microsoft.ML.SIDCo.Training;
 
 namespace Microsoft.ML.SIDCo.Tests.Training;
 
+[Trait(Category.Name, Category.Unit)]
 public class GradientHookTests
 {
     [Fact]

@@ -1,3 +1,4 @@
+using Microsoft.ML.SIDCo.Tests.Support;
 using Microsoft.ML.Data;
 using Microsoft.ML.SIDCo.Compression;
 using Microsoft.ML.SIDCo.Models;
@@ -5,6 +6,7 @@ using Microsoft.ML.SIDCo.Training;
 
 namespace Microsoft.ML.SIDCo.Tests.Training;
 
+[Trait(Category.Name, Category.Training)]
 public class ModelAndTaskTests
 {
     private sealed class Row

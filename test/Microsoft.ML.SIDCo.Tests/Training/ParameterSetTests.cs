@@ -1,9 +1,11 @@
+using Microsoft.ML.SIDCo.Tests.Support;
 using Microsoft.ML.SIDCo.Models;
 using Microsoft.ML.SIDCo.Training;
 using TorchSharp;
 
 namespace Microsoft.ML.SIDCo.Tests.Training;
 
+[Trait(Category.Name, Category.Unit)]
 public class ParameterSetTests
 {
     [Fact]

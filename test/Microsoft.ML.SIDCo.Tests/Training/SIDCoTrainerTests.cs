@@ -10,6 +10,7 @@ using Xunit.Abstractions;
 namespace Microsoft.ML.SIDCo.Tests.Training;
 
 [Collection(FashionMnistCollection.Name)]
+[Trait(Category.Name, Category.Training)]
 public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
 {
     [Fact]
@@ -49,6 +50,8 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
     }
 
     [Fact]
+
+    [Trait(Category.Name, Category.Mpi)]
     public void TheSameProgramUnderMpirunReachesTheSameBandWithIdenticalModels()
     {
         var run = MpiRunner.Run(2, MpiRunner.TestHost, "train", TimeSpan.FromMinutes(5));
@@ -72,6 +75,8 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
     }
 
     [Fact]
+
+    [Trait(Category.Name, Category.Mpi)]
     public void HierarchicalAndFlatExchangeTrainTwoWorkersPerRankWithIdenticalReplicas()
     {
         var run = MpiRunner.Run(2, MpiRunner.TestHost, "hybrid-train", TimeSpan.FromMinutes(6));
