@@ -144,6 +144,7 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
             Schedule = o.Schedule, LearningRateWarmupSteps = o.LearningRateWarmupSteps, GradientClipNorm = o.GradientClipNorm, Seed = o.Seed,
             CheckpointDirectory = o.CheckpointDirectory, CheckpointInterval = o.CheckpointInterval, ReplicaCheckInterval = o.ReplicaCheckInterval,
             MaxStepsPerEpoch = o.MaxStepsPerEpoch, StopAfterSteps = o.StopAfterSteps, NumberOfThreads = o.NumberOfThreads,
+            ProcessesOnMachine = MpiCommunicator.LaunchedLocalSize,
             StopRequested = IsCanceled, LossScale = loaded.Scale.Scale * loaded.Scale.Scale,
             HookFactory = o.GradientHook ?? (() =>
             {

@@ -40,14 +40,14 @@ public sealed record CostModel(double AlphaSeconds, double BetaSecondsPerByte, i
     /// Measures alpha and beta on <paramref name="comm"/> with a short probe (small and 4 MiB allreduces,
     /// median of <paramref name="repetitions"/>, and 32 MiB ones when the link is fast), and gamma with a
     /// local scatter-add; agreed on by all ranks (rank 0's figures are broadcast).
-    /// Collective: every rank must call it. Cached per communicator; every <see cref="MpiCommunicator"/> of a
-    /// process shares one entry (they all are <c>MPI_COMM_WORLD</c> over the same links), so a process that
-    /// fits several times probes once. <see cref="Measure"/> always measures.
+    /// Collective: every rank must call it. Cached per communicator; communicators over the same links (every
+    /// <see cref="MpiCommunicator"/> of a process is <c>MPI_COMM_WORLD</c>) share one entry, so a process that fits
+    /// several times probes once. <see cref="Measure"/> always measures.
     /// </summary>
     public static CostModel Probe(ICommunicator comm, int repetitions = 10)
     {
         ArgumentNullException.ThrowIfNull(comm);
-        object key = comm is MpiCommunicator ? MpiCommunicator.World : comm;
+        object key = comm is ISharesLinks shared ? shared.Links : comm;
         if (s_cache.TryGetValue(key, out var cached)) return cached;
         var model = Measure(comm, repetitions);
         s_cache.AddOrUpdate(key, model);

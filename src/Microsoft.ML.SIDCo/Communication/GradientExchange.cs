@@ -43,7 +43,7 @@ public readonly record struct ExchangeStats(ExchangeMode Mode, int LocalSelected
 public sealed class GradientExchange
 {
     private readonly ICommunicator _comm;
-    private readonly IGradientKernels _kernels;
+    private readonly IScatterAddKernel _scatter;
     private readonly int[] _counts;
     private int[] _allIndices = [];
     private float[] _allValues = [];
@@ -56,7 +56,8 @@ public sealed class GradientExchange
     /// <param name="halfPrecisionValues">Send sparse values as float16 (halves value bytes; rounds values).</param>
     /// <param name="model">Cost model; probed on <paramref name="comm"/> (once per communicator) when null, so every exchange reports a prediction.</param>
     /// <param name="kernels">Scatter-add backend (CPU by default).</param>
-    public GradientExchange(ICommunicator comm, int length, ExchangeMode mode = ExchangeMode.Auto, bool halfPrecisionValues = false, CostModel? model = null, IGradientKernels? kernels = null)
+    public GradientExchange(ICommunicator comm, int length, ExchangeMode mode = ExchangeMode.Auto, bool halfPrecisionValues = false,
+        CostModel? model = null, IScatterAddKernel? kernels = null)
     {
         ArgumentNullException.ThrowIfNull(comm);
         ArgumentOutOfRangeException.ThrowIfNegative(length);
@@ -65,7 +66,7 @@ public sealed class GradientExchange
         Length = length;
         Mode = mode;
         HalfPrecisionValues = halfPrecisionValues;
-        _kernels = kernels ?? CpuGradientKernels.Instance;
+        _scatter = kernels ?? CpuGradientKernels.Instance;
         _counts = new int[comm.Size];
         comm.VerifyAgreement("the gradient length", length);
         comm.VerifyAgreement("the exchange mode and value precision", (long)mode * 2 + (halfPrecisionValues ? 1 : 0));
@@ -109,7 +110,7 @@ public sealed class GradientExchange
         if (mode == ExchangeMode.Dense)
         {
             averaged.Clear();
-            _kernels.ScatterAdd(local.Indices, local.Values, averaged);
+            _scatter.ScatterAdd(local.Indices, local.Values, averaged);
             _comm.AllReduceSum(averaged);
         }
         else
@@ -134,7 +135,7 @@ public sealed class GradientExchange
             int offset = 0;
             for (int r = 0; r < p; r++)
             {
-                _kernels.ScatterAdd(_allIndices.AsSpan(offset, _counts[r]), _allValues.AsSpan(offset, _counts[r]), averaged);
+                _scatter.ScatterAdd(_allIndices.AsSpan(offset, _counts[r]), _allValues.AsSpan(offset, _counts[r]), averaged);
                 offset += _counts[r];
             }
         }

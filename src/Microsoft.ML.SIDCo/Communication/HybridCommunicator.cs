@@ -6,7 +6,7 @@ namespace Microsoft.ML.SIDCo.Communication;
 /// threads of a host (shared memory), among the hosts' leaders (local rank 0, MPI), and back to the
 /// threads. Only leaders call MPI, so MPI_THREAD_SERIALIZED suffices.
 /// </summary>
-public sealed class HybridCommunicator : ICommunicator
+public sealed class HybridCommunicator : IHierarchicalCommunicator
 {
     private readonly InProcessCommunicator _local;
     private readonly ICommunicator _hosts;
@@ -21,7 +21,7 @@ public sealed class HybridCommunicator : ICommunicator
     }
 
     /// <summary>Communicator among the threads of this host.</summary>
-    public InProcessCommunicator Local => _local;
+    public ICommunicator Local => _local;
 
     /// <summary>Communicator among hosts (only the leader, local rank 0, may use it).</summary>
     public ICommunicator Hosts => _hosts;

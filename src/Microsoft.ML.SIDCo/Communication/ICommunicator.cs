@@ -33,6 +33,33 @@ public interface ICommunicator : IDisposable
     void AllGatherV<T>(ReadOnlySpan<T> mine, Span<T> all, ReadOnlySpan<int> counts) where T : unmanaged;
 }
 
+/// <summary>
+/// A group of workers made of hosts, each with several workers: collectives among a host's workers (<see cref="Local"/>,
+/// shared memory) and among the hosts (<see cref="Hosts"/>, only the host's leader calls it). A two-level gradient hook
+/// averages a host's workers first and has only the leaders exchange.
+/// </summary>
+public interface IHierarchicalCommunicator : ICommunicator
+{
+    /// <summary>The workers of this host.</summary>
+    ICommunicator Local { get; }
+
+    /// <summary>The hosts, one leader each; only the leader may use it.</summary>
+    ICommunicator Hosts { get; }
+
+    /// <summary>True on the worker that talks to the other hosts.</summary>
+    bool IsLeader { get; }
+}
+
+/// <summary>
+/// A communicator whose links other communicators of this process share (every MPI communicator over MPI_COMM_WORLD):
+/// the cost model measures those links once per process.
+/// </summary>
+internal interface ISharesLinks
+{
+    /// <summary>The same object for every communicator over the same links.</summary>
+    object Links { get; }
+}
+
 /// <summary>Thrown on every rank when ranks disagree about something they must share (buffer length, compressor, ...).</summary>
 public sealed class RankMismatchException(string message) : InvalidOperationException(message);
 

@@ -19,13 +19,16 @@ public sealed class MpiException(string operation, int code, string detail)
 /// MPI stays initialised until the process ends cleanly (or <see cref="Shutdown"/> is called), so
 /// several trainings in one process can each create and dispose a communicator.
 /// </summary>
-public sealed unsafe class MpiCommunicator : ICommunicator
+public sealed unsafe class MpiCommunicator : ICommunicator, ISharesLinks
 {
     private static readonly object s_lock = new();
     private static bool s_initializedByUs;
 
     /// <summary>Identifies <c>MPI_COMM_WORLD</c>, which every instance attaches to (a cache key for per-link measurements).</summary>
     internal static object World { get; } = new();
+
+    /// <inheritdoc />
+    object ISharesLinks.Links => World;
 
     private readonly MpiNative.Api _api;
 

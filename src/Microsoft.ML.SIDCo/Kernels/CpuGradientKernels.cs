@@ -43,6 +43,9 @@ public sealed class CpuGradientKernels : IGradientKernels
     public string Name => "cpu-simd";
 
     /// <inheritdoc />
+    public int PartitionLength => ChunkSize;
+
+    /// <inheritdoc />
     public unsafe GradientStatistics AccumulateAndMeasure(ReadOnlySpan<float> gradient, Span<float> residual, StatisticsKinds kinds, float candidateBound = float.PositiveInfinity, SparseBuffer? candidates = null, float tailBound = float.PositiveInfinity)
     {
         if (residual.Length != gradient.Length) throw new ArgumentException($"Residual length {residual.Length} differs from gradient length {gradient.Length}.", nameof(residual));

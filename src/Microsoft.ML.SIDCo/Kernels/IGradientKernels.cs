@@ -9,10 +9,16 @@ namespace Microsoft.ML.SIDCo.Kernels;
 /// Every method is deterministic: the same input gives the same output regardless of thread count,
 /// and selections come out in ascending index order.
 /// </remarks>
-public interface IGradientKernels
+public interface IGradientKernels : IScatterAddKernel
 {
     /// <summary>A short name for reports ("cpu-simd", "ilgpu-cpu", "ilgpu-cuda", ...).</summary>
     string Name { get; }
+
+    /// <summary>
+    /// The length of the pieces the backend works on independently and combines in a fixed order; a buffer longer than one
+    /// piece exercises the combining code too (a start-up rehearsal uses that).
+    /// </summary>
+    int PartitionLength { get; }
 
     /// <summary>
     /// Fused error feedback and statistics, in place: <c>residual += gradient</c> and |residual| measured in the
@@ -45,6 +51,11 @@ public interface IGradientKernels
     /// </summary>
     int SelectAbove(ReadOnlySpan<float> values, float threshold, SparseBuffer output);
 
+}
+
+/// <summary>The one kernel a sparse exchange needs: adding the gathered selections into a dense buffer.</summary>
+public interface IScatterAddKernel
+{
     /// <summary>Adds <c>values[j]</c> to <c>dense[indices[j]]</c> for every j (duplicates accumulate).</summary>
     void ScatterAdd(ReadOnlySpan<int> indices, ReadOnlySpan<float> values, Span<float> dense);
 }

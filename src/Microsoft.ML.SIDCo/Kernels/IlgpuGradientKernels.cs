@@ -114,6 +114,9 @@ public sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
     /// <inheritdoc />
     public string Name => "ilgpu-" + _accelerator.AcceleratorType.ToString().ToLowerInvariant();
 
+    /// <inheritdoc />
+    public int PartitionLength => SegmentSize;
+
     /// <summary>
     /// Wall-clock time spent since creation or <see cref="ResetTimings"/> copying between host and
     /// device, and in kernels (launch to synchronisation). Their sum is nearly all of a call's time.

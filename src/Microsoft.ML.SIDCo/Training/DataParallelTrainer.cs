@@ -44,7 +44,7 @@ public static class DataParallelTrainer
         ArgumentNullException.ThrowIfNull(comm);
         ArgumentNullException.ThrowIfNull(train);
         ArgumentNullException.ThrowIfNull(settings);
-        torch.set_num_threads(IntraOpThreads(settings.NumberOfThreads, 1));
+        torch.set_num_threads(IntraOpThreads(settings, 1));
         var model = CreateReplicas(train.FeatureLength, settings, 1)[0];
         try
         {
@@ -78,16 +78,16 @@ public static class DataParallelTrainer
     }
 
     /// <summary>
-    /// TorchSharp intra-op threads for a process with <paramref name="workersInProcess"/> workers: the
-    /// <paramref name="configured"/> count (<see cref="TrainingSettings.NumberOfThreads"/>) when set; else
-    /// <c>OMP_NUM_THREADS</c> when set to a positive number (as with torchrun); else the machine's cores shared
-    /// by every worker on it (this process's workers times the MPI ranks on this machine), at least one.
-    /// Without the sharing, four ranks on one machine would each start a thread per core and preempt one another.
+    /// TorchSharp intra-op threads for a process with <paramref name="workersInProcess"/> workers: the configured
+    /// count (<see cref="TrainingSettings.NumberOfThreads"/>) when set; else <c>OMP_NUM_THREADS</c> when set to a positive
+    /// number (as with torchrun); else the machine's cores shared by every worker on it (this process's workers times
+    /// <see cref="TrainingSettings.ProcessesOnMachine"/>), at least one. Without the sharing, four ranks on one machine
+    /// would each start a thread per core and preempt one another.
     /// </summary>
-    internal static int IntraOpThreads(int? configured, int workersInProcess) =>
-        IntraOpThreads(configured, workersInProcess, Environment.ProcessorCount, MpiCommunicator.LaunchedLocalSize, Environment.GetEnvironmentVariable("OMP_NUM_THREADS"));
+    internal static int IntraOpThreads(TrainingSettings settings, int workersInProcess) => IntraOpThreads(settings.NumberOfThreads, workersInProcess,
+        Environment.ProcessorCount, settings.ProcessesOnMachine, Environment.GetEnvironmentVariable("OMP_NUM_THREADS"));
 
-    /// <inheritdoc cref="IntraOpThreads(int?, int)"/>
+    /// <inheritdoc cref="IntraOpThreads(TrainingSettings, int)"/>
     internal static int IntraOpThreads(int? configured, int workersInProcess, int processorCount, int ranksOnMachine, string? ompNumThreads)
     {
         if (configured is int chosen) return chosen;
@@ -101,7 +101,7 @@ public static class DataParallelTrainer
     private static TrainingResult RunThreads(int workers, TrainingData train, TrainingSettings settings,
         Func<InProcessCommunicator, nn.Module<Tensor, Tensor>, (TrainingHistory History, long Steps)> body)
     {
-        torch.set_num_threads(IntraOpThreads(settings.NumberOfThreads, workers));
+        torch.set_num_threads(IntraOpThreads(settings, workers));
         var models = CreateReplicas(train.FeatureLength, settings, workers);
         using var group = new InProcessGroup(workers);
         var results = new (TrainingHistory History, long Steps)[workers];

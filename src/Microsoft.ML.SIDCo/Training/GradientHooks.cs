@@ -171,6 +171,9 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
         Precompile(context.Length);
     }
 
+    // The rehearsal's gradient runs this far into a second piece of the kernel backend, when the real gradient does.
+    private const int RehearsalTail = 4096;
+
     // The compressor and settings in effect once MinimumSelected is applied to a gradient of this length.
     private static (CompressorKind Kind, CompressorOptions Compression) Effective(CompressionHookOptions options, int length)
     {
@@ -200,7 +203,8 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
         _feedback?.Accumulator.Clear();
         _velocity?.Accumulator.Clear();
 
-        int n = Math.Min(length, CpuGradientKernels.ChunkSize + 4096); // more than one chunk when the real buffer has
+        // More than one of the backend's pieces when the real buffer has more: the combining code runs too.
+        int n = Math.Min(length, Compressor.Kernels.PartitionLength + RehearsalTail);
         var rng = new Random(0);
         var gradient = new float[n];
         for (int i = 0; i < n; i++) gradient[i] = (float)((rng.NextDouble() - 0.5) * Math.Exp(4 * rng.NextDouble())); // a heavy-ish tail, like gradients

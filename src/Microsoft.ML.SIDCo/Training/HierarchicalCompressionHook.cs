@@ -6,7 +6,7 @@ using Microsoft.ML.SIDCo.Compression;
 namespace Microsoft.ML.SIDCo.Training;
 
 /// <summary>
-/// Two-level exchange for several workers per host (<see cref="HybridCommunicator"/>): the workers of
+/// Two-level exchange for several workers per host (<see cref="IHierarchicalCommunicator"/>): the workers of
 /// a host average their gradients densely over shared memory, the host's leader compresses that
 /// average (with error feedback) and exchanges it sparsely with the other hosts' leaders, and the
 /// result is shared back with the host's workers. Compared with the flat exchange, the network sees
@@ -15,15 +15,15 @@ namespace Microsoft.ML.SIDCo.Training;
 public sealed class HierarchicalCompressionHook(CompressionHookOptions options) : IGradientHook
 {
     private readonly CompressionHookOptions _options = options ?? throw new ArgumentNullException(nameof(options));
-    private HybridCommunicator? _comm;
+    private IHierarchicalCommunicator? _comm;
     private CompressionHook? _leaderHook;
 
     /// <inheritdoc />
     public void Initialize(GradientHookContext context)
     {
         ArgumentNullException.ThrowIfNull(context);
-        _comm = context.Communicator as HybridCommunicator
-            ?? throw new InvalidOperationException("The hierarchical hook needs several workers per MPI rank (a HybridCommunicator); use CompressionHook otherwise.");
+        _comm = context.Communicator as IHierarchicalCommunicator
+            ?? throw new InvalidOperationException("The hierarchical hook needs several workers per MPI rank (a hierarchical communicator); use CompressionHook otherwise.");
         if (_comm.IsLeader)
         {
             _leaderHook = new CompressionHook(_options);
@@ -38,7 +38,7 @@ public sealed class HierarchicalCompressionHook(CompressionHookOptions options) 
         var comm = _comm ?? throw new InvalidOperationException("Initialize must be called first.");
         long start = Stopwatch.GetTimestamp();
         comm.Local.AllReduceSum(gradient);
-        TensorPrimitives.Multiply(gradient, 1f / comm.LocalSize, gradient);
+        TensorPrimitives.Multiply(gradient, 1f / comm.Local.Size, gradient);
         double localMs = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
         var stats = default(GradientHookStats);
         if (_leaderHook is not null) stats = _leaderHook.Reduce(gradient, step);

@@ -111,6 +111,11 @@ public sealed class TrainingSettings
     public double GradientClipNorm { get; init; }
     /// <summary>TorchSharp intra-op threads of this process, or null to share the machine's cores among the workers on it (the rule is in DataParallelTrainer.IntraOpThreads).</summary>
     public int? NumberOfThreads { get; init; }
+    /// <summary>
+    /// Processes of this job on this machine (the MPI ranks started here; 1 otherwise): their workers share its cores.
+    /// Default 1.
+    /// </summary>
+    public int ProcessesOnMachine { get; init; } = 1;
     /// <summary>Seed for initialisation and data order.</summary>
     public int Seed { get; init; }
     /// <summary>Where checkpoints go (null = none).</summary>

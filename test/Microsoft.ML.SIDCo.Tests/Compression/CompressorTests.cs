@@ -335,6 +335,7 @@ public class CompressorTests
         public int FullExceedancePasses { get; set; }
         public List<StatisticsKinds> Requested { get; } = [];
         public string Name => "counting";
+        public int PartitionLength => _inner.PartitionLength;
         public GradientStatistics AccumulateAndMeasure(ReadOnlySpan<float> gradient, Span<float> residual, StatisticsKinds kinds, float candidateBound = float.PositiveInfinity, SparseBuffer? candidates = null, float tailBound = float.PositiveInfinity)
         {
             Requested.Add(kinds);

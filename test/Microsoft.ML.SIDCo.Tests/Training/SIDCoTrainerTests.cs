@@ -176,7 +176,7 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
     [Fact]
     public void NumberOfThreadsSizesTorchSharpsPoolAndNullSharesTheCores()
     {
-        int automatic = DataParallelTrainer.IntraOpThreads(null, 2);
+        int automatic = DataParallelTrainer.IntraOpThreads(null, 2, Environment.ProcessorCount, ranksOnMachine: 1, Environment.GetEnvironmentVariable("OMP_NUM_THREADS"));
         var o = new SIDCoTrainer.Options { Model = SIDCoModels.Mlp(8), Workers = 2, Epochs = 1, MaxStepsPerEpoch = 2, BatchSize = 16, NumberOfThreads = automatic + 1 };
         using (data.Ml.Transforms.Conversion.MapValueToKey("Label").Append(data.Ml.Extensions.SIDCoTrainer(o)).Fit(data.Train))
             Assert.Equal(automatic + 1, TorchSharp.torch.get_num_threads());
