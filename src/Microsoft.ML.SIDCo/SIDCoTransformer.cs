@@ -136,16 +136,14 @@ public sealed partial class SIDCoTransformer : ITransformer, IDisposable
     // ---- scoring through ML.NET's CustomMapping, with column names and types set at run time ----
 
     /// <summary>Row type of the scoring input (infrastructure; not for direct use).</summary>
-    [System.ComponentModel.EditorBrowsable(System.ComponentModel.EditorBrowsableState.Never)]
-    public sealed class ScoringInput
+    internal sealed class ScoringInput
     {
         /// <summary>Features.</summary>
         public float[] Features = [];
     }
 
     /// <summary>Row type of multiclass scoring output (infrastructure; not for direct use).</summary>
-    [System.ComponentModel.EditorBrowsable(System.ComponentModel.EditorBrowsableState.Never)]
-    public sealed class ClassificationOutput
+    internal sealed class ClassificationOutput
     {
         /// <summary>Class probabilities.</summary>
         public float[] Score = [];
@@ -154,8 +152,7 @@ public sealed partial class SIDCoTransformer : ITransformer, IDisposable
     }
 
     /// <summary>Row type of binary scoring output (infrastructure; not for direct use).</summary>
-    [System.ComponentModel.EditorBrowsable(System.ComponentModel.EditorBrowsableState.Never)]
-    public sealed class BinaryOutput
+    internal sealed class BinaryOutput
     {
         /// <summary>The logit.</summary>
         public float Score;
@@ -166,8 +163,7 @@ public sealed partial class SIDCoTransformer : ITransformer, IDisposable
     }
 
     /// <summary>Row type of regression scoring output (infrastructure; not for direct use).</summary>
-    [System.ComponentModel.EditorBrowsable(System.ComponentModel.EditorBrowsableState.Never)]
-    public sealed class RegressionOutput
+    internal sealed class RegressionOutput
     {
         /// <summary>Predicted value.</summary>
         public float Score;

@@ -55,9 +55,14 @@ public sealed class GradientExchange
     /// <param name="mode">Exchange mode.</param>
     /// <param name="halfPrecisionValues">Send sparse values as float16 (halves value bytes; rounds values).</param>
     /// <param name="model">Cost model; probed on <paramref name="comm"/> (once per communicator) when null, so every exchange reports a prediction.</param>
-    /// <param name="kernels">Scatter-add backend (CPU by default).</param>
     public GradientExchange(ICommunicator comm, int length, ExchangeMode mode = ExchangeMode.Auto, bool halfPrecisionValues = false,
-        CostModel? model = null, IScatterAddKernel? kernels = null)
+        CostModel? model = null)
+        : this(comm, length, mode, halfPrecisionValues, model, kernels: null)
+    {
+    }
+
+    /// <summary>The exchange, scatter-adding with <paramref name="kernels"/> (the CPU's when null).</summary>
+    internal GradientExchange(ICommunicator comm, int length, ExchangeMode mode, bool halfPrecisionValues, CostModel? model, IScatterAddKernel? kernels)
     {
         ArgumentNullException.ThrowIfNull(comm);
         ArgumentOutOfRangeException.ThrowIfNegative(length);

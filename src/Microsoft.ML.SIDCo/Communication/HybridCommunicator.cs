@@ -6,7 +6,7 @@ namespace Microsoft.ML.SIDCo.Communication;
 /// threads of a host (shared memory), among the hosts' leaders (local rank 0, MPI), and back to the
 /// threads. Only leaders call MPI, so MPI_THREAD_SERIALIZED suffices.
 /// </summary>
-public sealed class HybridCommunicator : IHierarchicalCommunicator
+internal sealed class HybridCommunicator : IHierarchicalCommunicator
 {
     private readonly InProcessCommunicator _local;
     private readonly ICommunicator _hosts;

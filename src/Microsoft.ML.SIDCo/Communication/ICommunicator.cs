@@ -38,7 +38,7 @@ public interface ICommunicator : IDisposable
 /// shared memory) and among the hosts (<see cref="Hosts"/>, only the host's leader calls it). A two-level gradient hook
 /// averages a host's workers first and has only the leaders exchange.
 /// </summary>
-public interface IHierarchicalCommunicator : ICommunicator
+internal interface IHierarchicalCommunicator : ICommunicator
 {
     /// <summary>The workers of this host.</summary>
     ICommunicator Local { get; }

@@ -25,7 +25,7 @@ namespace Microsoft.ML.SIDCo.Compression;
 /// so there small misses are calibrated (<see cref="StageMoveFactor"/>); and windows never span a change of the
 /// target (<see cref="TargetMoved"/>).
 /// </remarks>
-public sealed class AdaptiveStageController
+internal sealed class AdaptiveStageController
 {
     private readonly int _interval;
     private readonly double _tolerance;

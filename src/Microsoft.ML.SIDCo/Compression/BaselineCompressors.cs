@@ -5,14 +5,14 @@ using Microsoft.ML.SIDCo.Kernels;
 namespace Microsoft.ML.SIDCo.Compression;
 
 /// <summary>No compression: every entry is sent (the dense baseline).</summary>
-public sealed class NoneCompressor(CompressorOptions options, IGradientKernels? kernels = null) : GradientCompressor(options, kernels)
+internal sealed class NoneCompressor(CompressorOptions options, IGradientKernels? kernels = null) : GradientCompressor(options, kernels)
 {
     /// <inheritdoc />
     public override CompressorKind Kind => CompressorKind.None;
 
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loops: full optimisation from the first call, not after 30 calls at tier 0
-    protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output)
+    private protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output)
     {
         output.Reserve(acc.Length);
         for (int i = 0; i < acc.Length; i++) output.Add(i, acc[i]);
@@ -21,14 +21,14 @@ public sealed class NoneCompressor(CompressorOptions options, IGradientKernels? 
 }
 
 /// <summary>Exact top-k by magnitude (quickselect, O(n) expected; ties broken by lower index).</summary>
-public sealed class TopKCompressor(CompressorOptions options, IGradientKernels? kernels = null) : GradientCompressor(options, kernels)
+internal sealed class TopKCompressor(CompressorOptions options, IGradientKernels? kernels = null) : GradientCompressor(options, kernels)
 {
     /// <inheritdoc />
     public override CompressorKind Kind => CompressorKind.TopK;
 
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output)
+    private protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output)
     {
         SelectTopK(acc, k, output);
         return (output.Count > 0 ? MinMagnitude(output.Values) : 0f, 1);
@@ -46,7 +46,7 @@ public sealed class TopKCompressor(CompressorOptions options, IGradientKernels? 
 /// Deep Gradient Compression's sampled threshold: the smallest of the top ceil(f n delta) magnitudes of
 /// a random f-sample (f = 1% by default); when more than 4k/3 entries pass, exact top-k among them.
 /// </summary>
-public sealed class DgcCompressor : GradientCompressor
+internal sealed class DgcCompressor : GradientCompressor
 {
     private float[] _sample = [];
 
@@ -58,7 +58,7 @@ public sealed class DgcCompressor : GradientCompressor
 
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output)
+    private protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output)
     {
         int n = acc.Length;
         int sampleSize = (int)Math.Clamp(Math.Ceiling(n * Options.DgcSampleFraction), 1, n);
@@ -80,7 +80,7 @@ public sealed class DgcCompressor : GradientCompressor
 /// RedSync: binary search on r in [0, 1] for eta = mean + r (max - mean) until k &lt; selected &lt; 2k or the
 /// interval is narrower than 0.2.
 /// </summary>
-public sealed class RedSyncCompressor(CompressorOptions options, IGradientKernels? kernels = null) : GradientCompressor(options, kernels)
+internal sealed class RedSyncCompressor(CompressorOptions options, IGradientKernels? kernels = null) : GradientCompressor(options, kernels)
 {
     /// <summary>The search stops once the interval of r is narrower than this.</summary>
     public const double MinInterval = 0.2;
@@ -90,7 +90,7 @@ public sealed class RedSyncCompressor(CompressorOptions options, IGradientKernel
 
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output)
+    private protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output)
     {
         double mean = stats.MeanAbs, max = stats.MaxAbs;
         double lo = 0, hi = 1, r = 0.5;
@@ -115,17 +115,17 @@ public sealed class RedSyncCompressor(CompressorOptions options, IGradientKernel
 /// GaussianKSGD: eta = mean + z(1 - delta/2) std of the magnitudes, then up to three corrections
 /// (x0.5 when fewer than 2k/3 pass, x1.5 when more than 4k/3 pass).
 /// </summary>
-public sealed class GaussianKCompressor(CompressorOptions options, IGradientKernels? kernels = null) : GradientCompressor(options, kernels)
+internal sealed class GaussianKCompressor(CompressorOptions options, IGradientKernels? kernels = null) : GradientCompressor(options, kernels)
 {
     /// <inheritdoc />
     public override CompressorKind Kind => CompressorKind.GaussianK;
 
     /// <inheritdoc />
-    protected override StatisticsKinds RequiredStatistics => StatisticsKinds.Squares;
+    private protected override StatisticsKinds RequiredStatistics => StatisticsKinds.Squares;
 
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output)
+    private protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output)
     {
         double z = Normal.InvCDF(0, 1, 1 - Options.Density / 2);
         float eta = (float)(stats.MeanAbs + z * Math.Sqrt(stats.VarianceAbs));
@@ -143,7 +143,7 @@ public sealed class GaussianKCompressor(CompressorOptions options, IGradientKern
 }
 
 /// <summary>k entries chosen uniformly at random without replacement (Floyd's algorithm), sent in ascending order.</summary>
-public sealed class RandomKCompressor : GradientCompressor
+internal sealed class RandomKCompressor : GradientCompressor
 {
     private readonly HashSet<int> _chosen = [];
     private int[] _order = [];
@@ -156,7 +156,7 @@ public sealed class RandomKCompressor : GradientCompressor
 
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output)
+    private protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output)
     {
         int n = acc.Length;
         var random = CallRandom();
@@ -178,8 +178,11 @@ public sealed class RandomKCompressor : GradientCompressor
 /// <summary>Creates compressors by kind or stable name.</summary>
 public static class Compressors
 {
-    /// <summary>Creates the compressor of <paramref name="kind"/> with <paramref name="options"/> on <paramref name="kernels"/> (CPU by default).</summary>
-    public static GradientCompressor Create(CompressorKind kind, CompressorOptions options, IGradientKernels? kernels = null) => kind switch
+    /// <summary>Creates the compressor of <paramref name="kind"/> with <paramref name="options"/>.</summary>
+    public static GradientCompressor Create(CompressorKind kind, CompressorOptions options) => Create(kind, options, kernels: null);
+
+    /// <summary>Creates a compressor of the given kind on a kernel backend (the CPU's when null).</summary>
+    internal static GradientCompressor Create(CompressorKind kind, CompressorOptions options, IGradientKernels? kernels) => kind switch
     {
         CompressorKind.None => new NoneCompressor(options, kernels),
         CompressorKind.SidcoExponential or CompressorKind.SidcoGammaPareto or CompressorKind.SidcoPareto => new SidcoCompressor(kind, options, kernels),
@@ -192,6 +195,9 @@ public static class Compressors
     };
 
     /// <summary>Creates a compressor from its stable name (<c>sidco-e</c>, <c>topk</c>, ...).</summary>
-    public static GradientCompressor Create(string name, CompressorOptions options, IGradientKernels? kernels = null)
+    public static GradientCompressor Create(string name, CompressorOptions options) => Create(CompressorNames.Parse(name), options);
+
+    /// <summary>Creates a compressor from its stable name on a kernel backend (the CPU's when null).</summary>
+    internal static GradientCompressor Create(string name, CompressorOptions options, IGradientKernels? kernels)
         => Create(CompressorNames.Parse(name), options, kernels);
 }

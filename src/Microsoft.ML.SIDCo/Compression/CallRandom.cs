@@ -4,7 +4,7 @@ namespace Microsoft.ML.SIDCo.Compression;
 /// The random numbers of one compress call (splitmix64): a value type, so that drawing a call's samples
 /// allocates nothing, and reproducible from its seed, so that a resumed run draws what the original drew.
 /// </summary>
-public struct CallRandom
+internal struct CallRandom
 {
     private ulong _state;
 

@@ -34,7 +34,7 @@ public abstract class GradientCompressor
     private const double CandidateMaxDensity = 0.005;
 
     /// <summary>Creates the compressor with validated options.</summary>
-    protected GradientCompressor(CompressorOptions options, IGradientKernels? kernels)
+    private protected GradientCompressor(CompressorOptions options, IGradientKernels? kernels)
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
@@ -52,7 +52,7 @@ public abstract class GradientCompressor
     public CompressorOptions Options { get; }
 
     /// <summary>The kernel backend.</summary>
-    public IGradientKernels Kernels { get; }
+    internal IGradientKernels Kernels { get; }
 
     /// <summary>Number of completed compress calls (randomised compressors derive their per-call seed from it, so a restored compressor continues exactly).</summary>
     public long Calls { get; private set; }
@@ -71,7 +71,7 @@ public abstract class GradientCompressor
 
     /// <summary>A random generator for the current call, reproducible from (seed, call).</summary>
     /// <remarks>HashCode.Combine is randomised per process, so the seed is mixed explicitly (splitmix64 finaliser).</remarks>
-    protected CallRandom CallRandom()
+    private protected CallRandom CallRandom()
     {
         ulong z = unchecked((ulong)(uint)Options.Seed * 0x9E3779B97F4A7C15UL + (ulong)Calls + 1);
         z = unchecked((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL);
@@ -80,13 +80,13 @@ public abstract class GradientCompressor
     }
 
     /// <summary>Statistics the subclass needs from the measuring pass.</summary>
-    protected virtual StatisticsKinds RequiredStatistics => StatisticsKinds.Basic;
+    private protected virtual StatisticsKinds RequiredStatistics => StatisticsKinds.Basic;
 
     /// <summary>
     /// When finite, the measuring pass also collects the statistics of the magnitudes above this bound
     /// (<see cref="GradientStatistics.Tail"/>), so that a fit on them needs no pass of its own.
     /// </summary>
-    protected virtual float TailBound => float.PositiveInfinity;
+    private protected virtual float TailBound => float.PositiveInfinity;
 
     /// <summary>
     /// Changes the target density between calls (e.g. a warm-up schedule). The adaptive state is kept:
@@ -104,7 +104,7 @@ public abstract class GradientCompressor
     }
 
     /// <summary>Called after <see cref="SetDensity"/> changed the target density.</summary>
-    protected virtual void OnDensityChanged() { }
+    private protected virtual void OnDensityChanged() { }
 
     /// <summary>k = ceil(density * n), at least 1 for a non-empty buffer.</summary>
     public int TargetCount(int length) => length == 0 ? 0 : (int)Math.Clamp(Math.Ceiling(Options.Density * length - 1e-9), 1, length);
@@ -184,23 +184,23 @@ public abstract class GradientCompressor
     }
 
     /// <summary>True for compressors whose selection is a magnitude threshold that can use the candidate prefilter.</summary>
-    protected virtual bool UsesCandidates => false;
+    private protected virtual bool UsesCandidates => false;
 
     /// <summary>True when this call's statistics pass collected <see cref="Candidates"/>.</summary>
-    protected bool HasCandidates { get; private set; }
+    private protected bool HasCandidates { get; private set; }
 
     /// <summary>The bound above which <see cref="Candidates"/> holds every entry (ascending).</summary>
-    protected float CandidateBound { get; private set; } = float.PositiveInfinity;
+    private protected float CandidateBound { get; private set; } = float.PositiveInfinity;
 
     /// <summary>The entries above <see cref="CandidateBound"/>, when <see cref="HasCandidates"/>.</summary>
-    protected SparseBuffer Candidates => _candidates;
+    private protected SparseBuffer Candidates => _candidates;
 
     /// <summary>
     /// Appends every entry with |x| &gt; <paramref name="threshold"/> in ascending order: from the candidates
     /// when they cover the threshold, else with a full pass.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    protected void SelectAboveThreshold(ReadOnlySpan<float> acc, float threshold, SparseGradient output)
+    private protected void SelectAboveThreshold(ReadOnlySpan<float> acc, float threshold, SparseGradient output)
     {
         if (HasCandidates && threshold >= CandidateBound)
         {
@@ -213,14 +213,14 @@ public abstract class GradientCompressor
 
     /// <summary>Chooses the entries to send, appending them to <paramref name="output"/> in ascending index order.</summary>
     /// <returns>The threshold used (0 if none) and the number of estimation stages.</returns>
-    protected abstract (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output);
+    private protected abstract (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output);
 
     /// <summary>Called with the estimator's own count, before fallbacks and the cap, and the buffer's length (the adaptive controller listens here).</summary>
-    protected virtual void OnEstimated(int estimatedCount, int k, int length) { }
+    private protected virtual void OnEstimated(int estimatedCount, int k, int length) { }
 
     /// <summary>Exact top-k by magnitude, ties broken by lower index, written in ascending index order. Exact zeros are never sent (they would change nothing).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    protected void SelectTopK(ReadOnlySpan<float> values, int k, SparseGradient output)
+    private protected void SelectTopK(ReadOnlySpan<float> values, int k, SparseGradient output)
     {
         output.Clear();
         if (k <= 0) return;
@@ -250,7 +250,7 @@ public abstract class GradientCompressor
 
     /// <summary>Keeps the <paramref name="count"/> largest-magnitude entries of <paramref name="output"/>, preserving order.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    protected void KeepLargest(SparseGradient output, int count)
+    private protected void KeepLargest(SparseGradient output, int count)
     {
         var values = output.ValuesMutable;
         var indices = output.IndicesMutable;
@@ -268,7 +268,7 @@ public abstract class GradientCompressor
 
     /// <summary>The k-th largest |x| (1-based) by quickselect on a reused scratch copy: O(n) expected.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    protected float KthLargestMagnitude(ReadOnlySpan<float> values, int k)
+    private protected float KthLargestMagnitude(ReadOnlySpan<float> values, int k)
     {
         if (_magnitudeScratch.Length < values.Length) _magnitudeScratch = new float[values.Length];
         var a = _magnitudeScratch.AsSpan(0, values.Length);

@@ -9,7 +9,7 @@ namespace Microsoft.ML.SIDCo.Compression;
 /// targets a 25% tail on all magnitudes, later stages refit on the exceedances (peaks over threshold),
 /// so the far tail is modelled by data from the tail itself.
 /// </summary>
-public sealed class SidcoCompressor : GradientCompressor
+internal sealed class SidcoCompressor : GradientCompressor
 {
     /// <summary>Tail probability targeted by the first of several stages.</summary>
     public const double FirstStageTail = 0.25;
@@ -75,7 +75,7 @@ public sealed class SidcoCompressor : GradientCompressor
     public int CurrentStages => Controller?.Stages ?? Options.Stages;
 
     /// <inheritdoc />
-    protected override bool UsesCandidates => true;
+    private protected override bool UsesCandidates => true;
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loops: full optimisation from the first call, not after 30 calls at tier 0
     private static ExceedanceStatistics MeasureExceedances(ReadOnlySpan<float> values, float threshold)
@@ -93,7 +93,7 @@ public sealed class SidcoCompressor : GradientCompressor
     private bool MultiStageCall => Options.Density < 1 && CurrentStages > 1 && EffectiveTail < FirstStageTail;
 
     /// <inheritdoc />
-    protected override float TailBound => MultiStageCall && float.IsFinite(_peaksBound) ? _peaksBound : float.PositiveInfinity;
+    private protected override float TailBound => MultiStageCall && float.IsFinite(_peaksBound) ? _peaksBound : float.PositiveInfinity;
 
     // This call rescales the last first-stage fit instead of refitting it (SIDCo-GP and SIDCo-P; SIDCo-E's
     // exponential has no shape, and its fit needs only the mean, which every pass measures).
@@ -116,11 +116,11 @@ public sealed class SidcoCompressor : GradientCompressor
     private StatisticsKinds PeaksStatistics => _kind == CompressorKind.SidcoExponential ? StatisticsKinds.Basic : StatisticsKinds.TailSquares;
 
     /// <inheritdoc />
-    protected override StatisticsKinds RequiredStatistics => (ReusesShape ? StatisticsKinds.Basic : FirstStageStatistics) | PeaksStatistics;
+    private protected override StatisticsKinds RequiredStatistics => (ReusesShape ? StatisticsKinds.Basic : FirstStageStatistics) | PeaksStatistics;
 
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output)
+    private protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output)
     {
         var e = Estimate(acc, stats, ReusesShape);
         _peaksBound = e.NextBound;
@@ -244,9 +244,9 @@ public sealed class SidcoCompressor : GradientCompressor
     }
 
     /// <inheritdoc />
-    protected override void OnDensityChanged() => Controller?.TargetMoved();
+    private protected override void OnDensityChanged() => Controller?.TargetMoved();
 
     /// <inheritdoc />
-    protected override void OnEstimated(int estimatedCount, int k, int length) =>
+    private protected override void OnEstimated(int estimatedCount, int k, int length) =>
         Controller?.Observe((double)estimatedCount / Math.Max(1, k), passesCostly: length >= CostlyPassLength);
 }

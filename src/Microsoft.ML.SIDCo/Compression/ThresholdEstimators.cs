@@ -4,16 +4,16 @@ using MathNet.Numerics.Distributions;
 namespace Microsoft.ML.SIDCo.Compression;
 
 /// <summary>A fitted gamma distribution (shape alpha, scale beta).</summary>
-public readonly record struct GammaFit(double Shape, double Scale);
+internal readonly record struct GammaFit(double Shape, double Scale);
 
 /// <summary>A fitted generalized Pareto distribution (shape xi, scale sigma), location 0.</summary>
-public readonly record struct ParetoFit(double Shape, double Scale);
+internal readonly record struct ParetoFit(double Shape, double Scale);
 
 /// <summary>
 /// Closed-form fits of the sparsity-inducing distributions and their tail quantiles. Every function
 /// is scale-equivariant and guarded against degenerate input (empty, constant, zero).
 /// </summary>
-public static class ThresholdEstimators
+internal static class ThresholdEstimators
 {
     /// <summary>Below this |xi| the generalized Pareto threshold uses its exponential limit.</summary>
     public const double ParetoShapeEpsilon = 1e-7;

@@ -11,7 +11,7 @@ namespace Microsoft.ML.SIDCo.Kernels;
 /// parallel on large buffers. Chunk boundaries do not depend on the thread count, and partial
 /// results are combined in chunk order, so results are bitwise reproducible.
 /// </summary>
-public sealed class CpuGradientKernels : IGradientKernels
+internal sealed class CpuGradientKernels : IGradientKernels
 {
     /// <summary>Elements per parallel chunk (256K floats = 1 MiB: large enough to amortise scheduling).</summary>
     public const int ChunkSize = 1 << 18;

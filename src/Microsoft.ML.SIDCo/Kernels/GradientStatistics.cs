@@ -2,7 +2,7 @@ namespace Microsoft.ML.SIDCo.Kernels;
 
 /// <summary>Which optional statistics a measuring pass should compute besides the sum of magnitudes.</summary>
 [Flags]
-public enum StatisticsKinds
+internal enum StatisticsKinds
 {
     /// <summary>Only count, sum of |x| and max |x|.</summary>
     Basic = 0,
@@ -26,7 +26,7 @@ public enum StatisticsKinds
 /// <param name="SumSquares">Sum of x^2, when requested.</param>
 /// <param name="MaxAbs">Largest |x|.</param>
 /// <param name="FirstNonFinite">Index of the first NaN or infinite entry, or -1 when all are finite.</param>
-public readonly record struct GradientStatistics(long Count, double SumAbs, double SumLogAbs, double SumSquares, float MaxAbs, long FirstNonFinite)
+internal readonly record struct GradientStatistics(long Count, double SumAbs, double SumLogAbs, double SumSquares, float MaxAbs, long FirstNonFinite)
 {
     /// <summary>Guard added before taking logarithms so that exact zeros stay finite.</summary>
     public const float LogEpsilon = 2.2e-16f;
@@ -55,7 +55,7 @@ public readonly record struct GradientStatistics(long Count, double SumAbs, doub
 /// <param name="Sum">Sum of their magnitudes.</param>
 /// <param name="SumSquares">Sum of their squared magnitudes (0 from a measuring pass not asked for <see cref="StatisticsKinds.TailSquares"/>).</param>
 /// <param name="Min">Smallest magnitude among them (+inf when there are none).</param>
-public readonly record struct ExceedanceStatistics(long Count, double Sum, double SumSquares, float Min)
+internal readonly record struct ExceedanceStatistics(long Count, double Sum, double SumSquares, float Min)
 {
     /// <summary>No exceedances.</summary>
     public static ExceedanceStatistics Empty => new(0, 0, 0, float.PositiveInfinity);

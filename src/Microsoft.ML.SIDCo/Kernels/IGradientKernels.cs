@@ -9,7 +9,7 @@ namespace Microsoft.ML.SIDCo.Kernels;
 /// Every method is deterministic: the same input gives the same output regardless of thread count,
 /// and selections come out in ascending index order.
 /// </remarks>
-public interface IGradientKernels : IScatterAddKernel
+internal interface IGradientKernels : IScatterAddKernel
 {
     /// <summary>A short name for reports ("cpu-simd", "ilgpu-cpu", "ilgpu-cuda", ...).</summary>
     string Name { get; }
@@ -54,7 +54,7 @@ public interface IGradientKernels : IScatterAddKernel
 }
 
 /// <summary>The one kernel a sparse exchange needs: adding the gathered selections into a dense buffer.</summary>
-public interface IScatterAddKernel
+internal interface IScatterAddKernel
 {
     /// <summary>Adds <c>values[j]</c> to <c>dense[indices[j]]</c> for every j (duplicates accumulate).</summary>
     void ScatterAdd(ReadOnlySpan<int> indices, ReadOnlySpan<float> values, Span<float> dense);

@@ -28,7 +28,7 @@ namespace Microsoft.ML.SIDCo.Kernels;
 /// the two apart.
 /// </para>
 /// </remarks>
-public sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
+internal sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
 {
     /// <summary>Elements handled by one thread group.</summary>
     public const int SegmentSize = 4096;
@@ -491,4 +491,4 @@ public sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
 /// <summary>Where an <see cref="IlgpuGradientKernels"/> spent its time: host-device copies and kernels.</summary>
 /// <param name="Transfer">Copying inputs to the device and results back.</param>
 /// <param name="Kernel">Running kernels, from launch to synchronisation.</param>
-public readonly record struct IlgpuTimings(TimeSpan Transfer, TimeSpan Kernel);
+internal readonly record struct IlgpuTimings(TimeSpan Transfer, TimeSpan Kernel);

@@ -7,7 +7,7 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.SIDCo.Training;
 
 /// <summary>The result of a training run: worker 0's model (identical on every worker) and the history.</summary>
-public sealed class TrainingResult(nn.Module<Tensor, Tensor> model, TrainingHistory history, long steps) : IDisposable
+internal sealed class TrainingResult(nn.Module<Tensor, Tensor> model, TrainingHistory history, long steps) : IDisposable
 {
     /// <summary>The trained module.</summary>
     public nn.Module<Tensor, Tensor> Model { get; } = model;
@@ -27,7 +27,7 @@ public sealed class TrainingResult(nn.Module<Tensor, Tensor> model, TrainingHist
 /// between backward and the optimizer step runs the gradient hook, which leaves the same averaged
 /// gradient on every worker; replicas therefore stay bitwise identical (checked by fingerprint).
 /// </summary>
-public static class DataParallelTrainer
+internal static class DataParallelTrainer
 {
     /// <summary>Trains with <paramref name="workers"/> in-process workers (threads).</summary>
     public static TrainingResult RunInProcess(TrainingData train, TrainingData? validation, TrainingSettings settings, int workers)

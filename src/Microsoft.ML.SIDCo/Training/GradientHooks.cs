@@ -113,10 +113,10 @@ public sealed class CompressionHookOptions
     public double DensityWarmupStart { get; set; } = 0.25;
 
     /// <summary>Kernel backend (CPU SIMD by default). Backends with device state are not thread-safe: give each worker's hook its own.</summary>
-    public IGradientKernels? Kernels { get; set; }
+    internal IGradientKernels? Kernels { get; set; }
 
     /// <summary>Dispose <see cref="Kernels"/> with the hook (when the hook was given its own backend). Default false.</summary>
-    public bool OwnsKernels { get; set; }
+    internal bool OwnsKernels { get; set; }
 
     /// <summary>Cost model to use instead of probing the communicator.</summary>
     public CostModel? CostModel { get; set; }

@@ -12,7 +12,7 @@ namespace Microsoft.ML.SIDCo.Training;
 /// result is shared back with the host's workers. Compared with the flat exchange, the network sees
 /// one selection per host instead of one per worker.
 /// </summary>
-public sealed class HierarchicalCompressionHook(CompressionHookOptions options) : IGradientHook
+internal sealed class HierarchicalCompressionHook(CompressionHookOptions options) : IGradientHook
 {
     private readonly CompressionHookOptions _options = options ?? throw new ArgumentNullException(nameof(options));
     private IHierarchicalCommunicator? _comm;

@@ -16,7 +16,7 @@ public enum OptimizerKind
 /// replica applies the same update to the same weights, so replicas stay bitwise identical; the
 /// state is plain float arrays, so checkpoints are exact.
 /// </summary>
-public abstract class FlatOptimizer
+internal abstract class FlatOptimizer
 {
     /// <summary>Applies one update with learning rate <paramref name="learningRate"/>.</summary>
     public abstract void Step(ParameterSet parameters, ReadOnlySpan<float> gradient, float learningRate);
@@ -50,7 +50,7 @@ public abstract class FlatOptimizer
 }
 
 /// <summary>SGD as in PyTorch: d = g + wd p; v = mu v + d; p -= lr (nesterov ? d + mu v : v).</summary>
-public sealed class SgdOptimizer(int length, float momentum, bool nesterov, float weightDecay) : FlatOptimizer
+internal sealed class SgdOptimizer(int length, float momentum, bool nesterov, float weightDecay) : FlatOptimizer
 {
     private readonly float[] _velocity = new float[length];
     private readonly float[] _d = new float[length];
@@ -84,7 +84,7 @@ public sealed class SgdOptimizer(int length, float momentum, bool nesterov, floa
 }
 
 /// <summary>Adam as in PyTorch (L2 weight decay added to the gradient).</summary>
-public sealed class AdamOptimizer(int length, float beta1, float beta2, float epsilon, float weightDecay) : FlatOptimizer
+internal sealed class AdamOptimizer(int length, float beta1, float beta2, float epsilon, float weightDecay) : FlatOptimizer
 {
     private readonly float[] _m = new float[length];
     private readonly float[] _v = new float[length];

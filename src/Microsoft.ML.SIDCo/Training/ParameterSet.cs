@@ -21,7 +21,7 @@ public sealed record ParameterSlice(string Name, int Offset, int Count, long[] S
 /// native memory in place through spans (no copies), and weights are saved with names, shapes and a checksum.
 /// </summary>
 /// <remarks>Parameters must be contiguous float32 CPU tensors (true for every TorchSharp layer on the CPU).</remarks>
-public sealed class ParameterSet
+internal sealed class ParameterSet
 {
     private const uint Magic = 0x57444953; // "SIDW"
     private readonly (string Name, Parameter Parameter)[] _parameters;

@@ -14,7 +14,7 @@ public enum TrainingTask
 }
 
 /// <summary>Task helpers.</summary>
-public static class TrainingTasks
+internal static class TrainingTasks
 {
     /// <summary>True for the tasks whose labels are class indices (multiclass and binary).</summary>
     public static bool IsClassification(this TrainingTask task) => task is TrainingTask.MulticlassClassification or TrainingTask.BinaryClassification;
@@ -35,7 +35,7 @@ public enum LearningRateSchedule
 }
 
 /// <summary>Examples in memory: row-major features plus class indices or regression targets.</summary>
-public sealed class TrainingData
+internal sealed class TrainingData
 {
     /// <summary>Creates the data set.</summary>
     public TrainingData(float[] features, int featureLength, int[]? classLabels, float[]? targets)
@@ -75,7 +75,7 @@ public sealed class TrainingData
 public sealed record TrainingProgress(int Epoch, int Epochs, int StepInEpoch, int StepsPerEpoch, double Loss, EpochMetrics? EpochDone);
 
 /// <summary>Settings of the data-parallel training loop (the ML.NET trainer's Options map onto these).</summary>
-public sealed class TrainingSettings
+internal sealed class TrainingSettings
 {
     /// <summary>Architecture.</summary>
     public required ModelDefinition Model { get; init; }
