@@ -1,4 +1,5 @@
 using Microsoft.ML.SIDCo.Compression;
+using Microsoft.ML.SIDCo.Training;
 
 namespace Microsoft.ML.SIDCo;
 
@@ -12,11 +13,12 @@ public sealed partial class SIDCoTrainer
     {
         public const string LabelColumnName = "Label";
         public const string FeatureColumnName = "Features";
+        public const TrainingTask Task = TrainingTask.MulticlassClassification;
         public const int HiddenLayer = 128;
         public const CompressorKind Compressor = CompressorKind.SidcoExponential;
-        public const double Density = 0.001;
-        public const int Stages = 1;
-        public const double DensityWarmupStart = 0.25;
+        public const double Density = CompressorOptions.DefaultDensity;
+        public const int Stages = CompressorOptions.DefaultStages;
+        public const double DensityWarmupStart = CompressionHookOptions.DefaultDensityWarmupStart;
         public const int Workers = 1;
         public const int WorkersPerRank = 1;
         /// <summary>Fewest entries per worker and step under the automatic density (8 KiB of indices and values).</summary>
@@ -31,8 +33,9 @@ public sealed partial class SIDCoTrainer
         /// <summary>The automatic batch: at most <see cref="BatchSize"/> rows, and small enough for this many steps per epoch.</summary>
         public const int MinimumStepsPerEpoch = 16;
         public const int BatchSize = 64;
+        public const OptimizerKind Optimizer = OptimizerKind.Sgd;
         public const double LearningRate = 0.01;
-        public const Training.LearningRateSchedule Schedule = Training.LearningRateSchedule.Cosine;
+        public const LearningRateSchedule Schedule = LearningRateSchedule.Cosine;
         public const double Momentum = 0.9;
         public const int Seed = 1;
         public const int CheckpointInterval = 500;

@@ -56,7 +56,7 @@ public sealed partial class SIDCoTrainer
         public ModelDefinition? Model;
 
         /// <summary>Multiclass classification (a key label), binary classification (a Boolean label) or regression (a Single label). Default multiclass classification.</summary>
-        public TrainingTask Task = TrainingTask.MulticlassClassification;
+        public TrainingTask Task = Defaults.Task;
 
         /// <summary>Gradient compressor. Default <see cref="CompressorKind.SidcoExponential"/>.</summary>
         public CompressorKind Compressor = Defaults.Compressor;
@@ -160,7 +160,7 @@ public sealed partial class SIDCoTrainer
         public int? BatchSize;
 
         /// <summary>Optimizer. Default SGD.</summary>
-        public OptimizerKind Optimizer = OptimizerKind.Sgd;
+        public OptimizerKind Optimizer = Defaults.Optimizer;
 
         /// <summary>Peak learning rate. Default 0.01.</summary>
         public double LearningRate = Defaults.LearningRate;
@@ -212,53 +212,149 @@ public sealed partial class SIDCoTrainer
         /// </summary>
         public long StopAfterSteps;
 
-        /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> (or <see cref="ArgumentException"/>) naming the first invalid option.</summary>
+        /// <summary>
+        /// Throws <see cref="ArgumentOutOfRangeException"/> (or <see cref="ArgumentException"/>) naming the first invalid option.
+        /// The options this trainer owns are checked here; those it passes to the compression hook (density, stages, cap,
+        /// warm-ups, exchange) are checked by <see cref="CompressionHookOptions.Validate"/>, which names them the same way.
+        /// </summary>
         public void Validate()
         {
             if (string.IsNullOrWhiteSpace(LabelColumnName)) throw new ArgumentException("LabelColumnName must be set.", nameof(LabelColumnName));
             if (string.IsNullOrWhiteSpace(FeatureColumnName)) throw new ArgumentException("FeatureColumnName must be set.", nameof(FeatureColumnName));
             if (!Enum.IsDefined(Task)) throw new ArgumentOutOfRangeException(nameof(Task), Task, "Unknown task.");
-            if (!Enum.IsDefined(Compressor)) throw new ArgumentOutOfRangeException(nameof(Compressor), Compressor, "Unknown compressor.");
-            if (Density is { } density && !(density > 0 && density <= 1)) throw new ArgumentOutOfRangeException(nameof(Density), Density, "Density must be null (automatic) or in (0, 1].");
-            if (Stages < 1) throw new ArgumentOutOfRangeException(nameof(Stages), Stages, "Stages must be at least 1.");
-            if (!(SelectionCap == 0 || SelectionCap >= 1)) throw new ArgumentOutOfRangeException(nameof(SelectionCap), SelectionCap, "SelectionCap must be 0 (off) or at least 1.");
-            if (DenseWarmupSteps < 0) throw new ArgumentOutOfRangeException(nameof(DenseWarmupSteps), DenseWarmupSteps, "DenseWarmupSteps must not be negative.");
-            if (DenseWarmupEpochs < 0) throw new ArgumentOutOfRangeException(nameof(DenseWarmupEpochs), DenseWarmupEpochs, "DenseWarmupEpochs must not be negative.");
-            if (DensityWarmupSteps < 0) throw new ArgumentOutOfRangeException(nameof(DensityWarmupSteps), DensityWarmupSteps, "DensityWarmupSteps must not be negative.");
-            if (!(DensityWarmupStart > 0 && DensityWarmupStart <= 1) || (DensityWarmupSteps > 0 && DensityWarmupStart <= TargetDensity))
-                throw new ArgumentOutOfRangeException(nameof(DensityWarmupStart), DensityWarmupStart, $"DensityWarmupStart must be above Density ({TargetDensity}) and at most 1.");
-            if (!Enum.IsDefined(ExchangeMode)) throw new ArgumentOutOfRangeException(nameof(ExchangeMode), ExchangeMode, "Unknown exchange mode.");
+            if (Density is { } density && !(density > 0 && density <= 1))
+                throw new ArgumentOutOfRangeException(nameof(Density), Density, "Density must be null (automatic) or in (0, 1].");
+            if (!Enum.IsDefined(NonFiniteGradients))
+                throw new ArgumentOutOfRangeException(nameof(NonFiniteGradients), NonFiniteGradients, "Unknown NonFinitePolicy.");
+            if (DenseWarmupEpochs < 0)
+                throw new ArgumentOutOfRangeException(nameof(DenseWarmupEpochs), DenseWarmupEpochs, "DenseWarmupEpochs must not be negative.");
             if (!Enum.IsDefined(Transport)) throw new ArgumentOutOfRangeException(nameof(Transport), Transport, "Unknown transport.");
-            if (Workers < 1 || Workers > 256) throw new ArgumentOutOfRangeException(nameof(Workers), Workers, "Workers must be in [1, 256].");
-            if (WorkersPerRank < 1 || WorkersPerRank > 64) throw new ArgumentOutOfRangeException(nameof(WorkersPerRank), WorkersPerRank, "WorkersPerRank must be in [1, 64].");
-            if (MomentumCorrection && Optimizer != OptimizerKind.Sgd) throw new ArgumentException("MomentumCorrection applies to SGD with momentum.", nameof(MomentumCorrection));
-            if (MomentumCorrection && GradientHook is not null) throw new ArgumentException("MomentumCorrection configures the built-in hook; it cannot be combined with a custom GradientHook.", nameof(MomentumCorrection));
-            if (HierarchicalExchange && GradientHook is not null) throw new ArgumentException("HierarchicalExchange configures the built-in hook; it cannot be combined with a custom GradientHook.", nameof(HierarchicalExchange));
-            if (NumberOfThreads is < 1 or > 4096) throw new ArgumentOutOfRangeException(nameof(NumberOfThreads), NumberOfThreads, "NumberOfThreads must be null (automatic) or in [1, 4096].");
+            if (Workers is < 1 or > MaximumWorkers)
+                throw new ArgumentOutOfRangeException(nameof(Workers), Workers, $"Workers must be in [1, {MaximumWorkers}].");
+            if (WorkersPerRank is < 1 or > MaximumWorkersPerRank)
+                throw new ArgumentOutOfRangeException(nameof(WorkersPerRank), WorkersPerRank, $"WorkersPerRank must be in [1, {MaximumWorkersPerRank}].");
+            if (MomentumCorrection && Optimizer != OptimizerKind.Sgd)
+                throw new ArgumentException("MomentumCorrection applies to SGD with momentum.", nameof(MomentumCorrection));
+            if (MomentumCorrection && GradientHook is not null)
+            {
+                throw new ArgumentException(
+                    "MomentumCorrection configures the built-in hook; it cannot be combined with a custom GradientHook.", nameof(MomentumCorrection));
+            }
+            if (HierarchicalExchange && GradientHook is not null)
+            {
+                throw new ArgumentException(
+                    "HierarchicalExchange configures the built-in hook; it cannot be combined with a custom GradientHook.", nameof(HierarchicalExchange));
+            }
+            if (NumberOfThreads is < 1 or > MaximumThreads)
+            {
+                throw new ArgumentOutOfRangeException(nameof(NumberOfThreads), NumberOfThreads,
+                    $"NumberOfThreads must be null (automatic) or in [1, {MaximumThreads}].");
+            }
             if (Epochs < 1) throw new ArgumentOutOfRangeException(nameof(Epochs), Epochs, "Epochs must be null (automatic) or at least 1.");
             if (BatchSize < 1) throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "BatchSize must be null (automatic) or at least 1.");
             if (!Enum.IsDefined(Optimizer)) throw new ArgumentOutOfRangeException(nameof(Optimizer), Optimizer, "Unknown optimizer.");
-            if (!(LearningRate > 0) || double.IsInfinity(LearningRate)) throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, "LearningRate must be positive and finite.");
+            if (!(LearningRate > 0) || double.IsInfinity(LearningRate))
+                throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, "LearningRate must be positive and finite.");
             if (!(Momentum >= 0 && Momentum < 1)) throw new ArgumentOutOfRangeException(nameof(Momentum), Momentum, "Momentum must be in [0, 1).");
-            if (!(WeightDecay >= 0) || double.IsInfinity(WeightDecay)) throw new ArgumentOutOfRangeException(nameof(WeightDecay), WeightDecay, "WeightDecay must be non-negative and finite.");
+            if (!(WeightDecay >= 0) || double.IsInfinity(WeightDecay))
+                throw new ArgumentOutOfRangeException(nameof(WeightDecay), WeightDecay, "WeightDecay must be non-negative and finite.");
             if (!Enum.IsDefined(Schedule)) throw new ArgumentOutOfRangeException(nameof(Schedule), Schedule, "Unknown schedule.");
-            if (LearningRateWarmupSteps < 0) throw new ArgumentOutOfRangeException(nameof(LearningRateWarmupSteps), LearningRateWarmupSteps, "LearningRateWarmupSteps must not be negative.");
-            if (!(GradientClipNorm >= 0) || double.IsInfinity(GradientClipNorm)) throw new ArgumentOutOfRangeException(nameof(GradientClipNorm), GradientClipNorm, "GradientClipNorm must be non-negative (0 = off).");
-            if (CheckpointInterval < 1) throw new ArgumentOutOfRangeException(nameof(CheckpointInterval), CheckpointInterval, "CheckpointInterval must be at least 1.");
-            if (ReplicaCheckInterval < 0) throw new ArgumentOutOfRangeException(nameof(ReplicaCheckInterval), ReplicaCheckInterval, "ReplicaCheckInterval must not be negative.");
-            if (MaxStepsPerEpoch < 0) throw new ArgumentOutOfRangeException(nameof(MaxStepsPerEpoch), MaxStepsPerEpoch, "MaxStepsPerEpoch must not be negative.");
-            if (StopAfterSteps < 0) throw new ArgumentOutOfRangeException(nameof(StopAfterSteps), StopAfterSteps, "StopAfterSteps must not be negative (0 = train all epochs).");
+            if (LearningRateWarmupSteps < 0)
+            {
+                throw new ArgumentOutOfRangeException(nameof(LearningRateWarmupSteps), LearningRateWarmupSteps,
+                    "LearningRateWarmupSteps must not be negative.");
+            }
+            if (!(GradientClipNorm >= 0) || double.IsInfinity(GradientClipNorm))
+                throw new ArgumentOutOfRangeException(nameof(GradientClipNorm), GradientClipNorm, "GradientClipNorm must be non-negative (0 = off).");
+            if (CheckpointInterval < 1)
+                throw new ArgumentOutOfRangeException(nameof(CheckpointInterval), CheckpointInterval, "CheckpointInterval must be at least 1.");
+            if (ReplicaCheckInterval < 0)
+                throw new ArgumentOutOfRangeException(nameof(ReplicaCheckInterval), ReplicaCheckInterval, "ReplicaCheckInterval must not be negative.");
+            if (MaxStepsPerEpoch < 0)
+                throw new ArgumentOutOfRangeException(nameof(MaxStepsPerEpoch), MaxStepsPerEpoch, "MaxStepsPerEpoch must not be negative.");
+            if (StopAfterSteps < 0)
+                throw new ArgumentOutOfRangeException(nameof(StopAfterSteps), StopAfterSteps, "StopAfterSteps must not be negative (0 = train all epochs).");
             if (Transport == TransportKind.Mpi && !MpiCommunicator.IsLaunchedByMpirun)
-                throw new ArgumentException("Transport is Mpi but this process was not started by mpirun. Start it with 'mpirun -np N dotnet app.dll' or use TransportKind.Auto.", nameof(Transport));
-            ToCompressorOptions().Validate();
+            {
+                throw new ArgumentException("Transport is Mpi but this process was not started by mpirun. "
+                    + "Start it with 'mpirun -np N dotnet app.dll' or use TransportKind.Auto.", nameof(Transport));
+            }
+            ToHookOptions(stepsPerEpoch: 0).Validate();
         }
+
+        // Bounds that catch a mistyped count before it starts hundreds of threads.
+        private const int MaximumWorkers = 256;
+        private const int MaximumWorkersPerRank = 64;
+        private const int MaximumThreads = 4096;
 
         /// <summary>The density the compressor targets: <see cref="Density"/>, or the automatic one's starting value.</summary>
         internal double TargetDensity => Density ?? Defaults.Density;
 
+        /// <summary>
+        /// Momentum correction is in effect: asked for, with the built-in hook and a momentum to carry. The hook then keeps the
+        /// momentum and the optimizer steps without.
+        /// </summary>
+        internal bool UsesMomentumCorrection => MomentumCorrection && GradientHook is null && Momentum > 0;
+
+        /// <summary>The compressor's settings these options give.</summary>
         internal CompressorOptions ToCompressorOptions() => new()
         {
-            Density = TargetDensity, AdaptiveStages = AdaptiveStages, Stages = Stages, SelectionCap = SelectionCap, NonFinite = NonFiniteGradients, Seed = Seed,
+            Density = TargetDensity,
+            AdaptiveStages = AdaptiveStages,
+            Stages = Stages,
+            SelectionCap = SelectionCap,
+            NonFinite = NonFiniteGradients,
+            Seed = Seed,
+        };
+
+        /// <summary>The built-in compression hook's settings, for epochs of <paramref name="stepsPerEpoch"/> steps (kernels: CPU).</summary>
+        internal CompressionHookOptions ToHookOptions(int stepsPerEpoch) => new()
+        {
+            Compressor = Compressor,
+            Compression = ToCompressorOptions(),
+            ErrorFeedback = ErrorFeedback,
+            Exchange = ExchangeMode,
+            HalfPrecisionValues = HalfPrecisionValues,
+            DenseWarmupSteps = DenseWarmupSteps + (long)DenseWarmupEpochs * stepsPerEpoch,
+            DensityWarmupSteps = DensityWarmupSteps,
+            DensityWarmupStart = DensityWarmupStart,
+            MomentumCorrection = UsesMomentumCorrection ? Momentum : 0,
+            MinimumSelected = Density is null ? Defaults.MinimumSelected : 0,
+        };
+
+        /// <summary>
+        /// The training loop's settings these options give, with what only the data decides (outputs, epochs, batch, loss
+        /// scale) and the run's callbacks.
+        /// </summary>
+        internal TrainingSettings ToTrainingSettings(
+            ModelDefinition model, int outputs, int epochs, int batchSize, double lossScale,
+            Func<IGradientHook> hookFactory, Action<TrainingProgress> progress, Func<bool> stopRequested) => new()
+        {
+            Model = model,
+            Task = Task,
+            Outputs = outputs,
+            Epochs = epochs,
+            BatchSize = batchSize,
+            Optimizer = Optimizer,
+            LearningRate = LearningRate,
+            Momentum = UsesMomentumCorrection ? 0 : Momentum,
+            Nesterov = Nesterov,
+            WeightDecay = WeightDecay,
+            Schedule = Schedule,
+            LearningRateWarmupSteps = LearningRateWarmupSteps,
+            GradientClipNorm = GradientClipNorm,
+            Seed = Seed,
+            CheckpointDirectory = CheckpointDirectory,
+            CheckpointInterval = CheckpointInterval,
+            ReplicaCheckInterval = ReplicaCheckInterval,
+            MaxStepsPerEpoch = MaxStepsPerEpoch,
+            StopAfterSteps = StopAfterSteps,
+            NumberOfThreads = NumberOfThreads,
+            ProcessesOnMachine = MpiCommunicator.LaunchedLocalSize,
+            LossScale = lossScale,
+            HookFactory = hookFactory,
+            Progress = progress,
+            StopRequested = stopRequested,
         };
     }
 }

@@ -130,45 +130,28 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
         {
             if (last is { } p) { e.SetProgress(0, p.Epoch, p.Epochs); e.SetProgress(1, p.StepInEpoch, p.StepsPerEpoch); e.SetMetric(0, p.Loss); }
         });
-        int stepsPerEpoch = Math.Max(1, train.Count / workers / batchSize);
-        if (o.MaxStepsPerEpoch > 0) stepsPerEpoch = Math.Min(stepsPerEpoch, o.MaxStepsPerEpoch);
+        // EffectiveBatchSize leaves every worker at least one batch, so an epoch has at least one step.
+        int stepsPerEpoch = DataParallelTrainer.StepsPerEpoch(train.Count, workers, batchSize, o.MaxStepsPerEpoch);
         int epochs = o.Epochs ?? AutomaticEpochs(stepsPerEpoch);
-        ch.Info(MessageSensitivity.None, $"SIDCo: {model.Descriptor}, {train.Count} examples x {train.FeatureLength} features, {workers} {(useMpi ? "MPI ranks" : "in-process workers")}, "
-            + $"{epochs} epochs of {stepsPerEpoch} steps at {batchSize} rows per worker, compressor {o.Compressor.ToName()} at density {(o.Density is { } d ? d : $"auto ({o.TargetDensity}, at least {Defaults.MinimumSelected} entries)")}, exchange {o.ExchangeMode}");
-        // With momentum correction the hook carries the momentum (for compressed exchanges; dense keeps it too).
-        bool momentumCorrection = o.MomentumCorrection && o.GradientHook is null && o.Momentum > 0;
-        var settings = new TrainingSettings
+        string density = o.Density is { } d ? $"{d}" : $"auto ({o.TargetDensity}, at least {Defaults.MinimumSelected} entries)";
+        ch.Info(MessageSensitivity.None, $"SIDCo: {model.Descriptor}, {train.Count} examples x {train.FeatureLength} features, "
+            + $"{workers} {(useMpi ? "MPI ranks" : "in-process workers")}, {epochs} epochs of {stepsPerEpoch} steps at {batchSize} rows per worker, "
+            + $"compressor {o.Compressor.ToName()} at density {density}, exchange {o.ExchangeMode}");
+        IGradientHook CreateHook()
         {
-            Model = model, Task = o.Task, Outputs = o.Task.Outputs(loaded.Classes), Epochs = epochs, BatchSize = batchSize,
-            Optimizer = o.Optimizer, LearningRate = o.LearningRate, Momentum = momentumCorrection ? 0 : o.Momentum, Nesterov = o.Nesterov, WeightDecay = o.WeightDecay,
-            Schedule = o.Schedule, LearningRateWarmupSteps = o.LearningRateWarmupSteps, GradientClipNorm = o.GradientClipNorm, Seed = o.Seed,
-            CheckpointDirectory = o.CheckpointDirectory, CheckpointInterval = o.CheckpointInterval, ReplicaCheckInterval = o.ReplicaCheckInterval,
-            MaxStepsPerEpoch = o.MaxStepsPerEpoch, StopAfterSteps = o.StopAfterSteps, NumberOfThreads = o.NumberOfThreads,
-            ProcessesOnMachine = MpiCommunicator.LaunchedLocalSize,
-            StopRequested = IsCanceled, LossScale = loaded.Scale.Scale * loaded.Scale.Scale,
-            HookFactory = o.GradientHook ?? (() =>
-            {
-                var hookOptions = new CompressionHookOptions
-                {
-                    Compressor = o.Compressor, Compression = o.ToCompressorOptions(), ErrorFeedback = o.ErrorFeedback, Exchange = o.ExchangeMode,
-                    HalfPrecisionValues = o.HalfPrecisionValues, DenseWarmupSteps = o.DenseWarmupSteps + (long)o.DenseWarmupEpochs * stepsPerEpoch,
-                    DensityWarmupSteps = o.DensityWarmupSteps, DensityWarmupStart = o.DensityWarmupStart,
-                    MomentumCorrection = momentumCorrection ? o.Momentum : 0,
-                    MinimumSelected = o.Density is null ? Defaults.MinimumSelected : 0,
-                    // One backend per worker: ILGPU backends hold device buffers and are not thread-safe.
-                    Kernels = o.Kernels == KernelBackend.Ilgpu ? IlgpuGradientKernels.CreatePreferred() : null, OwnsKernels = o.Kernels == KernelBackend.Ilgpu,
-                };
-                return hybrid && o.HierarchicalExchange ? new HierarchicalCompressionHook(hookOptions) : new CompressionHook(hookOptions);
-            }),
-            Progress = p =>
-            {
-                last = p;
-                if (p.EpochDone is { } m)
-                    ch.Info(MessageSensitivity.None, $"epoch {m.Epoch}/{p.Epochs}: loss {m.Loss:F4}" + (m.Accuracy is { } a ? $", accuracy {a:P2}" : "") + (m.ValidationAccuracy is { } v ? $", validation accuracy {v:P2}" : "")
-                        + $", density {m.AchievedDensity:G3}, {m.BytesPerStep / 1024:F1} KiB/step (dense {m.DenseBytesPerStep / 1024:F1}), compute {m.ComputeMs:F1} ms, compress {m.CompressMs:F2} ms, communicate {m.CommunicateMs:F2} ms");
-                ProgressReported?.Invoke(this, p);
-            },
-        };
+            var hookOptions = o.ToHookOptions(stepsPerEpoch);
+            // One backend per worker: ILGPU backends hold device buffers and are not thread-safe.
+            if (o.Kernels == KernelBackend.Ilgpu) { hookOptions.Kernels = IlgpuGradientKernels.CreatePreferred(); hookOptions.OwnsKernels = true; }
+            return hybrid && o.HierarchicalExchange ? new HierarchicalCompressionHook(hookOptions) : new CompressionHook(hookOptions);
+        }
+        void Report(TrainingProgress p)
+        {
+            last = p;
+            if (p.EpochDone is { } m) ch.Info(MessageSensitivity.None, DescribeEpoch(p, m));
+            ProgressReported?.Invoke(this, p);
+        }
+        var settings = o.ToTrainingSettings(model, o.Task.Outputs(loaded.Classes), epochs, batchSize, lossScale: loaded.Scale.Scale * loaded.Scale.Scale,
+            o.GradientHook ?? CreateHook, Report, IsCanceled);
 
         TrainingResult result;
         if (useMpi)
@@ -190,6 +173,14 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
         var info = new SIDCoTransformer.TrainingInfo(o.Compressor.ToName(), o.TargetDensity, workers, hybrid ? "mpi+inprocess" : useMpi ? "mpi" : "inprocess");
         return new SIDCoTransformer(_ml, result.Model, model, o.FeatureColumnName, train.FeatureLength, o.Task, loaded.Classes, loaded.KeyValues, loaded.Scale, result.History, info);
     }
+
+    // One line per epoch in the ML.NET log.
+    private static string DescribeEpoch(TrainingProgress p, EpochMetrics m)
+        => $"epoch {m.Epoch}/{p.Epochs}: loss {m.Loss:F4}"
+            + (m.Accuracy is { } a ? $", accuracy {a:P2}" : "")
+            + (m.ValidationAccuracy is { } v ? $", validation accuracy {v:P2}" : "")
+            + $", density {m.AchievedDensity:G3}, {m.BytesPerStep / 1024:F1} KiB/step (dense {m.DenseBytesPerStep / 1024:F1}), "
+            + $"compute {m.ComputeMs:F1} ms, compress {m.CompressMs:F2} ms, communicate {m.CommunicateMs:F2} ms";
 
     /// <summary>
     /// The rows each worker takes per step: <paramref name="batchSize"/>, or fewer when the data has fewer rows per worker

@@ -21,14 +21,20 @@ public enum GammaQuantileMethod
 /// <summary>Settings shared by all compressors. Defaults follow the SIDCo paper.</summary>
 public sealed class CompressorOptions
 {
+    /// <summary>The paper's density for its headline results; the trainer's default too.</summary>
+    internal const double DefaultDensity = 0.001;
+
+    /// <summary>One stage: the single-fit estimator, which the adaptive controller deepens when it undershoots.</summary>
+    internal const int DefaultStages = 1;
+
     /// <summary>Target density delta = k / n, in (0, 1]. Default 0.001.</summary>
-    public double Density { get; set; } = 0.001;
+    public double Density { get; set; } = DefaultDensity;
 
     /// <summary>Let SIDCo adapt its number of stages to keep achieved/target near 1. Default true.</summary>
     public bool AdaptiveStages { get; set; } = true;
 
     /// <summary>Number of estimation stages SIDCo starts with (or keeps, when not adaptive). Default 1.</summary>
-    public int Stages { get; set; } = 1;
+    public int Stages { get; set; } = DefaultStages;
 
     /// <summary>Upper bound on the number of stages; 0 means ceil(log2(1 / density)). Default 0.</summary>
     public int MaxStages { get; set; }

@@ -109,8 +109,11 @@ public sealed class CompressionHookOptions
     /// </summary>
     public long DensityWarmupSteps { get; set; }
 
+    /// <summary>DGC's first warm-up density.</summary>
+    internal const double DefaultDensityWarmupStart = 0.25;
+
     /// <summary>The density the warm-up starts from (DGC uses 0.25). Must be in (target, 1]. Default 0.25.</summary>
-    public double DensityWarmupStart { get; set; } = 0.25;
+    public double DensityWarmupStart { get; set; } = DefaultDensityWarmupStart;
 
     /// <summary>Kernel backend (CPU SIMD by default). Backends with device state are not thread-safe: give each worker's hook its own.</summary>
     internal IGradientKernels? Kernels { get; set; }
@@ -127,6 +130,31 @@ public sealed class CompressionHookOptions
     /// value, twice a dense entry's bytes, so a selection of half the gradient saves nothing). 0: no floor. Default 0.
     /// </summary>
     public long MinimumSelected { get; set; }
+
+    /// <summary>
+    /// Throws <see cref="ArgumentOutOfRangeException"/> naming the first invalid option; the compressor's settings are checked
+    /// by <see cref="CompressorOptions.Validate"/>. The hook calls it before its first step.
+    /// </summary>
+    public void Validate()
+    {
+        ArgumentNullException.ThrowIfNull(Compression);
+        if (!Enum.IsDefined(Compressor)) throw new ArgumentOutOfRangeException(nameof(Compressor), Compressor, "Unknown compressor.");
+        if (!Enum.IsDefined(Exchange)) throw new ArgumentOutOfRangeException(nameof(Exchange), Exchange, "Unknown exchange mode.");
+        Compression.Validate();
+        if (MomentumCorrection is < 0 or >= 1)
+            throw new ArgumentOutOfRangeException(nameof(MomentumCorrection), MomentumCorrection, "MomentumCorrection must be in [0, 1).");
+        if (DenseWarmupSteps < 0)
+            throw new ArgumentOutOfRangeException(nameof(DenseWarmupSteps), DenseWarmupSteps, "DenseWarmupSteps must not be negative.");
+        if (DensityWarmupSteps < 0)
+            throw new ArgumentOutOfRangeException(nameof(DensityWarmupSteps), DensityWarmupSteps, "DensityWarmupSteps must not be negative.");
+        if (!(DensityWarmupStart > 0 && DensityWarmupStart <= 1) || (DensityWarmupSteps > 0 && DensityWarmupStart <= Compression.Density))
+        {
+            throw new ArgumentOutOfRangeException(nameof(DensityWarmupStart), DensityWarmupStart,
+                $"DensityWarmupStart must be above the target density {Compression.Density} and at most 1.");
+        }
+        if (MinimumSelected < 0)
+            throw new ArgumentOutOfRangeException(nameof(MinimumSelected), MinimumSelected, "MinimumSelected must not be negative.");
+    }
 }
 
 /// <summary>
@@ -155,17 +183,13 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
     public void Initialize(GradientHookContext context)
     {
         ArgumentNullException.ThrowIfNull(context);
+        _options.Validate();
         var comm = context.Communicator;
         (_kind, _compression) = Effective(_options, context.Length);
         _compressor = Compressors.Create(_kind, _compression, _options.Kernels);
         comm.VerifyAgreement("the compressor and density", CommunicatorExtensions.Fingerprint($"{_compressor.Name}/{_compression.Density:R}/{_options.ErrorFeedback}"));
         _feedback = _options.ErrorFeedback && _kind != CompressorKind.None ? new ErrorFeedback(context.Length, "gradient bucket") : null;
-        if (_options.MomentumCorrection is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(_options.MomentumCorrection), _options.MomentumCorrection, "MomentumCorrection must be in [0, 1).");
         _velocity = _options.MomentumCorrection > 0 ? new ErrorFeedback(context.Length, "momentum velocity") : null;
-        if (_options.DenseWarmupSteps < 0) throw new ArgumentOutOfRangeException(nameof(_options.DenseWarmupSteps), _options.DenseWarmupSteps, "DenseWarmupSteps must not be negative.");
-        if (_options.DensityWarmupSteps < 0) throw new ArgumentOutOfRangeException(nameof(_options.DensityWarmupSteps), _options.DensityWarmupSteps, "DensityWarmupSteps must not be negative.");
-        if (_options.DensityWarmupSteps > 0 && !(_options.DensityWarmupStart > _options.Compression.Density && _options.DensityWarmupStart <= 1))
-            throw new ArgumentOutOfRangeException(nameof(_options.DensityWarmupStart), _options.DensityWarmupStart, $"DensityWarmupStart must be above the target density {_options.Compression.Density} and at most 1.");
         var mode = _kind == CompressorKind.None ? ExchangeMode.Dense : _options.Exchange;
         _exchange = new GradientExchange(comm, context.Length, mode, _options.HalfPrecisionValues, _options.CostModel, _options.Kernels);
         Precompile(context.Length);

@@ -40,15 +40,40 @@ internal sealed class HierarchicalCompressionHook(CompressionHookOptions options
         comm.Local.AllReduceSum(gradient);
         TensorPrimitives.Multiply(gradient, 1f / comm.Local.Size, gradient);
         double localMs = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
-        var stats = default(GradientHookStats);
-        if (_leaderHook is not null) stats = _leaderHook.Reduce(gradient, step);
+        var shared = _leaderHook is null ? default : SharedStats.Of(_leaderHook.Reduce(gradient, step));
         long shareStart = Stopwatch.GetTimestamp();
         comm.Local.Broadcast(gradient, 0);
         // Every worker reports the leader's figures (shared with the result) plus its own local time.
-        var figures = new double[] { stats.CompressMs, stats.CommunicateMs, stats.Selected, stats.BytesSent, stats.AchievedOverTarget, (double)stats.Mode, stats.Stages, stats.Skipped ? 1 : 0, stats.PredictedCommunicateMs, stats.WaitMs };
-        comm.Local.Broadcast<double>(figures, 0);
+        comm.Local.Broadcast<double>(shared.AsSpan(), 0);
         double shareMs = Stopwatch.GetElapsedTime(shareStart).TotalMilliseconds;
-        return new GradientHookStats(figures[0], figures[1] + localMs + shareMs, (long)figures[2], figures[3], figures[4], (ExchangeMode)(int)figures[5], (int)figures[6], figures[7] != 0, figures[8], figures[9]);
+        return shared.ToStats(extraCommunicateMs: localMs + shareMs);
+    }
+
+    // The leader's step figures, as doubles in one span for a broadcast to the host's workers.
+    [System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Sequential)]
+    private struct SharedStats
+    {
+        private const int Length = 10;
+        public double CompressMs, CommunicateMs, Selected, BytesSent, AchievedOverTarget, Mode, Stages, Skipped, PredictedCommunicateMs, WaitMs;
+
+        public static SharedStats Of(in GradientHookStats s) => new()
+        {
+            CompressMs = s.CompressMs,
+            CommunicateMs = s.CommunicateMs,
+            Selected = s.Selected,
+            BytesSent = s.BytesSent,
+            AchievedOverTarget = s.AchievedOverTarget,
+            Mode = (double)s.Mode,
+            Stages = s.Stages,
+            Skipped = s.Skipped ? 1 : 0,
+            PredictedCommunicateMs = s.PredictedCommunicateMs,
+            WaitMs = s.WaitMs,
+        };
+
+        public Span<double> AsSpan() => System.Runtime.InteropServices.MemoryMarshal.CreateSpan(ref CompressMs, Length);
+
+        public readonly GradientHookStats ToStats(double extraCommunicateMs) => new(CompressMs, CommunicateMs + extraCommunicateMs, (long)Selected, BytesSent,
+            AchievedOverTarget, (ExchangeMode)(int)Mode, (int)Stages, Skipped != 0, PredictedCommunicateMs, WaitMs);
     }
 
     /// <inheritdoc />

@@ -80,19 +80,19 @@ internal sealed class TrainingSettings
     /// <summary>Architecture.</summary>
     public required ModelDefinition Model { get; init; }
     /// <summary>Task.</summary>
-    public TrainingTask Task { get; init; } = TrainingTask.MulticlassClassification;
+    public required TrainingTask Task { get; init; }
     /// <summary>Classes (classification) or 1 (regression).</summary>
     public required int Outputs { get; init; }
     /// <summary>Passes over the data.</summary>
-    public int Epochs { get; init; } = 5;
+    public required int Epochs { get; init; }
     /// <summary>Examples per step per worker.</summary>
-    public int BatchSize { get; init; } = 64;
+    public required int BatchSize { get; init; }
     /// <summary>Optimizer.</summary>
     public OptimizerKind Optimizer { get; init; } = OptimizerKind.Sgd;
     /// <summary>Peak learning rate.</summary>
-    public double LearningRate { get; init; } = 0.05;
+    public required double LearningRate { get; init; }
     /// <summary>SGD momentum.</summary>
-    public double Momentum { get; init; } = 0.9;
+    public required double Momentum { get; init; }
     /// <summary>Nesterov momentum.</summary>
     public bool Nesterov { get; init; }
     /// <summary>L2 weight decay.</summary>
@@ -104,7 +104,7 @@ internal sealed class TrainingSettings
     /// <summary>Adam epsilon.</summary>
     public double AdamEpsilon { get; init; } = 1e-8;
     /// <summary>Schedule after warm-up.</summary>
-    public LearningRateSchedule Schedule { get; init; } = LearningRateSchedule.Constant;
+    public required LearningRateSchedule Schedule { get; init; }
     /// <summary>Steps of linear learning-rate warm-up.</summary>
     public int LearningRateWarmupSteps { get; init; }
     /// <summary>Clip the averaged gradient's global L2 norm to this (0 = off).</summary>
@@ -121,7 +121,7 @@ internal sealed class TrainingSettings
     /// <summary>Where checkpoints go (null = none).</summary>
     public string? CheckpointDirectory { get; init; }
     /// <summary>Steps between checkpoints.</summary>
-    public int CheckpointInterval { get; init; } = 500;
+    public required int CheckpointInterval { get; init; }
     /// <summary>Resume from the latest checkpoint in <see cref="CheckpointDirectory"/> when there is one.</summary>
     public bool Resume { get; init; } = true;
     /// <summary>Steps between replica fingerprint checks (0 = only at epoch ends).</summary>

@@ -19,7 +19,8 @@ public sealed class CheckpointTests : IDisposable
 
     private TrainingSettings Settings(double learningRate = 0.05, long stopAfter = 0, bool checkpoints = true, bool adaptiveStages = true) => new()
     {
-        Model = SIDCoModels.Mlp(32), Outputs = 10, Epochs = 2, BatchSize = 25, MaxStepsPerEpoch = 20, LearningRate = learningRate, Seed = 3,
+        Model = SIDCoModels.Mlp(32), Task = TrainingTask.MulticlassClassification, Outputs = 10, Epochs = 2, BatchSize = 25, MaxStepsPerEpoch = 20,
+        LearningRate = learningRate, Momentum = 0.9, Schedule = LearningRateSchedule.Constant, Seed = 3,
         CheckpointDirectory = checkpoints ? _dir : null, CheckpointInterval = 10, StopAfterSteps = stopAfter, ReplicaCheckInterval = 1,
         // Two stages from the start: the second stage's peaks bound carries over from call to call, so the checkpoint must
         // hold it (with adaptive stages the controller's state must carry over too, and it may settle on one stage).
@@ -61,7 +62,7 @@ public sealed class CheckpointTests : IDisposable
         var ps = new ParameterSet(model);
         long before = ps.Fingerprint();
         var comm = Microsoft.ML.SIDCo.Communication.InProcessCommunicator.CreateSingle();
-        Assert.Throws<CheckpointException>(() => { _ = TrainingCheckpoint.TryLoad(_dir, comm, Settings().Fingerprint(1), ps, new SgdOptimizer(ps.Length, 0.9f, false, 0), new DenseAllReduceHook(), DataParallelTrainer.EpochTotalsLength); });
+        Assert.Throws<CheckpointException>(() => { _ = TrainingCheckpoint.TryLoad(_dir, comm, Settings().Fingerprint(1), ps, new SgdOptimizer(ps.Length, 0.9f, false, 0), new DenseAllReduceHook(), EpochTotals.Length); });
         Assert.Equal(before, ps.Fingerprint());
     }
 

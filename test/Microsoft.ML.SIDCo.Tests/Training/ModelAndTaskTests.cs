@@ -51,7 +51,8 @@ public class ModelAndTaskTests
         var data = new TrainingData(x, steps, y, null);
         using var result = DataParallelTrainer.RunInProcess(data, data, new TrainingSettings
         {
-            Model = SIDCoModels.Lstm(steps, hidden: 16), Outputs = 2, Epochs = 15, BatchSize = 32, LearningRate = 0.1, Seed = 1,
+            Model = SIDCoModels.Lstm(steps, hidden: 16), Task = TrainingTask.MulticlassClassification, Outputs = 2, Epochs = 15, BatchSize = 32,
+            LearningRate = 0.1, Momentum = 0.9, Schedule = LearningRateSchedule.Constant, CheckpointInterval = 500, Seed = 1,
             HookFactory = () => new CompressionHook(new CompressionHookOptions { Compressor = CompressorKind.SidcoGammaPareto, Compression = new CompressorOptions { Density = 0.1 } }),
         }, workers: 2);
         Assert.True(result.History.Epochs[^1].ValidationAccuracy >= 0.85, $"accuracy {result.History.Epochs[^1].ValidationAccuracy}");

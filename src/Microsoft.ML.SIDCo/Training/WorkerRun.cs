@@ -1,0 +1,254 @@
+using System.Diagnostics;
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
+using Microsoft.ML.SIDCo.Communication;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.SIDCo.Training;
+
+/// <summary>
+/// One worker's training run, split into its parts: a step (batch, forward and backward, the hook, the update), the
+/// agreed stop, the close of an epoch (the workers' totals summed, the replicas compared, the metrics) and the
+/// checkpoints. Every worker of the group runs one; they meet in the hook's exchange and in the collectives here.
+/// </summary>
+internal sealed class WorkerRun : IDisposable
+{
+    // Each epoch's data order is a permutation seeded by (seed x this + epoch): a prime, so seeds and epochs do not collide.
+    private const int EpochSeedStride = 7919;
+
+    // Worker 0 reports progress every this many steps (and at each epoch's last).
+    private const int ProgressInterval = 10;
+
+    private readonly ICommunicator _comm;
+    private readonly nn.Module<Tensor, Tensor> _model;
+    private readonly TrainingData _train;
+    private readonly TrainingData? _validation;
+    private readonly TrainingSettings _s;
+    private readonly ParameterSet _parameters;
+    private readonly long _fingerprint;
+    private readonly int _stepsPerEpoch;
+    private readonly long _totalSteps;
+    private readonly IGradientHook _hook;
+    private readonly FlatOptimizer _optimizer;
+    private readonly float[] _bucket;
+    private readonly double[] _compressTimes; // this epoch's per-step compress times, for their median
+    private readonly Tensor _batch;           // one aligned input tensor, refilled every step
+    private readonly long[] _classes;
+    private readonly float[] _targets;
+    private readonly int[] _stopFlag = new int[1];
+    private TrainingHistory _history = new();
+    private EpochTotals _totals;
+    private long _step;
+    private int _timedSteps;
+
+    public WorkerRun(ICommunicator comm, nn.Module<Tensor, Tensor> model, TrainingData train, TrainingData? validation, TrainingSettings settings)
+    {
+        _comm = comm;
+        _model = model;
+        _train = train;
+        _validation = validation;
+        _s = settings;
+        _parameters = new ParameterSet(model);
+        _fingerprint = settings.Fingerprint(comm.Size);
+        comm.VerifyAgreement("the training options", _fingerprint);
+        comm.VerifyAgreement("the number of training examples", train.Count);
+        _stepsPerEpoch = DataParallelTrainer.StepsPerEpoch(train.Count, comm.Size, settings.BatchSize, settings.MaxStepsPerEpoch);
+        if (_stepsPerEpoch < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(settings.BatchSize), settings.BatchSize,
+                $"BatchSize {settings.BatchSize} x {comm.Size} workers exceeds the {train.Count} training examples: no full step fits in an epoch.");
+        }
+        _totalSteps = (long)_stepsPerEpoch * settings.Epochs;
+        _hook = settings.HookFactory();
+        try
+        {
+            _hook.Initialize(new GradientHookContext(comm, _parameters.Length, _parameters.Slices));
+        }
+        catch
+        {
+            _hook.Dispose();
+            throw;
+        }
+        _optimizer = FlatOptimizer.Create(settings.Optimizer, _parameters.Length, settings.Momentum, settings.Nesterov, settings.WeightDecay,
+            settings.AdamBeta1, settings.AdamBeta2, settings.AdamEpsilon);
+        _bucket = new float[_parameters.Length];
+        _compressTimes = new double[_stepsPerEpoch];
+        _batch = torch.empty([settings.BatchSize, train.FeatureLength], ScalarType.Float32);
+        _classes = new long[settings.BatchSize];
+        _targets = new float[settings.BatchSize];
+    }
+
+    /// <summary>Trains from the newest checkpoint (or the start) to the last epoch, or to <see cref="TrainingSettings.StopAfterSteps"/>.</summary>
+    public (TrainingHistory History, long Steps) Run()
+    {
+        Resume();
+        for (int epoch = (int)(_step / _stepsPerEpoch); epoch < _s.Epochs && !StopsBefore(_step); epoch++)
+        {
+            var order = Permutation(_train.Count, _s.Seed * EpochSeedStride + epoch);
+            var watch = Stopwatch.StartNew();
+            if (_step % _stepsPerEpoch == 0) _totals = default;
+            _timedSteps = 0;
+            _model.train();
+            for (int inEpoch = (int)(_step % _stepsPerEpoch); inEpoch < _stepsPerEpoch && !StopsBefore(_step); inEpoch++)
+            {
+                ThrowIfStopRequested();
+                Step(order, inEpoch);
+                // A checkpoint is due every CheckpointInterval steps and where StopAfterSteps ends the run (so the next run
+                // resumes there); one due on an epoch's last step is written after the epoch's metrics join the history.
+                if (CheckpointDue() && inEpoch < _stepsPerEpoch - 1) SaveCheckpoint(_totals.AsSpan());
+                if (_comm.Rank == 0 && _s.Progress is { } progress && (inEpoch % ProgressInterval == ProgressInterval - 1 || inEpoch == _stepsPerEpoch - 1))
+                    progress(new TrainingProgress(epoch, _s.Epochs, inEpoch + 1, _stepsPerEpoch, _totals.MeanLoss, null));
+            }
+            if (_totals.Steps == 0) break;
+            var metrics = CloseEpoch(epoch, watch.Elapsed.TotalSeconds);
+            if (CheckpointDue() && _step % _stepsPerEpoch == 0) SaveCheckpoint(new double[EpochTotals.Length]);
+            if (_comm.Rank == 0) _s.Progress?.Invoke(new TrainingProgress(epoch, _s.Epochs, _stepsPerEpoch, _stepsPerEpoch, metrics.Loss, metrics));
+        }
+        _model.eval();
+        return (_history, _step);
+    }
+
+    private void Resume()
+    {
+        if (_s.CheckpointDirectory is not { } dir || !_s.Resume) return;
+        if (TrainingCheckpoint.TryLoad(dir, _comm, _fingerprint, _parameters, _optimizer, _hook, EpochTotals.Length) is not { } resumed) return;
+        (_step, _history, var totals) = resumed;
+        if (_step % _stepsPerEpoch != 0) totals.CopyTo(_totals.AsSpan());
+    }
+
+    // One optimizer step on this worker's rows of the epoch's order; the hook leaves the averaged gradient in the bucket.
+    private void Step(int[] order, int inEpoch)
+    {
+        long start = Stopwatch.GetTimestamp();
+        int b = _s.BatchSize, d = _train.FeatureLength, p = _comm.Size;
+        bool classify = _s.Task.IsClassification();
+        var x = AlignedTensors.Floats(_batch);
+        for (int j = 0; j < b; j++)
+        {
+            int row = order[((long)inEpoch * b + j) * p + _comm.Rank];
+            _train.Features.AsSpan((int)((long)row * d), d).CopyTo(x.Slice(j * d, d));
+            if (classify) _classes[j] = _train.ClassLabels![row];
+            else _targets[j] = _train.Targets![row];
+        }
+        double lossValue;
+        long correct = 0;
+        using (torch.NewDisposeScope())
+        {
+            var output = _model.forward(_batch);
+            var (loss, correctTensor) = DataParallelTrainer.Loss(_s.Task, output, _classes, _targets);
+            if (correctTensor is not null) correct = correctTensor.item<long>();
+            _model.zero_grad();
+            loss.backward();
+            lossValue = loss.item<float>() * _s.LossScale;
+        }
+        _parameters.GatherGradients(_bucket);
+        double computeMs = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+
+        var hook = _hook.Reduce(_bucket, _step);
+
+        long updateStart = Stopwatch.GetTimestamp();
+        if (_s.GradientClipNorm > 0)
+        {
+            float norm = TensorPrimitives.Norm<float>(_bucket);
+            if (norm > _s.GradientClipNorm) TensorPrimitives.Multiply(_bucket, (float)(_s.GradientClipNorm / norm), _bucket);
+        }
+        _optimizer.Step(_parameters, _bucket, _s.LearningRateAt(_step, _totalSteps));
+        computeMs += Stopwatch.GetElapsedTime(updateStart).TotalMilliseconds;
+        _step++;
+
+        if (_s.ReplicaCheckInterval > 0 && _step % _s.ReplicaCheckInterval == 0)
+            _comm.VerifyAgreement($"the model parameters after step {_step} (replicas diverged)", _parameters.Fingerprint());
+        _totals.Add(lossValue, correct, b, computeMs, Stopwatch.GetElapsedTime(start).TotalMilliseconds, hook);
+        _compressTimes[_timedSteps++] = hook.CompressMs;
+    }
+
+    // Stops every worker at the same step when any asks (a one-value collective per step), after writing that step's
+    // checkpoint when there is a directory.
+    private void ThrowIfStopRequested()
+    {
+        if (_s.StopRequested is not { } stopRequested) return;
+        _stopFlag[0] = stopRequested() ? 1 : 0;
+        if (_comm.Size > 1) _comm.AllReduceSum<int>(_stopFlag);
+        if (_stopFlag[0] == 0) return;
+        string where = "";
+        if (_s.CheckpointDirectory is { } dir && _step > 0)
+        {
+            SaveCheckpoint(_totals.AsSpan());
+            where = $"; a checkpoint of step {_step} was written to '{dir}', from which a Fit with the same options resumes";
+        }
+        throw new OperationCanceledException($"Training was canceled at step {_step} of {_totalSteps}{where}.");
+    }
+
+    // Sums the workers' totals, compares the replicas and records the epoch's metrics (collective).
+    private EpochMetrics CloseEpoch(int epoch, double seconds)
+    {
+        var totals = _totals.AsSpan();
+        _comm.AllReduceSum<double>(totals);
+        double[] medians = [_timedSteps > 0 ? Median(_compressTimes.AsSpan(0, _timedSteps)) : 0, _timedSteps > 0 ? 1 : 0];
+        _comm.AllReduceSum<double>(medians);
+        _comm.VerifyAgreement($"the model parameters after epoch {epoch + 1} (replicas diverged)", _parameters.Fingerprint());
+        var (validationLoss, validationAccuracy) = _validation is null
+            ? (null, null)
+            : DataParallelTrainer.Evaluate(_comm, _model, _validation, _s.Task, _s.LossScale);
+        bool classify = _s.Task.IsClassification();
+        var t = _totals;
+        double workerSteps = t.Steps;
+        var metrics = new EpochMetrics
+        {
+            Epoch = epoch + 1,
+            Steps = (int)(workerSteps / _comm.Size),
+            Loss = t.MeanLoss,
+            Accuracy = classify ? t.Correct / t.Examples : null,
+            ValidationLoss = validationLoss,
+            ValidationAccuracy = classify ? validationAccuracy : null,
+            AchievedDensity = t.Selected / workerSteps / _parameters.Length,
+            AchievedOverTarget = t.AchievedOverTarget / workerSteps,
+            BytesPerStep = t.BytesSent / workerSteps,
+            DenseBytesPerStep = new CostModel(0, 0, _comm.Size).DenseBytesPerRank(_parameters.Length),
+            ComputeMs = t.ComputeMs / workerSteps,
+            CompressMs = t.CompressMs / workerSteps,
+            CompressMsMedian = medians[1] > 0 ? medians[0] / medians[1] : 0,
+            CommunicateMs = t.CommunicateMs / workerSteps,
+            PredictedCommunicateMs = t.PredictedCommunicateMs / workerSteps,
+            WaitMs = t.WaitMs / workerSteps,
+            StepMs = t.StepMs / workerSteps,
+            SparseFraction = t.SparseSteps / workerSteps,
+            Stages = t.Stages / workerSteps,
+            SkippedContributions = (int)t.SkippedContributions,
+            Seconds = seconds,
+        };
+        _history.Epochs.Add(metrics);
+        return metrics;
+    }
+
+    private bool CheckpointDue() => _s.CheckpointDirectory is not null && (_step % _s.CheckpointInterval == 0 || StopsAt(_step));
+
+    private void SaveCheckpoint(ReadOnlySpan<double> totals)
+        => TrainingCheckpoint.Save(_s.CheckpointDirectory!, _comm, _step, _fingerprint, _parameters, _optimizer, _hook, _history, totals);
+
+    private bool StopsBefore(long step) => _s.StopAfterSteps > 0 && step >= _s.StopAfterSteps;
+
+    private bool StopsAt(long step) => _s.StopAfterSteps > 0 && step == _s.StopAfterSteps;
+
+    // Sorts the values in place.
+    private static double Median(Span<double> values)
+    {
+        values.Sort();
+        int m = values.Length / 2;
+        return values.Length % 2 == 1 ? values[m] : 0.5 * (values[m - 1] + values[m]);
+    }
+
+    private static int[] Permutation(int n, int seed)
+    {
+        var order = new int[n];
+        for (int i = 0; i < n; i++) order[i] = i;
+        new Random(seed).Shuffle(order);
+        return order;
+    }
+
+    public void Dispose()
+    {
+        _hook.Dispose();
+        _batch.Dispose();
+    }
+}
