@@ -9,21 +9,17 @@ namespace Microsoft.ML.SIDCo.Compression;
 /// on light tails they raise it. So the controller does not assume a direction: it starts with the
 /// heavy-tail guess and then learns the sign from the measured effect of its own last move, and it
 /// bounces off the stage limits instead of getting stuck there.
-/// Stages are coarse: on some gradients the ratios of neighbouring stage counts straddle the band
-/// (e.g. 2.1 at M = 3 and 0.5 at M = 4), or both sit on the same side (0.63 at M = 1, 0.59 at M = 2).
-/// Once a move would go back to a stage count already seen out of band, or no move is possible, the
-/// controller keeps M and calibrates the density the estimator targets instead (delta_eff = delta x <see cref="Calibration"/>, corrected by the
-/// window's ratio); thresholds fall monotonically with delta, so this converges.
-/// Once a calibrated window lands in the band the controller switches to <see cref="Tracking"/>: from then on every
-/// call nudges the calibration by a small step against its own excess (achieved/target - 1). Window-sized
-/// jumps are what made bursts: with error feedback, entries that were not sent pile up just below the
-/// threshold, so a calibration 1.5x higher released up to 11x the target in one call (measured on the
-/// wide MLP with momentum correction). Small steps release that pile gradually, and because the step is
-/// proportional to the excess, not to its logarithm, the long-run mean of achieved/target (what the
-/// bytes on the wire follow) settles at 1 on steady gradients; while they drift it trails by a few per cent.
-/// On large buffers a stage beyond <see cref="FreeStages"/> costs a pass while the calibration costs nothing,
-/// so there small misses are calibrated (<see cref="StageMoveFactor"/>); and windows never span a change of the
-/// target (<see cref="TargetMoved"/>).
+/// Stages are coarse: the ratios of neighbouring stage counts can straddle the band or sit on the same side of it.
+/// Once a move would go back to a stage count already seen out of band, or no move is possible, the controller keeps M
+/// and calibrates the density the estimator targets instead (delta_eff = delta x <see cref="Calibration"/>, corrected by
+/// the window's ratio); thresholds fall monotonically with delta, so this converges.
+/// Once a calibrated window lands in the band the controller switches to <see cref="Tracking"/>: every call then nudges
+/// the calibration by a small step against its own excess (achieved/target - 1). Small steps, because under error
+/// feedback unsent entries pile up just below the threshold and a window-sized step releases the pile in one call; and
+/// proportional to the excess, so the long-run mean of achieved/target (what the bytes follow) settles at 1.
+/// On large buffers a stage beyond <see cref="FreeStages"/> costs a pass while the calibration costs nothing, so there
+/// small misses are calibrated (<see cref="StageMoveFactor"/>); windows never span a change of the target
+/// (<see cref="TargetMoved"/>). docs/method.md ("Adaptive stages") gives the measurements behind each rule.
 /// </remarks>
 internal sealed class AdaptiveStageController
 {
@@ -41,22 +37,18 @@ internal sealed class AdaptiveStageController
     private double _secantLogCal = double.NaN, _secantLogRatio = double.NaN;
     private int _secantStages;
 
+    /// <summary>The calibration stays within [1 / this, this]: a larger factor would mean the fit, not the target, is wrong.</summary>
+    public const double MaxCalibration = 64;
+
     /// <summary>A stage move that changes the window's ratio by less than this (in log) did nothing useful.</summary>
     public const double IneffectiveMove = 0.05;
 
     /// <summary>
-    /// On a large buffer a stage beyond <see cref="FreeStages"/> is added only while the window misses the
-    /// target by more than this factor; a smaller miss is calibrated. Both reach the band, but every such
-    /// stage is another pass over the gradient, while the
-    /// calibration costs nothing; and at the same achieved density a threshold selects the same entries,
-    /// however many stages estimated it. Stages are for a fit that is far off (a single stage on a heavy
-    /// tail misses 0.001 by 5-40x); moving them on small misses climbed to 6-8 stages on ConvNet gradients,
-    /// where each move lowered the ratio by only about a tenth. Such a stage stays only when it brings the
-    /// window within this factor of the target; otherwise it is taken back and the miss calibrated.
-    /// The factor is above the 2.5-5x by which SIDCo-GP and SIDCo-P at two stages under-selected in the first
-    /// window after the density warm-up on ConvNet gradients: with a factor of 3, the ranks just over it kept a
-    /// third stage for good (0.15 ms per call against 0.12 ms, thread CPU time in training with 4 ranks),
-    /// while the ranks just under it calibrated and held the target as closely.
+    /// On a large buffer a stage beyond <see cref="FreeStages"/> is added only while the window misses the target by more
+    /// than this factor; a smaller miss is calibrated. Both reach the band, but each such stage is another pass over the
+    /// gradient while the calibration is free, and a threshold at the same achieved density selects the same entries
+    /// however many stages estimated it. Stages are for a fit that is far off (a heavy tail at one stage); the factor sits
+    /// above the misses two-stage SIDCo-GP and SIDCo-P show after a density warm-up (docs/method.md).
     /// </summary>
     public const double StageMoveFactor = 8;
 
@@ -89,7 +81,7 @@ internal sealed class AdaptiveStageController
     /// <summary>Number of times the stage count changed.</summary>
     public int Adjustments { get; private set; }
 
-    /// <summary>Factor applied to the target density once stage moves alone cannot reach the band (1 until then), in [1/64, 64].</summary>
+    /// <summary>Factor applied to the target density once stage moves alone cannot reach the band (1 until then), in [1 / <see cref="MaxCalibration"/>, <see cref="MaxCalibration"/>].</summary>
     public double Calibration { get; private set; } = 1;
 
     /// <summary>True once the calibration has reached the band: the stage count is fixed and every call adjusts the calibration a little.</summary>
@@ -108,7 +100,7 @@ internal sealed class AdaptiveStageController
         if (Tracking)
         {
             double excess = Math.Clamp(achievedOverTarget - 1, -1, TrackingMaxExcess);
-            Calibration = Math.Clamp(Calibration * Math.Exp(-TrackingGain * excess), 1.0 / 64, 64);
+            Calibration = Math.Clamp(Calibration * Math.Exp(-TrackingGain * excess), 1 / MaxCalibration, MaxCalibration);
             return;
         }
         _windowSum += achievedOverTarget;
@@ -186,14 +178,13 @@ internal sealed class AdaptiveStageController
         }
         double calibrated = both ? Math.Sqrt(_calLow * _calHigh) : Calibration * Math.Exp(CalibrationStep(logRatio));
         _secantLogCal = Math.Log(Calibration); _secantLogRatio = logRatio; _secantStages = Stages;
-        Calibration = Math.Clamp(calibrated, 1.0 / 64, 64);
+        Calibration = Math.Clamp(calibrated, 1 / MaxCalibration, MaxCalibration);
     }
 
     /// <summary>
-    /// The achieved ratio does not follow the calibration one for one: on heavy tails the fitted threshold moves
-    /// less than the targeted density, and a step by the measured ratio alone closed a 3.7x miss by only a
-    /// third per window. So once two windows at this stage count were calibrated differently, the step divides
-    /// the miss by the response they measured (a secant in log space), within a plausible range.
+    /// The achieved ratio does not follow the calibration one for one (on heavy tails the fitted threshold moves less than
+    /// the targeted density), so once two windows at this stage count were calibrated differently, the step divides the
+    /// miss by the response they measured (a secant in log space), within a plausible range.
     /// </summary>
     private double CalibrationStep(double logRatio)
     {

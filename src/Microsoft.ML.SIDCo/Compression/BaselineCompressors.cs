@@ -11,6 +11,9 @@ internal sealed class NoneCompressor(CompressorOptions options, IGradientKernels
     public override CompressorKind Kind => CompressorKind.None;
 
     /// <inheritdoc />
+    public override bool Compresses => false;
+
+    /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loops: full optimisation from the first call, not after 30 calls at tier 0
     private protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output)
     {

@@ -11,27 +11,7 @@ namespace Microsoft.ML.SIDCo.Compression;
 public abstract class GradientCompressor
 {
     private float[] _magnitudeScratch = [];
-    private readonly SparseBuffer _candidates = new();
-    private float _lastThreshold = float.NaN;
-
-    /// <summary>
-    /// The statistics pass also collects the entries above a fraction of the previous call's
-    /// threshold. When the new threshold is at least that high (gradients change slowly from step to
-    /// step), the selection filters those candidates instead of reading the whole buffer again; the
-    /// result is exactly the same as a full pass, so the fraction only decides the cost. It adapts:
-    /// lower after a call whose threshold fell below the bound (the full pass was needed), higher when
-    /// the candidates outnumber <see cref="CandidateMaxMultiple"/> times k (heavy tails, or an
-    /// error-feedback residual that grows from call to call, put many entries just below the threshold).
-    /// </summary>
-    private float _candidateFraction = 0.7f;
-
-    private const float CandidateFractionMin = 0.3f, CandidateFractionMax = 0.95f;
-
-    /// <summary>More candidates than this many times k cost more to collect than a second pass.</summary>
-    private const int CandidateMaxMultiple = 8;
-
-    /// <summary>Above this density the candidates would be a large part of the buffer and cost more than they save.</summary>
-    private const double CandidateMaxDensity = 0.005;
+    private readonly CandidatePrefilter _candidates = new();
 
     /// <summary>Creates the compressor with validated options.</summary>
     private protected GradientCompressor(CompressorOptions options, IGradientKernels? kernels)
@@ -44,6 +24,12 @@ public abstract class GradientCompressor
 
     /// <summary>Which compressor this is.</summary>
     public abstract CompressorKind Kind { get; }
+
+    /// <summary>
+    /// False for the compressor that passes the gradient through whole (<see cref="CompressorKind.None"/>): there is no
+    /// residual to feed back, no empty selection to guard and no cap, and its exchange is dense.
+    /// </summary>
+    public virtual bool Compresses => true;
 
     /// <summary>The stable name (<c>sidco-e</c>, <c>topk</c>, ...).</summary>
     public string Name => Kind.ToName();
@@ -123,18 +109,20 @@ public abstract class GradientCompressor
         int k = TargetCount(n);
         GradientStatistics stats;
         ReadOnlySpan<float> acc;
-        bool collect = UsesCandidates && Options.Density <= CandidateMaxDensity && float.IsFinite(_lastThreshold) && _lastThreshold > 0;
-        float bound = collect ? _lastThreshold * _candidateFraction : float.PositiveInfinity;
-        _candidates.Clear();
+        var collect = _candidates.Begin(UsesCandidates && Options.Density <= CandidatePrefilter.MaximumDensity);
         if (feedback is not null)
         {
-            if (feedback.Length != n) throw new ArgumentException($"Error feedback for buffer '{feedback.Name}' has {feedback.Length} entries; the gradient has {n}.", nameof(feedback));
-            stats = Kernels.AccumulateAndMeasure(gradient, feedback.Accumulator, RequiredStatistics, bound, collect ? _candidates : null, TailBound);
+            if (feedback.Length != n)
+            {
+                throw new ArgumentException(
+                    $"Error feedback for buffer '{feedback.Name}' has {feedback.Length} entries; the gradient has {n}.", nameof(feedback));
+            }
+            stats = Kernels.AccumulateAndMeasure(gradient, feedback.Accumulator, RequiredStatistics, _candidates.Bound, collect, TailBound);
             acc = feedback.Accumulator;
         }
         else
         {
-            stats = Kernels.Measure(gradient, RequiredStatistics, bound, collect ? _candidates : null, TailBound);
+            stats = Kernels.Measure(gradient, RequiredStatistics, _candidates.Bound, collect, TailBound);
             acc = gradient;
         }
 
@@ -146,25 +134,22 @@ public abstract class GradientCompressor
         }
         if (n == 0) return new CompressionStats(0, 0, 0, 0, 0, 0, false, -1);
 
-        CandidateBound = bound;
-        HasCandidates = collect;
         var (threshold, stages) = SelectCore(acc, stats, k, output);
-        if (collect) AdaptCandidateFraction(threshold, k);
-        _lastThreshold = threshold;
+        _candidates.End(threshold, k);
         Calls++;
         int estimated = output.Count;
         OnEstimated(estimated, k, n);
 
         // Guard: an estimate above every magnitude (e.g. constant input) would send nothing and stall
         // training while the residual grows; fall back to the exact top-k for this step.
-        if (estimated == 0 && stats.MaxAbs > 0 && Kind != CompressorKind.None)
+        if (estimated == 0 && stats.MaxAbs > 0 && Compresses)
         {
             // When the candidates hold at least k entries they hold the k largest (everything else lies
             // below their bound), so the exact top-k needs only them instead of the whole buffer.
-            if (HasCandidates && _candidates.Count >= k) SelectTopKOfCandidates(k, output);
+            if (_candidates.Active && _candidates.Entries.Count >= k) SelectTopKOfCandidates(k, output);
             else SelectTopK(acc, k, output);
         }
-        if (Options.SelectionCap > 0 && Kind != CompressorKind.None)
+        if (Options.SelectionCap > 0 && Compresses)
         {
             int cap = (int)Math.Min(n, Math.Floor(Options.SelectionCap * k));
             if (output.Count > cap) KeepLargest(output, cap);
@@ -177,38 +162,20 @@ public abstract class GradientCompressor
         return new CompressionStats(n, k, estimated, output.Count, threshold, stages, false, -1);
     }
 
-    private void AdaptCandidateFraction(float threshold, int k)
-    {
-        if (!(threshold >= CandidateBound)) _candidateFraction = Math.Max(CandidateFractionMin, _candidateFraction * 0.8f);
-        else if (_candidates.Count > (long)CandidateMaxMultiple * k) _candidateFraction = Math.Min(CandidateFractionMax, _candidateFraction + 0.5f * (1 - _candidateFraction));
-    }
-
     /// <summary>True for compressors whose selection is a magnitude threshold that can use the candidate prefilter.</summary>
     private protected virtual bool UsesCandidates => false;
 
-    /// <summary>True when this call's statistics pass collected <see cref="Candidates"/>.</summary>
-    private protected bool HasCandidates { get; private set; }
-
-    /// <summary>The bound above which <see cref="Candidates"/> holds every entry (ascending).</summary>
-    private protected float CandidateBound { get; private set; } = float.PositiveInfinity;
-
-    /// <summary>The entries above <see cref="CandidateBound"/>, when <see cref="HasCandidates"/>.</summary>
-    private protected SparseBuffer Candidates => _candidates;
+    /// <summary>The candidate prefilter of this call (<see cref="CandidatePrefilter.Active"/> when it collected).</summary>
+    private protected CandidatePrefilter Candidates => _candidates;
 
     /// <summary>
     /// Appends every entry with |x| &gt; <paramref name="threshold"/> in ascending order: from the candidates
     /// when they cover the threshold, else with a full pass.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private protected void SelectAboveThreshold(ReadOnlySpan<float> acc, float threshold, SparseGradient output)
     {
-        if (HasCandidates && threshold >= CandidateBound)
-        {
-            var idx = _candidates.Indices; var val = _candidates.Values;
-            for (int j = 0; j < idx.Length; j++) if (MathF.Abs(val[j]) > threshold) output.Add(idx[j], val[j]);
-            return;
-        }
-        Kernels.SelectAbove(acc, threshold, output);
+        if (_candidates.Covers(threshold)) _candidates.SelectAbove(threshold, output);
+        else Kernels.SelectAbove(acc, threshold, output);
     }
 
     /// <summary>Chooses the entries to send, appending them to <paramref name="output"/> in ascending index order.</summary>
@@ -244,7 +211,7 @@ public abstract class GradientCompressor
     private void SelectTopKOfCandidates(int k, SparseGradient output)
     {
         output.Clear();
-        output.AddRange(_candidates.Indices, _candidates.Values);
+        output.AddRange(_candidates.Entries.Indices, _candidates.Entries.Values);
         KeepLargest(output, k);
     }
 

@@ -265,9 +265,10 @@ internal sealed class CpuGradientKernels : IGradientKernels
     // exceedances of a tail bound (accumulated exactly as ExceedRange does, so they equal a separate pass;
     // their squares only when asked).
     // Every vector accumulator lives within one block and is reduced to scalars before the block's
-    // candidates are appended: no vector register survives a call on x64 Unix, and a vector live
-    // across the append call made the JIT keep all of them in memory, doubling the loop's cost.
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // SIMD loops here are compiled fully optimised on first use: tier-0 code would make the first training steps several times slower
+    // candidates are appended: no vector register survives a call on x64 Unix, so a vector live across
+    // the append call would make the JIT keep all of them in memory.
+    // Compiled fully optimised on first use: tier-0 SIMD code would slow the first training steps.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     [SkipLocalsInit]
     private static unsafe GradientStatistics MeasureCore<TResidual, TLogs, TSquares, TCompact, TTail>(float* x, float* residual, int length, long offset, float bound, SparseBuffer? candidates, float tailBound)
         where TResidual : struct, IFlag where TLogs : struct, IFlag where TSquares : struct, IFlag where TCompact : struct, IFlag where TTail : struct, ITailMode

@@ -188,9 +188,9 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
         (_kind, _compression) = Effective(_options, context.Length);
         _compressor = Compressors.Create(_kind, _compression, _options.Kernels);
         comm.VerifyAgreement("the compressor and density", CommunicatorExtensions.Fingerprint($"{_compressor.Name}/{_compression.Density:R}/{_options.ErrorFeedback}"));
-        _feedback = _options.ErrorFeedback && _kind != CompressorKind.None ? new ErrorFeedback(context.Length, "gradient bucket") : null;
+        _feedback = _options.ErrorFeedback && _compressor.Compresses ? new ErrorFeedback(context.Length, "gradient bucket") : null;
         _velocity = _options.MomentumCorrection > 0 ? new ErrorFeedback(context.Length, "momentum velocity") : null;
-        var mode = _kind == CompressorKind.None ? ExchangeMode.Dense : _options.Exchange;
+        var mode = _compressor.Compresses ? _options.Exchange : ExchangeMode.Dense;
         _exchange = new GradientExchange(comm, context.Length, mode, _options.HalfPrecisionValues, _options.CostModel, _options.Kernels);
         Precompile(context.Length);
     }
@@ -209,20 +209,20 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
         return (options.Compressor, raised);
     }
 
-    // Start-up work that would otherwise land in the first steps' compress time (measured in training with
-    // 4 ranks: 15-55 ms in the first call, and 3-7 ms in each of the calls where SIDCo's stage controller
-    // first moved to two stages, where a steady call takes 0.1 ms). Throwaway compressors with the same
-    // settings rehearse the run on a synthetic gradient: the density warm-up's start, the target (from the
-    // second call on it takes the candidate path) and, for SIDCo, fixed two- and three-stage estimation, so
-    // the code paths a run takes are compiled here. The real buffers are sized and first touched here too.
+    // Start-up work that would otherwise land in the first steps' compress time (JIT compilation and first touches of the
+    // buffers; docs/method.md has the sizes). Throwaway compressors with the same settings rehearse the run on a synthetic
+    // gradient: the density warm-up's start, the target (from the second call on it takes the candidate path) and, for
+    // SIDCo, fixed two- and three-stage estimation, so the code paths a run takes are compiled here.
+    private const int FirstSelectionOvershoot = 2;
+
     private void Precompile(int length)
     {
-        if (_kind == CompressorKind.None || length == 0) return;
+        if (!Compressor.Compresses || length == 0) return;
         double target = _compression.Density;
         double first = WarmsUp ? _options.DensityWarmupStart : target;
         // Room for the largest selection the run is expected to make: estimators overshoot k by up to about 2x
-        // at the warm-up's start (SIDCo-GP kept 151k entries for k = 79k on the ConvNet's first gradient).
-        _sparse.Reserve((int)Math.Min(length, 2 * Math.Ceiling(first * length)));
+        // at the warm-up's start, on a first gradient that matches no previous call.
+        _sparse.Reserve((int)Math.Min(length, FirstSelectionOvershoot * Math.Ceiling(first * length)));
         // A fresh array's pages are mapped on first write: fault them in now, not inside the first compress call.
         _feedback?.Accumulator.Clear();
         _velocity?.Accumulator.Clear();
@@ -261,7 +261,7 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
     public GradientHookStats Reduce(Span<float> gradient, long step)
     {
         if (_exchange is null || _compressor is null) throw new InvalidOperationException("Initialize must be called first.");
-        if (step < _options.DenseWarmupSteps || _compressor.Kind == CompressorKind.None)
+        if (step < _options.DenseWarmupSteps || !_compressor.Compresses)
         {
             // Dense steps still carry the momentum the optimizer does not apply.
             if (_velocity is not null) AccumulateVelocity(gradient).CopyTo(gradient);
