@@ -58,12 +58,18 @@ internal sealed record KeyValues(string TypeName, string[] Values)
     // The item types key values can have here, by their raw .NET type (ML.NET keeps its own mapping internal).
     private static readonly Dictionary<Type, DataKind> s_kinds = new()
     {
-        [typeof(ReadOnlyMemory<char>)] = DataKind.String, [typeof(bool)] = DataKind.Boolean,
-        [typeof(float)] = DataKind.Single, [typeof(double)] = DataKind.Double,
-        [typeof(sbyte)] = DataKind.SByte, [typeof(byte)] = DataKind.Byte,
-        [typeof(short)] = DataKind.Int16, [typeof(ushort)] = DataKind.UInt16,
-        [typeof(int)] = DataKind.Int32, [typeof(uint)] = DataKind.UInt32,
-        [typeof(long)] = DataKind.Int64, [typeof(ulong)] = DataKind.UInt64,
+        [typeof(ReadOnlyMemory<char>)] = DataKind.String,
+        [typeof(bool)] = DataKind.Boolean,
+        [typeof(float)] = DataKind.Single,
+        [typeof(double)] = DataKind.Double,
+        [typeof(sbyte)] = DataKind.SByte,
+        [typeof(byte)] = DataKind.Byte,
+        [typeof(short)] = DataKind.Int16,
+        [typeof(ushort)] = DataKind.UInt16,
+        [typeof(int)] = DataKind.Int32,
+        [typeof(uint)] = DataKind.UInt32,
+        [typeof(long)] = DataKind.Int64,
+        [typeof(ulong)] = DataKind.UInt64,
     };
 
     private static DataKind? KindOf(DataViewType type)

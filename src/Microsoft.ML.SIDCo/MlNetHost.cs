@@ -13,7 +13,8 @@ internal static class MlNetHost
     private static readonly PropertyInfo? s_isCanceled =
         typeof(IHost).Assembly.GetType("Microsoft.ML.Runtime.ICancelable")?.GetProperty("IsCanceled");
     private static readonly MethodInfo? s_cancel =
-        typeof(MLContext).GetMethod("CancelExecution", BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic, Type.EmptyTypes);
+        typeof(MLContext).GetMethod("CancelExecution", BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic,
+            Type.EmptyTypes);
 
     /// <summary>Tells whether <paramref name="host"/> was canceled (always false where ML.NET lacks the flag).</summary>
     public static Func<bool> CancellationProbe(IHostEnvironment host)

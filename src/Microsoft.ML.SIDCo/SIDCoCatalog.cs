@@ -53,8 +53,13 @@ public static class SIDCoCatalogExtensions
         int workers = SIDCo.SIDCoTrainer.Defaults.Workers, int? epochs = null)
         => catalog.SIDCoTrainer(new SIDCo.SIDCoTrainer.Options
         {
-            LabelColumnName = labelColumnName, FeatureColumnName = featureColumnName, Model = model, Compressor = compressor,
-            Density = density, Workers = workers, Epochs = epochs,
+            LabelColumnName = labelColumnName,
+            FeatureColumnName = featureColumnName,
+            Model = model,
+            Compressor = compressor,
+            Density = density,
+            Workers = workers,
+            Epochs = epochs,
         });
 
     /// <summary>Loads a model saved with <see cref="SIDCoTransformer.Save(string, bool)"/>.</summary>

@@ -8,7 +8,8 @@ namespace Microsoft.ML.SIDCo;
 /// <summary>Where the workers run.</summary>
 public enum TransportKind
 {
-    /// <summary>One worker per MPI rank when the process was started by mpirun, else <see cref="SIDCoTrainer.Options.Workers"/> in-process workers.</summary>
+    /// <summary>One worker per MPI rank when the process was started by mpirun, else <see cref="SIDCoTrainer.Options.Workers"/> in-process
+    /// workers.</summary>
     Auto,
     /// <summary>In-process workers (threads), even under mpirun.</summary>
     InProcess,
@@ -36,10 +37,17 @@ public sealed partial class SIDCoTrainer
     /// | --- | --- |
     /// | Data | <see cref="LabelColumnName"/>, <see cref="FeatureColumnName"/>, <see cref="ValidationData"/> |
     /// | Model | <see cref="Model"/>, <see cref="Task"/> |
-    /// | Compression | <see cref="Compressor"/>, <see cref="Density"/>, <see cref="AdaptiveStages"/>, <see cref="Stages"/>, <see cref="SelectionCap"/>, <see cref="ErrorFeedback"/>, <see cref="MomentumCorrection"/>, <see cref="NonFiniteGradients"/>, <see cref="DenseWarmupSteps"/>, <see cref="DenseWarmupEpochs"/>, <see cref="DensityWarmupSteps"/>, <see cref="DensityWarmupStart"/>, <see cref="GradientHook"/> |
-    /// | Exchange | <see cref="ExchangeMode"/>, <see cref="HalfPrecisionValues"/>, <see cref="Transport"/>, <see cref="Workers"/>, <see cref="WorkersPerRank"/>, <see cref="HierarchicalExchange"/>, <see cref="Kernels"/> |
-    /// | Optimisation | <see cref="Epochs"/>, <see cref="BatchSize"/>, <see cref="Optimizer"/>, <see cref="LearningRate"/>, <see cref="Momentum"/>, <see cref="Nesterov"/>, <see cref="WeightDecay"/>, <see cref="Schedule"/>, <see cref="LearningRateWarmupSteps"/>, <see cref="GradientClipNorm"/>, <see cref="Seed"/> |
-    /// | Robustness | <see cref="CheckpointDirectory"/>, <see cref="CheckpointInterval"/>, <see cref="StopAfterSteps"/>, <see cref="ReplicaCheckInterval"/> |
+    /// | Compression | <see cref="Compressor"/>, <see cref="Density"/>, <see cref="AdaptiveStages"/>, <see cref="Stages"/>,
+    /// <see cref="SelectionCap"/>, <see cref="ErrorFeedback"/>, <see cref="MomentumCorrection"/>, <see cref="NonFiniteGradients"/>,
+    /// <see cref="DenseWarmupSteps"/>, <see cref="DenseWarmupEpochs"/>, <see cref="DensityWarmupSteps"/>, <see cref="DensityWarmupStart"/>,
+    /// <see cref="GradientHook"/> |
+    /// | Exchange | <see cref="ExchangeMode"/>, <see cref="HalfPrecisionValues"/>, <see cref="Transport"/>, <see cref="Workers"/>,
+    /// <see cref="WorkersPerRank"/>, <see cref="HierarchicalExchange"/>, <see cref="Kernels"/> |
+    /// | Optimisation | <see cref="Epochs"/>, <see cref="BatchSize"/>, <see cref="Optimizer"/>, <see cref="LearningRate"/>,
+    /// <see cref="Momentum"/>, <see cref="Nesterov"/>, <see cref="WeightDecay"/>, <see cref="Schedule"/>,
+    /// <see cref="LearningRateWarmupSteps"/>, <see cref="GradientClipNorm"/>, <see cref="Seed"/> |
+    /// | Robustness | <see cref="CheckpointDirectory"/>, <see cref="CheckpointInterval"/>, <see cref="StopAfterSteps"/>,
+    /// <see cref="ReplicaCheckInterval"/> |
     /// </remarks>
     public sealed class Options
     {
@@ -52,10 +60,12 @@ public sealed partial class SIDCoTrainer
         /// <summary>Optional validation data (same schema), scored after every epoch. Default null.</summary>
         public IDataView? ValidationData;
 
-        /// <summary>The architecture. Default: <c>SIDCoModels.Mlp(128)</c>. Use <c>SIDCoModels.ConvNet()</c> for images, <c>SIDCoModels.Lstm(...)</c> for sequences, or <c>ModelDefinition.Custom</c>.</summary>
+        /// <summary>The architecture. Default: <c>SIDCoModels.Mlp(128)</c>. Use <c>SIDCoModels.ConvNet()</c> for images,
+        /// <c>SIDCoModels.Lstm(...)</c> for sequences, or <c>ModelDefinition.Custom</c>.</summary>
         public ModelDefinition? Model;
 
-        /// <summary>Multiclass classification (a key label), binary classification (a Boolean label) or regression (a Single label). Default multiclass classification.</summary>
+        /// <summary>Multiclass classification (a key label), binary classification (a Boolean label) or regression (a Single label).
+        /// Default multiclass classification.</summary>
         public TrainingTask Task = Defaults.Task;
 
         /// <summary>Gradient compressor. Default <see cref="CompressorKind.SidcoExponential"/>.</summary>
@@ -105,10 +115,12 @@ public sealed partial class SIDCoTrainer
         /// </summary>
         public int DensityWarmupSteps;
 
-        /// <summary>The density the sparsity warm-up starts from, in (<see cref="Density"/>, 1]. Default 0.25 (DGC's first warm-up density).</summary>
+        /// <summary>The density the sparsity warm-up starts from, in (<see cref="Density"/>, 1]. Default 0.25 (DGC's first warm-up
+        /// density).</summary>
         public double DensityWarmupStart = Defaults.DensityWarmupStart;
 
-        /// <summary>Replaces the default compression hook: called once per worker. Default null (SIDCo compression hook built from these options).</summary>
+        /// <summary>Replaces the default compression hook: called once per worker. Default null (SIDCo compression hook built from these
+        /// options).</summary>
         public Func<IGradientHook>? GradientHook;
 
         /// <summary>
@@ -127,7 +139,8 @@ public sealed partial class SIDCoTrainer
         /// <summary>In-process workers (threads); ignored under MPI, where each rank is one worker. Default 1.</summary>
         public int Workers = Defaults.Workers;
 
-        /// <summary>Under MPI: in-process workers inside each rank (e.g. one per device of a machine); the job has ranks x this many workers. Default 1.</summary>
+        /// <summary>Under MPI: in-process workers inside each rank (e.g. one per device of a machine); the job has ranks x this many
+        /// workers. Default 1.</summary>
         public int WorkersPerRank = Defaults.WorkersPerRank;
 
         /// <summary>
@@ -174,7 +187,8 @@ public sealed partial class SIDCoTrainer
         /// <summary>L2 weight decay. Default 0.</summary>
         public double WeightDecay;
 
-        /// <summary>Learning-rate schedule after warm-up. Default cosine decay to zero over the run, so the last steps refine instead of wandering.</summary>
+        /// <summary>Learning-rate schedule after warm-up. Default cosine decay to zero over the run, so the last steps refine instead of
+        /// wandering.</summary>
         public LearningRateSchedule Schedule = Defaults.Schedule;
 
         /// <summary>Steps of linear learning-rate warm-up. Default 0.</summary>
@@ -192,7 +206,8 @@ public sealed partial class SIDCoTrainer
         /// <summary>Steps between checkpoints. Default 500.</summary>
         public int CheckpointInterval = Defaults.CheckpointInterval;
 
-        /// <summary>Steps between checks that all replicas hold bitwise-identical parameters (0 = only at epoch ends). Default 1 in Debug builds, 0 in Release.</summary>
+        /// <summary>Steps between checks that all replicas hold bitwise-identical parameters (0 = only at epoch ends). Default 1 in Debug
+        /// builds, 0 in Release.</summary>
         public int ReplicaCheckInterval =
 #if DEBUG
             1;
@@ -219,31 +234,37 @@ public sealed partial class SIDCoTrainer
         /// </summary>
         public void Validate()
         {
-            if (string.IsNullOrWhiteSpace(LabelColumnName)) throw new ArgumentException("LabelColumnName must be set.", nameof(LabelColumnName));
-            if (string.IsNullOrWhiteSpace(FeatureColumnName)) throw new ArgumentException("FeatureColumnName must be set.", nameof(FeatureColumnName));
+            if (string.IsNullOrWhiteSpace(LabelColumnName))
+                throw new ArgumentException("LabelColumnName must be set.", nameof(LabelColumnName));
+            if (string.IsNullOrWhiteSpace(FeatureColumnName))
+                throw new ArgumentException("FeatureColumnName must be set.", nameof(FeatureColumnName));
             if (!Enum.IsDefined(Task)) throw new ArgumentOutOfRangeException(nameof(Task), Task, "Unknown task.");
             if (Density is { } density && !(density > 0 && density <= 1))
                 throw new ArgumentOutOfRangeException(nameof(Density), Density, "Density must be null (automatic) or in (0, 1].");
             if (!Enum.IsDefined(NonFiniteGradients))
                 throw new ArgumentOutOfRangeException(nameof(NonFiniteGradients), NonFiniteGradients, "Unknown NonFinitePolicy.");
             if (DenseWarmupEpochs < 0)
-                throw new ArgumentOutOfRangeException(nameof(DenseWarmupEpochs), DenseWarmupEpochs, "DenseWarmupEpochs must not be negative.");
+                throw new ArgumentOutOfRangeException(nameof(DenseWarmupEpochs), DenseWarmupEpochs,
+                    "DenseWarmupEpochs must not be negative.");
             if (!Enum.IsDefined(Transport)) throw new ArgumentOutOfRangeException(nameof(Transport), Transport, "Unknown transport.");
             if (Workers is < 1 or > MaximumWorkers)
                 throw new ArgumentOutOfRangeException(nameof(Workers), Workers, $"Workers must be in [1, {MaximumWorkers}].");
             if (WorkersPerRank is < 1 or > MaximumWorkersPerRank)
-                throw new ArgumentOutOfRangeException(nameof(WorkersPerRank), WorkersPerRank, $"WorkersPerRank must be in [1, {MaximumWorkersPerRank}].");
+                throw new ArgumentOutOfRangeException(nameof(WorkersPerRank), WorkersPerRank,
+                    $"WorkersPerRank must be in [1, {MaximumWorkersPerRank}].");
             if (MomentumCorrection && Optimizer != OptimizerKind.Sgd)
                 throw new ArgumentException("MomentumCorrection applies to SGD with momentum.", nameof(MomentumCorrection));
             if (MomentumCorrection && GradientHook is not null)
             {
                 throw new ArgumentException(
-                    "MomentumCorrection configures the built-in hook; it cannot be combined with a custom GradientHook.", nameof(MomentumCorrection));
+                    "MomentumCorrection configures the built-in hook; it cannot be combined with a custom GradientHook.",
+                        nameof(MomentumCorrection));
             }
             if (HierarchicalExchange && GradientHook is not null)
             {
                 throw new ArgumentException(
-                    "HierarchicalExchange configures the built-in hook; it cannot be combined with a custom GradientHook.", nameof(HierarchicalExchange));
+                    "HierarchicalExchange configures the built-in hook; it cannot be combined with a custom GradientHook.",
+                        nameof(HierarchicalExchange));
             }
             if (NumberOfThreads is < 1 or > MaximumThreads)
             {
@@ -251,11 +272,13 @@ public sealed partial class SIDCoTrainer
                     $"NumberOfThreads must be null (automatic) or in [1, {MaximumThreads}].");
             }
             if (Epochs < 1) throw new ArgumentOutOfRangeException(nameof(Epochs), Epochs, "Epochs must be null (automatic) or at least 1.");
-            if (BatchSize < 1) throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "BatchSize must be null (automatic) or at least 1.");
+            if (BatchSize < 1)
+                throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "BatchSize must be null (automatic) or at least 1.");
             if (!Enum.IsDefined(Optimizer)) throw new ArgumentOutOfRangeException(nameof(Optimizer), Optimizer, "Unknown optimizer.");
             if (!(LearningRate > 0) || double.IsInfinity(LearningRate))
                 throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, "LearningRate must be positive and finite.");
-            if (!(Momentum >= 0 && Momentum < 1)) throw new ArgumentOutOfRangeException(nameof(Momentum), Momentum, "Momentum must be in [0, 1).");
+            if (!(Momentum >= 0 && Momentum < 1))
+                throw new ArgumentOutOfRangeException(nameof(Momentum), Momentum, "Momentum must be in [0, 1).");
             if (!(WeightDecay >= 0) || double.IsInfinity(WeightDecay))
                 throw new ArgumentOutOfRangeException(nameof(WeightDecay), WeightDecay, "WeightDecay must be non-negative and finite.");
             if (!Enum.IsDefined(Schedule)) throw new ArgumentOutOfRangeException(nameof(Schedule), Schedule, "Unknown schedule.");
@@ -265,15 +288,19 @@ public sealed partial class SIDCoTrainer
                     "LearningRateWarmupSteps must not be negative.");
             }
             if (!(GradientClipNorm >= 0) || double.IsInfinity(GradientClipNorm))
-                throw new ArgumentOutOfRangeException(nameof(GradientClipNorm), GradientClipNorm, "GradientClipNorm must be non-negative (0 = off).");
+                throw new ArgumentOutOfRangeException(nameof(GradientClipNorm), GradientClipNorm,
+                    "GradientClipNorm must be non-negative (0 = off).");
             if (CheckpointInterval < 1)
-                throw new ArgumentOutOfRangeException(nameof(CheckpointInterval), CheckpointInterval, "CheckpointInterval must be at least 1.");
+                throw new ArgumentOutOfRangeException(nameof(CheckpointInterval), CheckpointInterval,
+                    "CheckpointInterval must be at least 1.");
             if (ReplicaCheckInterval < 0)
-                throw new ArgumentOutOfRangeException(nameof(ReplicaCheckInterval), ReplicaCheckInterval, "ReplicaCheckInterval must not be negative.");
+                throw new ArgumentOutOfRangeException(nameof(ReplicaCheckInterval), ReplicaCheckInterval,
+                    "ReplicaCheckInterval must not be negative.");
             if (MaxStepsPerEpoch < 0)
                 throw new ArgumentOutOfRangeException(nameof(MaxStepsPerEpoch), MaxStepsPerEpoch, "MaxStepsPerEpoch must not be negative.");
             if (StopAfterSteps < 0)
-                throw new ArgumentOutOfRangeException(nameof(StopAfterSteps), StopAfterSteps, "StopAfterSteps must not be negative (0 = train all epochs).");
+                throw new ArgumentOutOfRangeException(nameof(StopAfterSteps), StopAfterSteps,
+                    "StopAfterSteps must not be negative (0 = train all epochs).");
             if (Transport == TransportKind.Mpi && !MpiCommunicator.IsLaunchedByMpirun)
             {
                 throw new ArgumentException("Transport is Mpi but this process was not started by mpirun. "
@@ -307,7 +334,8 @@ public sealed partial class SIDCoTrainer
             Seed = Seed,
         };
 
-        /// <summary>The built-in compression hook's settings, for epochs of <paramref name="stepsPerEpoch"/> steps (kernels: CPU).</summary>
+        /// <summary>The built-in compression hook's settings, for epochs of <paramref name="stepsPerEpoch"/> steps (kernels:
+        /// CPU).</summary>
         internal CompressionHookOptions ToHookOptions(int stepsPerEpoch) => new()
         {
             Compressor = Compressor,
@@ -329,32 +357,32 @@ public sealed partial class SIDCoTrainer
         internal TrainingSettings ToTrainingSettings(
             ModelDefinition model, int outputs, int epochs, int batchSize, double lossScale,
             Func<IGradientHook> hookFactory, Action<TrainingProgress> progress, Func<bool> stopRequested) => new()
-        {
-            Model = model,
-            Task = Task,
-            Outputs = outputs,
-            Epochs = epochs,
-            BatchSize = batchSize,
-            Optimizer = Optimizer,
-            LearningRate = LearningRate,
-            Momentum = UsesMomentumCorrection ? 0 : Momentum,
-            Nesterov = Nesterov,
-            WeightDecay = WeightDecay,
-            Schedule = Schedule,
-            LearningRateWarmupSteps = LearningRateWarmupSteps,
-            GradientClipNorm = GradientClipNorm,
-            Seed = Seed,
-            CheckpointDirectory = CheckpointDirectory,
-            CheckpointInterval = CheckpointInterval,
-            ReplicaCheckInterval = ReplicaCheckInterval,
-            MaxStepsPerEpoch = MaxStepsPerEpoch,
-            StopAfterSteps = StopAfterSteps,
-            NumberOfThreads = NumberOfThreads,
-            ProcessesOnMachine = MpiCommunicator.LaunchedLocalSize,
-            LossScale = lossScale,
-            HookFactory = hookFactory,
-            Progress = progress,
-            StopRequested = stopRequested,
-        };
+            {
+                Model = model,
+                Task = Task,
+                Outputs = outputs,
+                Epochs = epochs,
+                BatchSize = batchSize,
+                Optimizer = Optimizer,
+                LearningRate = LearningRate,
+                Momentum = UsesMomentumCorrection ? 0 : Momentum,
+                Nesterov = Nesterov,
+                WeightDecay = WeightDecay,
+                Schedule = Schedule,
+                LearningRateWarmupSteps = LearningRateWarmupSteps,
+                GradientClipNorm = GradientClipNorm,
+                Seed = Seed,
+                CheckpointDirectory = CheckpointDirectory,
+                CheckpointInterval = CheckpointInterval,
+                ReplicaCheckInterval = ReplicaCheckInterval,
+                MaxStepsPerEpoch = MaxStepsPerEpoch,
+                StopAfterSteps = StopAfterSteps,
+                NumberOfThreads = NumberOfThreads,
+                ProcessesOnMachine = MpiCommunicator.LaunchedLocalSize,
+                LossScale = lossScale,
+                HookFactory = hookFactory,
+                Progress = progress,
+                StopRequested = stopRequested,
+            };
     }
 }

@@ -44,7 +44,8 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
     /// </summary>
     public static int Rank => MpiCommunicator.IsLaunchedByMpirun ? MpiCommunicator.LaunchedRank : 0;
 
-    /// <summary>Processes in the <c>mpirun</c> job, or 1 when the process was not started by <c>mpirun</c> (in-process workers are threads of this one process).</summary>
+    /// <summary>Processes in the <c>mpirun</c> job, or 1 when the process was not started by <c>mpirun</c> (in-process workers are threads
+    /// of this one process).</summary>
     public static int WorldSize => MpiCommunicator.IsLaunchedByMpirun ? MpiCommunicator.LaunchedWorldSize : 1;
 
     /// <summary>
@@ -53,22 +54,28 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
     /// </summary>
     public static bool IsPrimaryWorker => Rank == 0;
 
-    /// <summary>Checks the input columns and returns the output schema (the columns the fitted transformer adds, with their annotations).</summary>
+    /// <summary>Checks the input columns and returns the output schema (the columns the fitted transformer adds, with their
+    /// annotations).</summary>
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
         var o = TrainerOptions;
         if (Find(inputSchema, o.FeatureColumnName) is not { } features)
-            throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Feature column '{o.FeatureColumnName}' not found (Options.FeatureColumnName)");
+            throw new ArgumentOutOfRangeException(nameof(inputSchema),
+                $"Feature column '{o.FeatureColumnName}' not found (Options.FeatureColumnName)");
         if (features.Kind != SchemaShape.Column.VectorKind.Vector || features.ItemType != NumberDataViewType.Single)
-            throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Schema mismatch for feature column '{o.FeatureColumnName}': expected known-size vector of Single, got {Describe(features)} (Options.FeatureColumnName)");
+            throw new ArgumentOutOfRangeException(nameof(inputSchema),
+                $"Schema mismatch for feature column '{o.FeatureColumnName}': expected known-size vector of Single, got " +
+                $"{Describe(features)} (Options.FeatureColumnName)");
         if (Find(inputSchema, o.LabelColumnName) is not { } label)
-            throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Label column '{o.LabelColumnName}' not found (Options.LabelColumnName)");
+            throw new ArgumentOutOfRangeException(nameof(inputSchema),
+                $"Label column '{o.LabelColumnName}' not found (Options.LabelColumnName)");
         bool ok = o.Task switch
         {
             // A SchemaShape carries a key's raw type (UInt32) and IsKey, not its cardinality.
             TrainingTask.MulticlassClassification => label.Kind == SchemaShape.Column.VectorKind.Scalar && label.IsKey,
-            TrainingTask.BinaryClassification => label.Kind == SchemaShape.Column.VectorKind.Scalar && !label.IsKey && label.ItemType == BooleanDataViewType.Instance,
+            TrainingTask.BinaryClassification =>
+                label.Kind == SchemaShape.Column.VectorKind.Scalar && !label.IsKey && label.ItemType == BooleanDataViewType.Instance,
             _ => label.Kind == SchemaShape.Column.VectorKind.Scalar && !label.IsKey && label.ItemType == NumberDataViewType.Single,
         };
         if (!ok) throw LabelMismatch(nameof(inputSchema), Describe(label));
@@ -78,7 +85,8 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
         if (o.Task == TrainingTask.MulticlassClassification && Find(label.Annotations, MlNetAnnotations.KeyValues) is { } kv)
             keyValues = KeyValues.Placeholder(kv.ItemType, SchemaClasses);
         // The output columns are exactly those of the scoring mapping the fitted transformer uses.
-        return SIDCoTransformer.CreateScoringEstimator(_ml, o.FeatureColumnName, featureLength: 1, o.Task, SchemaClasses, keyValues, static (_, _) => { })
+        return SIDCoTransformer.CreateScoringEstimator(_ml, o.FeatureColumnName, featureLength: 1, o.Task, SchemaClasses, keyValues,
+            static (_, _) => { })
             .GetOutputSchema(inputSchema);
     }
 
@@ -106,14 +114,17 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
         var loaded = DataLoading.Read(input, o.FeatureColumnName, o.LabelColumnName, o.Task, scale: null, IsCanceled);
         var train = loaded.Data;
         if (loaded.SkippedRows > 0)
-            ch.Warning(MessageSensitivity.None, $"Skipped {loaded.SkippedRows} of {loaded.SkippedRows + train.Count} training rows with a missing label or a NaN or infinite feature.");
+            ch.Warning(MessageSensitivity.None,
+                $"Skipped {loaded.SkippedRows} of {loaded.SkippedRows + train.Count} training rows with a missing label or a NaN or " +
+                $"infinite feature.");
         TrainingData? validation = null;
         if (o.ValidationData is not null)
         {
             CheckSchema(o.ValidationData.Schema, nameof(o.ValidationData));
             validation = DataLoading.Read(o.ValidationData, o.FeatureColumnName, o.LabelColumnName, o.Task, loaded.Scale, IsCanceled).Data;
             if (validation.FeatureLength != train.FeatureLength)
-                throw new ArgumentException($"ValidationData has {validation.FeatureLength} features per row; the training data has {train.FeatureLength}.", nameof(o.ValidationData));
+                throw new ArgumentException($"ValidationData has {validation.FeatureLength} features per row; the training data has " +
+                    $"{train.FeatureLength}.", nameof(o.ValidationData));
         }
 
         bool useMpi = o.Transport == TransportKind.Mpi || (o.Transport == TransportKind.Auto && MpiCommunicator.IsLaunchedByMpirun);
@@ -122,26 +133,37 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
         var model = o.Model ?? SIDCoModels.Mlp(Defaults.HiddenLayer);
         int batchSize = EffectiveBatchSize(o.BatchSize, train.Count, workers);
         if (o.BatchSize is { } asked && batchSize != asked)
-            ch.Warning(MessageSensitivity.None, $"BatchSize {asked} x {workers} workers exceeds the {train.Count} training rows: each worker takes {batchSize} rows per step.");
+            ch.Warning(MessageSensitivity.None,
+                $"BatchSize {asked} x {workers} workers exceeds the {train.Count} training rows: each worker takes {batchSize} rows per " +
+                $"step.");
 
         using var pch = _host.StartProgressChannel("SIDCo training");
         TrainingProgress? last = null;
         pch.SetHeader(new ProgressHeader(["loss"], ["epochs", "steps"]), e =>
         {
-            if (last is { } p) { e.SetProgress(0, p.Epoch, p.Epochs); e.SetProgress(1, p.StepInEpoch, p.StepsPerEpoch); e.SetMetric(0, p.Loss); }
+            if (last is { } p)
+            {
+                e.SetProgress(0, p.Epoch, p.Epochs); e.SetProgress(1, p.StepInEpoch, p.StepsPerEpoch); e.SetMetric(0,
+                p.Loss);
+            }
         });
         // EffectiveBatchSize leaves every worker at least one batch, so an epoch has at least one step.
         int stepsPerEpoch = DataParallelTrainer.StepsPerEpoch(train.Count, workers, batchSize, o.MaxStepsPerEpoch);
         int epochs = o.Epochs ?? AutomaticEpochs(stepsPerEpoch);
         string density = o.Density is { } d ? $"{d}" : $"auto ({o.TargetDensity}, at least {Defaults.MinimumSelected} entries)";
         ch.Info(MessageSensitivity.None, $"SIDCo: {model.Descriptor}, {train.Count} examples x {train.FeatureLength} features, "
-            + $"{workers} {(useMpi ? "MPI ranks" : "in-process workers")}, {epochs} epochs of {stepsPerEpoch} steps at {batchSize} rows per worker, "
+            + $"{workers} {(useMpi ? "MPI ranks" : "in-process workers")}, {epochs} epochs of {stepsPerEpoch} steps at {batchSize} rows " +
+                $"per worker, "
             + $"compressor {o.Compressor.ToName()} at density {density}, exchange {o.ExchangeMode}");
         IGradientHook CreateHook()
         {
             var hookOptions = o.ToHookOptions(stepsPerEpoch);
             // One backend per worker: ILGPU backends hold device buffers and are not thread-safe.
-            if (o.Kernels == KernelBackend.Ilgpu) { hookOptions.Kernels = IlgpuGradientKernels.CreatePreferred(); hookOptions.OwnsKernels = true; }
+            if (o.Kernels == KernelBackend.Ilgpu)
+            {
+                hookOptions.Kernels = IlgpuGradientKernels.CreatePreferred();
+                hookOptions.OwnsKernels = true;
+            }
             return hybrid && o.HierarchicalExchange ? new HierarchicalCompressionHook(hookOptions) : new CompressionHook(hookOptions);
         }
         void Report(TrainingProgress p)
@@ -150,15 +172,23 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
             if (p.EpochDone is { } m) ch.Info(MessageSensitivity.None, DescribeEpoch(p, m));
             ProgressReported?.Invoke(this, p);
         }
-        var settings = o.ToTrainingSettings(model, o.Task.Outputs(loaded.Classes), epochs, batchSize, lossScale: loaded.Scale.Scale * loaded.Scale.Scale,
+        var settings =
+            o.ToTrainingSettings(model, o.Task.Outputs(loaded.Classes), epochs, batchSize,
+            lossScale: loaded.Scale.Scale * loaded.Scale.Scale,
             o.GradientHook ?? CreateHook, Report, IsCanceled);
 
         TrainingResult result;
         if (useMpi)
         {
             using var comm = new MpiCommunicator();
-            try { result = hybrid ? DataParallelTrainer.RunHybrid(comm, o.WorkersPerRank, train, validation, settings) : DataParallelTrainer.RunWorker(comm, train, validation, settings); }
-            catch (Exception e) when (comm.Size > 1 && e is not RankMismatchException and not CheckpointException and not ArgumentException and not OperationCanceledException)
+            try
+            {
+                result = hybrid
+                    ? DataParallelTrainer.RunHybrid(comm, o.WorkersPerRank, train, validation, settings)
+                    : DataParallelTrainer.RunWorker(comm, train, validation, settings);
+            }
+            catch (Exception e) when (comm.Size > 1
+                && e is not RankMismatchException and not CheckpointException and not ArgumentException and not OperationCanceledException)
             {
                 // Peers may be blocked in a collective this rank will never join: end the whole job.
                 Console.Error.WriteLine($"rank {comm.Rank}: {e}");
@@ -170,8 +200,11 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
         {
             result = DataParallelTrainer.RunInProcess(train, validation, settings, o.Workers);
         }
-        var info = new SIDCoTransformer.TrainingInfo(o.Compressor.ToName(), o.TargetDensity, workers, hybrid ? "mpi+inprocess" : useMpi ? "mpi" : "inprocess");
-        return new SIDCoTransformer(_ml, result.Model, model, o.FeatureColumnName, train.FeatureLength, o.Task, loaded.Classes, loaded.KeyValues, loaded.Scale, result.History, info);
+        var info =
+            new SIDCoTransformer.TrainingInfo(o.Compressor.ToName(), o.TargetDensity, workers,
+            hybrid ? "mpi+inprocess" : useMpi ? "mpi" : "inprocess");
+        return new SIDCoTransformer(_ml, result.Model, model, o.FeatureColumnName, train.FeatureLength, o.Task, loaded.Classes,
+            loaded.KeyValues, loaded.Scale, result.History, info);
     }
 
     // One line per epoch in the ML.NET log.
@@ -189,12 +222,15 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
     internal static int EffectiveBatchSize(int? batchSize, int rows, int workers)
     {
         if (rows < workers)
-            throw new ArgumentOutOfRangeException(nameof(Options.Workers), workers, $"The training data has {rows} usable rows, fewer than the {workers} workers (Options.Workers, or the ranks of mpirun): every worker needs at least one row per step.");
+            throw new ArgumentOutOfRangeException(nameof(Options.Workers), workers,
+                $"The training data has {rows} usable rows, fewer than the {workers} workers (Options.Workers, or the ranks of mpirun): " +
+                $"every worker needs at least one row per step.");
         int perWorker = rows / workers;
         return batchSize is { } b ? Math.Min(b, perWorker) : Math.Clamp(perWorker / Defaults.MinimumStepsPerEpoch, 1, Defaults.BatchSize);
     }
 
-    /// <summary>The automatic number of epochs: enough for <see cref="Defaults.MinimumSteps"/> steps, within the automatic bounds.</summary>
+    /// <summary>The automatic number of epochs: enough for <see cref="Defaults.MinimumSteps"/> steps, within the automatic
+    /// bounds.</summary>
     internal static int AutomaticEpochs(int stepsPerEpoch)
         => (int)Math.Clamp((Defaults.MinimumSteps + stepsPerEpoch - 1) / stepsPerEpoch, Defaults.MinimumEpochs, Defaults.MaximumEpochs);
 
@@ -212,10 +248,15 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
     private void CheckSchema(DataViewSchema schema, string argument)
     {
         var o = TrainerOptions;
-        var f = schema.GetColumnOrNull(o.FeatureColumnName) ?? throw new ArgumentOutOfRangeException(argument, $"Feature column '{o.FeatureColumnName}' not found (Options.FeatureColumnName)");
+        var f = schema.GetColumnOrNull(o.FeatureColumnName)
+            ?? throw new ArgumentOutOfRangeException(argument,
+            $"Feature column '{o.FeatureColumnName}' not found (Options.FeatureColumnName)");
         if (f.Type is not VectorDataViewType { IsKnownSize: true } v || v.ItemType != NumberDataViewType.Single)
-            throw new ArgumentOutOfRangeException(argument, $"Schema mismatch for feature column '{o.FeatureColumnName}': expected known-size vector of Single, got {f.Type} (Options.FeatureColumnName)");
-        var l = schema.GetColumnOrNull(o.LabelColumnName) ?? throw new ArgumentOutOfRangeException(argument, $"Label column '{o.LabelColumnName}' not found (Options.LabelColumnName)");
+            throw new ArgumentOutOfRangeException(argument,
+                $"Schema mismatch for feature column '{o.FeatureColumnName}': expected known-size vector of Single, got {f.Type} " +
+                $"(Options.FeatureColumnName)");
+        var l = schema.GetColumnOrNull(o.LabelColumnName)
+            ?? throw new ArgumentOutOfRangeException(argument, $"Label column '{o.LabelColumnName}' not found (Options.LabelColumnName)");
         bool ok = o.Task switch
         {
             TrainingTask.MulticlassClassification => l.Type is KeyDataViewType,
@@ -231,11 +272,16 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
         var o = TrainerOptions;
         var (expected, advice) = o.Task switch
         {
-            TrainingTask.MulticlassClassification => ("Key", "Options.Task is MulticlassClassification: map labels to keys with mlContext.Transforms.Conversion.MapValueToKey; for a Boolean label set Options.Task = TrainingTask.BinaryClassification"),
-            TrainingTask.BinaryClassification => ("Boolean", "Options.Task is BinaryClassification; for more than two classes use MulticlassClassification with a key label"),
+            TrainingTask.MulticlassClassification =>
+                ("Key", "Options.Task is MulticlassClassification: map labels to keys with " +
+                "mlContext.Transforms.Conversion.MapValueToKey; for a Boolean label set Options.Task = TrainingTask.BinaryClassification"),
+            TrainingTask.BinaryClassification =>
+                ("Boolean",
+                "Options.Task is BinaryClassification; for more than two classes use MulticlassClassification with a key label"),
             _ => ("Single", "Options.Task is Regression: convert the label with mlContext.Transforms.Conversion.ConvertType"),
         };
-        return new ArgumentOutOfRangeException(argument, $"Schema mismatch for label column '{o.LabelColumnName}': expected {expected}, got {got} (Options.LabelColumnName; {advice})");
+        return new ArgumentOutOfRangeException(argument,
+            $"Schema mismatch for label column '{o.LabelColumnName}': expected {expected}, got {got} (Options.LabelColumnName; {advice})");
     }
 
     private static string Describe(SchemaShape.Column c) => c.Kind switch

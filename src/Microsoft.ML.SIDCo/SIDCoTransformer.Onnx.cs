@@ -172,50 +172,50 @@ public sealed partial class SIDCoTransformer
         switch (Task)
         {
             case TrainingTask.MulticlassClassification:
-            {
-                string probabilities = g.Node("Where", [finiteColumn, g.Node("Softmax", [logits], ("axis", 1L)), nan]);
-                if (!perRow)
                 {
-                    g.NamedNode("Score", "Identity", [probabilities]);
-                    string index = g.Node("ArgMax", [logits], ("axis", 1L), ("keepdims", 0L));
-                    g.NamedNode("PredictedLabel", "Where", [finite, index, g.Int64s("missing", -1)]);
-                    g.Output("Score", DataType.Float, null, Classes);
-                    g.Output("PredictedLabel", DataType.Int64, (long?)null);
+                    string probabilities = g.Node("Where", [finiteColumn, g.Node("Softmax", [logits], ("axis", 1L)), nan]);
+                    if (!perRow)
+                    {
+                        g.NamedNode("Score", "Identity", [probabilities]);
+                        string index = g.Node("ArgMax", [logits], ("axis", 1L), ("keepdims", 0L));
+                        g.NamedNode("PredictedLabel", "Where", [finite, index, g.Int64s("missing", -1)]);
+                        g.Output("Score", DataType.Float, null, Classes);
+                        g.Output("PredictedLabel", DataType.Int64, (long?)null);
+                        break;
+                    }
+                    g.NamedNode(HelperScore, "Reshape", [probabilities, g.Int64s("score_shape", Classes)]);
+                    // [probabilities, 0] for a finite row, the sentinel one-hot [0 ... 0, 1] for a missing one.
+                    var sentinel = new float[Classes + 1];
+                    sentinel[Classes] = 1;
+                    string padded = g.Node("Concat", [probabilities, g.Floats("pad", [0f], 1, 1)], ("axis", 1L));
+                    string nearest = g.Node("Where", [finiteColumn, padded, g.Floats("sentinel", sentinel, 1, Classes + 1)]);
+                    g.NamedNode(HelperNearest, "Reshape", [nearest, g.Int64s("nearest_shape", Classes + 1)]);
+                    g.Output(HelperScore, DataType.Float, Classes);
+                    g.Output(HelperNearest, DataType.Float, Classes + 1);
                     break;
                 }
-                g.NamedNode(HelperScore, "Reshape", [probabilities, g.Int64s("score_shape", Classes)]);
-                // [probabilities, 0] for a finite row, the sentinel one-hot [0 ... 0, 1] for a missing one.
-                var sentinel = new float[Classes + 1];
-                sentinel[Classes] = 1;
-                string padded = g.Node("Concat", [probabilities, g.Floats("pad", [0f], 1, 1)], ("axis", 1L));
-                string nearest = g.Node("Where", [finiteColumn, padded, g.Floats("sentinel", sentinel, 1, Classes + 1)]);
-                g.NamedNode(HelperNearest, "Reshape", [nearest, g.Int64s("nearest_shape", Classes + 1)]);
-                g.Output(HelperScore, DataType.Float, Classes);
-                g.Output(HelperNearest, DataType.Float, Classes + 1);
-                break;
-            }
             case TrainingTask.BinaryClassification:
-            {
-                string logit = g.Node("Where", [finite, g.Node("Reshape", [logits, g.Int64s("flat", -1)]), nan]);
-                g.NamedNode("Score", "Identity", [logit]);
-                g.NamedNode("Probability", "Sigmoid", [logit]);
-                g.NamedNode("PredictedLabel", "Greater", [logit, zero]);
-                long?[] shape = perRow ? [1] : [null];
-                g.Output("Score", DataType.Float, shape);
-                g.Output("Probability", DataType.Float, shape);
-                g.Output("PredictedLabel", DataType.Bool, shape);
-                break;
-            }
+                {
+                    string logit = g.Node("Where", [finite, g.Node("Reshape", [logits, g.Int64s("flat", -1)]), nan]);
+                    g.NamedNode("Score", "Identity", [logit]);
+                    g.NamedNode("Probability", "Sigmoid", [logit]);
+                    g.NamedNode("PredictedLabel", "Greater", [logit, zero]);
+                    long?[] shape = perRow ? [1] : [null];
+                    g.Output("Score", DataType.Float, shape);
+                    g.Output("Probability", DataType.Float, shape);
+                    g.Output("PredictedLabel", DataType.Bool, shape);
+                    break;
+                }
             default:
-            {
-                // label = Mean + Scale * output, in double as the transformer computes it, then rounded once to float.
-                string value = g.Node("Cast", [g.Node("Reshape", [logits, g.Int64s("flat", -1)])], ("to", (long)DataType.Double));
-                string scaled = g.Node("Mul", [value, g.Doubles("scale", [_scale.Scale], 1)]);
-                string label = g.Node("Add", [scaled, g.Doubles("mean", [_scale.Mean], 1)]);
-                g.NamedNode("Score", "Where", [finite, g.Node("Cast", [label], ("to", (long)DataType.Float)), nan]);
-                g.Output("Score", DataType.Float, perRow ? [1] : [null]);
-                break;
-            }
+                {
+                    // label = Mean + Scale * output, in double as the transformer computes it, then rounded once to float.
+                    string value = g.Node("Cast", [g.Node("Reshape", [logits, g.Int64s("flat", -1)])], ("to", (long)DataType.Double));
+                    string scaled = g.Node("Mul", [value, g.Doubles("scale", [_scale.Scale], 1)]);
+                    string label = g.Node("Add", [scaled, g.Doubles("mean", [_scale.Mean], 1)]);
+                    g.NamedNode("Score", "Where", [finite, g.Node("Cast", [label], ("to", (long)DataType.Float)), nan]);
+                    g.Output("Score", DataType.Float, perRow ? [1] : [null]);
+                    break;
+                }
         }
         return g.ToModelBytes(description);
     }

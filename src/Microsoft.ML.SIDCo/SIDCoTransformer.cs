@@ -43,7 +43,8 @@ public sealed partial class SIDCoTransformer : ITransformer, IDisposable
     /// <param name="Transport">"mpi", "mpi+inprocess" or "inprocess".</param>
     public sealed record TrainingInfo(string Compressor, double Density, int Workers, string Transport);
 
-    internal SIDCoTransformer(MLContext ml, nn.Module<Tensor, Tensor> module, ModelDefinition definition, string featureColumn, int featureLength,
+    internal SIDCoTransformer(MLContext ml, nn.Module<Tensor, Tensor> module, ModelDefinition definition, string featureColumn,
+        int featureLength,
         TrainingTask task, int classes, KeyValues? keyValues, TargetScale scale, TrainingHistory history, TrainingInfo info)
     {
         _ml = ml; _module = module; Definition = definition; FeatureColumnName = featureColumn; FeatureLength = featureLength;
@@ -107,7 +108,8 @@ public sealed partial class SIDCoTransformer : ITransformer, IDisposable
     /// </summary>
     public float[] Predict(ReadOnlySpan<float> features)
     {
-        if (features.Length != FeatureLength) throw new ArgumentException($"Expected {FeatureLength} features, got {features.Length}.", nameof(features));
+        if (features.Length != FeatureLength)
+            throw new ArgumentException($"Expected {FeatureLength} features, got {features.Length}.", nameof(features));
         var output = new float[Task.Outputs(Classes)];
         Score(features.ToArray(), output);
         return output;
@@ -147,7 +149,8 @@ public sealed partial class SIDCoTransformer : ITransformer, IDisposable
     {
         /// <summary>Class probabilities.</summary>
         public float[] Score = [];
-        /// <summary>The most probable class's 0-based index (CustomMapping stores index i as key i + 1; an index past the last class is a missing key).</summary>
+        /// <summary>The most probable class's 0-based index (CustomMapping stores index i as key i + 1; an index past the last class is a
+        /// missing key).</summary>
         public uint PredictedLabel;
     }
 
@@ -174,8 +177,11 @@ public sealed partial class SIDCoTransformer : ITransformer, IDisposable
         ThrowIfDisposed();
         var col = inputSchema.GetColumnOrNull(FeatureColumnName)
             ?? throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Feature column '{FeatureColumnName}' not found");
-        if (col.Type is not VectorDataViewType { ItemType: NumberDataViewType n, Size: var size } || n != NumberDataViewType.Single || size != FeatureLength)
-            throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Schema mismatch for feature column '{FeatureColumnName}': expected known-size vector of Single of size {FeatureLength}, got {col.Type}");
+        if (col.Type is not VectorDataViewType { ItemType: NumberDataViewType n, Size: var size } || n != NumberDataViewType.Single
+            || size != FeatureLength)
+            throw new ArgumentOutOfRangeException(nameof(inputSchema),
+                $"Schema mismatch for feature column '{FeatureColumnName}': expected known-size vector of Single of size " +
+                $"{FeatureLength}, got {col.Type}");
         var estimator = CreateScoringEstimator(_ml, FeatureColumnName, FeatureLength, Task, Classes, _keyValues, Score);
         var input = SchemaDefinition.Create(typeof(ScoringInput), SchemaDefinition.Direction.Read);
         // Look the column up once: the definition's indexer finds columns by their current name.
@@ -193,7 +199,8 @@ public sealed partial class SIDCoTransformer : ITransformer, IDisposable
     /// trainer's <see cref="SIDCoTrainer.GetOutputSchema"/> (with placeholder key values of the label's type) and the
     /// fitted transformer give the same columns, types and annotations.
     /// </summary>
-    internal static IEstimator<ITransformer> CreateScoringEstimator(MLContext ml, string featureColumn, int featureLength, TrainingTask task, int classes,
+    internal static IEstimator<ITransformer> CreateScoringEstimator(MLContext ml, string featureColumn, int featureLength,
+        TrainingTask task, int classes,
         KeyValues? keyValues, RowScorer score)
     {
         var input = SchemaDefinition.Create(typeof(ScoringInput), SchemaDefinition.Direction.Read);
@@ -204,59 +211,60 @@ public sealed partial class SIDCoTransformer : ITransformer, IDisposable
         switch (task)
         {
             case TrainingTask.Regression:
-            {
-                var output = SchemaDefinition.Create(typeof(RegressionOutput), SchemaDefinition.Direction.Both);
-                MarkScore(output[nameof(RegressionOutput.Score)], MlNetAnnotations.Regression, MlNetAnnotations.Score);
-                return ml.Transforms.CustomMapping<ScoringInput, RegressionOutput>((i, o) =>
                 {
-                    Span<float> v = stackalloc float[1];
-                    score(i.Features, v);
-                    o.Score = v[0];
-                }, contractName: null, input, output);
-            }
-            case TrainingTask.BinaryClassification:
-            {
-                var output = SchemaDefinition.Create(typeof(BinaryOutput), SchemaDefinition.Direction.Both);
-                const string Kind = MlNetAnnotations.BinaryClassification;
-                MarkScore(output[nameof(BinaryOutput.Score)], Kind, MlNetAnnotations.Score);
-                var probability = output[nameof(BinaryOutput.Probability)];
-                MarkScore(probability, Kind, MlNetAnnotations.Probability);
-                probability.AddAnnotation(MlNetAnnotations.IsNormalized, true, BooleanDataViewType.Instance);
-                MarkScore(output[nameof(BinaryOutput.PredictedLabel)], Kind, MlNetAnnotations.PredictedLabel);
-                return ml.Transforms.CustomMapping<ScoringInput, BinaryOutput>((i, o) =>
-                {
-                    Span<float> v = stackalloc float[1];
-                    score(i.Features, v);
-                    o.Score = v[0];
-                    o.Probability = float.IsNaN(v[0]) ? float.NaN : 1f / (1f + MathF.Exp(-v[0]));
-                    o.PredictedLabel = v[0] > 0;
-                }, contractName: null, input, output);
-            }
-            default:
-            {
-                var output = SchemaDefinition.Create(typeof(ClassificationOutput), SchemaDefinition.Direction.Both);
-                const string Kind = MlNetAnnotations.MulticlassClassification;
-                var scoreColumn = output[nameof(ClassificationOutput.Score)];
-                scoreColumn.ColumnType = new VectorDataViewType(NumberDataViewType.Single, classes);
-                MarkScore(scoreColumn, Kind, MlNetAnnotations.Score);
-                var predicted = output[nameof(ClassificationOutput.PredictedLabel)];
-                predicted.ColumnType = new KeyDataViewType(typeof(uint), classes);
-                MarkScore(predicted, Kind, MlNetAnnotations.PredictedLabel);
-                if (keyValues is not null && keyValues.Values.Length == classes)
-                {
-                    keyValues.AddTo(predicted);
-                    keyValues.AddAsSlotNames(scoreColumn);
+                    var output = SchemaDefinition.Create(typeof(RegressionOutput), SchemaDefinition.Direction.Both);
+                    MarkScore(output[nameof(RegressionOutput.Score)], MlNetAnnotations.Regression, MlNetAnnotations.Score);
+                    return ml.Transforms.CustomMapping<ScoringInput, RegressionOutput>((i, o) =>
+                    {
+                        Span<float> v = stackalloc float[1];
+                        score(i.Features, v);
+                        o.Score = v[0];
+                    }, contractName: null, input, output);
                 }
-                return ml.Transforms.CustomMapping<ScoringInput, ClassificationOutput>((i, o) =>
+            case TrainingTask.BinaryClassification:
                 {
-                    if (o.Score.Length != classes) o.Score = new float[classes];
-                    score(i.Features, o.Score);
-                    // The arg-max's index; CustomMapping stores index i as key i + 1, and an index past the last class as key 0 (missing).
-                    int best = 0;
-                    for (int c = 1; c < classes; c++) if (o.Score[c] > o.Score[best]) best = c;
-                    o.PredictedLabel = float.IsNaN(o.Score[0]) ? (uint)classes : (uint)best;
-                }, contractName: null, input, output);
-            }
+                    var output = SchemaDefinition.Create(typeof(BinaryOutput), SchemaDefinition.Direction.Both);
+                    const string Kind = MlNetAnnotations.BinaryClassification;
+                    MarkScore(output[nameof(BinaryOutput.Score)], Kind, MlNetAnnotations.Score);
+                    var probability = output[nameof(BinaryOutput.Probability)];
+                    MarkScore(probability, Kind, MlNetAnnotations.Probability);
+                    probability.AddAnnotation(MlNetAnnotations.IsNormalized, true, BooleanDataViewType.Instance);
+                    MarkScore(output[nameof(BinaryOutput.PredictedLabel)], Kind, MlNetAnnotations.PredictedLabel);
+                    return ml.Transforms.CustomMapping<ScoringInput, BinaryOutput>((i, o) =>
+                    {
+                        Span<float> v = stackalloc float[1];
+                        score(i.Features, v);
+                        o.Score = v[0];
+                        o.Probability = float.IsNaN(v[0]) ? float.NaN : 1f / (1f + MathF.Exp(-v[0]));
+                        o.PredictedLabel = v[0] > 0;
+                    }, contractName: null, input, output);
+                }
+            default:
+                {
+                    var output = SchemaDefinition.Create(typeof(ClassificationOutput), SchemaDefinition.Direction.Both);
+                    const string Kind = MlNetAnnotations.MulticlassClassification;
+                    var scoreColumn = output[nameof(ClassificationOutput.Score)];
+                    scoreColumn.ColumnType = new VectorDataViewType(NumberDataViewType.Single, classes);
+                    MarkScore(scoreColumn, Kind, MlNetAnnotations.Score);
+                    var predicted = output[nameof(ClassificationOutput.PredictedLabel)];
+                    predicted.ColumnType = new KeyDataViewType(typeof(uint), classes);
+                    MarkScore(predicted, Kind, MlNetAnnotations.PredictedLabel);
+                    if (keyValues is not null && keyValues.Values.Length == classes)
+                    {
+                        keyValues.AddTo(predicted);
+                        keyValues.AddAsSlotNames(scoreColumn);
+                    }
+                    return ml.Transforms.CustomMapping<ScoringInput, ClassificationOutput>((i, o) =>
+                    {
+                        if (o.Score.Length != classes) o.Score = new float[classes];
+                        score(i.Features, o.Score);
+                        // The arg-max's index; CustomMapping stores index i as key i + 1, and an index past the last class as key 0
+                        // (missing).
+                        int best = 0;
+                        for (int c = 1; c < classes; c++) if (o.Score[c] > o.Score[best]) best = c;
+                        o.PredictedLabel = float.IsNaN(o.Score[0]) ? (uint)classes : (uint)best;
+                    }, contractName: null, input, output);
+                }
         }
     }
 
@@ -269,7 +277,8 @@ public sealed partial class SIDCoTransformer : ITransformer, IDisposable
 
     // ---- persistence ----
 
-    private sealed record Manifest(int Format, string Model, bool BuiltIn, string FeatureColumn, int FeatureLength, string Task, int Classes,
+    private sealed record Manifest(int Format, string Model, bool BuiltIn, string FeatureColumn, int FeatureLength, string Task,
+        int Classes,
         KeyValues? KeyValues, string Compressor, double Density, int Workers, string Transport, List<EpochMetrics> History,
         double TargetMean = 0, double TargetScale = 1);
 
@@ -306,14 +315,17 @@ public sealed partial class SIDCoTransformer : ITransformer, IDisposable
     {
         ArgumentNullException.ThrowIfNull(stream);
         using var zip = new ZipArchive(stream, ZipArchiveMode.Create, leaveOpen: true);
-        var manifest = new Manifest(Format, Definition.Descriptor, Definition.IsBuiltIn, FeatureColumnName, FeatureLength, Task.ToString(), Classes,
+        var manifest =
+            new Manifest(Format, Definition.Descriptor, Definition.IsBuiltIn, FeatureColumnName, FeatureLength, Task.ToString(), Classes,
             _keyValues, Info.Compressor, Info.Density, Info.Workers, Info.Transport, History.Epochs, _scale.Mean, _scale.Scale);
         using (var w = new StreamWriter(zip.CreateEntry("manifest.json").Open())) w.Write(JsonSerializer.Serialize(manifest));
         using (var s = zip.CreateEntry("weights.bin").Open()) new ParameterSet(Module).Save(s);
     }
 
-    /// <summary>Loads a model saved with <see cref="Save(string, bool)"/>; pass <paramref name="customModel"/> when it was trained with <see cref="ModelDefinition.Custom"/>.</summary>
-    /// <exception cref="InvalidDataException">The file is not a SIDCo model, is corrupt, or does not match <paramref name="customModel"/>.</exception>
+    /// <summary>Loads a model saved with <see cref="Save(string, bool)"/>; pass <paramref name="customModel"/> when it was trained with
+    /// <see cref="ModelDefinition.Custom"/>.</summary>
+    /// <exception cref="InvalidDataException">The file is not a SIDCo model, is corrupt, or does not match
+    /// <paramref name="customModel"/>.</exception>
     public static SIDCoTransformer Load(MLContext ml, string path, ModelDefinition? customModel = null)
     {
         ArgumentNullException.ThrowIfNull(ml);
@@ -334,7 +346,8 @@ public sealed partial class SIDCoTransformer : ITransformer, IDisposable
             using var zip = new ZipArchive(stream, ZipArchiveMode.Read, leaveOpen: true);
             var m = zip.GetEntry("manifest.json") ?? throw new InvalidDataException("Not a SIDCo model: manifest.json is missing.");
             var wEntry = zip.GetEntry("weights.bin") ?? throw new InvalidDataException("Not a SIDCo model: weights.bin is missing.");
-            using (var r = new StreamReader(m.Open())) manifest = JsonSerializer.Deserialize<Manifest>(r.ReadToEnd()) ?? throw new InvalidDataException("Empty manifest.");
+            using (var r = new StreamReader(m.Open()))
+                manifest = JsonSerializer.Deserialize<Manifest>(r.ReadToEnd()) ?? throw new InvalidDataException("Empty manifest.");
             using var ws = new MemoryStream();
             using (var s = wEntry.Open()) s.CopyTo(ws);
             weights = ws.ToArray();
@@ -343,16 +356,23 @@ public sealed partial class SIDCoTransformer : ITransformer, IDisposable
         {
             throw new InvalidDataException($"Not a readable SIDCo model: {e.Message}", e);
         }
-        if (manifest.Format is < FirstFormat or > Format) throw new InvalidDataException($"SIDCo model format {manifest.Format} is not supported (this version reads {FirstFormat} to {Format}).");
+        if (manifest.Format is < FirstFormat or > Format)
+            throw new InvalidDataException($"SIDCo model format {manifest.Format} is not supported (this version reads {FirstFormat} to " +
+            $"{Format}).");
         var definition = manifest.BuiltIn ? ModelDefinition.FromDescriptor(manifest.Model)
-            : customModel ?? throw new InvalidDataException($"The model uses the custom architecture '{manifest.Model}': pass its ModelDefinition to Load.");
+            : customModel
+                ?? throw new InvalidDataException($"The model uses the custom architecture '{manifest.Model}': pass its ModelDefinition " +
+                $"to Load.");
         if (!manifest.BuiltIn && customModel!.Descriptor != manifest.Model)
-            throw new InvalidDataException($"The model was trained with custom architecture '{manifest.Model}', not '{customModel.Descriptor}'.");
-        if (!Enum.TryParse<TrainingTask>(manifest.Task, out var task) || !Enum.IsDefined(task)) throw new InvalidDataException($"Unknown task '{manifest.Task}' in the model.");
+            throw new InvalidDataException($"The model was trained with custom architecture '{manifest.Model}', not " +
+                $"'{customModel.Descriptor}'.");
+        if (!Enum.TryParse<TrainingTask>(manifest.Task, out var task) || !Enum.IsDefined(task))
+            throw new InvalidDataException($"Unknown task '{manifest.Task}' in the model.");
         var module = definition.Build(manifest.FeatureLength, task.Outputs(manifest.Classes));
         try { new ParameterSet(module).Load(new MemoryStream(weights)); }
         catch { module.Dispose(); throw; }
-        return new SIDCoTransformer(ml, module, definition, manifest.FeatureColumn, manifest.FeatureLength, task, manifest.Classes, manifest.KeyValues,
+        return new SIDCoTransformer(ml, module, definition, manifest.FeatureColumn, manifest.FeatureLength, task, manifest.Classes,
+            manifest.KeyValues,
             new TargetScale(manifest.TargetMean, manifest.TargetScale), new TrainingHistory(manifest.History),
             new TrainingInfo(manifest.Compressor, manifest.Density, manifest.Workers, manifest.Transport));
     }
@@ -374,6 +394,8 @@ public sealed partial class SIDCoTransformer : ITransformer, IDisposable
     private void ThrowIfDisposed()
     {
         if (_disposed)
-            throw new ObjectDisposedException(nameof(SIDCoTransformer), "This SIDCo model was disposed. ML.NET disposes a model together with a PredictionEngine made from it; dispose the engine only when the model is no longer needed.");
+            throw new ObjectDisposedException(nameof(SIDCoTransformer),
+                "This SIDCo model was disposed. ML.NET disposes a model together with a PredictionEngine made from it; dispose the " +
+                "engine only when the model is no longer needed.");
     }
 }

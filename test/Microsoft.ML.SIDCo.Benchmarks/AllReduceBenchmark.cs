@@ -23,7 +23,8 @@ internal static class AllReduceBenchmark
         foreach (int p in ranks)
         {
             Console.WriteLine($"mpirun -np {p}: {n:N0} floats");
-            foreach (var line in Bench.RunUnderMpirun(p, $"allreduce-worker --elements {n} --densities {string.Join(",", densities)} --runs {runs}"))
+            foreach (var line in Bench.RunUnderMpirun(p,
+                $"allreduce-worker --elements {n} --densities {string.Join(",", densities)} --runs {runs}"))
                 rows.Add(JsonSerializer.Deserialize<Row>(line, Bench.JsonLine)!);
             if (a.Has("no-inprocess")) continue;
             Console.WriteLine($"in-process, {p} workers");
@@ -32,12 +33,16 @@ internal static class AllReduceBenchmark
             group.Run(c => results[c.Rank] = Worker(c, n, densities.Select(double.Parse).ToArray(), runs));
             rows.AddRange(results[0]);
         }
-        var table = Bench.Table(["transport", "ranks", "density", "mode", "median ms", "bytes/rank (model)", "predicted ms", "auto chose", "speed-up vs dense"],
+        var table =
+            Bench.Table(["transport", "ranks", "density", "mode", "median ms", "bytes/rank (model)", "predicted ms", "auto chose",
+            "speed-up vs dense"],
             rows.Select(r => new[]
             {
                 r.Transport, r.Ranks.ToString(), Bench.F(r.Density, "G3"), r.Mode, Bench.F(r.MedianMs), Bench.F(r.BytesPerRank, "N0"),
                 r.PredictedMs is { } pm ? Bench.F(pm) : "-", r.AutoChose ?? "-",
-                Bench.F(rows.First(d => d.Mode == "dense" && d.Transport == r.Transport && d.Ranks == r.Ranks && d.Density == r.Density).MedianMs / r.MedianMs, "F1"),
+                Bench.F(rows.First(d =>
+                    d.Mode == "dense" && d.Transport == r.Transport && d.Ranks == r.Ranks && d.Density == r.Density).MedianMs / r.MedianMs,
+                    "F1"),
             }));
         Bench.WriteResults(a.Get("json"), rows, table);
         return 0;
@@ -63,18 +68,21 @@ internal static class AllReduceBenchmark
         foreach (double d in densities)
         {
             var sparseGradient = new SparseGradient();
-            Compressors.Create(CompressorKind.SidcoExponential, new CompressorOptions { Density = d, AdaptiveStages = false }).Compress(g, sparseGradient);
+            Compressors.Create(CompressorKind.SidcoExponential, new CompressorOptions { Density = d, AdaptiveStages = false }).Compress(g,
+                sparseGradient);
             var counts = new int[comm.Size];
             comm.AllGather<int>([sparseGradient.Count], counts);
             long total = counts.Sum(c => (long)c);
             rows.Add(new Row("dense", comm.Transport, comm.Size, n, d, denseMs, model.DenseBytesPerRank(n), model.DenseSeconds(n) * 1e3));
             var sparse = new GradientExchange(comm, n, ExchangeMode.Sparse, model: model);
             double sparseMs = Time(comm, () => sparse.AllReduce(sparseGradient, buffer), runs);
-            rows.Add(new Row("sparse", comm.Transport, comm.Size, n, d, sparseMs, model.SparseBytesPerRank(total), model.SparseSeconds(total) * 1e3, TotalSelected: total));
+            rows.Add(new Row("sparse", comm.Transport, comm.Size, n, d, sparseMs, model.SparseBytesPerRank(total),
+                model.SparseSeconds(total) * 1e3, TotalSelected: total));
             var auto = new GradientExchange(comm, n, ExchangeMode.Auto, model: model);
             ExchangeMode chose = ExchangeMode.Auto;
             double autoMs = Time(comm, () => chose = auto.AllReduce(sparseGradient, buffer).Mode, runs);
-            rows.Add(new Row("auto", comm.Transport, comm.Size, n, d, autoMs, chose == ExchangeMode.Dense ? model.DenseBytesPerRank(n) : model.SparseBytesPerRank(total),
+            rows.Add(new Row("auto", comm.Transport, comm.Size, n, d, autoMs,
+                chose == ExchangeMode.Dense ? model.DenseBytesPerRank(n) : model.SparseBytesPerRank(total),
                 Math.Min(model.DenseSeconds(n), model.SparseSeconds(total)) * 1e3, chose.ToString().ToLowerInvariant(), total));
         }
         return rows;

@@ -23,11 +23,16 @@ internal sealed class BenchArgs
 
     public string? Get(string name) => _values.GetValueOrDefault(name);
     public string Get(string name, string fallback) => _values.GetValueOrDefault(name) ?? fallback;
-    public int Int(string name, int fallback) => _values.TryGetValue(name, out var v) ? int.Parse(v, CultureInfo.InvariantCulture) : fallback;
-    public double Double(string name, double fallback) => _values.TryGetValue(name, out var v) ? double.Parse(v, CultureInfo.InvariantCulture) : fallback;
-    public string[] List(string name, string fallback) => Get(name, fallback).Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-    public int[] Ints(string name, string fallback) => List(name, fallback).Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray();
-    public double[] Doubles(string name, string fallback) => List(name, fallback).Select(s => double.Parse(s, CultureInfo.InvariantCulture)).ToArray();
+    public int Int(string name, int fallback) =>
+        _values.TryGetValue(name, out var v) ? int.Parse(v, CultureInfo.InvariantCulture) : fallback;
+    public double Double(string name, double fallback) =>
+        _values.TryGetValue(name, out var v) ? double.Parse(v, CultureInfo.InvariantCulture) : fallback;
+    public string[] List(string name, string fallback) =>
+        Get(name, fallback).Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+    public int[] Ints(string name, string fallback) =>
+        List(name, fallback).Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray();
+    public double[] Doubles(string name, string fallback) =>
+        List(name, fallback).Select(s => double.Parse(s, CultureInfo.InvariantCulture)).ToArray();
     public bool Has(string name) => _values.ContainsKey(name);
 }
 
@@ -46,10 +51,18 @@ internal static class Bench
         _ => throw new ArgumentException($"unknown model '{name}' (convnet, convnet-small, wide-mlp)"),
     };
 
-    public static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull };
-    public static readonly JsonSerializerOptions JsonLine = new() { PropertyNamingPolicy = JsonNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull };
+    public static readonly JsonSerializerOptions Json =
+        new()
+        {
+            WriteIndented = true,
+            PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+            DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull
+        };
+    public static readonly JsonSerializerOptions JsonLine =
+        new() { PropertyNamingPolicy = JsonNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull };
 
-    /// <summary>Median wall time (ms) of <paramref name="runs"/> calls after <paramref name="warmup"/> untimed ones; <paramref name="before"/> runs untimed before each call.</summary>
+    /// <summary>Median wall time (ms) of <paramref name="runs"/> calls after <paramref name="warmup"/> untimed ones;
+    /// <paramref name="before"/> runs untimed before each call.</summary>
     public static double MedianMs(Action body, int runs, int warmup = 2, Action? before = null)
     {
         for (int i = 0; i < warmup; i++) { before?.Invoke(); body(); }
@@ -65,7 +78,8 @@ internal static class Bench
         return runs % 2 == 1 ? t[runs / 2] : 0.5 * (t[runs / 2 - 1] + t[runs / 2]);
     }
 
-    /// <summary>Writes {"results":[...]} (and "comparisons" when given) to <paramref name="path"/> and a markdown table beside it (.md).</summary>
+    /// <summary>Writes {"results":[...]} (and "comparisons" when given) to <paramref name="path"/> and a markdown table beside it
+    /// (.md).</summary>
     public static void WriteResults<T>(string? path, IReadOnlyList<T> rows, string table, object? comparisons = null)
     {
         Console.WriteLine(table);
@@ -93,7 +107,8 @@ internal static class Bench
     {
         string self = typeof(Bench).Assembly.Location;
         var psi = new ProcessStartInfo("mpirun") { RedirectStandardOutput = true, RedirectStandardError = false, UseShellExecute = false };
-        foreach (var a in new[] { "-np", ranks.ToString(CultureInfo.InvariantCulture), "--oversubscribe", "--bind-to", "none" }.Concat(extraMpiArgs ?? []).Concat(["dotnet", self])) psi.ArgumentList.Add(a);
+        foreach (var a in new[] { "-np", ranks.ToString(CultureInfo.InvariantCulture), "--oversubscribe", "--bind-to",
+            "none" }.Concat(extraMpiArgs ?? []).Concat(["dotnet", self])) psi.ArgumentList.Add(a);
         foreach (var a in args.Split(' ', StringSplitOptions.RemoveEmptyEntries)) psi.ArgumentList.Add(a);
         psi.Environment["OMPI_ALLOW_RUN_AS_ROOT"] = "1";
         psi.Environment["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1";

@@ -1,9 +1,9 @@
 using System.Text.Json;
 using Microsoft.ML.SIDCo.Communication;
 using Microsoft.ML.SIDCo.Compression;
-using Microsoft.ML.SIDCo.Samples;
 using Microsoft.ML.SIDCo.Kernels;
 using Microsoft.ML.SIDCo.Models;
+using Microsoft.ML.SIDCo.Samples;
 
 namespace Microsoft.ML.SIDCo.Benchmarks;
 
@@ -14,10 +14,15 @@ namespace Microsoft.ML.SIDCo.Benchmarks;
 /// </summary>
 internal static class ClusterBenchmark
 {
-    public sealed record Row(string Compressor, double Density, int Hosts, int LinkMbps, double StepMs, double ComputeMs, double CompressMs, double CommunicateMs,
-        double PredictedCommunicateMs, double BytesPerStep, double TestAccuracy, int Steps, double ExamplesPerSecond, double AlphaUs, double BetaNsPerByte, int Parameters, string Model, double SparseFraction, int WorkersPerHost = 1, string Exchange = "flat", int DensityWarmupSteps = 0,
-        double? IsolatedExchangeMs = null, bool MomentumCorrection = false, string Schedule = "constant", int? TimedSteps = null, int? TorchThreads = null, double SelectionCap = 0,
-        int? InterleaveBlock = null, double[]? BlockStepMs = null, double[]? BlockComputeMs = null, bool[]? BlockFirst = null, double WaitMs = 0);
+    public sealed record Row(string Compressor, double Density, int Hosts, int LinkMbps, double StepMs, double ComputeMs,
+        double CompressMs, double CommunicateMs,
+        double PredictedCommunicateMs, double BytesPerStep, double TestAccuracy, int Steps, double ExamplesPerSecond, double AlphaUs,
+            double BetaNsPerByte, int Parameters, string Model, double SparseFraction, int WorkersPerHost = 1, string Exchange = "flat",
+            int DensityWarmupSteps = 0,
+        double? IsolatedExchangeMs = null, bool MomentumCorrection = false, string Schedule = "constant", int? TimedSteps = null,
+            int? TorchThreads = null, double SelectionCap = 0,
+        int? InterleaveBlock = null, double[]? BlockStepMs = null, double[]? BlockComputeMs = null, bool[]? BlockFirst = null,
+            double WaitMs = 0);
 
     /// <summary>
     /// One rank of a run. With <c>--interleave B</c> the listed compressors (<c>--compressors a,b</c>) train side by
@@ -34,26 +39,40 @@ internal static class ClusterBenchmark
         var model = Bench.Model(a.Get("model", "wide-mlp"));
         int steps = a.Int("steps", 40), block = a.Int("interleave", 0);
         var compressors = a.List("compressors", a.Get("compressor", "sidco-e"));
-        if (block == 0 && compressors.Length != 1) throw new ArgumentException("--compressors lists several compressors only with --interleave BLOCK");
+        if (block == 0 && compressors.Length != 1)
+            throw new ArgumentException("--compressors lists several compressors only with --interleave BLOCK");
         SIDCoTrainer.Options OptionsFor(string compressor) => new()
         {
-            Model = model, Compressor = CompressorNames.Parse(compressor), Density = a.Double("density", 0.001),
+            Model = model,
+            Compressor = CompressorNames.Parse(compressor),
+            Density = a.Double("density", 0.001),
             // --steps N: two halves of N/2 steps (two epochs), timed over the second: the first holds JIT
             // compilation and the adaptive compressors' calibration, which a run of thousands of steps amortises.
-            Epochs = a.Has("epochs") ? a.Int("epochs", 1) : 2, MaxStepsPerEpoch = a.Has("epochs") ? 0 : (steps + 1) / 2, BatchSize = 32, LearningRate = 0.05, Momentum = 0.9, Seed = 1,
+            Epochs = a.Has("epochs") ? a.Int("epochs", 1) : 2,
+            MaxStepsPerEpoch = a.Has("epochs") ? 0 : (steps + 1) / 2,
+            BatchSize = 32,
+            LearningRate = 0.05,
+            Momentum = 0.9,
+            Seed = 1,
             // The recipe of `bench training`: 50 warm-up steps, then a cosine decay over the run's steps.
-            Schedule = Training.LearningRateSchedule.Cosine, LearningRateWarmupSteps = 50,
-            Transport = TransportKind.Mpi, WorkersPerRank = a.Int("workers-per-host", 1), HierarchicalExchange = a.Has("hierarchical"),
-            DensityWarmupSteps = a.Int("density-warmup", 0), MomentumCorrection = a.Has("momentum-correction"),
+            Schedule = Training.LearningRateSchedule.Cosine,
+            LearningRateWarmupSteps = 50,
+            Transport = TransportKind.Mpi,
+            WorkersPerRank = a.Int("workers-per-host", 1),
+            HierarchicalExchange = a.Has("hierarchical"),
+            DensityWarmupSteps = a.Int("density-warmup", 0),
+            MomentumCorrection = a.Has("momentum-correction"),
             SelectionCap = a.Double("selection-cap", 0),
         };
         var keys = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train);
         var trainKeys = keys.Transform(train);
         var runs = block == 0
             ? [new Run(compressors[0], OptionsFor(compressors[0]), ml.Extensions.SIDCoTrainer(OptionsFor(compressors[0])).Fit(trainKeys))]
-            : Interleaved(ml, trainKeys, compressors, OptionsFor, block, a.Get("checkpoints") ?? throw new ArgumentException("--interleave needs --checkpoints DIR (shared by the ranks)"));
+            : Interleaved(ml, trainKeys, compressors, OptionsFor, block,
+                a.Get("checkpoints") ?? throw new ArgumentException("--interleave needs --checkpoints DIR (shared by the ranks)"));
         using var comm = new MpiCommunicator();
-        var cost = CostModel.Measure(comm); // a fresh probe after training (the trainer's own, made at its start, is the one in the history's predictions)
+        // a fresh probe after training (the trainer's own, made at its start, is the one in the history's predictions)
+        var cost = CostModel.Measure(comm);
         foreach (var run in runs)
         {
             using var fitted = run.Fitted;
@@ -66,14 +85,20 @@ internal static class ClusterBenchmark
             int parameters = new Training.ParameterSet(fitted.Module).Length;
             double? isolatedMs = a.Has("hierarchical") || options.WorkersPerRank > 1
                 ? null
-                : MeasureIsolatedExchange(comm, parameters, options.Compressor == CompressorKind.None ? 1 : W(e => e.AchievedDensity), cost);
+                : MeasureIsolatedExchange(comm, parameters, options.Compressor == CompressorKind.None ? 1 : W(e => e.AchievedDensity),
+                    cost);
             if (comm.Rank != 0) continue;
             var metrics = ml.MulticlassClassification.Evaluate(fitted.Transform(keys.Transform(test)));
-            var row = new Row(options.Compressor.ToName(), fitted.Info.Density, comm.Size, a.Int("link-mbps", 0), W(e => e.StepMs), W(e => e.ComputeMs), W(e => e.CompressMs),
+            var row = new Row(options.Compressor.ToName(), fitted.Info.Density, comm.Size, a.Int("link-mbps", 0), W(e => e.StepMs),
+                W(e => e.ComputeMs), W(e => e.CompressMs),
                 W(e => e.CommunicateMs), W(e => e.PredictedCommunicateMs), W(e => e.BytesPerStep), metrics.MicroAccuracy, total,
-                comm.Size * options.WorkersPerRank * (options.BatchSize ?? throw new InvalidOperationException("the benchmark sets BatchSize")) / W(e => e.StepMs) * 1000, cost.AlphaSeconds * 1e6, cost.BetaSecondsPerByte * 1e9, parameters, model.Descriptor, W(e => e.SparseFraction),
-                options.WorkersPerRank, options.HierarchicalExchange ? "hierarchical" : "flat", options.DensityWarmupSteps, isolatedMs, options.MomentumCorrection, "cosine", timed, TorchSharp.torch.get_num_threads(), options.SelectionCap,
-                block == 0 ? null : block, run.Blocks?.Where(b => b.Timed).Select(b => b.StepMs).ToArray(), run.Blocks?.Where(b => b.Timed).Select(b => b.ComputeMs).ToArray(),
+                comm.Size * options.WorkersPerRank * (options.BatchSize
+                    ?? throw new InvalidOperationException("the benchmark sets BatchSize")) / W(e => e.StepMs) * 1000,
+                    cost.AlphaSeconds * 1e6, cost.BetaSecondsPerByte * 1e9, parameters, model.Descriptor, W(e => e.SparseFraction),
+                options.WorkersPerRank, options.HierarchicalExchange ? "hierarchical" : "flat", options.DensityWarmupSteps, isolatedMs,
+                    options.MomentumCorrection, "cosine", timed, TorchSharp.torch.get_num_threads(), options.SelectionCap,
+                block == 0 ? null : block, run.Blocks?.Where(b => b.Timed).Select(b => b.StepMs).ToArray(),
+                    run.Blocks?.Where(b => b.Timed).Select(b => b.ComputeMs).ToArray(),
                 run.Blocks?.Where(b => b.Timed).Select(b => b.First).ToArray(), W(e => e.WaitMs));
             Console.WriteLine("RESULT " + JsonSerializer.Serialize(row, Bench.JsonLine));
         }
@@ -82,10 +107,12 @@ internal static class ClusterBenchmark
 
     private sealed record Run(string Compressor, SIDCoTrainer.Options Options, SIDCoTransformer Fitted, List<Block>? Blocks = null);
 
-    /// <summary>One turn of an interleaved run: its mean step and compute time, whether it is in the timed half, and whether it went first in its round.</summary>
+    /// <summary>One turn of an interleaved run: its mean step and compute time, whether it is in the timed half, and whether it went first
+    /// in its round.</summary>
     private sealed record Block(double StepMs, double ComputeMs, bool Timed, bool First);
 
-    private static List<Run> Interleaved(MLContext ml, IDataView train, string[] compressors, Func<string, SIDCoTrainer.Options> optionsFor, int block, string checkpoints)
+    private static List<Run> Interleaved(MLContext ml, IDataView train, string[] compressors,
+        Func<string, SIDCoTrainer.Options> optionsFor, int block, string checkpoints)
     {
         // A checkpoint left from another job would be resumed as if it were this one's.
         if (Directory.Exists(checkpoints) && Directory.EnumerateFileSystemEntries(checkpoints).Any())
@@ -93,7 +120,8 @@ internal static class ClusterBenchmark
         var first = optionsFor(compressors[0]);
         int total = (first.Epochs ?? throw new ArgumentException("--interleave needs --steps")) * first.MaxStepsPerEpoch;
         if (first.MaxStepsPerEpoch == 0 || total % block != 0 || first.MaxStepsPerEpoch % block != 0)
-            throw new ArgumentException($"--interleave {block} must divide the steps per epoch ({first.MaxStepsPerEpoch}); use --steps, not --epochs");
+            throw new ArgumentException($"--interleave {block} must divide the steps per epoch ({first.MaxStepsPerEpoch}); use --steps, " +
+                $"not --epochs");
         var blocks = compressors.ToDictionary(c => c, _ => new List<Block>());
         var last = new Dictionary<string, SIDCoTransformer>();
         var previous = new Dictionary<string, Training.EpochMetrics?>();
@@ -112,8 +140,10 @@ internal static class ClusterBenchmark
                 var now = fitted.History.Epochs[^1];
                 var before = previous.GetValueOrDefault(c) is { } p && p.Epoch == now.Epoch ? p : null;
                 int n = now.Steps - (before?.Steps ?? 0);
-                double Share(Func<Training.EpochMetrics, double> f) => (f(now) * now.Steps - (before is null ? 0 : f(before) * before.Steps)) / n;
-                blocks[c].Add(new Block(Share(e => e.StepMs), Share(e => e.ComputeMs), Timed: now.Epoch == options.Epochs, First: c == order[0]));
+                double Share(Func<Training.EpochMetrics, double> f) =>
+                    (f(now) * now.Steps - (before is null ? 0 : f(before) * before.Steps)) / n;
+                blocks[c].Add(new Block(Share(e => e.StepMs), Share(e => e.ComputeMs), Timed: now.Epoch == options.Epochs,
+                    First: c == order[0]));
                 previous[c] = now;
                 if (last.Remove(c, out var older)) older.Dispose();
                 last[c] = fitted;
@@ -158,19 +188,33 @@ internal static class ClusterBenchmark
         var sb = new System.Text.StringBuilder();
         foreach (var g in rows.GroupBy(r => (r.Hosts, r.LinkMbps, r.WorkersPerHost)))
         {
-            Row? Base(string name, double d) => g.FirstOrDefault(r => r.Compressor == name && (name == "none" || r.Density == d) && r.Exchange == "flat");
-            sb.AppendLine($"**{g.Key.Hosts} hosts{(g.Key.WorkersPerHost > 1 ? $" x {g.Key.WorkersPerHost} workers" : "")} at {g.Key.LinkMbps} Mbit/s**, {g.First().Model} ({g.First().Parameters:N0} parameters), {StepsText(g)}{(g.First().DensityWarmupSteps > 0 ? $" (density warm-up over the first {g.First().DensityWarmupSteps})" : "")}, learning rate {(g.First().Schedule == "cosine" ? "0.05 with 50 warm-up steps and a cosine decay" : "0.05 constant")}{(g.First().MomentumCorrection ? ", momentum correction" : "")}{(g.First().SelectionCap > 0 ? $", selection cap {g.First().SelectionCap:G4} k" : "")}; probe after training: alpha {g.First().AlphaUs:F0} us, beta {g.First().BetaNsPerByte:F2} ns/B");
+            Row? Base(string name, double d) =>
+                g.FirstOrDefault(r => r.Compressor == name && (name == "none" || r.Density == d) && r.Exchange == "flat");
+            sb.AppendLine($"**{g.Key.Hosts} hosts{(g.Key.WorkersPerHost > 1 ? $" x {g.Key.WorkersPerHost} workers" : "")} at " +
+                $"{g.Key.LinkMbps} Mbit/s**, {g.First().Model} ({g.First().Parameters:N0} parameters), " +
+                $"{StepsText(g)}"
+                + (g.First().DensityWarmupSteps > 0 ? $" (density warm-up over the first {g.First().DensityWarmupSteps})" : "")
+                + ", learning rate "
+                + (g.First().Schedule == "cosine" ? "0.05 with 50 warm-up steps and a cosine decay" : "0.05 constant")
+                + (g.First().MomentumCorrection ? ", momentum correction" : "")
+                + (g.First().SelectionCap > 0 ? $", selection cap {g.First().SelectionCap:G4} k" : "")
+                + $"; probe after training: alpha {g.First().AlphaUs:F0} us, beta {g.First().BetaNsPerByte:F2} ns/B");
             sb.AppendLine();
-            sb.Append(Bench.Table(["compressor", "exchange", "density", "step ms", "compute", "compress", "communicate", "of which wait", "predicted comm.", "pred./meas.", "pred./(meas. - wait)", "exchange alone", "pred./alone", "examples/s", "bytes/step", "test acc.", "vs none", "vs topk", "vs dgc"],
+            sb.Append(Bench.Table(["compressor", "exchange", "density", "step ms", "compute", "compress", "communicate", "of which wait",
+                "predicted comm.", "pred./meas.", "pred./(meas. - wait)", "exchange alone", "pred./alone", "examples/s", "bytes/step",
+                "test acc.", "vs none", "vs topk", "vs dgc"],
                 g.Select(r =>
                 {
                     string Speed(Row? b) => b is null ? "-" : Bench.F(b.StepMs / r.StepMs, "F1") + "x";
                     return new[]
                     {
-                        r.Compressor, r.Exchange, r.Compressor == "none" ? "-" : Bench.F(r.Density, "G3"), Bench.F(r.StepMs, "F0"), Bench.F(r.ComputeMs, "F0"), Bench.F(r.CompressMs, "F1"),
-                        Bench.F(r.CommunicateMs, "F1"), r.Compressor == "none" ? "-" : Bench.F(r.WaitMs, "F1"), Bench.F(r.PredictedCommunicateMs, "F1"), Bench.F(r.PredictedCommunicateMs / r.CommunicateMs, "F2"),
+                        r.Compressor, r.Exchange, r.Compressor == "none" ? "-" : Bench.F(r.Density, "G3"), Bench.F(r.StepMs, "F0"),
+                            Bench.F(r.ComputeMs, "F0"), Bench.F(r.CompressMs, "F1"),
+                        Bench.F(r.CommunicateMs, "F1"), r.Compressor == "none" ? "-" : Bench.F(r.WaitMs, "F1"),
+                            Bench.F(r.PredictedCommunicateMs, "F1"), Bench.F(r.PredictedCommunicateMs / r.CommunicateMs, "F2"),
                         r.Compressor == "none" ? "-" : Bench.F(r.PredictedCommunicateMs / (r.CommunicateMs - r.WaitMs), "F2"),
-                        r.IsolatedExchangeMs is { } alone ? Bench.F(alone, "F1") : "-", r.IsolatedExchangeMs is { } m ? Bench.F(r.PredictedCommunicateMs / m, "F2") : "-",
+                        r.IsolatedExchangeMs is { } alone ? Bench.F(alone, "F1") : "-",
+                            r.IsolatedExchangeMs is { } m ? Bench.F(r.PredictedCommunicateMs / m, "F2") : "-",
                         Bench.F(r.ExamplesPerSecond, "F0"), Bench.F(r.BytesPerStep, "N0"), Bench.F(r.TestAccuracy * 100, "F2") + " %",
                         Speed(Base("none", r.Density)), Speed(Base("topk", r.Density)), Speed(Base("dgc", r.Density)),
                     };
@@ -188,25 +232,34 @@ internal static class ClusterBenchmark
                 double dense = m.DenseSeconds(reference.Parameters) * 1e3, sparse = m.SparseSeconds(k * p) * 1e3;
                 projection.Add((p, d, dense, sparse, m.Choose(reference.Parameters, k * p).ToString().ToLowerInvariant()));
             }
-        sb.AppendLine($"**Projection** with the {reference.LinkMbps} Mbit/s probe (alpha {reference.AlphaUs:F0} us, beta {reference.BetaNsPerByte:F2} ns/B), {reference.Parameters:N0} parameters, selections assumed disjoint (K = P k):");
+        sb.AppendLine($"**Projection** with the {reference.LinkMbps} Mbit/s probe (alpha {reference.AlphaUs:F0} us, beta " +
+            $"{reference.BetaNsPerByte:F2} ns/B), {reference.Parameters:N0} parameters, selections assumed disjoint (K = P k):");
         sb.AppendLine();
         sb.Append(Bench.Table(["workers", "density", "P x density", "dense allreduce ms", "sparse allgather ms", "Auto picks"],
-            projection.Select(x => new[] { x.P.ToString(), Bench.F(x.Density, "G3"), Bench.F(x.P * x.Density, "G3"), Bench.F(x.DenseMs, "F1"), Bench.F(x.SparseMs, "F1"), x.Auto })));
+            projection.Select(x =>
+                new[] { x.P.ToString(), Bench.F(x.Density, "G3"), Bench.F(x.P * x.Density, "G3"), Bench.F(x.DenseMs, "F1"),
+                Bench.F(x.SparseMs, "F1"), x.Auto })));
         var paired = PairedComparisons(rows);
         if (paired.Count > 0)
         {
             sb.AppendLine();
-            sb.AppendLine("**Side by side**: the compressors of an interleaved job took turns on the same placement of ranks on cores, so their timed turns pair up. " +
-                "Per pair of turns, the difference in step time (reference minus compressor; positive: the compressor is faster), its mean with a 95 % Student-t interval over the pairs, " +
-                "the same for step - compute (compression, exchange and the wait for the slowest rank), and how many turns the compressor was faster:");
+            sb.AppendLine("**Side by side**: the compressors of an interleaved job took turns on the same placement of ranks on cores, " +
+                "so their timed turns pair up. " +
+                "Per pair of turns, the difference in step time (reference minus compressor; positive: the compressor is faster), its " +
+                    "mean with a 95 % Student-t interval over the pairs, " +
+                "the same for step - compute (compression, exchange and the wait for the slowest rank), and how many turns the " +
+                    "compressor was faster:");
             sb.AppendLine();
-            sb.Append(Bench.Table(["hosts", "link Mbit/s", "density", "compressor", "vs", "turns", "step ms (vs / this)", "ratio", "step diff. ms [95 % interval]", "step - compute diff. ms [95 % interval]", "faster in"],
+            sb.Append(Bench.Table(["hosts", "link Mbit/s", "density", "compressor", "vs", "turns", "step ms (vs / this)", "ratio",
+                "step diff. ms [95 % interval]", "step - compute diff. ms [95 % interval]", "faster in"],
                 paired.Select(c => new[]
                 {
                     Bench.F(c.Hosts, "F0"), Bench.F(c.LinkMbps, "F0"), Bench.F(c.Density, "G3"), c.Compressor, c.Reference,
                     Bench.F(c.Turns, "F0"), $"{Bench.F(c.ReferenceStepMs, "F1")} / {Bench.F(c.StepMs, "F1")}", Bench.F(c.Ratio, "F2") + "x",
-                    $"{Bench.F(c.StepDiffMs, "+0.0;-0.0")} [{Bench.F(c.StepDiffLowMs, "+0.0;-0.0")}, {Bench.F(c.StepDiffHighMs, "+0.0;-0.0")}]",
-                    $"{Bench.F(c.NonComputeDiffMs, "+0.0;-0.0")} [{Bench.F(c.NonComputeDiffLowMs, "+0.0;-0.0")}, {Bench.F(c.NonComputeDiffHighMs, "+0.0;-0.0")}]",
+                    $"{Bench.F(c.StepDiffMs, "+0.0;-0.0")} [{Bench.F(c.StepDiffLowMs, "+0.0;-0.0")}, " +
+                        $"{Bench.F(c.StepDiffHighMs, "+0.0;-0.0")}]",
+                    $"{Bench.F(c.NonComputeDiffMs, "+0.0;-0.0")} [{Bench.F(c.NonComputeDiffLowMs, "+0.0;-0.0")}, " +
+                        $"{Bench.F(c.NonComputeDiffHighMs, "+0.0;-0.0")}]",
                     $"{c.Faster} of {c.Turns}",
                 })));
         }
@@ -216,9 +269,12 @@ internal static class ClusterBenchmark
         return 0;
     }
 
-    /// <summary>A compressor against a reference (DGC or top-k) over the timed turns they took side by side in one interleaved job.</summary>
-    public sealed record PairedComparison(int Hosts, int LinkMbps, double Density, string Compressor, string Reference, int Turns, double StepMs, double ReferenceStepMs, double Ratio,
-        double StepDiffMs, double StepDiffLowMs, double StepDiffHighMs, double NonComputeDiffMs, double NonComputeDiffLowMs, double NonComputeDiffHighMs, int Faster);
+    /// <summary>A compressor against a reference (DGC or top-k) over the timed turns they took side by side in one interleaved
+    /// job.</summary>
+    public sealed record PairedComparison(int Hosts, int LinkMbps, double Density, string Compressor, string Reference, int Turns,
+        double StepMs, double ReferenceStepMs, double Ratio,
+        double StepDiffMs, double StepDiffLowMs, double StepDiffHighMs, double NonComputeDiffMs, double NonComputeDiffLowMs,
+            double NonComputeDiffHighMs, int Faster);
 
     // Every compressor of an interleaved job against DGC and top-k of the same job: turn i of one and turn i of the
     // other ran seconds apart on the same ranks, so each pair of turns is one paired measurement.
@@ -238,7 +294,8 @@ internal static class ClusterBenchmark
                     var rest = refRest.Zip(NonCompute(r), (x, y) => x - y).ToArray();
                     var (sm, sl, sh) = MeanInterval(step);
                     var (nm, nl, nh) = MeanInterval(rest);
-                    result.Add(new PairedComparison(r.Hosts, r.LinkMbps, r.Density, r.Compressor, reference, step.Length, r.BlockStepMs!.Average(), refStep.Average(),
+                    result.Add(new PairedComparison(r.Hosts, r.LinkMbps, r.Density, r.Compressor, reference, step.Length,
+                        r.BlockStepMs!.Average(), refStep.Average(),
                         refStep.Average() / r.BlockStepMs!.Average(), sm, sl, sh, nm, nl, nh, step.Count(d => d > 0)));
                 }
             }
@@ -265,7 +322,9 @@ internal static class ClusterBenchmark
         var steps = rows.Select(r => r.Steps).Distinct().Order().ToList();
         var timed = rows.Select(r => r.TimedSteps ?? r.Steps).Distinct().Order().ToList();
         string timing = timed.Count == 1 && timed[0] < steps[0] ? $", times and bytes over the last {timed[0]} of each run" : "";
-        return (steps.Count == 1 ? $"{steps[0]} steps" : "steps per run: " + string.Join(", ", rows.GroupBy(r => r.Steps).Select(x => $"{x.Key} ({string.Join(", ", x.Select(r => r.Compressor).Distinct())})"))) + timing;
+        return (steps.Count == 1 ? $"{steps[0]} steps" : "steps per run: "
+            + string.Join(", ",
+            rows.GroupBy(r => r.Steps).Select(x => $"{x.Key} ({string.Join(", ", x.Select(r => r.Compressor).Distinct())})"))) + timing;
     }
 
     private static double BetaSecondsPerByte(this Row r) => r.BetaNsPerByte * 1e-9;

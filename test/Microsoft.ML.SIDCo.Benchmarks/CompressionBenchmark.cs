@@ -1,7 +1,7 @@
 using System.Numerics.Tensors;
 using Microsoft.ML.SIDCo.Compression;
-using Microsoft.ML.SIDCo.Samples;
 using Microsoft.ML.SIDCo.Models;
+using Microsoft.ML.SIDCo.Samples;
 using Microsoft.ML.SIDCo.Training;
 using ScottPlot;
 using TorchSharp;
@@ -15,14 +15,16 @@ namespace Microsoft.ML.SIDCo.Benchmarks;
 /// </summary>
 internal static class CompressionBenchmark
 {
-    public sealed record Row(string Compressor, string Data, int Elements, double Density, double MedianMs, double? AchievedOverTarget, int? CallsToBand = null, int? Stages = null);
+    public sealed record Row(string Compressor, string Data, int Elements, double Density, double MedianMs, double? AchievedOverTarget,
+        int? CallsToBand = null, int? Stages = null);
 
     public static int Run(BenchArgs a)
     {
         var elements = a.Ints("elements", "1000000,10000000,25600000");
         var densities = a.Doubles("densities", "0.1,0.01,0.001");
         var data = a.List("data", "laplace,heavy,real");
-        var compressors = a.List("compressors", string.Join(",", CompressorNames.All.Where(k => k != CompressorKind.None).Select(k => k.ToName())));
+        var compressors =
+            a.List("compressors", string.Join(",", CompressorNames.All.Where(k => k != CompressorKind.None).Select(k => k.ToName())));
         int runs = a.Int("runs", 10);
         bool skipTorch = a.Has("no-torch-topk");
         // --evict-cache MiB: before each timed call, read that much other memory (untimed), so the residual
@@ -54,13 +56,16 @@ internal static class CompressionBenchmark
                     {
                         var row = Measure(name, kind, g, d, runs, evict);
                         rows.Add(row);
-                        Console.WriteLine($"    {name,-10} {row.MedianMs,9:F2} ms  x{row.MedianMs / floor,6:F1} floor  achieved/target {row.AchievedOverTarget:F3}" + (row.CallsToBand is { } c ? $" (in band after {c} calls, {row.Stages} stages)" : ""));
+                        Console.WriteLine($"    {name,-10} {row.MedianMs,9:F2} ms  x{row.MedianMs / floor,6:F1} floor  achieved/target " +
+                            $"{row.AchievedOverTarget:F3}"
+                            + (row.CallsToBand is { } c ? $" (in band after {c} calls, {row.Stages} stages)" : ""));
                     }
                     if (!skipTorch)
                     {
                         using var t = torch.tensor(g);
                         int k = (int)Math.Ceiling(d * n);
-                        double ms = Bench.MedianMs(() => { using var scope = torch.NewDisposeScope(); _ = t.abs().topk(k); }, runs, warmup: 1);
+                        double ms =
+                            Bench.MedianMs(() => { using var scope = torch.NewDisposeScope(); _ = t.abs().topk(k); }, runs, warmup: 1);
                         rows.Add(new Row("torch-topk", kind, n, d, ms, 1.0));
                         Console.WriteLine($"    {"torch-topk",-10} {ms,9:F2} ms  x{ms / floor,6:F1} floor");
                     }
@@ -106,7 +111,8 @@ internal static class CompressionBenchmark
             if (call >= 4 && inBand is null && ratios.TakeLast(5).Average() is var w && w >= 0.8 && w <= 1.25) inBand = call + 1;
         }
         bool sidco = c is SidcoCompressor;
-        return new Row(name, data, g.Length, density, ms, ratios.TakeLast(5).Average(), sidco ? inBand : null, sidco ? ((SidcoCompressor)c).CurrentStages : null);
+        return new Row(name, data, g.Length, density, ms, ratios.TakeLast(5).Average(), sidco ? inBand : null,
+            sidco ? ((SidcoCompressor)c).CurrentStages : null);
     }
 
     private static float s_sink; // keeps the eviction read from being optimised away
@@ -120,11 +126,14 @@ internal static class CompressionBenchmark
             double? torchTopk = group.FirstOrDefault(r => r.Compressor == "torch-topk")?.MedianMs;
             sb.AppendLine($"**{group.Key.Data}, {group.Key.Elements:N0} elements, density {group.Key.Density}**");
             sb.AppendLine();
-            sb.Append(Bench.Table(["compressor", "median ms", "x floor", "speed-up vs torch-topk", "achieved/target", "calls to band (stages)"],
+            sb.Append(Bench.Table(["compressor", "median ms", "x floor", "speed-up vs torch-topk", "achieved/target",
+                "calls to band (stages)"],
                 group.Select(r => new[]
                 {
-                    r.Compressor, Bench.F(r.MedianMs), Bench.F(r.MedianMs / floor, "F1"), torchTopk is { } t ? Bench.F(t / r.MedianMs, "F1") : "-",
-                    r.AchievedOverTarget is { } q ? Bench.F(q, "F3") : "-", r.CallsToBand is { } c ? $"{c} ({r.Stages})" : r.Stages is { } s ? $"not in 30 ({s})" : "-",
+                    r.Compressor, Bench.F(r.MedianMs), Bench.F(r.MedianMs / floor, "F1"),
+                        torchTopk is { } t ? Bench.F(t / r.MedianMs, "F1") : "-",
+                    r.AchievedOverTarget is { } q ? Bench.F(q, "F3") : "-",
+                        r.CallsToBand is { } c ? $"{c} ({r.Stages})" : r.Stages is { } s ? $"not in 30 ({s})" : "-",
                 })));
             sb.AppendLine();
         }
@@ -145,14 +154,22 @@ internal static class CompressionBenchmark
         for (int di = 0; di < datas.Count; di++)
         {
             var bars = names.Select((c, i) => sel.FirstOrDefault(r => r.Compressor == c && r.Data == datas[di]) is { } r
-                ? new Bar { Position = i * (datas.Count + 1) + di, Value = Math.Log10(r.MedianMs), FillColor = Colors.Category10[di] } : null).OfType<Bar>().ToList();
+                ? new Bar { Position = i * (datas.Count + 1) + di, Value = Math.Log10(r.MedianMs), FillColor = Colors.Category10[di] }
+                    : null).OfType<Bar>().ToList();
             lat.Add.Bars(bars).LegendText = datas[di];
-            var qbars = names.Select((c, i) => sel.FirstOrDefault(r => r.Compressor == c && r.Data == datas[di] && r.AchievedOverTarget is not null) is { } r
-                ? new Bar { Position = i * (datas.Count + 1) + di, Value = r.AchievedOverTarget!.Value, FillColor = Colors.Category10[di] } : null).OfType<Bar>().ToList();
+            var qbars =
+                names.Select((c, i) =>
+                sel.FirstOrDefault(r => r.Compressor == c && r.Data == datas[di] && r.AchievedOverTarget is not null) is { } r
+                ? new Bar { Position = i * (datas.Count + 1) + di, Value = r.AchievedOverTarget!.Value, FillColor = Colors.Category10[di] }
+                    : null).OfType<Bar>().ToList();
             qual.Add.Bars(qbars).LegendText = datas[di];
         }
         var ticks = names.Select((c, i) => new Tick(i * (datas.Count + 1) + (datas.Count - 1) / 2.0, c)).ToArray();
-        foreach (var p in new[] { lat, qual }) { p.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(ticks); p.ShowLegend(); }
+        foreach (var p in new[] { lat, qual })
+        {
+            p.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(ticks);
+            p.ShowLegend();
+        }
         lat.Title($"log10(median ms), {n:N0} elements, density {d}");
         qual.Title("achieved / target density (1 is ideal)");
         qual.Add.HorizontalLine(1);

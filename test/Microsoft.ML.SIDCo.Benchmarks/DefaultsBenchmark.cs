@@ -12,7 +12,8 @@ namespace Microsoft.ML.SIDCo.Benchmarks;
 /// </summary>
 internal static class DefaultsBenchmark
 {
-    private sealed record Row(string Dataset, string Metric, string Reference, double ReferenceValue, double Floor, int Workers, int Seed, double Value, int Epochs, int Steps, double Seconds);
+    private sealed record Row(string Dataset, string Metric, string Reference, double ReferenceValue, double Floor, int Workers, int Seed,
+        double Value, int Epochs, int Steps, double Seconds);
 
     public static int Run(BenchArgs a)
     {
@@ -24,29 +25,50 @@ internal static class DefaultsBenchmark
             var (train, test) = c.Split(ml);
             var (referenceName, reference) = Conformance.Reference(ml, c.Task);
             double referenceValue = Conformance.Metric(ml, c.Task, Conformance.Pipeline(ml, c.Task, reference).Fit(train).Transform(test));
-            double floor = referenceValue - (c.Task switch { TrainingTask.MulticlassClassification => Conformance.AccuracyFloor, TrainingTask.BinaryClassification => Conformance.AucFloor, _ => Conformance.RSquaredFloor });
-            string metric = c.Task switch { TrainingTask.MulticlassClassification => "accuracy", TrainingTask.BinaryClassification => "AUC", _ => "R2" };
+            double floor =
+                referenceValue - (c.Task switch
+                {
+                    TrainingTask.MulticlassClassification => Conformance.AccuracyFloor,
+                    TrainingTask.BinaryClassification => Conformance.AucFloor,
+                    _ => Conformance.RSquaredFloor
+                });
+            string metric =
+                c.Task switch
+                {
+                    TrainingTask.MulticlassClassification => "accuracy",
+                    TrainingTask.BinaryClassification => "AUC",
+                    _ =>
+                "R2"
+                };
             foreach (int workers in a.Ints("workers", "1,2"))
                 foreach (int seed in a.Ints("seeds", "1,2,3,4,5"))
                 {
                     var watch = System.Diagnostics.Stopwatch.StartNew();
-                    var model = Conformance.Pipeline(ml, c.Task, ml.Extensions.SIDCoTrainer(new SIDCoTrainer.Options { Task = c.Task, Workers = workers, Seed = seed })).Fit(train);
+                    var model =
+                        Conformance.Pipeline(ml, c.Task,
+                        ml.Extensions.SIDCoTrainer(new SIDCoTrainer.Options { Task = c.Task, Workers = workers, Seed = seed })).Fit(train);
                     double value = Conformance.Metric(ml, c.Task, model.Transform(test));
                     var history = Conformance.Sidco(model).History.Epochs;
-                    results.Add(new Row(name, metric, referenceName, referenceValue, floor, workers, seed, value, history.Count, history.Sum(e => e.Steps), watch.Elapsed.TotalSeconds));
-                    Console.WriteLine($"{name} workers {workers} seed {seed}: {metric} {value:F4} ({referenceName} {referenceValue:F4}, floor {floor:F4})");
+                    results.Add(new Row(name, metric, referenceName, referenceValue, floor, workers, seed, value, history.Count,
+                        history.Sum(e => e.Steps), watch.Elapsed.TotalSeconds));
+                    Console.WriteLine($"{name} workers {workers} seed {seed}: {metric} {value:F4} ({referenceName} {referenceValue:F4}, " +
+                        $"floor {floor:F4})");
                 }
         }
         static string F(double v) => v.ToString("F4", CultureInfo.InvariantCulture);
-        var table = Bench.Table(["data set", "metric", "ML.NET trainer", "its value", "floor", "workers", "SIDCo, defaults (min / median / max over seeds)", "runs at or above the floor", "epochs x steps"],
+        var table =
+            Bench.Table(["data set", "metric", "ML.NET trainer", "its value", "floor", "workers",
+            "SIDCo, defaults (min / median / max over seeds)", "runs at or above the floor", "epochs x steps"],
             results.GroupBy(r => (r.Dataset, r.Workers)).Select(g =>
             {
                 var v = g.Select(r => r.Value).Order().ToArray();
                 var first = g.First();
                 return new[]
                 {
-                    first.Dataset, first.Metric, first.Reference, F(first.ReferenceValue), F(first.Floor), first.Workers.ToString(CultureInfo.InvariantCulture),
-                    $"{F(v[0])} / {F(v[v.Length / 2])} / {F(v[^1])}", $"{g.Count(r => r.Value >= r.Floor)} of {v.Length}", $"{first.Epochs} x {first.Steps / first.Epochs}",
+                    first.Dataset, first.Metric, first.Reference, F(first.ReferenceValue), F(first.Floor),
+                        first.Workers.ToString(CultureInfo.InvariantCulture),
+                    $"{F(v[0])} / {F(v[v.Length / 2])} / {F(v[^1])}", $"{g.Count(r => r.Value >= r.Floor)} of {v.Length}",
+                        $"{first.Epochs} x {first.Steps / first.Epochs}",
                 };
             }));
         Bench.WriteResults(a.Get("json"), results, table);

@@ -15,7 +15,8 @@ namespace Microsoft.ML.SIDCo.Benchmarks;
 /// </summary>
 internal static class ScoringBenchmark
 {
-    private sealed record Row(string Model, int Parameters, string Runtime, string Mode, int Rows, double Ms, double RowsPerSecond, int TorchThreads);
+    private sealed record Row(string Model, int Parameters, string Runtime, string Mode, int Rows, double Ms, double RowsPerSecond,
+        int TorchThreads);
 
     public static int Run(BenchArgs a)
     {
@@ -44,13 +45,16 @@ internal static class ScoringBenchmark
                 results.Add(new Row(name, parameters, runtime, "batch", rows, batchMs, rows / batchMs * 1000, threads));
                 var engine = ml.Model.CreatePredictionEngine<ImageExample, Prediction>(model);
                 double engineMs = Bench.MedianMs(() => { for (int i = 0; i < engineRows; i++) engine.Predict(images[i]); }, runs);
-                results.Add(new Row(name, parameters, runtime, "PredictionEngine", engineRows, engineMs, engineRows / engineMs * 1000, threads));
+                results.Add(new Row(name, parameters, runtime, "PredictionEngine", engineRows, engineMs, engineRows / engineMs * 1000,
+                    threads));
             }
         }
         var ratios = results.GroupBy(r => (r.Model, r.Mode)).Select(g => new
         {
-            g.Key.Model, g.Key.Mode,
-            OnnxOverTorchSharp = g.Single(r => r.Runtime == "ONNX Runtime").RowsPerSecond / g.Single(r => r.Runtime == "TorchSharp").RowsPerSecond,
+            g.Key.Model,
+            g.Key.Mode,
+            OnnxOverTorchSharp =
+                g.Single(r => r.Runtime == "ONNX Runtime").RowsPerSecond / g.Single(r => r.Runtime == "TorchSharp").RowsPerSecond,
         }).ToList();
         string table = Bench.Table(["model", "parameters", "mode", "TorchSharp rows/s", "ONNX Runtime rows/s", "ONNX / TorchSharp"],
             ratios.Select(r => new[]

@@ -1,7 +1,7 @@
 using System.Text.Json;
 using Microsoft.ML.SIDCo.Compression;
-using Microsoft.ML.SIDCo.Samples;
 using Microsoft.ML.SIDCo.Models;
+using Microsoft.ML.SIDCo.Samples;
 
 namespace Microsoft.ML.SIDCo.Benchmarks;
 
@@ -25,9 +25,12 @@ internal static class TrainingBenchmark
     /// <summary>Default length of the sparsity warm-up, in steps (from a density of 0.25 down to the target).</summary>
     public const int DefaultDensityWarmup = 200;
 
-    public sealed record Row(string Compressor, double Density, int Workers, string Transport, double TestAccuracy, double StepMs, double ComputeMs,
-        double CompressMs, double CommunicateMs, double BytesPerStep, double PredictedCommunicateMs, double DenseBytesPerStep, double WallSeconds, string Model,
-        double? AchievedDensity = null, double? SparseFraction = null, double? Stages = null, double? LastEpochCompressMs = null, double? CompressMsMedian = null);
+    public sealed record Row(string Compressor, double Density, int Workers, string Transport, double TestAccuracy, double StepMs,
+        double ComputeMs,
+        double CompressMs, double CommunicateMs, double BytesPerStep, double PredictedCommunicateMs, double DenseBytesPerStep,
+            double WallSeconds, string Model,
+        double? AchievedDensity = null, double? SparseFraction = null, double? Stages = null, double? LastEpochCompressMs = null,
+            double? CompressMsMedian = null);
 
     public static int Run(BenchArgs a)
     {
@@ -43,23 +46,37 @@ internal static class TrainingBenchmark
         {
             foreach (var d in c == "none" ? densities.Take(1) : densities)
             {
-                string args = $"training-worker --compressor {c} --density {d} --epochs {epochs} --workers {workers} --model {model} --max-steps {a.Int("max-steps", 0)}" + (a.Has("momentum-correction") ? " --momentum-correction" : "") + $" --density-warmup {warmup}";
+                string args =
+                    $"training-worker --compressor {c} --density {d} --epochs {epochs} --workers {workers} --model {model} --max-steps " +
+                    $"{a.Int("max-steps", 0)}" + (a.Has("momentum-correction") ? " --momentum-correction" : "")
+                    + $" --density-warmup {warmup}";
                 Console.WriteLine($"{transport}: {c} at {d}");
                 var lines = transport == "mpi" ? Bench.RunUnderMpirun(workers, args) : InProcess(args);
                 var row = JsonSerializer.Deserialize<Row>(lines.Single(), Bench.JsonLine)!;
                 rows.Add(row);
-                Console.WriteLine($"  accuracy {row.TestAccuracy:P2}, step {row.StepMs:F1} ms (compute {row.ComputeMs:F1}, compress {row.CompressMs:F3}, median {row.CompressMsMedian:F3}, communicate {row.CommunicateMs:F2}), {row.BytesPerStep:N0} B/step");
+                Console.WriteLine($"  accuracy {row.TestAccuracy:P2}, step {row.StepMs:F1} ms (compute {row.ComputeMs:F1}, compress " +
+                    $"{row.CompressMs:F3}, median {row.CompressMsMedian:F3}, communicate {row.CommunicateMs:F2}), {row.BytesPerStep:N0} " +
+                    $"B/step");
             }
         }
         var none = rows.FirstOrDefault(r => r.Compressor == "none");
-        var table = Bench.Table(["compressor", "density", "test accuracy", "vs none (points)", "step ms", "compute ms", "compress ms", "compress ms (median step)", "communicate ms", "bytes/step", "bytes vs dense"],
+        var table =
+            Bench.Table(["compressor", "density", "test accuracy", "vs none (points)", "step ms", "compute ms", "compress ms",
+            "compress ms (median step)", "communicate ms", "bytes/step", "bytes vs dense"],
             rows.Select(r => new[]
             {
                 r.Compressor, r.Compressor == "none" ? "-" : Bench.F(r.Density, "G3"), Bench.F(r.TestAccuracy * 100, "F2") + " %",
-                none is null ? "-" : Bench.F((r.TestAccuracy - none.TestAccuracy) * 100, "+0.00;-0.00"), Bench.F(r.StepMs), Bench.F(r.ComputeMs), Bench.F(r.CompressMs, "F3"),
-                r.CompressMsMedian is { } median ? Bench.F(median, "F3") : "-", Bench.F(r.CommunicateMs), Bench.F(r.BytesPerStep, "N0"), Bench.F(r.BytesPerStep / r.DenseBytesPerStep, "P2"),
+                none is null ? "-" : Bench.F((r.TestAccuracy - none.TestAccuracy) * 100, "+0.00;-0.00"), Bench.F(r.StepMs),
+                    Bench.F(r.ComputeMs), Bench.F(r.CompressMs, "F3"),
+                r.CompressMsMedian is { } median ? Bench.F(median, "F3") : "-", Bench.F(r.CommunicateMs), Bench.F(r.BytesPerStep, "N0"),
+                    Bench.F(r.BytesPerStep / r.DenseBytesPerStep, "P2"),
             }));
-        Bench.WriteResults(a.Get("json"), rows, $"{workers} workers ({transport}), model {model}, {epochs} epochs, same seed{(a.Has("momentum-correction") ? ", momentum correction" : "")}{(warmup > 0 ? $", density warm-up over {warmup} steps (from 0.25)" : "")}\n\n" + table);
+        Bench.WriteResults(a.Get("json"), rows,
+            $"{workers} workers ({transport}), model {model}, {epochs} epochs, same " +
+            "seed"
+            + (a.Has("momentum-correction") ? ", momentum correction" : "")
+            + (warmup > 0 ? $", density warm-up over {warmup} steps (from 0.25)" : "")
+            + "\n\n" + table);
         if (a.Get("json") is { } json) Plot(rows, Path.ChangeExtension(json, ".png"));
         return 0;
     }
@@ -84,23 +101,37 @@ internal static class TrainingBenchmark
         var model = Bench.Model(a.Get("model", "convnet"));
         var options = new SIDCoTrainer.Options
         {
-            Model = model, Compressor = compressor, Density = a.Double("density", 0.001), Workers = a.Int("workers", 4), Epochs = a.Int("epochs", DefaultEpochs),
-            BatchSize = 32, LearningRate = 0.05, Momentum = 0.9, Schedule = Training.LearningRateSchedule.Cosine, LearningRateWarmupSteps = 50, Seed = 1,
-            Transport = inProcess ? TransportKind.InProcess : TransportKind.Auto, MaxStepsPerEpoch = a.Int("max-steps", 0),
-            MomentumCorrection = a.Has("momentum-correction"), DensityWarmupSteps = a.Int("density-warmup", DefaultDensityWarmup),
+            Model = model,
+            Compressor = compressor,
+            Density = a.Double("density", 0.001),
+            Workers = a.Int("workers", 4),
+            Epochs = a.Int("epochs", DefaultEpochs),
+            BatchSize = 32,
+            LearningRate = 0.05,
+            Momentum = 0.9,
+            Schedule = Training.LearningRateSchedule.Cosine,
+            LearningRateWarmupSteps = 50,
+            Seed = 1,
+            Transport = inProcess ? TransportKind.InProcess : TransportKind.Auto,
+            MaxStepsPerEpoch = a.Int("max-steps", 0),
+            MomentumCorrection = a.Has("momentum-correction"),
+            DensityWarmupSteps = a.Int("density-warmup", DefaultDensityWarmup),
         };
         var watch = System.Diagnostics.Stopwatch.StartNew();
         var keys = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train);
         var fitted = ml.Extensions.SIDCoTrainer(options).Fit(keys.Transform(train));
         double wall = watch.Elapsed.TotalSeconds;
-        int rank = int.Parse(Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_RANK") ?? "0", System.Globalization.CultureInfo.InvariantCulture);
+        int rank =
+            int.Parse(Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_RANK") ?? "0", System.Globalization.CultureInfo.InvariantCulture);
         if (rank != 0) return 0;
         var metrics = ml.MulticlassClassification.Evaluate(fitted.Transform(keys.Transform(test)));
         var h = fitted.History.Epochs;
         var row = new Row(compressor.ToName(), fitted.Info.Density, fitted.Info.Workers, fitted.Info.Transport, metrics.MicroAccuracy,
-            h.Average(e => e.StepMs), h.Average(e => e.ComputeMs), h.Average(e => e.CompressMs), h.Average(e => e.CommunicateMs), h.Average(e => e.BytesPerStep),
+            h.Average(e => e.StepMs), h.Average(e => e.ComputeMs), h.Average(e => e.CompressMs), h.Average(e => e.CommunicateMs),
+                h.Average(e => e.BytesPerStep),
             h.Average(e => e.PredictedCommunicateMs), h[0].DenseBytesPerStep, wall, model.Descriptor,
-            h.Average(e => e.AchievedDensity), h.Average(e => e.SparseFraction), h[^1].Stages, h[^1].CompressMs, h.Average(e => e.CompressMsMedian));
+            h.Average(e => e.AchievedDensity), h.Average(e => e.SparseFraction), h[^1].Stages, h[^1].CompressMs,
+                h.Average(e => e.CompressMsMedian));
         Console.WriteLine("RESULT " + JsonSerializer.Serialize(row, Bench.JsonLine));
         return 0;
     }
@@ -118,8 +149,12 @@ internal static class TrainingBenchmark
     private static void Plot(List<Row> rows, string path)
     {
         var plot = new ScottPlot.Plot();
-        var labels = rows.Select(r => (r.Compressor == "none" ? "none" : $"{r.Compressor}\n{r.Density}") + $"\n{r.TestAccuracy * 100:F2} %").ToArray();
-        var stacks = new (string Name, Func<Row, double> Value)[] { ("compute", r => r.ComputeMs), ("compress", r => r.CompressMs), ("communicate", r => r.CommunicateMs) };
+        var labels =
+            rows.Select(r =>
+            (r.Compressor == "none" ? "none" : $"{r.Compressor}\n{r.Density}") + $"\n{r.TestAccuracy * 100:F2} %").ToArray();
+        var stacks =
+            new (string Name, Func<Row, double> Value)[] { ("compute", r => r.ComputeMs), ("compress", r => r.CompressMs),
+            ("communicate", r => r.CommunicateMs) };
         var bars = new List<ScottPlot.Bar>();
         for (int i = 0; i < rows.Count; i++)
         {
@@ -127,14 +162,26 @@ internal static class TrainingBenchmark
             for (int s = 0; s < stacks.Length; s++)
             {
                 double v = stacks[s].Value(rows[i]);
-                bars.Add(new ScottPlot.Bar { Position = i, ValueBase = bottom, Value = bottom + v, FillColor = ScottPlot.Colors.Category10[s] });
+                bars.Add(new ScottPlot.Bar
+                {
+                    Position = i,
+                    ValueBase = bottom,
+                    Value = bottom + v,
+                    FillColor = ScottPlot.Colors.Category10[s]
+                });
                 bottom += v;
             }
         }
         plot.Add.Bars(bars);
-        for (int s = 0; s < stacks.Length; s++) plot.Legend.ManualItems.Add(new ScottPlot.LegendItem { LabelText = stacks[s].Name, FillColor = ScottPlot.Colors.Category10[s] });
+        for (int s =
+            0; s < stacks.Length; s++) plot.Legend.ManualItems.Add(new ScottPlot.LegendItem
+            {
+                LabelText = stacks[s].Name,
+                FillColor = ScottPlot.Colors.Category10[s]
+            });
         plot.ShowLegend(ScottPlot.Alignment.UpperRight);
-        plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(labels.Select((l, i) => new ScottPlot.Tick(i, l)).ToArray());
+        plot.Axes.Bottom.TickGenerator =
+            new ScottPlot.TickGenerators.NumericManual(labels.Select((l, i) => new ScottPlot.Tick(i, l)).ToArray());
         plot.Axes.Bottom.Label.Text = "compressor, density and test accuracy";
         plot.Axes.Left.Label.Text = "ms per step";
         plot.Title($"{rows[0].Workers} workers ({rows[0].Transport}): time per step");

@@ -79,7 +79,8 @@ public static class CommunicatorContract
             var mine = Enumerable.Repeat((byte)(me + 1), me + 1).ToArray();
             var all = new byte[counts.Sum()];
             comm.AllGatherV<byte>(mine, all, counts);
-            return all.SequenceEqual(Enumerable.Range(0, p).SelectMany(r => Enumerable.Repeat((byte)(r + 1), r + 1))) ? null : string.Join(",", all);
+            return all.SequenceEqual(Enumerable.Range(0, p).SelectMany(r => Enumerable.Repeat((byte)(r + 1), r + 1))) ? null
+                : string.Join(",", all);
         });
         Check("sparse-equals-dense-sum-exactly", () =>
         {

@@ -75,7 +75,8 @@ public sealed record ConformanceCase(string Name, TrainingTask Task, int Feature
     public static IReadOnlyList<ConformanceCase> All { get; } =
     [
         .. SklearnDataset.All.Select(d => new ConformanceCase(d.Name, d.Task, d.Features, ml => d.Split(ml))),
-        new("fashion-mnist", TrainingTask.MulticlassClassification, FashionMnist.Pixels, ml => (FashionRows(ml, true, FashionTrainRows), FashionRows(ml, false, FashionTestRows))),
+        new("fashion-mnist", TrainingTask.MulticlassClassification, FashionMnist.Pixels, ml =>
+            (FashionRows(ml, true, FashionTrainRows), FashionRows(ml, false, FashionTestRows))),
     ];
 
     /// <summary>The case of a name.</summary>
@@ -84,7 +85,14 @@ public sealed record ConformanceCase(string Name, TrainingTask Task, int Feature
     /// <summary>The input row schema: Rest is a vector of the features after the first.</summary>
     public SchemaDefinition RowSchema()
     {
-        var type = Task switch { TrainingTask.MulticlassClassification => typeof(MulticlassRow), TrainingTask.BinaryClassification => typeof(BinaryRow), _ => typeof(RegressionRow) };
+        var type =
+            Task switch
+            {
+                TrainingTask.MulticlassClassification => typeof(MulticlassRow),
+                TrainingTask.BinaryClassification =>
+            typeof(BinaryRow),
+                _ => typeof(RegressionRow)
+            };
         var schema = SchemaDefinition.Create(type);
         schema["Rest"].ColumnType = new VectorDataViewType(NumberDataViewType.Single, Features - 1);
         return schema;
@@ -93,7 +101,9 @@ public sealed record ConformanceCase(string Name, TrainingTask Task, int Feature
     // Fashion-MNIST images as rows of the suite's shape, labelled with their class names.
     private static IDataView FashionRows(MLContext ml, bool train, int limit)
     {
-        var rows = FashionMnist.Load(train, limit).Select(e => new MulticlassRow { F0 = e.Features[0], Rest = e.Features[1..], Label = FashionMnist.ClassNames[(int)e.Label] });
+        var rows =
+            FashionMnist.Load(train, limit).Select(e =>
+            new MulticlassRow { F0 = e.Features[0], Rest = e.Features[1..], Label = FashionMnist.ClassNames[(int)e.Label] });
         var schema = SchemaDefinition.Create(typeof(MulticlassRow));
         schema["Rest"].ColumnType = new VectorDataViewType(NumberDataViewType.Single, FashionMnist.Pixels - 1);
         return ml.Data.Cache(ml.Data.LoadFromEnumerable(rows.ToArray(), schema));
@@ -157,7 +167,8 @@ public static class Conformance
     // mlContext.Model.Save writes one zip that mlContext.Model.Load reads back without a SIDCo transformer in it (the ONNX
     // form), scoring every test row as the TorchSharp model does: scores within OnnxTolerance, the same predicted labels.
     // Binary and regression columns come back as one-element vectors (ML.NET's OnnxTransformer makes only vectors).
-    private static (bool, string) SaveAndLoad(MLContext ml, TrainingTask task, ITransformer model, IDataView train, IDataView test, IDataView scored)
+    private static (bool, string) SaveAndLoad(MLContext ml, TrainingTask task, ITransformer model, IDataView train, IDataView test,
+        IDataView scored)
     {
         var zip = new MemoryStream();
         ml.Model.Save(model, train.Schema, zip);
@@ -181,12 +192,15 @@ public static class Conformance
         {
             case TrainingTask.MulticlassClassification:
                 foreach (var (e, a) in scored.GetColumn<float[]>("Score").Zip(again.GetColumn<float[]>("Score"))) { Compare(e, a); rows++; }
-                labels = scored.GetColumn<ReadOnlyMemory<char>>("PredictedLabel").Zip(again.GetColumn<ReadOnlyMemory<char>>("PredictedLabel")).Count(p => !p.First.Span.SequenceEqual(p.Second.Span));
+                labels = scored.GetColumn<ReadOnlyMemory<char>>("PredictedLabel")
+                    .Zip(again.GetColumn<ReadOnlyMemory<char>>("PredictedLabel"))
+                    .Count(p => !p.First.Span.SequenceEqual(p.Second.Span));
                 break;
             case TrainingTask.BinaryClassification:
                 Compare(scored.GetColumn<float>("Score"), again.GetColumn<float[]>("Score").Select(v => v.Single()));
                 Compare(scored.GetColumn<float>("Probability"), again.GetColumn<float[]>("Probability").Select(v => v.Single()));
-                labels = scored.GetColumn<bool>("PredictedLabel").Zip(again.GetColumn<bool[]>("PredictedLabel")).Count(p => p.First != p.Second.Single());
+                labels = scored.GetColumn<bool>("PredictedLabel").Zip(again.GetColumn<bool[]>("PredictedLabel")).Count(p =>
+                    p.First != p.Second.Single());
                 rows = (int)(scored.GetRowCount() ?? 0);
                 break;
             default:
@@ -195,22 +209,26 @@ public static class Conformance
                 break;
         }
         return (worstRelative <= OnnxTolerance && labels == 0 && rows > 0,
-            $"{zip.Length} bytes; largest score difference {worst:G3} ({worstRelative:G3} of max(1, |score|)) over {rows} rows; predicted labels differ on {labels}");
+            $"{zip.Length} bytes; largest score difference {worst:G3} ({worstRelative:G3} of max(1, |score|)) over {rows} rows; " +
+                $"predicted labels differ on {labels}");
     }
 
     /// <summary>The pipeline of ML.NET's samples around <paramref name="trainer"/>.</summary>
     public static IEstimator<ITransformer> Pipeline(MLContext ml, TrainingTask task, IEstimator<ITransformer> trainer)
     {
-        var features = ml.Transforms.Concatenate("Features", SklearnDataset.FeatureColumns).Append(ml.Transforms.NormalizeMinMax("Features"));
+        var features =
+            ml.Transforms.Concatenate("Features", SklearnDataset.FeatureColumns).Append(ml.Transforms.NormalizeMinMax("Features"));
         return task == TrainingTask.MulticlassClassification
-            ? features.Append(ml.Transforms.Conversion.MapValueToKey("Label")).Append(trainer).Append(ml.Transforms.Conversion.MapKeyToValue("PredictedLabel"))
+            ? features.Append(ml.Transforms.Conversion.MapValueToKey("Label")).Append(trainer)
+                .Append(ml.Transforms.Conversion.MapKeyToValue("PredictedLabel"))
             : features.Append(trainer);
     }
 
     /// <summary>The SIDCo transformer inside a fitted pipeline.</summary>
     public static SIDCoTransformer Sidco(ITransformer model) => ((IEnumerable<ITransformer>)model).OfType<SIDCoTransformer>().Single();
 
-    /// <summary>ML.NET's own trainer for the task, the floor's reference: SDCA maximum entropy, L-BFGS logistic regression, SDCA regression.</summary>
+    /// <summary>ML.NET's own trainer for the task, the floor's reference: SDCA maximum entropy, L-BFGS logistic regression, SDCA
+    /// regression.</summary>
     public static (string Name, IEstimator<ITransformer> Trainer) Reference(MLContext ml, TrainingTask task) => task switch
     {
         TrainingTask.MulticlassClassification => ("SdcaMaximumEntropy", ml.MulticlassClassification.Trainers.SdcaMaximumEntropy()),
@@ -226,13 +244,22 @@ public static class Conformance
         _ => ml.Regression.Evaluate(scored).RSquared,
     };
 
-    private static (bool, string) MetricFloor(MLContext ml, ConformanceCase c, IEstimator<ITransformer> pipeline, ITransformer model, IDataView train, IDataView test)
+    private static (bool, string) MetricFloor(MLContext ml, ConformanceCase c, IEstimator<ITransformer> pipeline, ITransformer model,
+        IDataView train, IDataView test)
     {
         var (name, trainer) = Reference(ml, c.Task);
         double ours = Metric(ml, c.Task, model.Transform(test));
         double reference = Metric(ml, c.Task, Pipeline(ml, c.Task, trainer).Fit(train).Transform(test));
-        double floor = c.Task switch { TrainingTask.MulticlassClassification => AccuracyFloor, TrainingTask.BinaryClassification => AucFloor, _ => RSquaredFloor };
-        string metric = c.Task switch { TrainingTask.MulticlassClassification => "accuracy", TrainingTask.BinaryClassification => "AUC", _ => "R2" };
+        double floor =
+            c.Task switch
+            {
+                TrainingTask.MulticlassClassification => AccuracyFloor,
+                TrainingTask.BinaryClassification => AucFloor,
+                _ =>
+            RSquaredFloor
+            };
+        string metric =
+            c.Task switch { TrainingTask.MulticlassClassification => "accuracy", TrainingTask.BinaryClassification => "AUC", _ => "R2" };
         return (ours >= reference - floor, $"{metric} sidco {ours:F4} {name} {reference:F4} floor {reference - floor:F4}");
     }
 
@@ -242,53 +269,57 @@ public static class Conformance
         switch (task)
         {
             case TrainingTask.MulticlassClassification:
-            {
-                // Label is the MapValueToKey key here; its key values are the class names in key order.
-                VBuffer<ReadOnlyMemory<char>> names = default;
-                scored.Schema["Label"].GetKeyValues(ref names);
-                var classes = names.DenseValues().Select(n => n.ToString()).ToArray();
-                VBuffer<ReadOnlyMemory<char>> slots = default;
-                scored.Schema["Score"].GetSlotNames(ref slots);
-                if (!slots.DenseValues().Select(s => s.ToString()).SequenceEqual(classes)) return (false, "Score's slot names are not the label's key values");
-                var labels = scored.GetColumn<uint>("Label").ToArray();
-                var scores = scored.GetColumn<float[]>("Score").ToArray();
-                var predicted = scored.GetColumn<ReadOnlyMemory<char>>("PredictedLabel").Select(p => p.ToString()).ToArray();
-                int wrong = 0, correct = 0;
-                for (int i = 0; i < scores.Length; i++)
                 {
-                    if (predicted[i] != classes[ArgMax(scores[i])]) wrong++;
-                    if (labels[i] > 0 && predicted[i] == classes[labels[i] - 1]) correct++;
+                    // Label is the MapValueToKey key here; its key values are the class names in key order.
+                    VBuffer<ReadOnlyMemory<char>> names = default;
+                    scored.Schema["Label"].GetKeyValues(ref names);
+                    var classes = names.DenseValues().Select(n => n.ToString()).ToArray();
+                    VBuffer<ReadOnlyMemory<char>> slots = default;
+                    scored.Schema["Score"].GetSlotNames(ref slots);
+                    if (!slots.DenseValues().Select(s => s.ToString()).SequenceEqual(classes)) return (false,
+                        "Score's slot names are not the label's key values");
+                    var labels = scored.GetColumn<uint>("Label").ToArray();
+                    var scores = scored.GetColumn<float[]>("Score").ToArray();
+                    var predicted = scored.GetColumn<ReadOnlyMemory<char>>("PredictedLabel").Select(p => p.ToString()).ToArray();
+                    int wrong = 0, correct = 0;
+                    for (int i = 0; i < scores.Length; i++)
+                    {
+                        if (predicted[i] != classes[ArgMax(scores[i])]) wrong++;
+                        if (labels[i] > 0 && predicted[i] == classes[labels[i] - 1]) correct++;
+                    }
+                    double accuracy = ml.MulticlassClassification.Evaluate(scored).MicroAccuracy;
+                    return (wrong == 0 && Math.Abs(accuracy - (double)correct / scores.Length) < 1e-12,
+                        $"PredictedLabel != class of argmax(Score) on {wrong} of {scores.Length} rows; PredictedLabel == Label on " +
+                            $"{correct}, " +
+                            $"Evaluate accuracy {accuracy:F4}");
                 }
-                double accuracy = ml.MulticlassClassification.Evaluate(scored).MicroAccuracy;
-                return (wrong == 0 && Math.Abs(accuracy - (double)correct / scores.Length) < 1e-12,
-                    $"PredictedLabel != class of argmax(Score) on {wrong} of {scores.Length} rows; PredictedLabel == Label on {correct}, Evaluate accuracy {accuracy:F4}");
-            }
             case TrainingTask.BinaryClassification:
-            {
-                var labels = scored.GetColumn<bool>("Label").ToArray();
-                var score = scored.GetColumn<float>("Score").ToArray();
-                var probability = scored.GetColumn<float>("Probability").ToArray();
-                var predicted = scored.GetColumn<bool>("PredictedLabel").ToArray();
-                int wrong = 0, correct = 0;
-                for (int i = 0; i < score.Length; i++)
                 {
-                    if (predicted[i] != score[i] > 0 || Math.Abs(probability[i] - 1 / (1 + Math.Exp(-score[i]))) > 1e-6) wrong++;
-                    if (predicted[i] == labels[i]) correct++;
+                    var labels = scored.GetColumn<bool>("Label").ToArray();
+                    var score = scored.GetColumn<float>("Score").ToArray();
+                    var probability = scored.GetColumn<float>("Probability").ToArray();
+                    var predicted = scored.GetColumn<bool>("PredictedLabel").ToArray();
+                    int wrong = 0, correct = 0;
+                    for (int i = 0; i < score.Length; i++)
+                    {
+                        if (predicted[i] != score[i] > 0 || Math.Abs(probability[i] - 1 / (1 + Math.Exp(-score[i]))) > 1e-6) wrong++;
+                        if (predicted[i] == labels[i]) correct++;
+                    }
+                    var metrics = ml.BinaryClassification.Evaluate(scored);
+                    return (wrong == 0 && Math.Abs(metrics.Accuracy - (double)correct / score.Length) < 1e-12,
+                        $"PredictedLabel/Probability inconsistent with Score on {wrong} of {score.Length} rows; Evaluate accuracy " +
+                            $"{metrics.Accuracy:F4}, AUC {metrics.AreaUnderRocCurve:F4}");
                 }
-                var metrics = ml.BinaryClassification.Evaluate(scored);
-                return (wrong == 0 && Math.Abs(metrics.Accuracy - (double)correct / score.Length) < 1e-12,
-                    $"PredictedLabel/Probability inconsistent with Score on {wrong} of {score.Length} rows; Evaluate accuracy {metrics.Accuracy:F4}, AUC {metrics.AreaUnderRocCurve:F4}");
-            }
             default:
-            {
-                var labels = scored.GetColumn<float>("Label").ToArray();
-                var score = scored.GetColumn<float>("Score").ToArray();
-                double mean = labels.Average(l => (double)l);
-                double residual = labels.Zip(score, (l, s) => (double)(l - s) * (l - s)).Sum();
-                double total = labels.Sum(l => (l - mean) * (l - mean));
-                double r2 = 1 - residual / total, reported = ml.Regression.Evaluate(scored).RSquared;
-                return (score.All(float.IsFinite) && Math.Abs(r2 - reported) < 1e-6, $"R2 from Score {r2:F6}, Evaluate {reported:F6}");
-            }
+                {
+                    var labels = scored.GetColumn<float>("Label").ToArray();
+                    var score = scored.GetColumn<float>("Score").ToArray();
+                    double mean = labels.Average(l => (double)l);
+                    double residual = labels.Zip(score, (l, s) => (double)(l - s) * (l - s)).Sum();
+                    double total = labels.Sum(l => (l - mean) * (l - mean));
+                    double r2 = 1 - residual / total, reported = ml.Regression.Evaluate(scored).RSquared;
+                    return (score.All(float.IsFinite) && Math.Abs(r2 - reported) < 1e-6, $"R2 from Score {r2:F6}, Evaluate {reported:F6}");
+                }
         }
     }
 
@@ -301,40 +332,43 @@ public static class Conformance
         switch (c.Task)
         {
             case TrainingTask.MulticlassClassification:
-            {
-                var engine = ml.Model.CreatePredictionEngine<MulticlassRow, MulticlassPrediction>(model, inputSchemaDefinition: schema);
-                var batch = ml.Data.CreateEnumerable<MulticlassPrediction>(scored, reuseRowObject: false).ToArray();
-                foreach (var (row, expected) in ml.Data.CreateEnumerable<MulticlassRow>(test, false, schemaDefinition: schema).Zip(batch))
                 {
-                    var p = engine.Predict(row);
-                    rows++;
-                    if (!p.Score.SequenceEqual(expected.Score) || p.PredictedLabel != expected.PredictedLabel) differ++;
+                    var engine = ml.Model.CreatePredictionEngine<MulticlassRow, MulticlassPrediction>(model, inputSchemaDefinition: schema);
+                    var batch = ml.Data.CreateEnumerable<MulticlassPrediction>(scored, reuseRowObject: false).ToArray();
+                    foreach (var (row, expected) in ml.Data.CreateEnumerable<MulticlassRow>(test, false,
+                        schemaDefinition: schema).Zip(batch))
+                    {
+                        var p = engine.Predict(row);
+                        rows++;
+                        if (!p.Score.SequenceEqual(expected.Score) || p.PredictedLabel != expected.PredictedLabel) differ++;
+                    }
+                    break;
                 }
-                break;
-            }
             case TrainingTask.BinaryClassification:
-            {
-                var engine = ml.Model.CreatePredictionEngine<BinaryRow, BinaryPrediction>(model, inputSchemaDefinition: schema);
-                var batch = ml.Data.CreateEnumerable<BinaryPrediction>(scored, reuseRowObject: false).ToArray();
-                foreach (var (row, expected) in ml.Data.CreateEnumerable<BinaryRow>(test, false, schemaDefinition: schema).Zip(batch))
                 {
-                    var p = engine.Predict(row);
-                    rows++;
-                    if (p.Score != expected.Score || p.Probability != expected.Probability || p.PredictedLabel != expected.PredictedLabel) differ++;
+                    var engine = ml.Model.CreatePredictionEngine<BinaryRow, BinaryPrediction>(model, inputSchemaDefinition: schema);
+                    var batch = ml.Data.CreateEnumerable<BinaryPrediction>(scored, reuseRowObject: false).ToArray();
+                    foreach (var (row, expected) in ml.Data.CreateEnumerable<BinaryRow>(test, false, schemaDefinition: schema).Zip(batch))
+                    {
+                        var p = engine.Predict(row);
+                        rows++;
+                        if (p.Score != expected.Score || p.Probability != expected.Probability
+                            || p.PredictedLabel != expected.PredictedLabel) differ++;
+                    }
+                    break;
                 }
-                break;
-            }
             default:
-            {
-                var engine = ml.Model.CreatePredictionEngine<RegressionRow, RegressionPrediction>(model, inputSchemaDefinition: schema);
-                var batch = ml.Data.CreateEnumerable<RegressionPrediction>(scored, reuseRowObject: false).ToArray();
-                foreach (var (row, expected) in ml.Data.CreateEnumerable<RegressionRow>(test, false, schemaDefinition: schema).Zip(batch))
                 {
-                    rows++;
-                    if (engine.Predict(row).Score != expected.Score) differ++;
+                    var engine = ml.Model.CreatePredictionEngine<RegressionRow, RegressionPrediction>(model, inputSchemaDefinition: schema);
+                    var batch = ml.Data.CreateEnumerable<RegressionPrediction>(scored, reuseRowObject: false).ToArray();
+                    foreach (var (row, expected) in ml.Data.CreateEnumerable<RegressionRow>(test, false,
+                        schemaDefinition: schema).Zip(batch))
+                    {
+                        rows++;
+                        if (engine.Predict(row).Score != expected.Score) differ++;
+                    }
+                    break;
                 }
-                break;
-            }
         }
         return (rows > 0 && differ == 0, $"{differ} of {rows} rows differ from batch scoring");
     }
@@ -344,18 +378,22 @@ public static class Conformance
         const int Folds = 3;
         double[] metrics = c.Task switch
         {
-            TrainingTask.MulticlassClassification => ml.MulticlassClassification.CrossValidate(train, pipeline, Folds).Select(f => f.Metrics.MicroAccuracy).ToArray(),
-            TrainingTask.BinaryClassification => ml.BinaryClassification.CrossValidate(train, pipeline, Folds).Select(f => f.Metrics.AreaUnderRocCurve).ToArray(),
+            TrainingTask.MulticlassClassification =>
+                ml.MulticlassClassification.CrossValidate(train, pipeline, Folds).Select(f => f.Metrics.MicroAccuracy).ToArray(),
+            TrainingTask.BinaryClassification =>
+                ml.BinaryClassification.CrossValidate(train, pipeline, Folds).Select(f => f.Metrics.AreaUnderRocCurve).ToArray(),
             _ => ml.Regression.CrossValidate(train, pipeline, Folds).Select(f => f.Metrics.RSquared).ToArray(),
         };
         // Each fold learned: well above chance (accuracy over a uniform guess, AUC over 0.5, R squared over 0).
         double chance = c.Task switch { TrainingTask.MulticlassClassification => 0.5, TrainingTask.BinaryClassification => 0.75, _ => 0.1 };
-        return (metrics.Length == Folds && metrics.All(m => m > chance), $"folds {string.Join(" ", metrics.Select(m => m.ToString("F4", System.Globalization.CultureInfo.InvariantCulture)))}");
+        return (metrics.Length == Folds && metrics.All(m => m > chance),
+            $"folds {string.Join(" ", metrics.Select(m => m.ToString("F4", System.Globalization.CultureInfo.InvariantCulture)))}");
     }
 
     // A training row with a NaN feature is skipped (the model is bitwise the one trained without it), and a test row with
     // a NaN feature scores as missing: NaN scores, an empty class name (multiclass), false (binary).
-    private static (bool, string) MissingValues(MLContext ml, ConformanceCase c, IEstimator<ITransformer> pipeline, ITransformer model, IDataView train, IDataView test)
+    private static (bool, string) MissingValues(MLContext ml, ConformanceCase c, IEstimator<ITransformer> pipeline, ITransformer model,
+        IDataView train, IDataView test)
     {
         var schema = c.RowSchema();
         IDataView WithNaN<TRow>(Func<TRow, TRow> spoil) where TRow : class, new()
@@ -376,43 +414,46 @@ public static class Conformance
         switch (c.Task)
         {
             case TrainingTask.MulticlassClassification:
-            {
-                var row = ml.Data.CreateEnumerable<MulticlassRow>(test, false, schemaDefinition: schema).First();
-                row.F0 = float.NaN;
-                var engine = ml.Model.CreatePredictionEngine<MulticlassRow, MulticlassPrediction>(model, inputSchemaDefinition: schema);
-                var p = engine.Predict(row);
-                scoresMissing = p.Score.All(float.IsNaN) && p.PredictedLabel.Length == 0;
-                missing = $"Score [{string.Join(",", p.Score)}], PredictedLabel '{p.PredictedLabel}'";
-                break;
-            }
+                {
+                    var row = ml.Data.CreateEnumerable<MulticlassRow>(test, false, schemaDefinition: schema).First();
+                    row.F0 = float.NaN;
+                    var engine = ml.Model.CreatePredictionEngine<MulticlassRow, MulticlassPrediction>(model, inputSchemaDefinition: schema);
+                    var p = engine.Predict(row);
+                    scoresMissing = p.Score.All(float.IsNaN) && p.PredictedLabel.Length == 0;
+                    missing = $"Score [{string.Join(",", p.Score)}], PredictedLabel '{p.PredictedLabel}'";
+                    break;
+                }
             case TrainingTask.BinaryClassification:
-            {
-                var row = ml.Data.CreateEnumerable<BinaryRow>(test, false, schemaDefinition: schema).First();
-                row.F0 = float.NaN;
-                var engine = ml.Model.CreatePredictionEngine<BinaryRow, BinaryPrediction>(model, inputSchemaDefinition: schema);
-                var p = engine.Predict(row);
-                scoresMissing = float.IsNaN(p.Score) && float.IsNaN(p.Probability) && !p.PredictedLabel;
-                missing = $"Score {p.Score}, Probability {p.Probability}, PredictedLabel {p.PredictedLabel}";
-                break;
-            }
+                {
+                    var row = ml.Data.CreateEnumerable<BinaryRow>(test, false, schemaDefinition: schema).First();
+                    row.F0 = float.NaN;
+                    var engine = ml.Model.CreatePredictionEngine<BinaryRow, BinaryPrediction>(model, inputSchemaDefinition: schema);
+                    var p = engine.Predict(row);
+                    scoresMissing = float.IsNaN(p.Score) && float.IsNaN(p.Probability) && !p.PredictedLabel;
+                    missing = $"Score {p.Score}, Probability {p.Probability}, PredictedLabel {p.PredictedLabel}";
+                    break;
+                }
             default:
-            {
-                var row = ml.Data.CreateEnumerable<RegressionRow>(test, false, schemaDefinition: schema).First();
-                row.F0 = float.NaN;
-                var engine = ml.Model.CreatePredictionEngine<RegressionRow, RegressionPrediction>(model, inputSchemaDefinition: schema);
-                var p = engine.Predict(row);
-                scoresMissing = float.IsNaN(p.Score);
-                missing = $"Score {p.Score}";
-                break;
-            }
+                {
+                    var row = ml.Data.CreateEnumerable<RegressionRow>(test, false, schemaDefinition: schema).First();
+                    row.F0 = float.NaN;
+                    var engine = ml.Model.CreatePredictionEngine<RegressionRow, RegressionPrediction>(model, inputSchemaDefinition: schema);
+                    var p = engine.Predict(row);
+                    scoresMissing = float.IsNaN(p.Score);
+                    missing = $"Score {p.Score}";
+                    break;
+                }
         }
-        return (clean == withNaN && scoresMissing, $"fingerprint with a NaN row {(clean == withNaN ? "equal" : $"differs ({withNaN} against {clean})")}; a NaN row scores {missing}");
+        return (clean == withNaN && scoresMissing,
+            $"fingerprint with a NaN row {(clean == withNaN ? "equal" : $"differs ({withNaN} against {clean})")}; a NaN row scores " +
+            $"{missing}");
     }
 
     // Columns, kinds, item types, keys and annotation names of two schema shapes.
     private static (bool, string) SameShape(SchemaShape announced, SchemaShape fitted)
     {
-        static string Describe(SchemaShape.Column c) => $"{c.Name}:{c.Kind}:{c.ItemType}:{(c.IsKey ? "key" : "")}[{string.Join(",", c.Annotations.Select(a => a.Name).Order())}]";
+        static string Describe(SchemaShape.Column c) =>
+            $"{c.Name}:{c.Kind}:{c.ItemType}:{(c.IsKey ? "key" : "")}[{string.Join(",", c.Annotations.Select(a => a.Name).Order())}]";
         var a = announced.Select(Describe).ToArray();
         var f = fitted.Select(Describe).ToArray();
         var missing = f.Except(a).Concat(a.Except(f)).ToArray();

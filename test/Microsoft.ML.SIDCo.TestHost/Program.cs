@@ -10,155 +10,168 @@ string scenario = args.Length > 0 ? args[0] : "contract";
 switch (scenario)
 {
     case "contract":
-    {
-        using var comm = new MpiCommunicator();
-        foreach (var r in CommunicatorContract.Run(comm))
-            Console.WriteLine($"CHECK {comm.Rank} {r.Name} {(r.Ok ? "OK" : "FAIL")} {r.Detail}");
-        // Large buffers are sent in pieces: force tiny pieces and check the sums.
-        using var chunked = new MpiCommunicator { MaxElementsPerCall = 7 };
-        var buf = Enumerable.Range(0, 100).Select(i => (float)i).ToArray();
-        chunked.AllReduceSum<float>(buf);
-        bool ok = buf.Select((v, i) => v == i * comm.Size).All(x => x);
-        Console.WriteLine($"CHECK {comm.Rank} chunked-allreduce {(ok ? "OK" : "FAIL")} {buf[99]}");
-        Console.WriteLine($"CHECK {comm.Rank} launched-by-mpirun {(MpiCommunicator.IsLaunchedByMpirun && MpiCommunicator.LaunchedWorldSize == comm.Size ? "OK" : "FAIL")}");
-        // All ranks of the test run on this one machine, so every one of them shares its cores with all the others.
-        Console.WriteLine($"CHECK {comm.Rank} ranks-on-this-machine {(MpiCommunicator.LaunchedLocalSize == comm.Size ? "OK" : "FAIL")} {MpiCommunicator.LaunchedLocalSize}");
-        // Every instance is the world over the same links: a second Fit in this process must not probe again.
-        var probed = CostModel.Probe(comm, repetitions: 3);
-        using (var again = new MpiCommunicator())
-            Console.WriteLine($"CHECK {comm.Rank} probe-once-per-process {(ReferenceEquals(probed, CostModel.Probe(again)) ? "OK" : "FAIL")} {probed}");
-        return 0;
-    }
+        {
+            using var comm = new MpiCommunicator();
+            foreach (var r in CommunicatorContract.Run(comm))
+                Console.WriteLine($"CHECK {comm.Rank} {r.Name} {(r.Ok ? "OK" : "FAIL")} {r.Detail}");
+            // Large buffers are sent in pieces: force tiny pieces and check the sums.
+            using var chunked = new MpiCommunicator { MaxElementsPerCall = 7 };
+            var buf = Enumerable.Range(0, 100).Select(i => (float)i).ToArray();
+            chunked.AllReduceSum<float>(buf);
+            bool ok = buf.Select((v, i) => v == i * comm.Size).All(x => x);
+            Console.WriteLine($"CHECK {comm.Rank} chunked-allreduce {(ok ? "OK" : "FAIL")} {buf[99]}");
+            Console.WriteLine($"CHECK {comm.Rank} launched-by-mpirun " +
+                $"{(MpiCommunicator.IsLaunchedByMpirun && MpiCommunicator.LaunchedWorldSize == comm.Size ? "OK" : "FAIL")}");
+            // All ranks of the test run on this one machine, so every one of them shares its cores with all the others.
+            string onThisMachine = MpiCommunicator.LaunchedLocalSize == comm.Size ? "OK" : "FAIL";
+            Console.WriteLine($"CHECK {comm.Rank} ranks-on-this-machine {onThisMachine} {MpiCommunicator.LaunchedLocalSize}");
+            // Every instance is the world over the same links: a second Fit in this process must not probe again.
+            var probed = CostModel.Probe(comm, repetitions: 3);
+            using (var again = new MpiCommunicator())
+                Console.WriteLine($"CHECK {comm.Rank} probe-once-per-process " +
+                    $"{(ReferenceEquals(probed, CostModel.Probe(again)) ? "OK" : "FAIL")} {probed}");
+            return 0;
+        }
     case "mismatch":
-    {
-        using var comm = new MpiCommunicator();
-        try
         {
-            _ = new GradientExchange(comm, 1000 + comm.Rank, ExchangeMode.Sparse);
-            Console.WriteLine($"CHECK {comm.Rank} mismatch FAIL no exception");
-        }
-        catch (RankMismatchException e)
-        {
-            Console.WriteLine($"CHECK {comm.Rank} mismatch OK {e.Message}");
-        }
-        return 0;
-    }
-    case "die":
-    {
-        using var comm = new MpiCommunicator();
-        var buf = new float[1 << 16];
-        for (int step = 0; ; step++)
-        {
-            if (comm.Rank == 1 && step == 3)
+            using var comm = new MpiCommunicator();
+            try
             {
-                Console.WriteLine($"CHECK {comm.Rank} dying OK at step {step}");
-                Console.Out.Flush();
-                Environment.Exit(3);
+                _ = new GradientExchange(comm, 1000 + comm.Rank, ExchangeMode.Sparse);
+                Console.WriteLine($"CHECK {comm.Rank} mismatch FAIL no exception");
             }
-            comm.AllReduceSum<float>(buf);
+            catch (RankMismatchException e)
+            {
+                Console.WriteLine($"CHECK {comm.Rank} mismatch OK {e.Message}");
+            }
+            return 0;
         }
-    }
+    case "die":
+        {
+            using var comm = new MpiCommunicator();
+            var buf = new float[1 << 16];
+            for (int step = 0; ; step++)
+            {
+                if (comm.Rank == 1 && step == 3)
+                {
+                    Console.WriteLine($"CHECK {comm.Rank} dying OK at step {step}");
+                    Console.Out.Flush();
+                    Environment.Exit(3);
+                }
+                comm.AllReduceSum<float>(buf);
+            }
+        }
     case "train":
-    {
-        // The trainer under mpirun: the same user code as in-process, one worker per rank.
-        var ml = new MLContext(seed: 1);
-        var (train, test) = Scenarios.LoadData(ml, 3000, 1000);
-        var options = Scenarios.SmallFashionMnist(workers: 1);
-        var (_, accuracy, sidco) = Scenarios.TrainAndEvaluate(ml, options, train, test);
-        int rank = int.Parse(Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_RANK") ?? "0");
-        Console.WriteLine($"CHECK {rank} accuracy OK {accuracy:R}");
-        Console.WriteLine($"CHECK {rank} fingerprint OK {sidco.WeightsFingerprint}");
-        Console.WriteLine($"CHECK {rank} transport OK {sidco.Info.Transport}/{sidco.Info.Workers}");
-        return 0;
-    }
-    case "hybrid-contract":
-    {
-        // Two in-process workers inside every rank, seen as one flat group.
-        using var mpi = new MpiCommunicator();
-        using var group = new InProcessGroup(2);
-        var lines = new List<string>[2];
-        group.Run(local =>
         {
-            var comm = new HybridCommunicator(local, mpi);
-            lines[local.Rank] = CommunicatorContract.Run(comm).Select(r => $"CHECK {comm.Rank} {r.Name} {(r.Ok ? "OK" : "FAIL")} {r.Detail}").ToList();
-        });
-        foreach (var l in lines.SelectMany(x => x)) Console.WriteLine(l);
-        return 0;
-    }
-    case "hybrid-train":
-    {
-        var ml = new MLContext(seed: 1);
-        var (train, test) = Scenarios.LoadData(ml, 3000, 1000);
-        int rank = int.Parse(Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_RANK") ?? "0");
-        foreach (bool hierarchical in new[] { false, true })
-        {
+            // The trainer under mpirun: the same user code as in-process, one worker per rank.
+            var ml = new MLContext(seed: 1);
+            var (train, test) = Scenarios.LoadData(ml, 3000, 1000);
             var options = Scenarios.SmallFashionMnist(workers: 1);
-            options.WorkersPerRank = 2;
-            options.HierarchicalExchange = hierarchical;
             var (_, accuracy, sidco) = Scenarios.TrainAndEvaluate(ml, options, train, test);
-            string name = hierarchical ? "hierarchical" : "flat";
-            Console.WriteLine($"CHECK {rank} {name}-accuracy OK {accuracy:R}");
-            Console.WriteLine($"CHECK {rank} {name}-fingerprint OK {sidco.WeightsFingerprint}");
-            Console.WriteLine($"CHECK {rank} {name}-layout OK {sidco.Info.Transport}/{sidco.Info.Workers}/{sidco.History.Epochs[^1].BytesPerStep:F0}");
+            int rank = int.Parse(Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_RANK") ?? "0");
+            Console.WriteLine($"CHECK {rank} accuracy OK {accuracy:R}");
+            Console.WriteLine($"CHECK {rank} fingerprint OK {sidco.WeightsFingerprint}");
+            Console.WriteLine($"CHECK {rank} transport OK {sidco.Info.Transport}/{sidco.Info.Workers}");
+            return 0;
         }
-        return 0;
-    }
+    case "hybrid-contract":
+        {
+            // Two in-process workers inside every rank, seen as one flat group.
+            using var mpi = new MpiCommunicator();
+            using var group = new InProcessGroup(2);
+            var lines = new List<string>[2];
+            group.Run(local =>
+            {
+                var comm = new HybridCommunicator(local, mpi);
+                lines[local.Rank] =
+                    CommunicatorContract.Run(comm).Select(r => $"CHECK {comm.Rank} {r.Name} {(r.Ok ? "OK" : "FAIL")} {r.Detail}").ToList();
+            });
+            foreach (var l in lines.SelectMany(x => x)) Console.WriteLine(l);
+            return 0;
+        }
+    case "hybrid-train":
+        {
+            var ml = new MLContext(seed: 1);
+            var (train, test) = Scenarios.LoadData(ml, 3000, 1000);
+            int rank = int.Parse(Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_RANK") ?? "0");
+            foreach (bool hierarchical in new[] { false, true })
+            {
+                var options = Scenarios.SmallFashionMnist(workers: 1);
+                options.WorkersPerRank = 2;
+                options.HierarchicalExchange = hierarchical;
+                var (_, accuracy, sidco) = Scenarios.TrainAndEvaluate(ml, options, train, test);
+                string name = hierarchical ? "hierarchical" : "flat";
+                Console.WriteLine($"CHECK {rank} {name}-accuracy OK {accuracy:R}");
+                Console.WriteLine($"CHECK {rank} {name}-fingerprint OK {sidco.WeightsFingerprint}");
+                Console.WriteLine($"CHECK {rank} {name}-layout OK " +
+                    $"{sidco.Info.Transport}/{sidco.Info.Workers}/{sidco.History.Epochs[^1].BytesPerStep:F0}");
+            }
+            return 0;
+        }
     case "score":
-    {
-        // Load a saved model in a fresh process and write the scores of the first test images.
-        var ml = new MLContext(seed: 1);
-        var model = ml.Extensions.LoadSIDCoModel(args[1]);
-        var test = ml.Data.LoadFromEnumerable(Microsoft.ML.SIDCo.Samples.FashionMnist.Load(train: false, limit: int.Parse(args[3])));
-        var keys = ml.Transforms.Conversion.MapValueToKey("Label").Fit(test);
-        var scores = Scenarios.Scores(ml, keys, model, test, int.Parse(args[3]));
-        File.WriteAllBytes(args[2], System.Runtime.InteropServices.MemoryMarshal.AsBytes(scores.AsSpan()).ToArray());
-        Console.WriteLine($"CHECK 0 scored OK {scores.Length}");
-        return 0;
-    }
+        {
+            // Load a saved model in a fresh process and write the scores of the first test images.
+            var ml = new MLContext(seed: 1);
+            var model = ml.Extensions.LoadSIDCoModel(args[1]);
+            var test = ml.Data.LoadFromEnumerable(Microsoft.ML.SIDCo.Samples.FashionMnist.Load(train: false, limit: int.Parse(args[3])));
+            var keys = ml.Transforms.Conversion.MapValueToKey("Label").Fit(test);
+            var scores = Scenarios.Scores(ml, keys, model, test, int.Parse(args[3]));
+            File.WriteAllBytes(args[2], System.Runtime.InteropServices.MemoryMarshal.AsBytes(scores.AsSpan()).ToArray());
+            Console.WriteLine($"CHECK 0 scored OK {scores.Length}");
+            return 0;
+        }
     case "lifecycle":
-    {
-        // What user code sees under mpirun: which rank it is, which rank saves, and a cancel on one rank only.
-        string dir = args[1];
-        var ml = new MLContext(seed: 1);
-        var (train, _) = Scenarios.LoadData(ml, 3000, 10);
-        var view = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train).Transform(train);
-        int rank = SIDCoTrainer.Rank;
-        Console.WriteLine($"CHECK {rank} rank OK {SIDCoTrainer.Rank} {SIDCoTrainer.WorldSize} {SIDCoTrainer.IsPrimaryWorker}");
-        var small = new SIDCoTrainer.Options { Model = Microsoft.ML.SIDCo.Models.SIDCoModels.Mlp(8), Epochs = 1, MaxStepsPerEpoch = 3 };
-        using var model = ml.Extensions.SIDCoTrainer(small).Fit(view);
-        Console.WriteLine($"CHECK {rank} save-shared OK {model.Save(Path.Combine(dir, "shared.zip"))}");
-        // Every rank writing one path must not collide: each writes its own temporary file, then renames.
-        model.Save(Path.Combine(dir, "everyone.zip"), onEveryRank: true);
-        using (var comm = new MpiCommunicator()) comm.Barrier();
-        foreach (var name in new[] { "shared.zip", "everyone.zip" })
         {
-            using var loaded = ml.Extensions.LoadSIDCoModel(Path.Combine(dir, name));
-            bool same = loaded.WeightsFingerprint == model.WeightsFingerprint;
-            Console.WriteLine($"CHECK {rank} load-{name} {(same ? "OK" : "FAIL")} {loaded.WeightsFingerprint}");
+            // What user code sees under mpirun: which rank it is, which rank saves, and a cancel on one rank only.
+            string dir = args[1];
+            var ml = new MLContext(seed: 1);
+            var (train, _) = Scenarios.LoadData(ml, 3000, 10);
+            var view = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train).Transform(train);
+            int rank = SIDCoTrainer.Rank;
+            Console.WriteLine($"CHECK {rank} rank OK {SIDCoTrainer.Rank} {SIDCoTrainer.WorldSize} {SIDCoTrainer.IsPrimaryWorker}");
+            var small = new SIDCoTrainer.Options { Model = Microsoft.ML.SIDCo.Models.SIDCoModels.Mlp(8), Epochs = 1, MaxStepsPerEpoch = 3 };
+            using var model = ml.Extensions.SIDCoTrainer(small).Fit(view);
+            Console.WriteLine($"CHECK {rank} save-shared OK {model.Save(Path.Combine(dir, "shared.zip"))}");
+            // Every rank writing one path must not collide: each writes its own temporary file, then renames.
+            model.Save(Path.Combine(dir, "everyone.zip"), onEveryRank: true);
+            using (var comm = new MpiCommunicator()) comm.Barrier();
+            foreach (var name in new[] { "shared.zip", "everyone.zip" })
+            {
+                using var loaded = ml.Extensions.LoadSIDCoModel(Path.Combine(dir, name));
+                bool same = loaded.WeightsFingerprint == model.WeightsFingerprint;
+                Console.WriteLine($"CHECK {rank} load-{name} {(same ? "OK" : "FAIL")} {loaded.WeightsFingerprint}");
+            }
+            // Rank 1 cancels its own token; every rank must stop at the same step with OperationCanceledException.
+            using var cts = rank == 1 ? new CancellationTokenSource(TimeSpan.FromSeconds(2)) : new CancellationTokenSource();
+            var longRun =
+                new SIDCoTrainer.Options
+                {
+                    Model = Microsoft.ML.SIDCo.Models.SIDCoModels.Mlp(32),
+                    Epochs = 1000,
+                    BatchSize = 25,
+                    Density = 0.01,
+                    CheckpointDirectory = Path.Combine(dir, "checkpoints")
+                };
+            try
+            {
+                ml.Extensions.SIDCoTrainer(longRun).Fit(view, cts.Token).Dispose();
+                Console.WriteLine($"CHECK {rank} canceled FAIL the run ended without a cancel");
+            }
+            catch (OperationCanceledException e)
+            {
+                var step = System.Text.RegularExpressions.Regex.Match(e.Message, @"canceled at step (\d+)").Groups[1].Value;
+                Console.WriteLine($"CHECK {rank} canceled {(step.Length > 0 ? "OK" : "FAIL")} {step}");
+            }
+            return 0;
         }
-        // Rank 1 cancels its own token; every rank must stop at the same step with OperationCanceledException.
-        using var cts = rank == 1 ? new CancellationTokenSource(TimeSpan.FromSeconds(2)) : new CancellationTokenSource();
-        var longRun = new SIDCoTrainer.Options { Model = Microsoft.ML.SIDCo.Models.SIDCoModels.Mlp(32), Epochs = 1000, BatchSize = 25, Density = 0.01, CheckpointDirectory = Path.Combine(dir, "checkpoints") };
-        try
-        {
-            ml.Extensions.SIDCoTrainer(longRun).Fit(view, cts.Token).Dispose();
-            Console.WriteLine($"CHECK {rank} canceled FAIL the run ended without a cancel");
-        }
-        catch (OperationCanceledException e)
-        {
-            var step = System.Text.RegularExpressions.Regex.Match(e.Message, @"canceled at step (\d+)").Groups[1].Value;
-            Console.WriteLine($"CHECK {rank} canceled {(step.Length > 0 ? "OK" : "FAIL")} {step}");
-        }
-        return 0;
-    }
     case "conformance":
-    {
-        // The ML.NET conformance suite with the trainer's defaults, one worker per rank.
-        foreach (var c in ConformanceCase.All)
-            foreach (var r in Conformance.Run(c))
-                Console.WriteLine($"CHECK {SIDCoTrainer.Rank} {r.Name} {(r.Ok ? "OK" : "FAIL")} {r.Detail}");
-        return 0;
-    }
+        {
+            // The ML.NET conformance suite with the trainer's defaults, one worker per rank.
+            foreach (var c in ConformanceCase.All)
+                foreach (var r in Conformance.Run(c))
+                    Console.WriteLine($"CHECK {SIDCoTrainer.Rank} {r.Name} {(r.Ok ? "OK" : "FAIL")} {r.Detail}");
+            return 0;
+        }
     default:
         Console.Error.WriteLine($"unknown scenario '{scenario}'");
         return 2;

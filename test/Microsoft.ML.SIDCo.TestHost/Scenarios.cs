@@ -2,8 +2,8 @@ using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.SIDCo;
 using Microsoft.ML.SIDCo.Compression;
-using Microsoft.ML.SIDCo.Samples;
 using Microsoft.ML.SIDCo.Models;
+using Microsoft.ML.SIDCo.Samples;
 
 namespace Microsoft.ML.SIDCo.TestHost;
 
@@ -30,10 +30,12 @@ public static class Scenarios
     };
 
     public static (IDataView Train, IDataView Test) LoadData(MLContext ml, int train, int test)
-        => (ml.Data.LoadFromEnumerable(FashionMnist.Load(train: true, limit: train)), ml.Data.LoadFromEnumerable(FashionMnist.Load(train: false, limit: test)));
+        => (ml.Data.LoadFromEnumerable(FashionMnist.Load(train: true, limit: train)),
+            ml.Data.LoadFromEnumerable(FashionMnist.Load(train: false, limit: test)));
 
     /// <summary>MapValueToKey(Label) then the trainer: what an ML.NET user writes.</summary>
-    public static (ITransformer Model, double Accuracy, SIDCoTransformer Sidco) TrainAndEvaluate(MLContext ml, SIDCoTrainer.Options options, IDataView train, IDataView test)
+    public static (ITransformer Model, double Accuracy, SIDCoTransformer Sidco) TrainAndEvaluate(MLContext ml,
+        SIDCoTrainer.Options options, IDataView train, IDataView test)
     {
         var pipeline = ml.Transforms.Conversion.MapValueToKey("Label").Append(ml.Extensions.SIDCoTrainer(options));
         var model = pipeline.Fit(train);

@@ -11,7 +11,8 @@ namespace Microsoft.ML.SIDCo.TestHost;
 /// Single column "F0", the others as a vector column "Rest" (so pipelines concatenate two columns, and typed rows for a
 /// prediction engine fit any feature count) and a "Label" column: text (multiclass), Boolean (binary) or Single (regression).
 /// </summary>
-public sealed record SklearnDataset(string Name, TrainingTask Task, int Features, string File, string? TargetFile, char Separator, bool Header)
+public sealed record SklearnDataset(string Name, TrainingTask Task, int Features, string File, string? TargetFile, char Separator,
+    bool Header)
 {
     /// <summary>Where Debian's python3-sklearn keeps the CSVs; <c>SIDCO_SKLEARN_DATA_DIR</c> overrides it.</summary>
     public static string DataDirectory => Environment.GetEnvironmentVariable("SIDCO_SKLEARN_DATA_DIR") is { Length: > 0 } d ? d
@@ -24,13 +25,16 @@ public sealed record SklearnDataset(string Name, TrainingTask Task, int Features
     public static SklearnDataset Wine { get; } = new("wine", TrainingTask.MulticlassClassification, 13, "wine_data.csv", null, ',', true);
 
     /// <summary>1,797 8x8 digits, 64 features, 10 classes.</summary>
-    public static SklearnDataset Digits { get; } = new("digits", TrainingTask.MulticlassClassification, 64, "digits.csv.gz", null, ',', false);
+    public static SklearnDataset Digits { get; } =
+        new("digits", TrainingTask.MulticlassClassification, 64, "digits.csv.gz", null, ',', false);
 
     /// <summary>569 breast tumours, 30 features; the label is true for malignant (scikit-learn's target 0).</summary>
-    public static SklearnDataset BreastCancer { get; } = new("breast-cancer", TrainingTask.BinaryClassification, 30, "breast_cancer.csv", null, ',', true);
+    public static SklearnDataset BreastCancer { get; } =
+        new("breast-cancer", TrainingTask.BinaryClassification, 30, "breast_cancer.csv", null, ',', true);
 
     /// <summary>442 diabetes patients, 10 features, a disease-progression score.</summary>
-    public static SklearnDataset Diabetes { get; } = new("diabetes", TrainingTask.Regression, 10, "diabetes_data_raw.csv.gz", "diabetes_target.csv.gz", ' ', false);
+    public static SklearnDataset Diabetes { get; } =
+        new("diabetes", TrainingTask.Regression, 10, "diabetes_data_raw.csv.gz", "diabetes_target.csv.gz", ' ', false);
 
     /// <summary>Every data set, in a stable order.</summary>
     public static IReadOnlyList<SklearnDataset> All { get; } = [Iris, Wine, Digits, BreastCancer, Diabetes];
@@ -57,7 +61,8 @@ public sealed record SklearnDataset(string Name, TrainingTask Task, int Features
         if (this == BreastCancer)
         {
             // scikit-learn's target is 0 for malignant: the positive class of the Boolean label.
-            view = ml.Transforms.CustomMapping<FlagRow, FlagRow>((i, o) => o.Label = !i.Label, contractName: null).Fit(view).Transform(view);
+            view = ml.Transforms.CustomMapping<FlagRow, FlagRow>((i, o) => o.Label = !i.Label,
+                contractName: null).Fit(view).Transform(view);
         }
         return view;
     }
@@ -99,7 +104,8 @@ public sealed record SklearnDataset(string Name, TrainingTask Task, int Features
         string target = Path.Combine(CacheDirectory, Name + ".joined.csv");
         if (!System.IO.File.Exists(target))
         {
-            var lines = System.IO.File.ReadAllLines(data).Zip(System.IO.File.ReadAllLines(targets), (d, t) => $"{d.Trim()}{Separator}{t.Trim()}");
+            var lines =
+                System.IO.File.ReadAllLines(data).Zip(System.IO.File.ReadAllLines(targets), (d, t) => $"{d.Trim()}{Separator}{t.Trim()}");
             string temp = $"{target}.{Environment.ProcessId}.tmp";
             System.IO.File.WriteAllLines(temp, lines);
             System.IO.File.Move(temp, target, overwrite: true);

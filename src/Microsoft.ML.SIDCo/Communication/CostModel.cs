@@ -23,14 +23,17 @@ public sealed record CostModel(double AlphaSeconds, double BetaSecondsPerByte, i
     public double DenseBytesPerRank(long elements) => Workers <= 1 ? 0 : 2.0 * (Workers - 1) / Workers * 4.0 * elements;
 
     /// <summary>Bytes each rank sends, on average, in the allgather of <paramref name="totalSelected"/> pairs.</summary>
-    public double SparseBytesPerRank(long totalSelected, int valueBytes = 4) => Workers <= 1 ? 0 : (double)(Workers - 1) / Workers * totalSelected * (4 + valueBytes);
+    public double SparseBytesPerRank(long totalSelected, int valueBytes = 4) =>
+        Workers <= 1 ? 0 : (double)(Workers - 1) / Workers * totalSelected * (4 + valueBytes);
 
     /// <summary>Predicted seconds for the dense allreduce.</summary>
-    public double DenseSeconds(long elements) => Workers <= 1 ? 0 : 2.0 * (Workers - 1) * AlphaSeconds + DenseBytesPerRank(elements) * BetaSecondsPerByte;
+    public double DenseSeconds(long elements) =>
+        Workers <= 1 ? 0 : 2.0 * (Workers - 1) * AlphaSeconds + DenseBytesPerRank(elements) * BetaSecondsPerByte;
 
     /// <summary>Predicted seconds for the sparse allgather exchange (counts allgather and scatter-add included).</summary>
     public double SparseSeconds(long totalSelected, int valueBytes = 4) => Workers <= 1 ? 0
-        : 3.0 * (Workers - 1) * AlphaSeconds + SparseBytesPerRank(totalSelected, valueBytes) * BetaSecondsPerByte + totalSelected * ScatterSecondsPerEntry;
+        : 3.0 * (Workers - 1) * AlphaSeconds + SparseBytesPerRank(totalSelected, valueBytes) * BetaSecondsPerByte
+            + totalSelected * ScatterSecondsPerEntry;
 
     /// <summary>Which exchange the model predicts to be faster.</summary>
     public ExchangeMode Choose(long elements, long totalSelected, int valueBytes = 4)

@@ -28,7 +28,8 @@ public enum ExchangeMode
 /// exchange: no worker leaves it before the last one has arrived, so it is this worker's wait for the slowest one
 /// (plus one small message's latency). The cost model describes the rest; 0 for a dense allreduce, whose wait stays inside.
 /// </param>
-public readonly record struct ExchangeStats(ExchangeMode Mode, int LocalSelected, long TotalSelected, double PredictedDenseMs, double PredictedSparseMs, double BytesPerRank, double ElapsedMs, double WaitMs = 0)
+public readonly record struct ExchangeStats(ExchangeMode Mode, int LocalSelected, long TotalSelected, double PredictedDenseMs,
+    double PredictedSparseMs, double BytesPerRank, double ElapsedMs, double WaitMs = 0)
 {
     /// <summary>The model's prediction for the mode used.</summary>
     public double PredictedMs => Mode == ExchangeMode.Dense ? PredictedDenseMs : PredictedSparseMs;
@@ -54,7 +55,8 @@ public sealed class GradientExchange
     /// <param name="length">Dense gradient length; checked to agree across ranks (collective).</param>
     /// <param name="mode">Exchange mode.</param>
     /// <param name="halfPrecisionValues">Send sparse values as float16 (halves value bytes; rounds values).</param>
-    /// <param name="model">Cost model; probed on <paramref name="comm"/> (once per communicator) when null, so every exchange reports a prediction.</param>
+    /// <param name="model">Cost model; probed on <paramref name="comm"/> (once per communicator) when null, so every exchange reports a
+    /// prediction.</param>
     public GradientExchange(ICommunicator comm, int length, ExchangeMode mode = ExchangeMode.Auto, bool halfPrecisionValues = false,
         CostModel? model = null)
         : this(comm, length, mode, halfPrecisionValues, model, kernels: null)
@@ -62,7 +64,8 @@ public sealed class GradientExchange
     }
 
     /// <summary>The exchange, scatter-adding with <paramref name="kernels"/> (the CPU's when null).</summary>
-    internal GradientExchange(ICommunicator comm, int length, ExchangeMode mode, bool halfPrecisionValues, CostModel? model, IScatterAddKernel? kernels)
+    internal GradientExchange(ICommunicator comm, int length, ExchangeMode mode, bool halfPrecisionValues, CostModel? model,
+        IScatterAddKernel? kernels)
     {
         ArgumentNullException.ThrowIfNull(comm);
         ArgumentOutOfRangeException.ThrowIfNegative(length);
@@ -97,7 +100,8 @@ public sealed class GradientExchange
     public ExchangeStats AllReduce(SparseBuffer local, Span<float> averaged)
     {
         ArgumentNullException.ThrowIfNull(local);
-        if (averaged.Length != Length) throw new ArgumentException($"Output length {averaged.Length} differs from the exchange length {Length}.", nameof(averaged));
+        if (averaged.Length != Length)
+            throw new ArgumentException($"Output length {averaged.Length} differs from the exchange length {Length}.", nameof(averaged));
         long start = Stopwatch.GetTimestamp();
         int p = _comm.Size;
         _comm.AllGather<int>([local.Count], _counts);
@@ -120,7 +124,8 @@ public sealed class GradientExchange
         }
         else
         {
-            if (total > int.MaxValue) throw new InvalidOperationException($"{total} selected entries exceed one exchange; use ExchangeMode.Dense.");
+            if (total > int.MaxValue)
+                throw new InvalidOperationException($"{total} selected entries exceed one exchange; use ExchangeMode.Dense.");
             int t = (int)total;
             if (_allIndices.Length < t) { _allIndices = new int[t]; _allValues = new float[t]; }
             _comm.AllGatherV(local.Indices, _allIndices.AsSpan(0, t), _counts);
@@ -146,17 +151,20 @@ public sealed class GradientExchange
         }
         if (p > 1) TensorPrimitives.Multiply(averaged, 1f / p, averaged);
         double bytes = mode == ExchangeMode.Dense ? Model.DenseBytesPerRank(Length) : Model.SparseBytesPerRank(total, valueBytes);
-        return new ExchangeStats(mode, local.Count, total, denseMs, sparseMs, bytes, Stopwatch.GetElapsedTime(start).TotalMilliseconds, waitMs);
+        return new ExchangeStats(mode, local.Count, total, denseMs, sparseMs, bytes, Stopwatch.GetElapsedTime(start).TotalMilliseconds,
+            waitMs);
     }
 
     /// <summary>Dense allreduce of <paramref name="gradient"/> in place, divided by the worker count. Collective.</summary>
     public ExchangeStats AllReduceDense(Span<float> gradient)
     {
-        if (gradient.Length != Length) throw new ArgumentException($"Gradient length {gradient.Length} differs from the exchange length {Length}.", nameof(gradient));
+        if (gradient.Length != Length)
+            throw new ArgumentException($"Gradient length {gradient.Length} differs from the exchange length {Length}.", nameof(gradient));
         long start = Stopwatch.GetTimestamp();
         _comm.AllReduceSum(gradient);
         if (_comm.Size > 1) TensorPrimitives.Multiply(gradient, 1f / _comm.Size, gradient);
         double ms = Model.DenseSeconds(Length) * 1e3;
-        return new ExchangeStats(ExchangeMode.Dense, Length, (long)Length * _comm.Size, ms, double.NaN, Model.DenseBytesPerRank(Length), Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+        return new ExchangeStats(ExchangeMode.Dense, Length, (long)Length * _comm.Size, ms, double.NaN, Model.DenseBytesPerRank(Length),
+            Stopwatch.GetElapsedTime(start).TotalMilliseconds);
     }
 }

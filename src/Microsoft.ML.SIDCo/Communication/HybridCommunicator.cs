@@ -70,7 +70,8 @@ internal sealed class HybridCommunicator : IHierarchicalCommunicator
     /// <inheritdoc />
     public void AllGather<T>(ReadOnlySpan<T> mine, Span<T> all) where T : unmanaged
     {
-        if ((long)mine.Length * Size != all.Length) throw new ArgumentException($"AllGather needs {mine.Length} x {Size} elements of output, got {all.Length}.", nameof(all));
+        if ((long)mine.Length * Size != all.Length)
+            throw new ArgumentException($"AllGather needs {mine.Length} x {Size} elements of output, got {all.Length}.", nameof(all));
         var hostPart = new T[mine.Length * _local.Size];
         _local.AllGather(mine, hostPart);
         if (IsLeader) _hosts.AllGather<T>(hostPart, all);
@@ -80,7 +81,8 @@ internal sealed class HybridCommunicator : IHierarchicalCommunicator
     /// <inheritdoc />
     public void AllGatherV<T>(ReadOnlySpan<T> mine, Span<T> all, ReadOnlySpan<int> counts) where T : unmanaged
     {
-        if (counts.Length != Size) throw new ArgumentException($"AllGatherV needs one count per rank ({Size}), got {counts.Length}.", nameof(counts));
+        if (counts.Length != Size)
+            throw new ArgumentException($"AllGatherV needs one count per rank ({Size}), got {counts.Length}.", nameof(counts));
         int l = _local.Size, host = _hosts.Rank;
         var localCounts = counts.Slice(host * l, l);
         long hostTotal = 0;

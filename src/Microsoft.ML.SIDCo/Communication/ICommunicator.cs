@@ -29,7 +29,8 @@ public interface ICommunicator : IDisposable
     /// <summary>Gathers an equal-sized block from every worker into <paramref name="all"/> (rank order).</summary>
     void AllGather<T>(ReadOnlySpan<T> mine, Span<T> all) where T : unmanaged;
 
-    /// <summary>Gathers blocks of different sizes (<paramref name="counts"/>[r] from rank r) into <paramref name="all"/> in rank order.</summary>
+    /// <summary>Gathers blocks of different sizes (<paramref name="counts"/>[r] from rank r) into <paramref name="all"/> in rank
+    /// order.</summary>
     void AllGatherV<T>(ReadOnlySpan<T> mine, Span<T> all, ReadOnlySpan<int> counts) where T : unmanaged;
 }
 
@@ -77,7 +78,8 @@ public static class CommunicatorExtensions
         var all = new long[comm.Size];
         comm.AllGather<long>([value], all);
         if (all.Distinct().Count() > 1)
-            throw new RankMismatchException($"Ranks disagree on {what}: " + string.Join(", ", all.Select((v, r) => $"rank {r} = {v}")) + ". Every rank must train the same model with the same options.");
+            throw new RankMismatchException($"Ranks disagree on {what}: " + string.Join(", ", all.Select((v, r) => $"rank {r} = {v}"))
+                + ". Every rank must train the same model with the same options.");
     }
 
     /// <summary>A stable 64-bit fingerprint of a string (for <see cref="VerifyAgreement"/>).</summary>
@@ -92,7 +94,8 @@ public static class CommunicatorExtensions
         {
             d[r] = (int)sum;
             sum += counts[r];
-            if (sum > int.MaxValue) throw new InvalidOperationException("AllGatherV total exceeds int.MaxValue elements; exchange in smaller pieces.");
+            if (sum > int.MaxValue)
+                throw new InvalidOperationException("AllGatherV total exceeds int.MaxValue elements; exchange in smaller pieces.");
         }
         return d;
     }

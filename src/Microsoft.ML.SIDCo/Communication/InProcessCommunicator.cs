@@ -46,7 +46,8 @@ public sealed class InProcessGroup : IDisposable
     /// <summary>Shared reduction buffer; grown by rank 0 before the collective's first meeting.</summary>
     internal void EnsureScratch(int bytes) { if (_scratch.Length < bytes) _scratch = new byte[bytes]; }
 
-    internal Span<T> Scratch<T>(int length) where T : unmanaged => System.Runtime.InteropServices.MemoryMarshal.Cast<byte, T>(_scratch.AsSpan()).Slice(0, length);
+    internal Span<T> Scratch<T>(int length)
+        where T : unmanaged => System.Runtime.InteropServices.MemoryMarshal.Cast<byte, T>(_scratch.AsSpan()).Slice(0, length);
 
     internal void Meet()
     {
@@ -54,7 +55,8 @@ public sealed class InProcessGroup : IDisposable
         catch (OperationCanceledException) { throw new WorkerFailedException(_failure); }
     }
 
-    /// <summary>Runs <paramref name="work"/> on every worker, one thread each, and waits; the first failure aborts the others and is rethrown.</summary>
+    /// <summary>Runs <paramref name="work"/> on every worker, one thread each, and waits; the first failure aborts the others and is
+    /// rethrown.</summary>
     public void Run(Action<InProcessCommunicator> work)
     {
         ArgumentNullException.ThrowIfNull(work);
@@ -63,7 +65,8 @@ public sealed class InProcessGroup : IDisposable
         {
             try { work(c); }
             catch (Exception e) { errors[r] = e; Abort(e); }
-        }, maxStackSize: 16 << 20) { Name = $"sidco-worker-{r}", IsBackground = true }).ToArray();
+        }, maxStackSize: 16 << 20)
+        { Name = $"sidco-worker-{r}", IsBackground = true }).ToArray();
         foreach (var t in threads) t.Start();
         foreach (var t in threads) t.Join();
         var first = errors.FirstOrDefault(e => e is not null and not WorkerFailedException) ?? errors.FirstOrDefault(e => e is not null);
@@ -110,7 +113,8 @@ public sealed unsafe class InProcessCommunicator : ICommunicator
         {
             Publish(p, buffer.Length);
             var src = Slot<T>(root);
-            if (src.Length != buffer.Length) Fail($"Broadcast lengths differ: root {root} has {src.Length}, rank {Rank} has {buffer.Length}.");
+            if (src.Length != buffer.Length) Fail($"Broadcast lengths differ: root {root} has {src.Length}, rank {Rank} has " +
+                $"{buffer.Length}.");
             if (Rank != root) src.CopyTo(buffer);
             _group.Meet();
         }
@@ -142,14 +146,16 @@ public sealed unsafe class InProcessCommunicator : ICommunicator
     /// <inheritdoc />
     public void AllGather<T>(ReadOnlySpan<T> mine, Span<T> all) where T : unmanaged
     {
-        if ((long)mine.Length * Size != all.Length) throw new ArgumentException($"AllGather needs {mine.Length} x {Size} elements of output, got {all.Length}.", nameof(all));
+        if ((long)mine.Length * Size != all.Length)
+            throw new ArgumentException($"AllGather needs {mine.Length} x {Size} elements of output, got {all.Length}.", nameof(all));
         fixed (T* p = mine)
         {
             Publish(p, mine.Length);
             for (int r = 0; r < Size; r++)
             {
                 var src = Slot<T>(r);
-                if (src.Length != mine.Length) Fail($"AllGather block sizes differ: rank {r} has {src.Length}, rank {Rank} has {mine.Length}.");
+                if (src.Length != mine.Length) Fail($"AllGather block sizes differ: rank {r} has {src.Length}, rank {Rank} has " +
+                    $"{mine.Length}.");
                 src.CopyTo(all.Slice(r * mine.Length, mine.Length));
             }
             if (Size > 1) _group.Meet();
@@ -159,8 +165,11 @@ public sealed unsafe class InProcessCommunicator : ICommunicator
     /// <inheritdoc />
     public void AllGatherV<T>(ReadOnlySpan<T> mine, Span<T> all, ReadOnlySpan<int> counts) where T : unmanaged
     {
-        if (counts.Length != Size) throw new ArgumentException($"AllGatherV needs one count per rank ({Size}), got {counts.Length}.", nameof(counts));
-        if (counts[Rank] != mine.Length) throw new ArgumentException($"counts[{Rank}] = {counts[Rank]} but this rank contributes {mine.Length} elements.", nameof(counts));
+        if (counts.Length != Size)
+            throw new ArgumentException($"AllGatherV needs one count per rank ({Size}), got {counts.Length}.", nameof(counts));
+        if (counts[Rank] != mine.Length)
+            throw new ArgumentException($"counts[{Rank}] = {counts[Rank]} but this rank contributes {mine.Length} elements.",
+            nameof(counts));
         var displs = CommunicatorExtensions.Displacements(counts);
         if ((long)displs[^1] + counts[^1] > all.Length) throw new ArgumentException("AllGatherV output is too small.", nameof(all));
         fixed (T* p = mine)
@@ -196,15 +205,21 @@ public sealed unsafe class InProcessCommunicator : ICommunicator
 
     private static void Add<T>(Span<T> acc, ReadOnlySpan<T> x) where T : unmanaged
     {
-        if (typeof(T) == typeof(float)) System.Numerics.Tensors.TensorPrimitives.Add(Cast<T, float>(acc), CastRo<T, float>(x), Cast<T, float>(acc));
-        else if (typeof(T) == typeof(double)) System.Numerics.Tensors.TensorPrimitives.Add(Cast<T, double>(acc), CastRo<T, double>(x), Cast<T, double>(acc));
-        else if (typeof(T) == typeof(int)) System.Numerics.Tensors.TensorPrimitives.Add(Cast<T, int>(acc), CastRo<T, int>(x), Cast<T, int>(acc));
-        else if (typeof(T) == typeof(long)) System.Numerics.Tensors.TensorPrimitives.Add(Cast<T, long>(acc), CastRo<T, long>(x), Cast<T, long>(acc));
+        if (typeof(T) == typeof(float)) System.Numerics.Tensors.TensorPrimitives.Add(Cast<T, float>(acc), CastRo<T, float>(x),
+            Cast<T, float>(acc));
+        else if (typeof(T) == typeof(double)) System.Numerics.Tensors.TensorPrimitives.Add(Cast<T, double>(acc), CastRo<T, double>(x),
+            Cast<T, double>(acc));
+        else if (typeof(T) == typeof(int)) System.Numerics.Tensors.TensorPrimitives.Add(Cast<T, int>(acc), CastRo<T, int>(x),
+            Cast<T, int>(acc));
+        else if (typeof(T) == typeof(long)) System.Numerics.Tensors.TensorPrimitives.Add(Cast<T, long>(acc), CastRo<T, long>(x),
+            Cast<T, long>(acc));
         else throw new NotSupportedException($"AllReduceSum supports float, double, int and long, not {typeof(T).Name}.");
     }
 
-    private static Span<TTo> Cast<TFrom, TTo>(Span<TFrom> s) where TFrom : unmanaged where TTo : unmanaged => System.Runtime.InteropServices.MemoryMarshal.Cast<TFrom, TTo>(s);
-    private static ReadOnlySpan<TTo> CastRo<TFrom, TTo>(ReadOnlySpan<TFrom> s) where TFrom : unmanaged where TTo : unmanaged => System.Runtime.InteropServices.MemoryMarshal.Cast<TFrom, TTo>(s);
+    private static Span<TTo> Cast<TFrom, TTo>(Span<TFrom> s) where TFrom : unmanaged
+        where TTo : unmanaged => System.Runtime.InteropServices.MemoryMarshal.Cast<TFrom, TTo>(s);
+    private static ReadOnlySpan<TTo> CastRo<TFrom, TTo>(ReadOnlySpan<TFrom> s) where TFrom : unmanaged
+        where TTo : unmanaged => System.Runtime.InteropServices.MemoryMarshal.Cast<TFrom, TTo>(s);
 
     /// <summary>Nothing to release per worker; the group owns the shared state.</summary>
     public void Dispose() { }

@@ -37,12 +37,14 @@ public sealed unsafe class MpiCommunicator : ICommunicator, ISharesLinks
 
     /// <summary>True when this process was started by mpirun (Open MPI or PMIx environment present).</summary>
     public static bool IsLaunchedByMpirun =>
-        Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_SIZE") is not null || Environment.GetEnvironmentVariable("PMIX_RANK") is not null;
+        Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_SIZE") is not null
+            || Environment.GetEnvironmentVariable("PMIX_RANK") is not null;
 
     /// <summary>The world size announced by mpirun, or 1.</summary>
     public static int LaunchedWorldSize => int.TryParse(Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_SIZE"), out int s) ? s : 1;
 
-    /// <summary>This process's rank announced by mpirun (Open MPI's <c>OMPI_COMM_WORLD_RANK</c>, or PMIx's <c>PMIX_RANK</c>), or 0.</summary>
+    /// <summary>This process's rank announced by mpirun (Open MPI's <c>OMPI_COMM_WORLD_RANK</c>, or PMIx's <c>PMIX_RANK</c>), or
+    /// 0.</summary>
     public static int LaunchedRank =>
         int.TryParse(Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_RANK"), out int r) && r >= 0 ? r
         : int.TryParse(Environment.GetEnvironmentVariable("PMIX_RANK"), out r) && r >= 0 ? r : 0;
@@ -70,11 +72,13 @@ public sealed unsafe class MpiCommunicator : ICommunicator, ISharesLinks
             {
                 int finalized;
                 Check("MPI_Finalized", _api.Finalized(&finalized));
-                if (finalized != 0) throw new InvalidOperationException("MPI was already finalized in this process; it cannot be initialised twice.");
+                if (finalized != 0)
+                    throw new InvalidOperationException("MPI was already finalized in this process; it cannot be initialised twice.");
                 int provided;
                 Check("MPI_Init_thread", _api.InitThread(null, null, MpiNative.ThreadMultiple, &provided));
                 if (provided < MpiNative.ThreadSerialized)
-                    throw new InvalidOperationException($"Open MPI provided thread level {provided}; at least MPI_THREAD_SERIALIZED is required.");
+                    throw new InvalidOperationException($"Open MPI provided thread level {provided}; at least MPI_THREAD_SERIALIZED is " +
+                        $"required.");
                 s_initializedByUs = true;
                 AppDomain.CurrentDomain.ProcessExit += OnProcessExit;
             }
@@ -132,7 +136,9 @@ public sealed unsafe class MpiCommunicator : ICommunicator, ISharesLinks
     /// <inheritdoc />
     public void AllGather<T>(ReadOnlySpan<T> mine, Span<T> all) where T : unmanaged
     {
-        if ((long)mine.Length * Size != all.Length) throw new ArgumentException($"AllGather needs {mine.Length} x {Size} = {(long)mine.Length * Size} elements of output, got {all.Length}.", nameof(all));
+        if ((long)mine.Length * Size != all.Length)
+            throw new ArgumentException($"AllGather needs {mine.Length} x {Size} = {(long)mine.Length * Size} elements of output, got " +
+            $"{all.Length}.", nameof(all));
         var (type, scale) = TypeOf<T>();
         fixed (T* s = mine)
         fixed (T* r = all)
@@ -142,13 +148,18 @@ public sealed unsafe class MpiCommunicator : ICommunicator, ISharesLinks
     /// <inheritdoc />
     public void AllGatherV<T>(ReadOnlySpan<T> mine, Span<T> all, ReadOnlySpan<int> counts) where T : unmanaged
     {
-        if (counts.Length != Size) throw new ArgumentException($"AllGatherV needs one count per rank ({Size}), got {counts.Length}.", nameof(counts));
-        if (counts[Rank] != mine.Length) throw new ArgumentException($"counts[{Rank}] = {counts[Rank]} but this rank contributes {mine.Length} elements.", nameof(counts));
+        if (counts.Length != Size)
+            throw new ArgumentException($"AllGatherV needs one count per rank ({Size}), got {counts.Length}.", nameof(counts));
+        if (counts[Rank] != mine.Length)
+            throw new ArgumentException($"counts[{Rank}] = {counts[Rank]} but this rank contributes {mine.Length} elements.",
+            nameof(counts));
         var (type, scale) = TypeOf<T>();
         var displs = CommunicatorExtensions.Displacements(counts);
         long total = (long)displs[^1] + counts[^1];
-        if (total > all.Length) throw new ArgumentException($"AllGatherV output holds {all.Length} elements; {total} are needed.", nameof(all));
-        if (total * scale > int.MaxValue) throw new InvalidOperationException("AllGatherV total exceeds int.MaxValue MPI elements; exchange in smaller pieces.");
+        if (total > all.Length)
+            throw new ArgumentException($"AllGatherV output holds {all.Length} elements; {total} are needed.", nameof(all));
+        if (total * scale > int.MaxValue)
+            throw new InvalidOperationException("AllGatherV total exceeds int.MaxValue MPI elements; exchange in smaller pieces.");
         var scaledCounts = new int[Size];
         for (int r = 0; r < Size; r++) { scaledCounts[r] = counts[r] * scale; displs[r] *= scale; }
         fixed (T* s = mine)
@@ -158,7 +169,8 @@ public sealed unsafe class MpiCommunicator : ICommunicator, ISharesLinks
             Check("MPI_Allgatherv", _api.Allgatherv(s, mine.Length * scale, type, r, c, d, type, _api.CommWorld));
     }
 
-    /// <summary>Ends every process of the job with <paramref name="code"/> (MPI_Abort): the way out when one rank cannot continue.</summary>
+    /// <summary>Ends every process of the job with <paramref name="code"/> (MPI_Abort): the way out when one rank cannot
+    /// continue.</summary>
     public void Abort(int code) => _api.Abort(_api.CommWorld, code);
 
     private (nint Type, int Scale) TypeOf<T>() where T : unmanaged

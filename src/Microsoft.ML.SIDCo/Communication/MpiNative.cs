@@ -58,12 +58,20 @@ internal static unsafe class MpiNative
             if (lib == 0) NativeLibrary.TryLoad(name, out lib);
             if (lib != 0) break;
         }
-        if (lib == 0) throw new DllNotFoundException("Open MPI (libmpi.so.40) was not found. Install it with 'apt-get install openmpi-bin libopenmpi-dev' (./build.sh setup does this).");
+        if (lib == 0)
+            throw new DllNotFoundException("Open MPI (libmpi.so.40) was not found. Install it with 'apt-get install openmpi-bin " +
+            "libopenmpi-dev' (./build.sh setup does this).");
         nint F(string s) => NativeLibrary.GetExport(lib, s);
         return new Api
         {
-            CommWorld = F("ompi_mpi_comm_world"), Float = F("ompi_mpi_float"), Double = F("ompi_mpi_double"), Int = F("ompi_mpi_int"),
-            Long = F("ompi_mpi_long_long_int"), Byte = F("ompi_mpi_byte"), OpSum = F("ompi_mpi_op_sum"), ErrorsReturn = F("ompi_mpi_errors_return"),
+            CommWorld = F("ompi_mpi_comm_world"),
+            Float = F("ompi_mpi_float"),
+            Double = F("ompi_mpi_double"),
+            Int = F("ompi_mpi_int"),
+            Long = F("ompi_mpi_long_long_int"),
+            Byte = F("ompi_mpi_byte"),
+            OpSum = F("ompi_mpi_op_sum"),
+            ErrorsReturn = F("ompi_mpi_errors_return"),
             InitThread = (delegate* unmanaged<int*, nint*, int, int*, int>)F("MPI_Init_thread"),
             Initialized = (delegate* unmanaged<int*, int>)F("MPI_Initialized"),
             Finalized = (delegate* unmanaged<int*, int>)F("MPI_Finalized"),

@@ -81,13 +81,16 @@ internal sealed class AdaptiveStageController
     /// <summary>Number of times the stage count changed.</summary>
     public int Adjustments { get; private set; }
 
-    /// <summary>Factor applied to the target density once stage moves alone cannot reach the band (1 until then), in [1 / <see cref="MaxCalibration"/>, <see cref="MaxCalibration"/>].</summary>
+    /// <summary>Factor applied to the target density once stage moves alone cannot reach the band (1 until then), in [1 /
+    /// <see cref="MaxCalibration"/>, <see cref="MaxCalibration"/>].</summary>
     public double Calibration { get; private set; } = 1;
 
-    /// <summary>True once the calibration has reached the band: the stage count is fixed and every call adjusts the calibration a little.</summary>
+    /// <summary>True once the calibration has reached the band: the stage count is fixed and every call adjusts the calibration a
+    /// little.</summary>
     public bool Tracking { get; private set; }
 
-    /// <summary>Records one call's achieved/target ratio: in <see cref="Tracking"/>, adjusts the calibration; otherwise, every interval calls, may move <see cref="Stages"/> or the calibration.</summary>
+    /// <summary>Records one call's achieved/target ratio: in <see cref="Tracking"/>, adjusts the calibration; otherwise, every interval
+    /// calls, may move <see cref="Stages"/> or the calibration.</summary>
     /// <param name="achievedOverTarget">The call's selected count over its target count.</param>
     /// <param name="passesCostly">
     /// Whether a pass over the buffer costs more than the call's fixed work: then a stage beyond
@@ -116,7 +119,8 @@ internal sealed class AdaptiveStageController
             double change = logRatio - _lastLogRatio;
             if (Math.Abs(change) > 0.02) MoreStagesLowerDensity = _lastMove * change < 0 ? 1 : -1;
             ineffective = Math.Abs(change) < IneffectiveMove
-                || (_lastMove > 0 && _passesCostly && Stages > FreeStages && !WithinStageMoveFactor(mean)); // a costly stage that left a gross miss
+                // a costly stage that left a gross miss
+                || (_lastMove > 0 && _passesCostly && Stages > FreeStages && !WithinStageMoveFactor(mean));
         }
         int moved = _lastMove;
         _lastLogRatio = logRatio;
@@ -202,7 +206,8 @@ internal sealed class AdaptiveStageController
     /// <summary>The most the calibration moves in one window before the band is bracketed.</summary>
     public const double MaxCalibrationStep = 4;
 
-    /// <summary>A measured response (d ln ratio / d ln calibration) below this is taken as noise: the step is then the plain ratio.</summary>
+    /// <summary>A measured response (d ln ratio / d ln calibration) below this is taken as noise: the step is then the plain
+    /// ratio.</summary>
     public const double MinCalibrationResponse = 0.1;
 
     private static bool WithinStageMoveFactor(double ratio) => ratio >= 1 / StageMoveFactor && ratio <= StageMoveFactor;
@@ -211,7 +216,8 @@ internal sealed class AdaptiveStageController
     public void Save(BinaryWriter w)
     {
         w.Write(Stages); w.Write(MoreStagesLowerDensity); w.Write(Adjustments);
-        w.Write(_windowSum); w.Write(_windowCount); w.Write(_lastMove); w.Write(_lastLogRatio); w.Write(Calibration); w.Write(_calLow); w.Write(_calHigh); w.Write(Tracking);
+        w.Write(_windowSum); w.Write(_windowCount); w.Write(_lastMove); w.Write(_lastLogRatio);
+        w.Write(Calibration); w.Write(_calLow); w.Write(_calHigh); w.Write(Tracking);
         w.Write(_secantLogCal); w.Write(_secantLogRatio); w.Write(_secantStages);
         w.Write(_seen.Count);
         foreach (var (m, r) in _seen) { w.Write(m); w.Write(r); }
@@ -221,13 +227,15 @@ internal sealed class AdaptiveStageController
     public void Load(BinaryReader r)
     {
         int stages = r.ReadInt32(), dir = r.ReadInt32(), adj = r.ReadInt32();
-        double sum = r.ReadDouble(); int count = r.ReadInt32(), move = r.ReadInt32(); double last = r.ReadDouble(), calibration = r.ReadDouble(), calLow = r.ReadDouble(), calHigh = r.ReadDouble();
+        double sum = r.ReadDouble(); int count = r.ReadInt32(), move = r.ReadInt32(); double last = r.ReadDouble(),
+            calibration = r.ReadDouble(), calLow = r.ReadDouble(), calHigh = r.ReadDouble();
         bool tracking = r.ReadBoolean();
         double secantLogCal = r.ReadDouble(), secantLogRatio = r.ReadDouble(); int secantStages = r.ReadInt32();
         var seen = new Dictionary<int, double>();
         for (int i = r.ReadInt32(); i > 0; i--) seen[r.ReadInt32()] = r.ReadDouble();
         if (stages < 1 || stages > _maxStages) throw new InvalidDataException($"Saved stage count {stages} is outside [1, {_maxStages}].");
-        (Stages, MoreStagesLowerDensity, Adjustments, _windowSum, _windowCount, _lastMove, _lastLogRatio, Calibration) = (stages, dir, adj, sum, count, move, last, calibration);
+        (Stages, MoreStagesLowerDensity, Adjustments, _windowSum, _windowCount, _lastMove, _lastLogRatio, Calibration) =
+            (stages, dir, adj, sum, count, move, last, calibration);
         (_calLow, _calHigh, Tracking) = (calLow, calHigh, tracking);
         (_secantLogCal, _secantLogRatio, _secantStages) = (secantLogCal, secantLogRatio, secantStages);
         _seen.Clear();

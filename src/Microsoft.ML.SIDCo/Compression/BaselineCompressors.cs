@@ -15,7 +15,8 @@ internal sealed class NoneCompressor(CompressorOptions options, IGradientKernels
 
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loops: full optimisation from the first call, not after 30 calls at tier 0
-    private protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output)
+    private protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k,
+        SparseGradient output)
     {
         output.Reserve(acc.Length);
         for (int i = 0; i < acc.Length; i++) output.Add(i, acc[i]);
@@ -31,7 +32,8 @@ internal sealed class TopKCompressor(CompressorOptions options, IGradientKernels
 
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output)
+    private protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k,
+        SparseGradient output)
     {
         SelectTopK(acc, k, output);
         return (output.Count > 0 ? MinMagnitude(output.Values) : 0f, 1);
@@ -61,7 +63,8 @@ internal sealed class DgcCompressor : GradientCompressor
 
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output)
+    private protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k,
+        SparseGradient output)
     {
         int n = acc.Length;
         int sampleSize = (int)Math.Clamp(Math.Ceiling(n * Options.DgcSampleFraction), 1, n);
@@ -93,7 +96,8 @@ internal sealed class RedSyncCompressor(CompressorOptions options, IGradientKern
 
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output)
+    private protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k,
+        SparseGradient output)
     {
         double mean = stats.MeanAbs, max = stats.MaxAbs;
         double lo = 0, hi = 1, r = 0.5;
@@ -118,7 +122,8 @@ internal sealed class RedSyncCompressor(CompressorOptions options, IGradientKern
 /// GaussianKSGD: eta = mean + z(1 - delta/2) std of the magnitudes, then up to three corrections
 /// (x0.5 when fewer than 2k/3 pass, x1.5 when more than 4k/3 pass).
 /// </summary>
-internal sealed class GaussianKCompressor(CompressorOptions options, IGradientKernels? kernels = null) : GradientCompressor(options, kernels)
+internal sealed class GaussianKCompressor(CompressorOptions options, IGradientKernels? kernels = null)
+    : GradientCompressor(options, kernels)
 {
     /// <inheritdoc />
     public override CompressorKind Kind => CompressorKind.GaussianK;
@@ -128,7 +133,8 @@ internal sealed class GaussianKCompressor(CompressorOptions options, IGradientKe
 
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output)
+    private protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k,
+        SparseGradient output)
     {
         double z = Normal.InvCDF(0, 1, 1 - Options.Density / 2);
         float eta = (float)(stats.MeanAbs + z * Math.Sqrt(stats.VarianceAbs));
@@ -159,7 +165,8 @@ internal sealed class RandomKCompressor : GradientCompressor
 
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output)
+    private protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k,
+        SparseGradient output)
     {
         int n = acc.Length;
         var random = CallRandom();
@@ -188,7 +195,8 @@ public static class Compressors
     internal static GradientCompressor Create(CompressorKind kind, CompressorOptions options, IGradientKernels? kernels) => kind switch
     {
         CompressorKind.None => new NoneCompressor(options, kernels),
-        CompressorKind.SidcoExponential or CompressorKind.SidcoGammaPareto or CompressorKind.SidcoPareto => new SidcoCompressor(kind, options, kernels),
+        CompressorKind.SidcoExponential or CompressorKind.SidcoGammaPareto or CompressorKind.SidcoPareto =>
+            new SidcoCompressor(kind, options, kernels),
         CompressorKind.TopK => new TopKCompressor(options, kernels),
         CompressorKind.Dgc => new DgcCompressor(options, kernels),
         CompressorKind.RedSync => new RedSyncCompressor(options, kernels),

@@ -54,7 +54,8 @@ internal sealed class CandidatePrefilter
         if (Active)
         {
             if (!(threshold >= Bound)) _fraction = Math.Max(MinimumFraction, _fraction * ShrinkFactor);
-            else if (_entries.Count > (long)MaximumMultiple * k) _fraction = Math.Min(MaximumFraction, _fraction + GrowShare * (1 - _fraction));
+            else if (_entries.Count > (long)MaximumMultiple * k)
+                _fraction = Math.Min(MaximumFraction, _fraction + GrowShare * (1 - _fraction));
         }
         _lastThreshold = threshold;
     }

@@ -48,9 +48,11 @@ public static class CompressorNames
     {
         ArgumentNullException.ThrowIfNull(name);
         foreach (var (k, n) in s_names) if (string.Equals(n, name.Trim(), StringComparison.OrdinalIgnoreCase)) return k;
-        throw new ArgumentException($"Unknown compressor '{name}'. Valid names: {string.Join(", ", s_names.Select(s => s.Name))}.", nameof(name));
+        throw new ArgumentException($"Unknown compressor '{name}'. Valid names: {string.Join(", ", s_names.Select(s => s.Name))}.",
+            nameof(name));
     }
 
     /// <summary>True for the three SIDCo variants.</summary>
-    public static bool IsSidco(this CompressorKind kind) => kind is CompressorKind.SidcoExponential or CompressorKind.SidcoGammaPareto or CompressorKind.SidcoPareto;
+    public static bool IsSidco(this CompressorKind kind) =>
+        kind is CompressorKind.SidcoExponential or CompressorKind.SidcoGammaPareto or CompressorKind.SidcoPareto;
 }

@@ -39,7 +39,8 @@ public sealed class CompressorOptions
     /// <summary>Upper bound on the number of stages; 0 means ceil(log2(1 / density)). Default 0.</summary>
     public int MaxStages { get; set; }
 
-    /// <summary>Compress calls averaged before the adaptive controller moves the stage count or, until it is in band, the calibration (afterwards it tracks every call). Default 5.</summary>
+    /// <summary>Compress calls averaged before the adaptive controller moves the stage count or, until it is in band, the calibration
+    /// (afterwards it tracks every call). Default 5.</summary>
     public int AdaptationInterval { get; set; } = 5;
 
     /// <summary>The controller acts when the mean achieved/target leaves [1 - t, 1 + t]. Default 0.2.</summary>
@@ -48,7 +49,8 @@ public sealed class CompressorOptions
     /// <summary>How the gamma first stage of SIDCo-GP computes its quantile. Default <see cref="GammaQuantileMethod.Exact"/>.</summary>
     public GammaQuantileMethod GammaQuantile { get; set; } = GammaQuantileMethod.Exact;
 
-    /// <summary>Hard cap: never send more than <c>cap * k</c> entries (exact selection among the candidates when over); 0 disables it. Default 0.</summary>
+    /// <summary>Hard cap: never send more than <c>cap * k</c> entries (exact selection among the candidates when over); 0 disables it.
+    /// Default 0.</summary>
     public double SelectionCap { get; set; }
 
     /// <summary>Policy for NaN/Inf gradients. Default <see cref="NonFinitePolicy.Throw"/>.</summary>
@@ -65,14 +67,22 @@ public sealed class CompressorOptions
     {
         if (!(Density > 0 && Density <= 1)) throw new ArgumentOutOfRangeException(nameof(Density), Density, "Density must be in (0, 1].");
         if (Stages < 1) throw new ArgumentOutOfRangeException(nameof(Stages), Stages, "Stages must be at least 1.");
-        if (MaxStages < 0) throw new ArgumentOutOfRangeException(nameof(MaxStages), MaxStages, "MaxStages must be 0 (automatic) or positive.");
-        if (MaxStages > 0 && Stages > MaxStages) throw new ArgumentOutOfRangeException(nameof(Stages), Stages, $"Stages must not exceed MaxStages ({MaxStages}).");
-        if (AdaptationInterval < 1) throw new ArgumentOutOfRangeException(nameof(AdaptationInterval), AdaptationInterval, "AdaptationInterval must be at least 1.");
-        if (!(AdaptationTolerance > 0 && AdaptationTolerance < 1)) throw new ArgumentOutOfRangeException(nameof(AdaptationTolerance), AdaptationTolerance, "AdaptationTolerance must be in (0, 1).");
-        if (!(SelectionCap == 0 || SelectionCap >= 1) || double.IsNaN(SelectionCap) || double.IsInfinity(SelectionCap)) throw new ArgumentOutOfRangeException(nameof(SelectionCap), SelectionCap, "SelectionCap must be 0 (off) or at least 1.");
-        if (!(DgcSampleFraction > 0 && DgcSampleFraction <= 1)) throw new ArgumentOutOfRangeException(nameof(DgcSampleFraction), DgcSampleFraction, "DgcSampleFraction must be in (0, 1].");
+        if (MaxStages < 0)
+            throw new ArgumentOutOfRangeException(nameof(MaxStages), MaxStages, "MaxStages must be 0 (automatic) or positive.");
+        if (MaxStages > 0 && Stages > MaxStages)
+            throw new ArgumentOutOfRangeException(nameof(Stages), Stages, $"Stages must not exceed MaxStages ({MaxStages}).");
+        if (AdaptationInterval < 1)
+            throw new ArgumentOutOfRangeException(nameof(AdaptationInterval), AdaptationInterval, "AdaptationInterval must be at least 1.");
+        if (!(AdaptationTolerance > 0 && AdaptationTolerance < 1))
+            throw new ArgumentOutOfRangeException(nameof(AdaptationTolerance), AdaptationTolerance,
+            "AdaptationTolerance must be in (0, 1).");
+        if (!(SelectionCap == 0 || SelectionCap >= 1) || double.IsNaN(SelectionCap) || double.IsInfinity(SelectionCap))
+            throw new ArgumentOutOfRangeException(nameof(SelectionCap), SelectionCap, "SelectionCap must be 0 (off) or at least 1.");
+        if (!(DgcSampleFraction > 0 && DgcSampleFraction <= 1))
+            throw new ArgumentOutOfRangeException(nameof(DgcSampleFraction), DgcSampleFraction, "DgcSampleFraction must be in (0, 1].");
         if (!Enum.IsDefined(NonFinite)) throw new ArgumentOutOfRangeException(nameof(NonFinite), NonFinite, "Unknown NonFinitePolicy.");
-        if (!Enum.IsDefined(GammaQuantile)) throw new ArgumentOutOfRangeException(nameof(GammaQuantile), GammaQuantile, "Unknown GammaQuantileMethod.");
+        if (!Enum.IsDefined(GammaQuantile))
+            throw new ArgumentOutOfRangeException(nameof(GammaQuantile), GammaQuantile, "Unknown GammaQuantileMethod.");
     }
 
     /// <summary>The effective stage limit: <see cref="MaxStages"/>, or ceil(log2(1 / density)) when 0.</summary>
@@ -87,7 +97,10 @@ public sealed class NonFiniteGradientException : Exception
 {
     /// <summary>Creates the exception.</summary>
     public NonFiniteGradientException(string bufferName, long index, float value)
-        : base($"Gradient buffer '{bufferName}' holds a non-finite value ({value}) at index {index} (after adding the error-feedback residual). Nothing was sent and the residual was left unchanged. Lower the learning rate (SIDCoTrainer.Options.LearningRate) or clip the gradient (Options.GradientClipNorm), or skip such steps with Options.NonFiniteGradients = NonFinitePolicy.SkipStep (CompressorOptions.NonFinite for a compressor used alone).")
+        : base($"Gradient buffer '{bufferName}' holds a non-finite value ({value}) at index {index} (after adding the error-feedback " +
+            $"residual). Nothing was sent and the residual was left unchanged. Lower the learning rate " +
+            $"(SIDCoTrainer.Options.LearningRate) or clip the gradient (Options.GradientClipNorm), or skip such steps with " +
+            $"Options.NonFiniteGradients = NonFinitePolicy.SkipStep (CompressorOptions.NonFinite for a compressor used alone).")
     {
         BufferName = bufferName; Index = index; Value = value;
     }

@@ -47,7 +47,8 @@ public sealed class ErrorFeedback
     /// <summary>Sets the residual from <paramref name="values"/>.</summary>
     public void Restore(ReadOnlySpan<float> values)
     {
-        if (values.Length != Length) throw new ArgumentException($"Residual length {values.Length} differs from buffer '{Name}' length {Length}.", nameof(values));
+        if (values.Length != Length)
+            throw new ArgumentException($"Residual length {values.Length} differs from buffer '{Name}' length {Length}.", nameof(values));
         values.CopyTo(_residual);
     }
 
@@ -70,9 +71,11 @@ public sealed class ErrorFeedback
         ArgumentNullException.ThrowIfNull(stream);
         Span<byte> header = stackalloc byte[16];
         stream.ReadExactly(header);
-        if (BinaryPrimitives.ReadUInt32LittleEndian(header) != Magic) throw new InvalidDataException($"Not an error-feedback residual for buffer '{Name}' (bad magic number).");
+        if (BinaryPrimitives.ReadUInt32LittleEndian(header) != Magic)
+            throw new InvalidDataException($"Not an error-feedback residual for buffer '{Name}' (bad magic number).");
         int length = BinaryPrimitives.ReadInt32LittleEndian(header[4..]);
-        if (length != Length) throw new InvalidDataException($"Residual for buffer '{Name}' has {length} entries; this buffer has {Length}.");
+        if (length != Length)
+            throw new InvalidDataException($"Residual for buffer '{Name}' has {length} entries; this buffer has {Length}.");
         var data = new float[length];
         stream.ReadExactly(MemoryMarshal.AsBytes(data.AsSpan()));
         if (XxHash64.HashToUInt64(MemoryMarshal.AsBytes(data.AsSpan())) != BinaryPrimitives.ReadUInt64LittleEndian(header[8..]))

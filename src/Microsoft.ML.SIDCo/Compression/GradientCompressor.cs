@@ -7,7 +7,8 @@ namespace Microsoft.ML.SIDCo.Compression;
 /// Base of every compressor: handles error feedback, the non-finite policy, the empty-selection guard
 /// and the optional hard cap, so each subclass only chooses which entries to keep.
 /// </summary>
-/// <remarks>A compressor keeps per-buffer state (adaptive stages, random state): use one instance per gradient buffer and worker. Not thread-safe.</remarks>
+/// <remarks>A compressor keeps per-buffer state (adaptive stages, random state): use one instance per gradient buffer and worker. Not
+/// thread-safe.</remarks>
 public abstract class GradientCompressor
 {
     private float[] _magnitudeScratch = [];
@@ -40,11 +41,17 @@ public abstract class GradientCompressor
     /// <summary>The kernel backend.</summary>
     internal IGradientKernels Kernels { get; }
 
-    /// <summary>Number of completed compress calls (randomised compressors derive their per-call seed from it, so a restored compressor continues exactly).</summary>
+    /// <summary>Number of completed compress calls (randomised compressors derive their per-call seed from it, so a restored compressor
+    /// continues exactly).</summary>
     public long Calls { get; private set; }
 
     /// <summary>Writes the compressor's adaptive state (call count, stage controller).</summary>
-    public virtual void SaveState(BinaryWriter writer) { ArgumentNullException.ThrowIfNull(writer); writer.Write(Name); writer.Write(Calls); }
+    public virtual void SaveState(BinaryWriter writer)
+    {
+        ArgumentNullException.ThrowIfNull(writer);
+        writer.Write(Name);
+        writer.Write(Calls);
+    }
 
     /// <summary>Restores state written by <see cref="SaveState"/> of the same compressor kind.</summary>
     public virtual void LoadState(BinaryReader reader)
@@ -99,7 +106,8 @@ public abstract class GradientCompressor
     /// Compresses <paramref name="gradient"/> into <paramref name="output"/>. With <paramref name="feedback"/>,
     /// compresses gradient + residual and updates the residual; without, compresses the gradient as is.
     /// </summary>
-    /// <exception cref="NonFiniteGradientException">A NaN or infinity was found and the policy is <see cref="NonFinitePolicy.Throw"/>; nothing was modified.</exception>
+    /// <exception cref="NonFiniteGradientException">A NaN or infinity was found and the policy is <see cref="NonFinitePolicy.Throw"/>;
+    /// nothing was modified.</exception>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loops: full optimisation from the first call, not after 30 calls at tier 0
     public CompressionStats Compress(ReadOnlySpan<float> gradient, SparseGradient output, ErrorFeedback? feedback = null)
     {
@@ -129,7 +137,8 @@ public abstract class GradientCompressor
         if (!stats.AllFinite)
         {
             if (Options.NonFinite == NonFinitePolicy.Throw)
-                throw new NonFiniteGradientException(feedback?.Name ?? "gradient", stats.FirstNonFinite, gradient[(int)stats.FirstNonFinite]);
+                throw new NonFiniteGradientException(feedback?.Name ?? "gradient", stats.FirstNonFinite,
+                    gradient[(int)stats.FirstNonFinite]);
             return new CompressionStats(n, k, 0, 0, float.NaN, 0, Skipped: true, stats.FirstNonFinite);
         }
         if (n == 0) return new CompressionStats(0, 0, 0, 0, 0, 0, false, -1);
@@ -180,12 +189,15 @@ public abstract class GradientCompressor
 
     /// <summary>Chooses the entries to send, appending them to <paramref name="output"/> in ascending index order.</summary>
     /// <returns>The threshold used (0 if none) and the number of estimation stages.</returns>
-    private protected abstract (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output);
+    private protected abstract (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k,
+        SparseGradient output);
 
-    /// <summary>Called with the estimator's own count, before fallbacks and the cap, and the buffer's length (the adaptive controller listens here).</summary>
+    /// <summary>Called with the estimator's own count, before fallbacks and the cap, and the buffer's length (the adaptive controller
+    /// listens here).</summary>
     private protected virtual void OnEstimated(int estimatedCount, int k, int length) { }
 
-    /// <summary>Exact top-k by magnitude, ties broken by lower index, written in ascending index order. Exact zeros are never sent (they would change nothing).</summary>
+    /// <summary>Exact top-k by magnitude, ties broken by lower index, written in ascending index order. Exact zeros are never sent (they
+    /// would change nothing).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private protected void SelectTopK(ReadOnlySpan<float> values, int k, SparseGradient output)
     {

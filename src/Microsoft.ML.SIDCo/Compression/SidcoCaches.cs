@@ -18,7 +18,8 @@ internal sealed class SidcoPeaksReuse
     /// <summary>True when there is a bound for the measuring pass to sum the exceedances of.</summary>
     public bool HasBound => float.IsFinite(Bound);
 
-    /// <summary>The pass's exceedances of <see cref="Bound"/> when their share p is usable: within the slack of 25 % and above delta.</summary>
+    /// <summary>The pass's exceedances of <see cref="Bound"/> when their share p is usable: within the slack of 25 % and above
+    /// delta.</summary>
     public static ExceedanceStatistics? Usable(in GradientStatistics stats, double delta)
     {
         if (stats.Tail is not { Count: >= 2 } tail || stats.Count == 0) return null;

@@ -33,7 +33,8 @@ internal sealed class SidcoCompressor : GradientCompressor, ISidcoPasses
         _kind = kind;
         _family = SidcoFamily.For(kind, Options.GammaQuantile);
         Controller = options.AdaptiveStages
-            ? new AdaptiveStageController(options.Stages, Options.EffectiveMaxStages, options.AdaptationInterval, options.AdaptationTolerance)
+            ? new AdaptiveStageController(options.Stages, Options.EffectiveMaxStages, options.AdaptationInterval,
+                options.AdaptationTolerance)
             : null;
     }
 
@@ -67,7 +68,8 @@ internal sealed class SidcoCompressor : GradientCompressor, ISidcoPasses
 
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot path: full optimisation from the first call
-    private protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k, SparseGradient output)
+    private protected override (float Threshold, int Stages) SelectCore(ReadOnlySpan<float> acc, in GradientStatistics stats, int k,
+        SparseGradient output)
     {
         var e = Estimate(acc, stats, ReusesShape);
         _peaks.Set(e.NextBound);

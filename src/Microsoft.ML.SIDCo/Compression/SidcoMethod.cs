@@ -41,8 +41,10 @@ internal abstract class SidcoFamily
         public override StatisticsKinds FirstStageStatistics => StatisticsKinds.Basic;
         public override StatisticsKinds PeaksStatistics => StatisticsKinds.Basic;
         public override bool HasShape => false;
-        public override double FirstStage(in GradientStatistics a, double tail) => ThresholdEstimators.ExponentialThreshold(a.MeanAbs, tail);
-        public override double LaterStage(double meanY, double varianceY, double tail) => ThresholdEstimators.ExponentialThreshold(meanY, tail);
+        public override double FirstStage(in GradientStatistics a, double tail) =>
+            ThresholdEstimators.ExponentialThreshold(a.MeanAbs, tail);
+        public override double LaterStage(double meanY, double varianceY, double tail) =>
+            ThresholdEstimators.ExponentialThreshold(meanY, tail);
     }
 
     /// <summary>SIDCo-GP: gamma first stage (from the mean log), generalized Pareto on the peaks.</summary>
@@ -118,7 +120,8 @@ internal static class SidcoMethod
     /// <paramref name="stats"/> left out the first stage's shape statistic (<see cref="SidcoShapeReuse"/>).
     /// </summary>
     public static SidcoEstimate Estimate(
-        SidcoFamily family, double delta, int stages, ReadOnlySpan<float> acc, in GradientStatistics stats, bool shapeSkipped, ISidcoPasses passes)
+        SidcoFamily family, double delta, int stages, ReadOnlySpan<float> acc, in GradientStatistics stats, bool shapeSkipped,
+            ISidcoPasses passes)
     {
         if (stages == 1 || delta >= FirstStageTail) return new((float)family.FirstStage(stats, delta), 1, float.NaN, true);
 

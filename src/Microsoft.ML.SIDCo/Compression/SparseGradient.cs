@@ -25,7 +25,8 @@ public sealed class SparseGradient : SparseBuffer
     /// <summary>Writes the entries into <paramref name="dense"/> (zeroed first).</summary>
     public void ToDense(Span<float> dense)
     {
-        if (dense.Length != Length) throw new ArgumentException($"Dense buffer length {dense.Length} differs from the gradient length {Length}.", nameof(dense));
+        if (dense.Length != Length)
+            throw new ArgumentException($"Dense buffer length {dense.Length} differs from the gradient length {Length}.", nameof(dense));
         dense.Clear();
         var idx = Indices; var val = Values;
         for (int j = 0; j < idx.Length; j++) dense[idx[j]] = val[j];
@@ -41,7 +42,8 @@ public sealed class SparseGradient : SparseBuffer
 /// <param name="Stages">Estimation stages used (SIDCo), else 1.</param>
 /// <param name="Skipped">True when the step was skipped because of non-finite values.</param>
 /// <param name="FirstNonFinite">Index of the first non-finite entry, or -1.</param>
-public readonly record struct CompressionStats(int Length, int TargetCount, int EstimatedCount, int Selected, float Threshold, int Stages, bool Skipped, long FirstNonFinite)
+public readonly record struct CompressionStats(int Length, int TargetCount, int EstimatedCount, int Selected, float Threshold, int Stages,
+    bool Skipped, long FirstNonFinite)
 {
     /// <summary>Selected / n.</summary>
     public double AchievedDensity => Length == 0 ? 0 : (double)Selected / Length;

@@ -89,7 +89,8 @@ internal static class ThresholdEstimators
         return new ParetoFit(0.5 * (1 - r), 0.5 * mean * (r + 1));
     }
 
-    /// <summary>The generalized Pareto threshold with tail probability <paramref name="tail"/>: (sigma / xi)(tail^-xi - 1), or -sigma ln(tail) as xi tends to 0.</summary>
+    /// <summary>The generalized Pareto threshold with tail probability <paramref name="tail"/>: (sigma / xi)(tail^-xi - 1), or -sigma
+    /// ln(tail) as xi tends to 0.</summary>
     public static double ParetoThreshold(ParetoFit fit, double tail)
     {
         if (Math.Abs(fit.Shape) < ParetoShapeEpsilon) return -fit.Scale * Math.Log(tail);

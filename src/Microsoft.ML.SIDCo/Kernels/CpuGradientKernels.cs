@@ -46,19 +46,25 @@ internal sealed class CpuGradientKernels : IGradientKernels
     public int PartitionLength => ChunkSize;
 
     /// <inheritdoc />
-    public unsafe GradientStatistics AccumulateAndMeasure(ReadOnlySpan<float> gradient, Span<float> residual, StatisticsKinds kinds, float candidateBound = float.PositiveInfinity, SparseBuffer? candidates = null, float tailBound = float.PositiveInfinity)
+    public unsafe GradientStatistics AccumulateAndMeasure(ReadOnlySpan<float> gradient, Span<float> residual, StatisticsKinds kinds,
+        float candidateBound = float.PositiveInfinity, SparseBuffer? candidates = null, float tailBound = float.PositiveInfinity)
     {
-        if (residual.Length != gradient.Length) throw new ArgumentException($"Residual length {residual.Length} differs from gradient length {gradient.Length}.", nameof(residual));
+        if (residual.Length != gradient.Length)
+            throw new ArgumentException($"Residual length {residual.Length} differs from gradient length {gradient.Length}.",
+            nameof(residual));
         fixed (float* g = gradient)
         fixed (float* r = residual)
-            return RunChunks<MeasureChunk, GradientStatistics>(gradient.Length, candidates, new MeasureChunk(g, r, kinds, candidateBound, tailBound));
+            return RunChunks<MeasureChunk, GradientStatistics>(gradient.Length, candidates,
+                new MeasureChunk(g, r, kinds, candidateBound, tailBound));
     }
 
     /// <inheritdoc />
-    public unsafe GradientStatistics Measure(ReadOnlySpan<float> values, StatisticsKinds kinds, float candidateBound = float.PositiveInfinity, SparseBuffer? candidates = null, float tailBound = float.PositiveInfinity)
+    public unsafe GradientStatistics Measure(ReadOnlySpan<float> values, StatisticsKinds kinds,
+        float candidateBound = float.PositiveInfinity, SparseBuffer? candidates = null, float tailBound = float.PositiveInfinity)
     {
         fixed (float* v = values)
-            return RunChunks<MeasureChunk, GradientStatistics>(values.Length, candidates, new MeasureChunk(v, null, kinds, candidateBound, tailBound));
+            return RunChunks<MeasureChunk, GradientStatistics>(values.Length, candidates,
+                new MeasureChunk(v, null, kinds, candidateBound, tailBound));
     }
 
     /// <inheritdoc />
@@ -94,7 +100,8 @@ internal sealed class CpuGradientKernels : IGradientKernels
         for (int j = 0; j < indices.Length; j++)
         {
             int i = indices[j];
-            if ((uint)i >= (uint)n) throw new IndexOutOfRangeException($"Sparse index {i} at position {j} is outside the dense buffer of length {n}.");
+            if ((uint)i >= (uint)n)
+                throw new IndexOutOfRangeException($"Sparse index {i} at position {j} is outside the dense buffer of length {n}.");
             Unsafe.Add(ref d, i) += values[j];
         }
     }
@@ -119,14 +126,16 @@ internal sealed class CpuGradientKernels : IGradientKernels
         if (chunks == 1 || _maxThreads == 1 || n < ParallelThreshold)
         {
             TResult total = work.Run(0, Math.Min(n, ChunkSize), output);
-            for (int c = 1; c < chunks; c++) total = TWork.Combine(total, work.Run(c * ChunkSize, Math.Min(ChunkSize, n - c * ChunkSize), output));
+            for (int c = 1; c < chunks; c++)
+                total = TWork.Combine(total, work.Run(c * ChunkSize, Math.Min(ChunkSize, n - c * ChunkSize), output));
             return total;
         }
         return RunChunksInParallel<TWork, TResult>(n, chunks, output, work);
     }
 
     // A method of its own: the lambda's captures are allocated on entry to the method that declares them.
-    private TResult RunChunksInParallel<TWork, TResult>(int n, int chunks, SparseBuffer? output, TWork work) where TWork : struct, IChunkWork<TResult>
+    private TResult RunChunksInParallel<TWork, TResult>(int n, int chunks, SparseBuffer? output, TWork work)
+        where TWork : struct, IChunkWork<TResult>
     {
         var parts = ArrayPool<TResult>.Shared.Rent(chunks);
         var locals = output is null ? null : ArrayPool<SparseBuffer?>.Shared.Rent(chunks);
@@ -161,7 +170,8 @@ internal sealed class CpuGradientKernels : IGradientKernels
     }
 
     // The measuring pass (with a residual: accumulate, then measure) on a chunk, collecting candidates into output.
-    private readonly unsafe struct MeasureChunk(float* x, float* residual, StatisticsKinds kinds, float candidateBound, float tailBound) : IChunkWork<GradientStatistics>
+    private readonly unsafe struct MeasureChunk(float* x, float* residual, StatisticsKinds kinds, float candidateBound, float tailBound)
+        : IChunkWork<GradientStatistics>
     {
         public GradientStatistics Run(int start, int length, SparseBuffer? output) =>
             MeasureRange(x + start, residual == null ? null : residual + start, length, start, kinds, candidateBound, output, tailBound);
@@ -175,7 +185,9 @@ internal sealed class CpuGradientKernels : IGradientKernels
                 (_, var q) => q,
             };
             return new GradientStatistics(first.Count + next.Count, first.SumAbs + next.SumAbs, first.SumLogAbs + next.SumLogAbs,
-                first.SumSquares + next.SumSquares, Math.Max(first.MaxAbs, next.MaxAbs), first.FirstNonFinite >= 0 ? first.FirstNonFinite : next.FirstNonFinite) { Tail = tail };
+                first.SumSquares + next.SumSquares, Math.Max(first.MaxAbs, next.MaxAbs),
+                    first.FirstNonFinite >= 0 ? first.FirstNonFinite : next.FirstNonFinite)
+            { Tail = tail };
         }
     }
 
@@ -214,9 +226,11 @@ internal sealed class CpuGradientKernels : IGradientKernels
     private readonly struct Yes : IFlag { public static bool Value => true; }
     private readonly struct No : IFlag { public static bool Value => false; }
 
-    private static unsafe GradientStatistics MeasureRange(float* x, float* residual, int length, long offset, StatisticsKinds kinds, float bound, SparseBuffer? candidates, float tailBound)
+    private static unsafe GradientStatistics MeasureRange(float* x, float* residual, int length, long offset, StatisticsKinds kinds,
+        float bound, SparseBuffer? candidates, float tailBound)
     {
-        var flags = new MeasureFlags((kinds & StatisticsKinds.LogMagnitudes) != 0, (kinds & StatisticsKinds.Squares) != 0, candidates is not null,
+        var flags =
+            new MeasureFlags((kinds & StatisticsKinds.LogMagnitudes) != 0, (kinds & StatisticsKinds.Squares) != 0, candidates is not null,
             float.IsFinite(tailBound), (kinds & StatisticsKinds.TailSquares) != 0);
         return residual != null
             ? MeasureWithLogs<Yes>(x, residual, length, offset, flags, bound, candidates, tailBound)
@@ -225,29 +239,37 @@ internal sealed class CpuGradientKernels : IGradientKernels
 
     private readonly record struct MeasureFlags(bool Logs, bool Squares, bool Compact, bool Tail, bool TailSquares);
 
-    private static unsafe GradientStatistics MeasureWithLogs<TResidual>(float* x, float* residual, int length, long offset, MeasureFlags flags, float bound, SparseBuffer? candidates, float tailBound)
+    private static unsafe GradientStatistics MeasureWithLogs<TResidual>(float* x, float* residual, int length, long offset,
+        MeasureFlags flags, float bound, SparseBuffer? candidates, float tailBound)
         where TResidual : struct, IFlag
         => flags.Logs
             ? MeasureWithSquares<TResidual, Yes>(x, residual, length, offset, flags, bound, candidates, tailBound)
             : MeasureWithSquares<TResidual, No>(x, residual, length, offset, flags, bound, candidates, tailBound);
 
-    private static unsafe GradientStatistics MeasureWithSquares<TResidual, TLogs>(float* x, float* residual, int length, long offset, MeasureFlags flags, float bound, SparseBuffer? candidates, float tailBound)
+    private static unsafe GradientStatistics MeasureWithSquares<TResidual, TLogs>(float* x, float* residual, int length, long offset,
+        MeasureFlags flags, float bound, SparseBuffer? candidates, float tailBound)
         where TResidual : struct, IFlag where TLogs : struct, IFlag
         => flags.Squares
             ? MeasureWithCandidates<TResidual, TLogs, Yes>(x, residual, length, offset, flags, bound, candidates, tailBound)
             : MeasureWithCandidates<TResidual, TLogs, No>(x, residual, length, offset, flags, bound, candidates, tailBound);
 
-    private static unsafe GradientStatistics MeasureWithCandidates<TResidual, TLogs, TSquares>(float* x, float* residual, int length, long offset, MeasureFlags flags, float bound, SparseBuffer? candidates, float tailBound)
+    private static unsafe GradientStatistics MeasureWithCandidates<TResidual, TLogs, TSquares>(float* x, float* residual, int length,
+        long offset, MeasureFlags flags, float bound, SparseBuffer? candidates, float tailBound)
         where TResidual : struct, IFlag where TLogs : struct, IFlag where TSquares : struct, IFlag
         => flags.Compact
             ? MeasureWithTail<TResidual, TLogs, TSquares, Yes>(x, residual, length, offset, flags, bound, candidates, tailBound)
             : MeasureWithTail<TResidual, TLogs, TSquares, No>(x, residual, length, offset, flags, bound, candidates, tailBound);
 
-    private static unsafe GradientStatistics MeasureWithTail<TResidual, TLogs, TSquares, TCompact>(float* x, float* residual, int length, long offset, MeasureFlags flags, float bound, SparseBuffer? candidates, float tailBound)
+    private static unsafe GradientStatistics MeasureWithTail<TResidual, TLogs, TSquares, TCompact>(float* x, float* residual, int length,
+        long offset, MeasureFlags flags, float bound, SparseBuffer? candidates, float tailBound)
         where TResidual : struct, IFlag where TLogs : struct, IFlag where TSquares : struct, IFlag where TCompact : struct, IFlag
-        => !flags.Tail ? MeasureCore<TResidual, TLogs, TSquares, TCompact, NoTail>(x, residual, length, offset, bound, candidates, tailBound)
-            : flags.TailSquares ? MeasureCore<TResidual, TLogs, TSquares, TCompact, TailWithSquares>(x, residual, length, offset, bound, candidates, tailBound)
-            : MeasureCore<TResidual, TLogs, TSquares, TCompact, TailFirstMoments>(x, residual, length, offset, bound, candidates, tailBound);
+        => !flags.Tail
+            ? MeasureCore<TResidual, TLogs, TSquares, TCompact, NoTail>(x, residual, length, offset, bound, candidates, tailBound)
+            : flags.TailSquares
+                ? MeasureCore<TResidual, TLogs, TSquares, TCompact, TailWithSquares>(x, residual, length, offset, bound, candidates,
+                tailBound)
+            : MeasureCore<TResidual, TLogs, TSquares, TCompact, TailFirstMoments>(x, residual, length, offset, bound, candidates,
+                tailBound);
 
     // What the pass gathers about the exceedances of the tail bound.
     private interface ITailMode
@@ -270,8 +292,10 @@ internal sealed class CpuGradientKernels : IGradientKernels
     // Compiled fully optimised on first use: tier-0 SIMD code would slow the first training steps.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     [SkipLocalsInit]
-    private static unsafe GradientStatistics MeasureCore<TResidual, TLogs, TSquares, TCompact, TTail>(float* x, float* residual, int length, long offset, float bound, SparseBuffer? candidates, float tailBound)
-        where TResidual : struct, IFlag where TLogs : struct, IFlag where TSquares : struct, IFlag where TCompact : struct, IFlag where TTail : struct, ITailMode
+    private static unsafe GradientStatistics MeasureCore<TResidual, TLogs, TSquares, TCompact, TTail>(float* x, float* residual,
+        int length, long offset, float bound, SparseBuffer? candidates, float tailBound)
+        where TResidual : struct, IFlag where TLogs : struct, IFlag where TSquares : struct, IFlag where TCompact : struct, IFlag
+            where TTail : struct, ITailMode
     {
         double sumAbs = 0, sumLog = 0, sumSq = 0;
         long tailCount = 0; double tailSum = 0, tailSq = 0; float tailMin = float.PositiveInfinity;
@@ -398,7 +422,8 @@ internal sealed class CpuGradientKernels : IGradientKernels
                     for (int k = 0; k < Vector256<float>.Count; k++) mantissaLogs += Math.Log(vProd.GetElement(k));
                     blockLog += mantissaLogs;
                 }
-                else blockLog = LogRange(TResidual.Value ? residual : x, blockStart, vectorEnd); // a pair's product may have overflowed: take this block's logs one by one
+                // a pair's product may have overflowed: take this block's logs one by one
+                else blockLog = LogRange(TResidual.Value ? residual : x, blockStart, vectorEnd);
             }
             if (TCompact.Value)
             {
@@ -412,7 +437,8 @@ internal sealed class CpuGradientKernels : IGradientKernels
                     int at = pendingAt[p];
                     uint bits = Vector256.GreaterThan(Vector256.Abs(Vector256.Load(stored + at)), vBound).ExtractMostSignificantBits();
                     if (at + 2 * Vector256<float>.Count <= vectorEnd)
-                        bits |= Vector256.GreaterThan(Vector256.Abs(Vector256.Load(stored + at + Vector256<float>.Count)), vBound).ExtractMostSignificantBits() << Vector256<float>.Count;
+                        bits |= Vector256.GreaterThan(Vector256.Abs(Vector256.Load(stored + at + Vector256<float>.Count)),
+                            vBound).ExtractMostSignificantBits() << Vector256<float>.Count;
                     AppendLanes(bits, stored, at, offset, candidates!);
                 }
                 pending = 0;
@@ -432,7 +458,13 @@ internal sealed class CpuGradientKernels : IGradientKernels
                 if (a > max) max = a;
                 if (TLogs.Value) blockLog += MathF.Log(a + GradientStatistics.LogEpsilon);
                 if (TSquares.Value) blockSq += (double)a * a;
-                if (TTail.Enabled && a > tailBound) { tailCount++; tailSum += a; if (TTail.Squares) tailSq += (double)a * a; if (a < tailMin) tailMin = a; }
+                if (TTail.Enabled && a > tailBound)
+                {
+                    tailCount++;
+                    tailSum += a;
+                    if (TTail.Squares) tailSq += (double)a * a;
+                    if (a < tailMin) tailMin = a;
+                }
                 if (TCompact.Value && a > bound) candidates!.Add((int)(offset + i), v);
             }
             sumAbs += blockSum; sumLog += blockLog; sumSq += blockSq;
@@ -494,7 +526,8 @@ internal sealed class CpuGradientKernels : IGradientKernels
 
     // The mantissas of positive floats as values in [1, 2).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> Mantissas(Vector256<int> bits) => ((bits & Vector256.Create(0x007FFFFF)) | Vector256.Create(0x3F800000)).AsSingle();
+    private static Vector256<float> Mantissas(Vector256<int> bits) =>
+        ((bits & Vector256.Create(0x007FFFFF)) | Vector256.Create(0x3F800000)).AsSingle();
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float MinLanes(Vector256<float> v)
@@ -621,7 +654,8 @@ internal sealed class CpuGradientKernels : IGradientKernels
         else
         {
             for (; i + Vector256<float>.Count <= length; i += Vector256<float>.Count)
-                AppendLanes(Vector256.GreaterThan(Vector256.Abs(Vector256.Load(x + i)), vT).ExtractMostSignificantBits(), x, i, offset, output);
+                AppendLanes(Vector256.GreaterThan(Vector256.Abs(Vector256.Load(x + i)), vT).ExtractMostSignificantBits(), x, i, offset,
+                    output);
         }
         for (; i < length; i++) if (MathF.Abs(x[i]) > threshold) output.Add(offset + i, x[i]);
     }

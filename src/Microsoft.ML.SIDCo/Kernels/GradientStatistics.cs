@@ -26,7 +26,8 @@ internal enum StatisticsKinds
 /// <param name="SumSquares">Sum of x^2, when requested.</param>
 /// <param name="MaxAbs">Largest |x|.</param>
 /// <param name="FirstNonFinite">Index of the first NaN or infinite entry, or -1 when all are finite.</param>
-internal readonly record struct GradientStatistics(long Count, double SumAbs, double SumLogAbs, double SumSquares, float MaxAbs, long FirstNonFinite)
+internal readonly record struct GradientStatistics(long Count, double SumAbs, double SumLogAbs, double SumSquares, float MaxAbs,
+    long FirstNonFinite)
 {
     /// <summary>Guard added before taking logarithms so that exact zeros stay finite.</summary>
     public const float LogEpsilon = 2.2e-16f;
@@ -53,7 +54,8 @@ internal readonly record struct GradientStatistics(long Count, double SumAbs, do
 /// <summary>Statistics of the entries whose magnitude exceeds a threshold (the "peaks over threshold").</summary>
 /// <param name="Count">Number of entries with |x| &gt; threshold.</param>
 /// <param name="Sum">Sum of their magnitudes.</param>
-/// <param name="SumSquares">Sum of their squared magnitudes (0 from a measuring pass not asked for <see cref="StatisticsKinds.TailSquares"/>).</param>
+/// <param name="SumSquares">Sum of their squared magnitudes (0 from a measuring pass not asked for
+/// <see cref="StatisticsKinds.TailSquares"/>).</param>
 /// <param name="Min">Smallest magnitude among them (+inf when there are none).</param>
 internal readonly record struct ExceedanceStatistics(long Count, double Sum, double SumSquares, float Min)
 {

@@ -28,16 +28,20 @@ internal interface IGradientKernels : IScatterAddKernel
     /// <param name="gradient">This step's gradient.</param>
     /// <param name="residual">The residual; becomes the accumulator gradient + residual.</param>
     /// <param name="kinds">Optional statistics.</param>
-    /// <param name="candidateBound">When <paramref name="candidates"/> is given, every entry with |acc| &gt; this bound is appended to it (ascending), in the same pass.</param>
+    /// <param name="candidateBound">When <paramref name="candidates"/> is given, every entry with |acc| &gt; this bound is appended to it
+    /// (ascending), in the same pass.</param>
     /// <param name="candidates">Receives the candidates, or null.</param>
-    /// <param name="tailBound">When finite, <see cref="GradientStatistics.Tail"/> holds the statistics of the magnitudes strictly above it (as <see cref="MeasureExceedances"/> of the accumulator would give).</param>
-    GradientStatistics AccumulateAndMeasure(ReadOnlySpan<float> gradient, Span<float> residual, StatisticsKinds kinds, float candidateBound = float.PositiveInfinity, SparseBuffer? candidates = null, float tailBound = float.PositiveInfinity);
+    /// <param name="tailBound">When finite, <see cref="GradientStatistics.Tail"/> holds the statistics of the magnitudes strictly above it
+    /// (as <see cref="MeasureExceedances"/> of the accumulator would give).</param>
+    GradientStatistics AccumulateAndMeasure(ReadOnlySpan<float> gradient, Span<float> residual, StatisticsKinds kinds,
+        float candidateBound = float.PositiveInfinity, SparseBuffer? candidates = null, float tailBound = float.PositiveInfinity);
 
     /// <summary>
     /// Measures |x| over <paramref name="values"/> in one pass, optionally compacting the entries above <paramref name="candidateBound"/>
     /// and measuring the exceedances of a finite <paramref name="tailBound"/> into <see cref="GradientStatistics.Tail"/>.
     /// </summary>
-    GradientStatistics Measure(ReadOnlySpan<float> values, StatisticsKinds kinds, float candidateBound = float.PositiveInfinity, SparseBuffer? candidates = null, float tailBound = float.PositiveInfinity);
+    GradientStatistics Measure(ReadOnlySpan<float> values, StatisticsKinds kinds, float candidateBound = float.PositiveInfinity,
+        SparseBuffer? candidates = null, float tailBound = float.PositiveInfinity);
 
     /// <summary>Statistics of the magnitudes strictly above <paramref name="threshold"/>.</summary>
     ExceedanceStatistics MeasureExceedances(ReadOnlySpan<float> values, float threshold);

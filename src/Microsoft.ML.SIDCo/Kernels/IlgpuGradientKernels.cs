@@ -4,6 +4,9 @@ using ILGPU;
 using ILGPU.Algorithms;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
+using Doubles = ILGPU.ArrayView<double>;
+using Floats = ILGPU.ArrayView<float>;
+using Ints = ILGPU.ArrayView<int>;
 
 namespace Microsoft.ML.SIDCo.Kernels;
 
@@ -42,11 +45,11 @@ internal sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
     private readonly bool _ownsContext;
     private readonly int _groupSize;
 
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<double>, ArrayView<float>, ArrayView<int>, int, int> _measure;
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<double>, ArrayView<float>, ArrayView<int>, int, float> _exceed;
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<int>, int, float> _count;
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, int, float> _compact;
-    private readonly Action<Index1D, ArrayView<int>, ArrayView<float>, ArrayView<float>> _scatterAdd;
+    private readonly Action<KernelConfig, Floats, Floats, Doubles, Floats, Ints, int, int> _measure;
+    private readonly Action<KernelConfig, Floats, Doubles, Floats, Ints, int, float> _exceed;
+    private readonly Action<KernelConfig, Floats, Ints, int, float> _count;
+    private readonly Action<KernelConfig, Floats, Ints, Ints, Floats, int, float> _compact;
+    private readonly Action<Index1D, Ints, Floats, Floats> _scatterAdd;
 
     // Device buffers are grown on demand and reused, so steady-state calls allocate nothing on the device;
     // the host-side per-segment arrays likewise.
@@ -64,13 +67,16 @@ internal sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
         _accelerator = accelerator;
         _ownsContext = ownsContext;
         // On ILGPU's CPU accelerator a group's threads are OS threads meeting at real barriers, far
-        // costlier than a GPU's: there one thread walks its segment alone, as a CPU loop would.
-        _groupSize = groupSize ?? (accelerator.AcceleratorType == AcceleratorType.CPU ? 1 : 1 << BitOperations.Log2((uint)Math.Min(MaxGroupSize, accelerator.MaxNumThreadsPerGroup))); // the largest power of two allowed
-        _measure = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<double>, ArrayView<float>, ArrayView<int>, int, int>(MeasureKernel);
-        _exceed = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<double>, ArrayView<float>, ArrayView<int>, int, float>(ExceedKernel);
-        _count = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<int>, int, float>(CountKernel);
-        _compact = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, int, float>(CompactKernel);
-        _scatterAdd = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<float>, ArrayView<float>>(ScatterAddKernel);
+        // costlier than a GPU's: there one thread walks its segment alone, as a CPU loop would. On a GPU, groups are the
+        // largest power of two allowed.
+        _groupSize = groupSize ?? (accelerator.AcceleratorType == AcceleratorType.CPU
+            ? 1
+            : 1 << BitOperations.Log2((uint)Math.Min(MaxGroupSize, accelerator.MaxNumThreadsPerGroup)));
+        _measure = accelerator.LoadStreamKernel<Floats, Floats, Doubles, Floats, Ints, int, int>(MeasureKernel);
+        _exceed = accelerator.LoadStreamKernel<Floats, Doubles, Floats, Ints, int, float>(ExceedKernel);
+        _count = accelerator.LoadStreamKernel<Floats, Ints, int, float>(CountKernel);
+        _compact = accelerator.LoadStreamKernel<Floats, Ints, Ints, Floats, int, float>(CompactKernel);
+        _scatterAdd = accelerator.LoadAutoGroupedStreamKernel<Index1D, Ints, Floats, Floats>(ScatterAddKernel);
     }
 
     /// <summary>Creates the backend on ILGPU's multi-threaded CPU accelerator (for tests and machines without a GPU).</summary>
@@ -92,7 +98,8 @@ internal sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
         {
             int limit = accelerator.MaxNumThreadsPerGroup;
             accelerator.Dispose(); context.Dispose();
-            throw new ArgumentOutOfRangeException(nameof(groupSize), groupSize, $"groupSize must be a power of two up to {Math.Min(MaxGroupSize, limit)}.");
+            throw new ArgumentOutOfRangeException(nameof(groupSize), groupSize,
+                $"groupSize must be a power of two up to {Math.Min(MaxGroupSize, limit)}.");
         }
         return new IlgpuGradientKernels(context, accelerator, ownsContext: true, groupSize);
     }
@@ -127,9 +134,12 @@ internal sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
     public void ResetTimings() => _transferTicks = _kernelTicks = 0;
 
     /// <inheritdoc />
-    public GradientStatistics AccumulateAndMeasure(ReadOnlySpan<float> gradient, Span<float> residual, StatisticsKinds kinds, float candidateBound = float.PositiveInfinity, SparseBuffer? candidates = null, float tailBound = float.PositiveInfinity)
+    public GradientStatistics AccumulateAndMeasure(ReadOnlySpan<float> gradient, Span<float> residual, StatisticsKinds kinds,
+        float candidateBound = float.PositiveInfinity, SparseBuffer? candidates = null, float tailBound = float.PositiveInfinity)
     {
-        if (residual.Length != gradient.Length) throw new ArgumentException($"Residual length {residual.Length} differs from gradient length {gradient.Length}.", nameof(residual));
+        if (residual.Length != gradient.Length)
+            throw new ArgumentException($"Residual length {residual.Length} differs from gradient length {gradient.Length}.",
+            nameof(residual));
         var stats = MeasureCore(gradient, residual, kinds | (StatisticsKinds)FlagResidual);
         if (gradient.Length == 0) return float.IsFinite(tailBound) ? stats with { Tail = ExceedanceStatistics.Empty } : stats;
         CopyToHost(_r!, residual);
@@ -140,11 +150,14 @@ internal sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
     }
 
     /// <inheritdoc />
-    public GradientStatistics Measure(ReadOnlySpan<float> values, StatisticsKinds kinds, float candidateBound = float.PositiveInfinity, SparseBuffer? candidates = null, float tailBound = float.PositiveInfinity)
+    public GradientStatistics Measure(ReadOnlySpan<float> values, StatisticsKinds kinds, float candidateBound = float.PositiveInfinity,
+        SparseBuffer? candidates = null, float tailBound = float.PositiveInfinity)
     {
         var stats = MeasureCore(values, default, kinds);
         if (candidates is not null && values.Length > 0) SelectOnDevice(_x!, values.Length, candidateBound, candidates);
-        return float.IsFinite(tailBound) ? stats with { Tail = values.Length == 0 ? ExceedanceStatistics.Empty : AsAsked(ExceedOnDevice(_x!, values.Length, tailBound), kinds) } : stats;
+        if (!float.IsFinite(tailBound)) return stats;
+        var tail = values.Length == 0 ? ExceedanceStatistics.Empty : AsAsked(ExceedOnDevice(_x!, values.Length, tailBound), kinds);
+        return stats with { Tail = tail };
     }
 
     // The exceedance kernel always sums the squares; the contract (as on the CPU) reports them only when asked.
@@ -258,7 +271,8 @@ internal sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
         if (indices.Length != values.Length) throw new ArgumentException("Index and value spans differ in length.", nameof(values));
         if (indices.Length == 0) return;
         foreach (int i in indices)
-            if ((uint)i >= (uint)dense.Length) throw new IndexOutOfRangeException($"Sparse index {i} is outside the dense buffer of length {dense.Length}.");
+            if ((uint)i >= (uint)dense.Length)
+                throw new IndexOutOfRangeException($"Sparse index {i} is outside the dense buffer of length {dense.Length}.");
         Upload(ref _outIndices, indices);
         Upload(ref _outValues, values);
         Upload(ref _x, dense);
@@ -377,7 +391,8 @@ internal sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
         }
     }
 
-    private static void ExceedKernel(ArrayView<float> x, ArrayView<double> sums, ArrayView<float> mins, ArrayView<int> counts, int n, float threshold)
+    private static void ExceedKernel(ArrayView<float> x, ArrayView<double> sums, ArrayView<float> mins, ArrayView<int> counts, int n,
+        float threshold)
     {
         int segment = Grid.IdxX, t = Group.IdxX, g = Group.DimX;
         int start = segment * SegmentSize;
@@ -429,7 +444,8 @@ internal sealed class IlgpuGradientKernels : IGradientKernels, IDisposable
         if (t == 0) counts[segment] = sCount[0];
     }
 
-    private static void CompactKernel(ArrayView<float> x, ArrayView<int> offsets, ArrayView<int> outIndices, ArrayView<float> outValues, int n, float threshold)
+    private static void CompactKernel(ArrayView<float> x, ArrayView<int> offsets, ArrayView<int> outIndices, ArrayView<float> outValues,
+        int n, float threshold)
     {
         int segment = Grid.IdxX, t = Group.IdxX, g = Group.DimX;
         int start = segment * SegmentSize;

@@ -91,7 +91,8 @@ public class SparseBuffer
     /// <summary>Sets the count after a kernel wrote directly into <see cref="GetWritableTail"/>.</summary>
     internal void SetCount(int count) => Count = count;
 
-    /// <summary>Room for <paramref name="extra"/> entries after the current ones, for kernels that fill it directly (then <see cref="SetCount"/>).</summary>
+    /// <summary>Room for <paramref name="extra"/> entries after the current ones, for kernels that fill it directly (then
+    /// <see cref="SetCount"/>).</summary>
     internal void GetWritableTail(int extra, out Span<int> indices, out Span<float> values)
     {
         Reserve(extra);

@@ -70,8 +70,10 @@ public sealed class ModelDefinition
         return new ModelDefinition(name, builtIn: false, factory, onnx);
     }
 
-    internal static ModelDefinition BuiltIn(string name, IReadOnlyList<(string Key, int Value)> settings, Func<int, int, Module<Tensor, Tensor>> factory, OnnxExporter onnx)
-        => new(name + ":" + string.Join(",", settings.Select(s => $"{s.Key}={s.Value.ToString(CultureInfo.InvariantCulture)}")), builtIn: true, factory, onnx);
+    internal static ModelDefinition BuiltIn(string name, IReadOnlyList<(string Key, int Value)> settings,
+        Func<int, int, Module<Tensor, Tensor>> factory, OnnxExporter onnx)
+        => new(name + ":" + string.Join(",", settings.Select(s => $"{s.Key}={s.Value.ToString(CultureInfo.InvariantCulture)}")),
+            builtIn: true, factory, onnx);
 
     /// <summary>Rebuilds a built-in definition from its <see cref="Descriptor"/>.</summary>
     public static ModelDefinition FromDescriptor(string descriptor)
@@ -94,13 +96,15 @@ public sealed class ModelDefinition
     public override string ToString() => Descriptor;
 }
 
-/// <summary>Ready-made architectures. None uses batch normalisation or dropout, so replicas stay identical without syncing buffers.</summary>
+/// <summary>Ready-made architectures. None uses batch normalisation or dropout, so replicas stay identical without syncing
+/// buffers.</summary>
 public static class SIDCoModels
 {
     /// <summary>The ConvNet's convolution kernel side and its max-pooling window (and stride).</summary>
     internal const int ConvKernel = 5, PoolSize = 2;
 
-    /// <summary>A multilayer perceptron with ReLU between the given hidden layer widths (e.g. <c>Mlp(2048, 2048)</c>: a wide model with millions of parameters).</summary>
+    /// <summary>A multilayer perceptron with ReLU between the given hidden layer widths (e.g. <c>Mlp(2048, 2048)</c>: a wide model with
+    /// millions of parameters).</summary>
     public static ModelDefinition Mlp(params int[] hidden)
     {
         ArgumentNullException.ThrowIfNull(hidden);
@@ -126,18 +130,22 @@ public static class SIDCoModels
     /// A small convolutional network for images given as flat [channels x height x width] vectors:
     /// two 5x5 convolution + ReLU + 2x2 max-pool blocks, a hidden dense layer, and the output layer.
     /// </summary>
-    public static ModelDefinition ConvNet(int height = 28, int width = 28, int channels = 1, int conv1 = 16, int conv2 = 32, int hidden = 128)
+    public static ModelDefinition ConvNet(int height = 28, int width = 28, int channels = 1, int conv1 = 16, int conv2 = 32,
+        int hidden = 128)
     {
-        foreach (var (name, v) in new[] { (nameof(height), height), (nameof(width), width), (nameof(channels), channels), (nameof(conv1), conv1), (nameof(conv2), conv2), (nameof(hidden), hidden) })
+        foreach (var (name, v) in new[] { (nameof(height), height), (nameof(width), width), (nameof(channels), channels),
+            (nameof(conv1), conv1), (nameof(conv2), conv2), (nameof(hidden), hidden) })
             if (v < 1) throw new ArgumentOutOfRangeException(name, v, "Must be positive.");
-        int shrink = ConvKernel - 1, h2 = ((height - shrink) / PoolSize - shrink) / PoolSize, w2 = ((width - shrink) / PoolSize - shrink) / PoolSize;
+        int shrink = ConvKernel - 1, h2 = ((height - shrink) / PoolSize - shrink) / PoolSize,
+            w2 = ((width - shrink) / PoolSize - shrink) / PoolSize;
         if (h2 < 1 || w2 < 1) throw new ArgumentOutOfRangeException(nameof(height), "Images must be at least 16x16 for the ConvNet.");
         return ModelDefinition.BuiltIn("convnet",
             [("height", height), ("width", width), ("channels", channels), ("conv1", conv1), ("conv2", conv2), ("hidden", hidden)],
             (inputs, outputs) =>
             {
                 if (inputs != channels * height * width)
-                    throw new ArgumentException($"The ConvNet expects {channels}x{height}x{width} = {channels * height * width} features per example, the data has {inputs}.");
+                    throw new ArgumentException($"The ConvNet expects {channels}x{height}x{width} = {channels * height * width} features " +
+                        $"per example, the data has {inputs}.");
                 return nn.Sequential(
                     ("image", nn.Unflatten(1, [channels, height, width])),
                     ("conv1", nn.Conv2d(channels, conv1, ConvKernel)), ("relu1", nn.ReLU()), ("pool1", nn.MaxPool2d(PoolSize)),
@@ -148,7 +156,8 @@ public static class SIDCoModels
             }, OnnxExporters.ConvNet(channels, height, width));
     }
 
-    /// <summary>An LSTM classifier for sequences given as flat [steps x features] vectors: the last step's hidden state feeds a linear output layer.</summary>
+    /// <summary>An LSTM classifier for sequences given as flat [steps x features] vectors: the last step's hidden state feeds a linear
+    /// output layer.</summary>
     public static ModelDefinition Lstm(int steps, int hidden = 64, int layers = 1)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(steps, 1);
@@ -156,7 +165,9 @@ public static class SIDCoModels
         ArgumentOutOfRangeException.ThrowIfLessThan(layers, 1);
         return ModelDefinition.BuiltIn("lstm", [("steps", steps), ("hidden", hidden), ("layers", layers)], (inputs, outputs) =>
         {
-            if (inputs % steps != 0) throw new ArgumentException($"The LSTM expects a multiple of {steps} features (steps x features per step), the data has {inputs}.");
+            if (inputs % steps != 0)
+                throw new ArgumentException($"The LSTM expects a multiple of {steps} features (steps x features per step), the data has " +
+                $"{inputs}.");
             return new LstmClassifier(steps, inputs / steps, hidden, layers, outputs);
         }, OnnxExporters.Lstm(steps, hidden, layers));
     }

@@ -1,8 +1,8 @@
 using System.Diagnostics;
-using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 using Microsoft.ML.SIDCo.Communication;
 using TorchSharp;
 using static TorchSharp.torch;
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 
 namespace Microsoft.ML.SIDCo.Training;
 
@@ -63,7 +63,8 @@ internal static class DataParallelTrainer
     /// Trains with <paramref name="workersPerHost"/> in-process workers inside each rank of <paramref name="hosts"/>
     /// (e.g. one MPI rank per machine, one thread per device): hosts x workers replicas in all. Collective over <paramref name="hosts"/>.
     /// </summary>
-    public static TrainingResult RunHybrid(ICommunicator hosts, int workersPerHost, TrainingData train, TrainingData? validation, TrainingSettings settings)
+    public static TrainingResult RunHybrid(ICommunicator hosts, int workersPerHost, TrainingData train, TrainingData? validation,
+        TrainingSettings settings)
     {
         ArgumentNullException.ThrowIfNull(hosts);
         ArgumentNullException.ThrowIfNull(train);
@@ -84,14 +85,16 @@ internal static class DataParallelTrainer
     /// <see cref="TrainingSettings.ProcessesOnMachine"/>), at least one. Without the sharing, four ranks on one machine
     /// would each start a thread per core and preempt one another.
     /// </summary>
-    internal static int IntraOpThreads(TrainingSettings settings, int workersInProcess) => IntraOpThreads(settings.NumberOfThreads, workersInProcess,
+    internal static int IntraOpThreads(TrainingSettings settings, int workersInProcess) =>
+        IntraOpThreads(settings.NumberOfThreads, workersInProcess,
         Environment.ProcessorCount, settings.ProcessesOnMachine, Environment.GetEnvironmentVariable("OMP_NUM_THREADS"));
 
     /// <inheritdoc cref="IntraOpThreads(TrainingSettings, int)"/>
     internal static int IntraOpThreads(int? configured, int workersInProcess, int processorCount, int ranksOnMachine, string? ompNumThreads)
     {
         if (configured is int chosen) return chosen;
-        if (int.TryParse(ompNumThreads, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int fixedCount) && fixedCount > 0)
+        if (int.TryParse(ompNumThreads, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture,
+            out int fixedCount) && fixedCount > 0)
             return fixedCount;
         long sharing = (long)Math.Max(1, workersInProcess) * Math.Max(1, ranksOnMachine);
         return (int)Math.Max(1, processorCount / sharing);
@@ -146,14 +149,16 @@ internal static class DataParallelTrainer
         return models;
     }
 
-    /// <summary>Steps per epoch for <paramref name="examples"/> examples over <paramref name="workers"/> workers (the root sizes the run with it too).</summary>
+    /// <summary>Steps per epoch for <paramref name="examples"/> examples over <paramref name="workers"/> workers (the root sizes the run
+    /// with it too).</summary>
     internal static int StepsPerEpoch(int examples, int workers, int batchSize, int maxStepsPerEpoch)
     {
         int steps = examples / workers / batchSize;
         return maxStepsPerEpoch > 0 ? Math.Min(steps, maxStepsPerEpoch) : steps;
     }
 
-    private static (TrainingHistory, long) WorkerLoop(ICommunicator comm, nn.Module<Tensor, Tensor> model, TrainingData train, TrainingData? validation, TrainingSettings s)
+    private static (TrainingHistory, long) WorkerLoop(ICommunicator comm, nn.Module<Tensor, Tensor> model, TrainingData train,
+        TrainingData? validation, TrainingSettings s)
     {
         using var run = new WorkerRun(comm, model, train, validation, s);
         return run.Run();
@@ -168,23 +173,25 @@ internal static class DataParallelTrainer
         switch (task)
         {
             case TrainingTask.MulticlassClassification:
-            {
-                var y = torch.tensor(classes);
-                return (nn.functional.cross_entropy(output, y), output.argmax(1).eq(y).sum());
-            }
+                {
+                    var y = torch.tensor(classes);
+                    return (nn.functional.cross_entropy(output, y), output.argmax(1).eq(y).sum());
+                }
             case TrainingTask.BinaryClassification:
-            {
-                var y = torch.tensor(classes);
-                var logit = output.view(-1);
-                return (nn.functional.binary_cross_entropy_with_logits(logit, y.to_type(ScalarType.Float32)), logit.gt(0).eq(y.gt(0)).sum());
-            }
+                {
+                    var y = torch.tensor(classes);
+                    var logit = output.view(-1);
+                    return (nn.functional.binary_cross_entropy_with_logits(logit, y.to_type(ScalarType.Float32)),
+                        logit.gt(0).eq(y.gt(0)).sum());
+                }
             default:
                 return (nn.functional.mse_loss(output.view(-1), torch.tensor(targets)), null);
         }
     }
 
     /// <summary>Loss and accuracy on <paramref name="data"/>, each worker scoring its share (collective).</summary>
-    internal static (double? Loss, double? Accuracy) Evaluate(ICommunicator comm, nn.Module<Tensor, Tensor> model, TrainingData data, TrainingTask task, double lossScale)
+    internal static (double? Loss, double? Accuracy) Evaluate(ICommunicator comm, nn.Module<Tensor, Tensor> model, TrainingData data,
+        TrainingTask task, double lossScale)
     {
         bool classify = task.IsClassification();
         const int Batch = 500;
@@ -197,7 +204,8 @@ internal static class DataParallelTrainer
             {
                 int n = Math.Min(Batch, rows.Length - start);
                 var x = new float[n * data.FeatureLength];
-                for (int j = 0; j < n; j++) Array.Copy(data.Features, (long)rows[start + j] * data.FeatureLength, x, (long)j * data.FeatureLength, data.FeatureLength);
+                for (int j = 0; j < n; j++) Array.Copy(data.Features, (long)rows[start + j] * data.FeatureLength, x,
+                    (long)j * data.FeatureLength, data.FeatureLength);
                 using var scope = torch.NewDisposeScope();
                 var output = model.forward(AlignedTensors.From(x, n, data.FeatureLength));
                 var slice = rows.AsSpan(start, n);

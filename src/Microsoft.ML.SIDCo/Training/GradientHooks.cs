@@ -22,8 +22,10 @@ public sealed record GradientHookContext(ICommunicator Communicator, int Length,
 /// <param name="Stages">Estimation stages used (1 when not applicable).</param>
 /// <param name="Skipped">True when this worker's contribution was dropped (non-finite values, SkipStep policy).</param>
 /// <param name="PredictedCommunicateMs">The cost model's prediction for the exchange used.</param>
-/// <param name="WaitMs">The part of <paramref name="CommunicateMs"/> spent waiting for the slowest worker to reach the exchange (<see cref="ExchangeStats.WaitMs"/>); 0 where not measured.</param>
-public readonly record struct GradientHookStats(double CompressMs, double CommunicateMs, long Selected, double BytesSent, double AchievedOverTarget, ExchangeMode Mode, int Stages, bool Skipped, double PredictedCommunicateMs, double WaitMs = 0);
+/// <param name="WaitMs">The part of <paramref name="CommunicateMs"/> spent waiting for the slowest worker to reach the exchange
+/// (<see cref="ExchangeStats.WaitMs"/>); 0 where not measured.</param>
+public readonly record struct GradientHookStats(double CompressMs, double CommunicateMs, long Selected, double BytesSent,
+    double AchievedOverTarget, ExchangeMode Mode, int Stages, bool Skipped, double PredictedCommunicateMs, double WaitMs = 0);
 
 /// <summary>
 /// The pluggable step between backward and the optimizer: receives this worker's flat gradient and
@@ -115,7 +117,8 @@ public sealed class CompressionHookOptions
     /// <summary>The density the warm-up starts from (DGC uses 0.25). Must be in (target, 1]. Default 0.25.</summary>
     public double DensityWarmupStart { get; set; } = DefaultDensityWarmupStart;
 
-    /// <summary>Kernel backend (CPU SIMD by default). Backends with device state are not thread-safe: give each worker's hook its own.</summary>
+    /// <summary>Kernel backend (CPU SIMD by default). Backends with device state are not thread-safe: give each worker's hook its
+    /// own.</summary>
     internal IGradientKernels? Kernels { get; set; }
 
     /// <summary>Dispose <see cref="Kernels"/> with the hook (when the hook was given its own backend). Default false.</summary>
@@ -146,7 +149,8 @@ public sealed class CompressionHookOptions
         if (DenseWarmupSteps < 0)
             throw new ArgumentOutOfRangeException(nameof(DenseWarmupSteps), DenseWarmupSteps, "DenseWarmupSteps must not be negative.");
         if (DensityWarmupSteps < 0)
-            throw new ArgumentOutOfRangeException(nameof(DensityWarmupSteps), DensityWarmupSteps, "DensityWarmupSteps must not be negative.");
+            throw new ArgumentOutOfRangeException(nameof(DensityWarmupSteps), DensityWarmupSteps,
+                "DensityWarmupSteps must not be negative.");
         if (!(DensityWarmupStart > 0 && DensityWarmupStart <= 1) || (DensityWarmupSteps > 0 && DensityWarmupStart <= Compression.Density))
         {
             throw new ArgumentOutOfRangeException(nameof(DensityWarmupStart), DensityWarmupStart,
@@ -187,7 +191,8 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
         var comm = context.Communicator;
         (_kind, _compression) = Effective(_options, context.Length);
         _compressor = Compressors.Create(_kind, _compression, _options.Kernels);
-        comm.VerifyAgreement("the compressor and density", CommunicatorExtensions.Fingerprint($"{_compressor.Name}/{_compression.Density:R}/{_options.ErrorFeedback}"));
+        comm.VerifyAgreement("the compressor and density",
+            CommunicatorExtensions.Fingerprint($"{_compressor.Name}/{_compression.Density:R}/{_options.ErrorFeedback}"));
         _feedback = _options.ErrorFeedback && _compressor.Compresses ? new ErrorFeedback(context.Length, "gradient bucket") : null;
         _velocity = _options.MomentumCorrection > 0 ? new ErrorFeedback(context.Length, "momentum velocity") : null;
         var mode = _compressor.Compresses ? _options.Exchange : ExchangeMode.Dense;
@@ -231,7 +236,8 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
         int n = Math.Min(length, Compressor.Kernels.PartitionLength + RehearsalTail);
         var rng = new Random(0);
         var gradient = new float[n];
-        for (int i = 0; i < n; i++) gradient[i] = (float)((rng.NextDouble() - 0.5) * Math.Exp(4 * rng.NextDouble())); // a heavy-ish tail, like gradients
+        // a heavy-ish tail, like gradients
+        for (int i = 0; i < n; i++) gradient[i] = (float)((rng.NextDouble() - 0.5) * Math.Exp(4 * rng.NextDouble()));
         var output = new SparseGradient();
         var feedback = _feedback is null ? null : new ErrorFeedback(n, "precompile"); // one throwaway residual for every rehearsal
         Rehearse(_compression, first > target ? [first, Math.Sqrt(first * target), target] : [target]);
@@ -266,7 +272,8 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
             // Dense steps still carry the momentum the optimizer does not apply.
             if (_velocity is not null) AccumulateVelocity(gradient).CopyTo(gradient);
             var d = _exchange.AllReduceDense(gradient);
-            return new GradientHookStats(0, d.ElapsedMs, gradient.Length, d.BytesPerRank, 1, ExchangeMode.Dense, 1, false, d.PredictedDenseMs);
+            return new GradientHookStats(0, d.ElapsedMs, gradient.Length, d.BytesPerRank, 1, ExchangeMode.Dense, 1, false,
+                d.PredictedDenseMs);
         }
         long start = Stopwatch.GetTimestamp();
         ReadOnlySpan<float> toCompress = _velocity is not null ? AccumulateVelocity(gradient) : gradient;
@@ -279,7 +286,8 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
         }
         double compressMs = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
         var e = _exchange.AllReduce(_sparse, gradient);
-        return new GradientHookStats(compressMs, e.ElapsedMs, c.Selected, e.BytesPerRank, c.AchievedOverTarget, e.Mode, c.Stages, c.Skipped, e.PredictedMs, e.WaitMs);
+        return new GradientHookStats(compressMs, e.ElapsedMs, c.Selected, e.BytesPerRank, c.AchievedOverTarget, e.Mode, c.Stages,
+            c.Skipped, e.PredictedMs, e.WaitMs);
     }
 
     // The sparsity warm-up runs only while its start is above the density in effect (MinimumSelected may raise that).

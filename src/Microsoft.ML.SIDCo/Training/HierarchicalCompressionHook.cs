@@ -23,7 +23,8 @@ internal sealed class HierarchicalCompressionHook(CompressionHookOptions options
     {
         ArgumentNullException.ThrowIfNull(context);
         _comm = context.Communicator as IHierarchicalCommunicator
-            ?? throw new InvalidOperationException("The hierarchical hook needs several workers per MPI rank (a hierarchical communicator); use CompressionHook otherwise.");
+            ?? throw new InvalidOperationException("The hierarchical hook needs several workers per MPI rank (a hierarchical " +
+                "communicator); use CompressionHook otherwise.");
         if (_comm.IsLeader)
         {
             _leaderHook = new CompressionHook(_options);
@@ -54,7 +55,8 @@ internal sealed class HierarchicalCompressionHook(CompressionHookOptions options
     private struct SharedStats
     {
         private const int Length = 10;
-        public double CompressMs, CommunicateMs, Selected, BytesSent, AchievedOverTarget, Mode, Stages, Skipped, PredictedCommunicateMs, WaitMs;
+        public double CompressMs, CommunicateMs, Selected, BytesSent, AchievedOverTarget, Mode, Stages, Skipped, PredictedCommunicateMs,
+            WaitMs;
 
         public static SharedStats Of(in GradientHookStats s) => new()
         {
@@ -72,7 +74,8 @@ internal sealed class HierarchicalCompressionHook(CompressionHookOptions options
 
         public Span<double> AsSpan() => System.Runtime.InteropServices.MemoryMarshal.CreateSpan(ref CompressMs, Length);
 
-        public readonly GradientHookStats ToStats(double extraCommunicateMs) => new(CompressMs, CommunicateMs + extraCommunicateMs, (long)Selected, BytesSent,
+        public readonly GradientHookStats ToStats(double extraCommunicateMs) =>
+            new(CompressMs, CommunicateMs + extraCommunicateMs, (long)Selected, BytesSent,
             AchievedOverTarget, (ExchangeMode)(int)Mode, (int)Stages, Skipped != 0, PredictedCommunicateMs, WaitMs);
     }
 
@@ -89,7 +92,8 @@ internal sealed class HierarchicalCompressionHook(CompressionHookOptions options
     public void LoadState(Stream stream)
     {
         using var r = new BinaryReader(stream, System.Text.Encoding.UTF8, leaveOpen: true);
-        if (r.ReadBoolean() != _leaderHook is not null) throw new InvalidDataException("Checkpoint and worker disagree on which worker leads its host.");
+        if (r.ReadBoolean() != _leaderHook is not null)
+            throw new InvalidDataException("Checkpoint and worker disagree on which worker leads its host.");
         _leaderHook?.LoadState(stream);
     }
 

@@ -28,12 +28,13 @@ internal abstract class FlatOptimizer
     public abstract void Load(BinaryReader reader);
 
     /// <summary>Creates an optimizer.</summary>
-    public static FlatOptimizer Create(OptimizerKind kind, int length, double momentum, bool nesterov, double weightDecay, double beta1, double beta2, double epsilon) => kind switch
-    {
-        OptimizerKind.Sgd => new SgdOptimizer(length, (float)momentum, nesterov, (float)weightDecay),
-        OptimizerKind.Adam => new AdamOptimizer(length, (float)beta1, (float)beta2, (float)epsilon, (float)weightDecay),
-        _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "Unknown optimizer."),
-    };
+    public static FlatOptimizer Create(OptimizerKind kind, int length, double momentum, bool nesterov, double weightDecay, double beta1,
+        double beta2, double epsilon) => kind switch
+        {
+            OptimizerKind.Sgd => new SgdOptimizer(length, (float)momentum, nesterov, (float)weightDecay),
+            OptimizerKind.Adam => new AdamOptimizer(length, (float)beta1, (float)beta2, (float)epsilon, (float)weightDecay),
+            _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "Unknown optimizer."),
+        };
 
     private protected static void ReadArray(BinaryReader reader, float[] target, string what)
     {
@@ -119,5 +120,11 @@ internal sealed class AdamOptimizer(int length, float beta1, float beta2, float 
     public override void Save(BinaryWriter writer) { writer.Write(_t); WriteArray(writer, _m); WriteArray(writer, _v); }
 
     /// <inheritdoc />
-    public override void Load(BinaryReader reader) { long t = reader.ReadInt64(); ReadArray(reader, _m, "first moment"); ReadArray(reader, _v, "second moment"); _t = t; }
+    public override void Load(BinaryReader reader)
+    {
+        long t = reader.ReadInt64();
+        ReadArray(reader, _m, "first moment");
+        ReadArray(reader, _v, "second moment");
+        _t = t;
+    }
 }

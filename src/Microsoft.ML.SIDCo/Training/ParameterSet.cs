@@ -35,12 +35,15 @@ internal sealed class ParameterSet
         long offset = 0;
         foreach (var (name, p) in _parameters)
         {
-            if (p.dtype != ScalarType.Float32) throw new NotSupportedException($"Parameter '{name}' is {p.dtype}; only float32 parameters are supported.");
-            if (p.device_type != DeviceType.CPU) throw new NotSupportedException($"Parameter '{name}' is on {p.device}; parameters must be on the CPU.");
+            if (p.dtype != ScalarType.Float32)
+                throw new NotSupportedException($"Parameter '{name}' is {p.dtype}; only float32 parameters are supported.");
+            if (p.device_type != DeviceType.CPU)
+                throw new NotSupportedException($"Parameter '{name}' is on {p.device}; parameters must be on the CPU.");
             if (!p.is_contiguous()) throw new NotSupportedException($"Parameter '{name}' is not contiguous.");
             slices.Add(new ParameterSlice(name, (int)offset, (int)p.numel(), p.shape));
             offset += p.numel();
-            if (offset > Array.MaxLength) throw new NotSupportedException("Models with more than Array.MaxLength parameters are not supported.");
+            if (offset > Array.MaxLength)
+                throw new NotSupportedException("Models with more than Array.MaxLength parameters are not supported.");
         }
         Slices = slices;
         Length = (int)offset;
@@ -58,7 +61,8 @@ internal sealed class ParameterSet
     /// <summary>Copies every parameter's gradient into <paramref name="bucket"/> (zeros for parameters without one).</summary>
     public void GatherGradients(Span<float> bucket)
     {
-        if (bucket.Length != Length) throw new ArgumentException($"Bucket length {bucket.Length} differs from the parameter count {Length}.", nameof(bucket));
+        if (bucket.Length != Length)
+            throw new ArgumentException($"Bucket length {bucket.Length} differs from the parameter count {Length}.", nameof(bucket));
         for (int i = 0; i < _parameters.Length; i++)
         {
             var slice = bucket.Slice(Slices[i].Offset, Slices[i].Count);
@@ -80,11 +84,13 @@ internal sealed class ParameterSet
     /// <summary>Overwrites all parameters from <paramref name="source"/>.</summary>
     public void CopyFrom(ReadOnlySpan<float> source)
     {
-        if (source.Length != Length) throw new ArgumentException($"Source length {source.Length} differs from the parameter count {Length}.", nameof(source));
+        if (source.Length != Length)
+            throw new ArgumentException($"Source length {source.Length} differs from the parameter count {Length}.", nameof(source));
         for (int i = 0; i < _parameters.Length; i++) source.Slice(Slices[i].Offset, Slices[i].Count).CopyTo(Values(i));
     }
 
-    /// <summary>A 64-bit hash of every parameter's bytes: equal on two replicas iff they hold bitwise-identical weights (up to hash collisions).</summary>
+    /// <summary>A 64-bit hash of every parameter's bytes: equal on two replicas iff they hold bitwise-identical weights (up to hash
+    /// collisions).</summary>
     public long Fingerprint()
     {
         var hash = new XxHash64();
@@ -93,7 +99,9 @@ internal sealed class ParameterSet
     }
 
     /// <summary>A hash of the layout (names and shapes), to check that two parties hold the same architecture.</summary>
-    public long LayoutFingerprint() => Communication.CommunicatorExtensions.Fingerprint(string.Join(";", Slices.Select(s => s.Name + "[" + string.Join("x", s.Shape) + "]")));
+    public long LayoutFingerprint() =>
+        Communication.CommunicatorExtensions.Fingerprint(string.Join(";",
+        Slices.Select(s => s.Name + "[" + string.Join("x", s.Shape) + "]")));
 
     /// <summary>Writes names, shapes and values, followed by a checksum.</summary>
     public void Save(Stream stream)
@@ -138,14 +146,16 @@ internal sealed class ParameterSet
         {
             if (r.ReadUInt32() != Magic) throw new InvalidDataException("Not a SIDCo weights file (bad magic number).");
             int count = r.ReadInt32();
-            if (count != Slices.Count) throw new InvalidDataException($"The weights file holds {count} parameters; the model has {Slices.Count}.");
+            if (count != Slices.Count)
+                throw new InvalidDataException($"The weights file holds {count} parameters; the model has {Slices.Count}.");
             for (int i = 0; i < count; i++)
             {
                 string name = r.ReadString();
                 var shape = new long[r.ReadInt32()];
                 for (int d = 0; d < shape.Length; d++) shape[d] = r.ReadInt64();
                 if (name != Slices[i].Name || !shape.SequenceEqual(Slices[i].Shape))
-                    throw new InvalidDataException($"The weights file has parameter '{name}' [{string.Join("x", shape)}] where the model has '{Slices[i].Name}' [{string.Join("x", Slices[i].Shape)}].");
+                    throw new InvalidDataException($"The weights file has parameter '{name}' [{string.Join("x", shape)}] where the model " +
+                        $"has '{Slices[i].Name}' [{string.Join("x", Slices[i].Shape)}].");
                 r.BaseStream.ReadExactly(MemoryMarshal.AsBytes(values.AsSpan(Slices[i].Offset, Slices[i].Count)));
             }
         }

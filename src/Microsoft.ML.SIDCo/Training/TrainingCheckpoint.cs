@@ -26,7 +26,8 @@ internal static class TrainingCheckpoint
 
     private sealed record Manifest(int Format, long Step, long Settings, long Layout, int Workers, Dictionary<string, string> Files);
 
-    public static void Save(string directory, ICommunicator comm, long step, long settingsFingerprint, ParameterSet parameters, FlatOptimizer optimizer, IGradientHook hook,
+    public static void Save(string directory, ICommunicator comm, long step, long settingsFingerprint, ParameterSet parameters,
+        FlatOptimizer optimizer, IGradientHook hook,
         TrainingHistory history, ReadOnlySpan<double> epochTotals)
     {
         string final = Path.Combine(directory, $"step-{step:D10}");
@@ -66,25 +67,41 @@ internal static class TrainingCheckpoint
     /// Verifies and loads the newest checkpoint; returns its step, its history and this rank's running totals of the
     /// epoch in progress (<paramref name="epochTotalsLength"/> values). Nothing is modified unless every check passes.
     /// </summary>
-    public static (long Step, TrainingHistory History, double[] EpochTotals)? TryLoad(string directory, ICommunicator comm, long settingsFingerprint, ParameterSet parameters, FlatOptimizer optimizer, IGradientHook hook,
+    public static (long Step, TrainingHistory History, double[] EpochTotals)? TryLoad(string directory, ICommunicator comm,
+        long settingsFingerprint, ParameterSet parameters, FlatOptimizer optimizer, IGradientHook hook,
         int epochTotalsLength)
     {
         string? dir = Latest(directory);
         comm.VerifyAgreement("whether a checkpoint exists", dir is null ? 0 : 1);
         if (dir is null) return null;
         Manifest manifest;
-        try { manifest = JsonSerializer.Deserialize<Manifest>(File.ReadAllText(Path.Combine(dir, ManifestName))) ?? throw new InvalidDataException("empty manifest"); }
+        try
+        {
+            manifest = JsonSerializer.Deserialize<Manifest>(File.ReadAllText(Path.Combine(dir, ManifestName)))
+                ?? throw new InvalidDataException("empty manifest");
+        }
         catch (Exception e) when (e is JsonException or InvalidDataException or IOException)
-        { throw new CheckpointException($"Checkpoint '{dir}' has an unreadable manifest ({e.Message}). Delete the directory to start over.", e); }
-        if (manifest.Format != Format) throw new CheckpointException($"Checkpoint '{dir}' has format {manifest.Format}; this version reads format {Format}.");
-        if (manifest.Workers != comm.Size) throw new CheckpointException($"Checkpoint '{dir}' was written by {manifest.Workers} workers; this run has {comm.Size}. Resume with the same number of workers.");
-        if (manifest.Layout != parameters.LayoutFingerprint()) throw new CheckpointException($"Checkpoint '{dir}' holds a different model architecture.");
-        if (manifest.Settings != settingsFingerprint) throw new CheckpointException($"Checkpoint '{dir}' was written with different training options (model, optimizer, learning rate, batch size, epochs or seed).");
+        {
+            throw new CheckpointException(
+                $"Checkpoint '{dir}' has an unreadable manifest ({e.Message}). Delete the directory to start over.", e);
+        }
+        if (manifest.Format != Format)
+            throw new CheckpointException($"Checkpoint '{dir}' has format {manifest.Format}; this version reads format {Format}.");
+        if (manifest.Workers != comm.Size)
+            throw new CheckpointException($"Checkpoint '{dir}' was written by {manifest.Workers} workers; this run has {comm.Size}. " +
+            $"Resume with the same number of workers.");
+        if (manifest.Layout != parameters.LayoutFingerprint())
+            throw new CheckpointException($"Checkpoint '{dir}' holds a different model architecture.");
+        if (manifest.Settings != settingsFingerprint)
+            throw new CheckpointException($"Checkpoint '{dir}' was written with different training options (model, optimizer, learning " +
+            $"rate, batch size, epochs or seed).");
         foreach (var (name, hash) in manifest.Files)
         {
             string path = Path.Combine(dir, name);
             if (!File.Exists(path)) throw new CheckpointException($"Checkpoint '{dir}' is missing '{name}'.");
-            if (Hash(path) != hash) throw new CheckpointException($"Checkpoint file '{path}' is corrupt (checksum mismatch). Delete '{dir}' to resume from the previous checkpoint or start over.");
+            if (Hash(path) != hash)
+                throw new CheckpointException($"Checkpoint file '{path}' is corrupt (checksum mismatch). Delete '{dir}' to resume from " +
+                $"the previous checkpoint or start over.");
         }
         if (!manifest.Files.ContainsKey($"hook-rank{comm.Rank}.bin") || !manifest.Files.ContainsKey($"epoch-rank{comm.Rank}.bin"))
             throw new CheckpointException($"Checkpoint '{dir}' has no state for rank {comm.Rank}.");
@@ -96,7 +113,8 @@ internal static class TrainingCheckpoint
         var history = TrainingHistory.FromJson(File.ReadAllText(Path.Combine(dir, "history.json")));
         var totalsBytes = File.ReadAllBytes(Path.Combine(dir, $"epoch-rank{comm.Rank}.bin"));
         if (totalsBytes.Length != epochTotalsLength * sizeof(double))
-            throw new CheckpointException($"Checkpoint '{dir}' holds {totalsBytes.Length} bytes of epoch totals for rank {comm.Rank}; this version writes {epochTotalsLength * sizeof(double)}.");
+            throw new CheckpointException($"Checkpoint '{dir}' holds {totalsBytes.Length} bytes of epoch totals for rank {comm.Rank}; " +
+                $"this version writes {epochTotalsLength * sizeof(double)}.");
         var epochTotals = MemoryMarshal.Cast<byte, double>(totalsBytes).ToArray();
         try
         {

@@ -51,7 +51,8 @@ public sealed record EpochMetrics
     public double StepMs { get; init; }
     /// <summary>Steps on which a sparse exchange was used, as a fraction.</summary>
     public double SparseFraction { get; init; }
-    /// <summary>Mean number of threshold-estimation stages per step (SIDCo's adaptive stages; 1 for the other compressors and for dense steps).</summary>
+    /// <summary>Mean number of threshold-estimation stages per step (SIDCo's adaptive stages; 1 for the other compressors and for dense
+    /// steps).</summary>
     public double Stages { get; init; }
     /// <summary>Worker contributions dropped for non-finite values.</summary>
     public int SkippedContributions { get; init; }
@@ -62,7 +63,13 @@ public sealed record EpochMetrics
 /// <summary>The per-epoch record of a training run, exportable as JSON.</summary>
 public sealed class TrainingHistory
 {
-    private static readonly JsonSerializerOptions s_json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull };
+    private static readonly JsonSerializerOptions s_json =
+        new()
+        {
+            WriteIndented = true,
+            PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+            DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull
+        };
 
     /// <summary>Creates a history.</summary>
     public TrainingHistory(IEnumerable<EpochMetrics>? epochs = null) => Epochs = (epochs ?? []).ToList();

@@ -17,7 +17,8 @@ public enum TrainingTask
 internal static class TrainingTasks
 {
     /// <summary>True for the tasks whose labels are class indices (multiclass and binary).</summary>
-    public static bool IsClassification(this TrainingTask task) => task is TrainingTask.MulticlassClassification or TrainingTask.BinaryClassification;
+    public static bool IsClassification(this TrainingTask task) =>
+        task is TrainingTask.MulticlassClassification or TrainingTask.BinaryClassification;
 
     /// <summary>Model outputs for <paramref name="classes"/> classes: one logit for binary, one value for regression.</summary>
     public static int Outputs(this TrainingTask task, int classes) => task == TrainingTask.MulticlassClassification ? classes : 1;
@@ -42,10 +43,12 @@ internal sealed class TrainingData
     {
         ArgumentNullException.ThrowIfNull(features);
         ArgumentOutOfRangeException.ThrowIfLessThan(featureLength, 1);
-        if (features.Length % featureLength != 0) throw new ArgumentException("Feature array length is not a multiple of the feature length.", nameof(features));
+        if (features.Length % featureLength != 0)
+            throw new ArgumentException("Feature array length is not a multiple of the feature length.", nameof(features));
         if ((classLabels is null) == (targets is null)) throw new ArgumentException("Give either class labels or regression targets.");
         Count = features.Length / featureLength;
-        if ((classLabels?.Length ?? targets!.Length) != Count) throw new ArgumentException($"{Count} feature rows but {(classLabels?.Length ?? targets!.Length)} labels.");
+        if ((classLabels?.Length ?? targets!.Length) != Count)
+            throw new ArgumentException($"{Count} feature rows but {(classLabels?.Length ?? targets!.Length)} labels.");
         Features = features; FeatureLength = featureLength; ClassLabels = classLabels; Targets = targets;
     }
 
@@ -109,7 +112,8 @@ internal sealed class TrainingSettings
     public int LearningRateWarmupSteps { get; init; }
     /// <summary>Clip the averaged gradient's global L2 norm to this (0 = off).</summary>
     public double GradientClipNorm { get; init; }
-    /// <summary>TorchSharp intra-op threads of this process, or null to share the machine's cores among the workers on it (the rule is in DataParallelTrainer.IntraOpThreads).</summary>
+    /// <summary>TorchSharp intra-op threads of this process, or null to share the machine's cores among the workers on it (the rule is in
+    /// DataParallelTrainer.IntraOpThreads).</summary>
     public int? NumberOfThreads { get; init; }
     /// <summary>
     /// Processes of this job on this machine (the MPI ranks started here; 1 otherwise): their workers share its cores.
@@ -128,7 +132,8 @@ internal sealed class TrainingSettings
     public int ReplicaCheckInterval { get; init; }
     /// <summary>Cap on steps per epoch (0 = the whole shard).</summary>
     public int MaxStepsPerEpoch { get; init; }
-    /// <summary>Stop after this many steps in total (0 = run all epochs); with a checkpoint directory a checkpoint is written there.</summary>
+    /// <summary>Stop after this many steps in total (0 = run all epochs); with a checkpoint directory a checkpoint is written
+    /// there.</summary>
     public long StopAfterSteps { get; init; }
     /// <summary>Creates each worker's gradient hook.</summary>
     public required Func<IGradientHook> HookFactory { get; init; }
@@ -148,14 +153,16 @@ internal sealed class TrainingSettings
 
     /// <summary>A fingerprint of everything that must agree across workers and with a checkpoint.</summary>
     public long Fingerprint(int workers) => Communication.CommunicatorExtensions.Fingerprint(
-        $"{Model.Descriptor}|{Task}|{Outputs}|{Epochs}|{BatchSize}|{Optimizer}|{LearningRate:R}|{Momentum:R}|{Nesterov}|{WeightDecay:R}|{Schedule}|{LearningRateWarmupSteps}|{GradientClipNorm:R}|{Seed}|{MaxStepsPerEpoch}|{workers}");
+        $"{Model.Descriptor}|{Task}|{Outputs}|{Epochs}|{BatchSize}|{Optimizer}|{LearningRate:R}|{Momentum:R}|{Nesterov}|"
+        + $"{WeightDecay:R}|{Schedule}|{LearningRateWarmupSteps}|{GradientClipNorm:R}|{Seed}|{MaxStepsPerEpoch}|{workers}");
 
     /// <summary>Learning rate at <paramref name="step"/> of <paramref name="totalSteps"/>.</summary>
     public float LearningRateAt(long step, long totalSteps)
     {
         double lr = LearningRate;
         if (step < LearningRateWarmupSteps) return (float)(lr * (step + 1) / LearningRateWarmupSteps);
-        double progress = totalSteps <= LearningRateWarmupSteps ? 1 : (double)(step - LearningRateWarmupSteps) / (totalSteps - LearningRateWarmupSteps);
+        double progress =
+            totalSteps <= LearningRateWarmupSteps ? 1 : (double)(step - LearningRateWarmupSteps) / (totalSteps - LearningRateWarmupSteps);
         return (float)(Schedule switch
         {
             LearningRateSchedule.Cosine => lr * 0.5 * (1 + Math.Cos(Math.PI * Math.Min(1, progress))),

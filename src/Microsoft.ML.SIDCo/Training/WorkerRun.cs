@@ -1,8 +1,8 @@
 using System.Diagnostics;
-using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 using Microsoft.ML.SIDCo.Communication;
 using TorchSharp;
 using static TorchSharp.torch;
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 
 namespace Microsoft.ML.SIDCo.Training;
 
@@ -41,7 +41,8 @@ internal sealed class WorkerRun : IDisposable
     private long _step;
     private int _timedSteps;
 
-    public WorkerRun(ICommunicator comm, nn.Module<Tensor, Tensor> model, TrainingData train, TrainingData? validation, TrainingSettings settings)
+    public WorkerRun(ICommunicator comm, nn.Module<Tensor, Tensor> model, TrainingData train, TrainingData? validation,
+        TrainingSettings settings)
     {
         _comm = comm;
         _model = model;
@@ -56,7 +57,8 @@ internal sealed class WorkerRun : IDisposable
         if (_stepsPerEpoch < 1)
         {
             throw new ArgumentOutOfRangeException(nameof(settings.BatchSize), settings.BatchSize,
-                $"BatchSize {settings.BatchSize} x {comm.Size} workers exceeds the {train.Count} training examples: no full step fits in an epoch.");
+                $"BatchSize {settings.BatchSize} x {comm.Size} workers exceeds the {train.Count} training examples: no full step fits in " +
+                    $"an epoch.");
         }
         _totalSteps = (long)_stepsPerEpoch * settings.Epochs;
         _hook = settings.HookFactory();
@@ -69,7 +71,8 @@ internal sealed class WorkerRun : IDisposable
             _hook.Dispose();
             throw;
         }
-        _optimizer = FlatOptimizer.Create(settings.Optimizer, _parameters.Length, settings.Momentum, settings.Nesterov, settings.WeightDecay,
+        _optimizer =
+            FlatOptimizer.Create(settings.Optimizer, _parameters.Length, settings.Momentum, settings.Nesterov, settings.WeightDecay,
             settings.AdamBeta1, settings.AdamBeta2, settings.AdamEpsilon);
         _bucket = new float[_parameters.Length];
         _compressTimes = new double[_stepsPerEpoch];
@@ -78,7 +81,8 @@ internal sealed class WorkerRun : IDisposable
         _targets = new float[settings.BatchSize];
     }
 
-    /// <summary>Trains from the newest checkpoint (or the start) to the last epoch, or to <see cref="TrainingSettings.StopAfterSteps"/>.</summary>
+    /// <summary>Trains from the newest checkpoint (or the start) to the last epoch, or to
+    /// <see cref="TrainingSettings.StopAfterSteps"/>.</summary>
     public (TrainingHistory History, long Steps) Run()
     {
         Resume();
@@ -96,13 +100,15 @@ internal sealed class WorkerRun : IDisposable
                 // A checkpoint is due every CheckpointInterval steps and where StopAfterSteps ends the run (so the next run
                 // resumes there); one due on an epoch's last step is written after the epoch's metrics join the history.
                 if (CheckpointDue() && inEpoch < _stepsPerEpoch - 1) SaveCheckpoint(_totals.AsSpan());
-                if (_comm.Rank == 0 && _s.Progress is { } progress && (inEpoch % ProgressInterval == ProgressInterval - 1 || inEpoch == _stepsPerEpoch - 1))
+                if (_comm.Rank == 0 && _s.Progress is { } progress
+                    && (inEpoch % ProgressInterval == ProgressInterval - 1 || inEpoch == _stepsPerEpoch - 1))
                     progress(new TrainingProgress(epoch, _s.Epochs, inEpoch + 1, _stepsPerEpoch, _totals.MeanLoss, null));
             }
             if (_totals.Steps == 0) break;
             var metrics = CloseEpoch(epoch, watch.Elapsed.TotalSeconds);
             if (CheckpointDue() && _step % _stepsPerEpoch == 0) SaveCheckpoint(new double[EpochTotals.Length]);
-            if (_comm.Rank == 0) _s.Progress?.Invoke(new TrainingProgress(epoch, _s.Epochs, _stepsPerEpoch, _stepsPerEpoch, metrics.Loss, metrics));
+            if (_comm.Rank == 0) _s.Progress?.Invoke(new TrainingProgress(epoch, _s.Epochs, _stepsPerEpoch, _stepsPerEpoch, metrics.Loss,
+                metrics));
         }
         _model.eval();
         return (_history, _step);
@@ -111,7 +117,8 @@ internal sealed class WorkerRun : IDisposable
     private void Resume()
     {
         if (_s.CheckpointDirectory is not { } dir || !_s.Resume) return;
-        if (TrainingCheckpoint.TryLoad(dir, _comm, _fingerprint, _parameters, _optimizer, _hook, EpochTotals.Length) is not { } resumed) return;
+        if (TrainingCheckpoint.TryLoad(dir, _comm, _fingerprint, _parameters, _optimizer, _hook,
+            EpochTotals.Length) is not { } resumed) return;
         (_step, _history, var totals) = resumed;
         if (_step % _stepsPerEpoch != 0) totals.CopyTo(_totals.AsSpan());
     }

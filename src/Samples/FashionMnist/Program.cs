@@ -4,8 +4,8 @@ using Microsoft.ML;
 using Microsoft.ML.SIDCo;
 using Microsoft.ML.SIDCo.Communication;
 using Microsoft.ML.SIDCo.Compression;
-using Microsoft.ML.SIDCo.Samples;
 using Microsoft.ML.SIDCo.Models;
+using Microsoft.ML.SIDCo.Samples;
 using Spectre.Console;
 
 // The main job: a ConvNet on the full Fashion-MNIST, trained data-parallel with SIDCo compression.
@@ -23,7 +23,8 @@ var ml = new MLContext(seed: 1);
 var train = ml.Data.LoadFromEnumerable(FashionMnist.Load(train: true, limit: opts.TrainLimit));
 var test = ml.Data.LoadFromEnumerable(FashionMnist.Load(train: false, limit: opts.TestLimit));
 int workers = mpi ? MpiCommunicator.LaunchedWorldSize : opts.Workers;
-console.MarkupLine($"[bold]Fashion-MNIST[/]: ConvNet, [green]{opts.Compressor.ToName()}[/] at density {opts.Density}, {workers} {(mpi ? "MPI ranks" : "in-process workers")}, {opts.Epochs} epochs");
+console.MarkupLine($"[bold]Fashion-MNIST[/]: ConvNet, [green]{opts.Compressor.ToName()}[/] at density {opts.Density}, {workers} " +
+    $"{(mpi ? "MPI ranks" : "in-process workers")}, {opts.Epochs} epochs");
 
 var trainer = ml.Extensions.SIDCoTrainer(new SIDCoTrainer.Options
 {
@@ -44,7 +45,8 @@ var trainer = ml.Extensions.SIDCoTrainer(new SIDCoTrainer.Options
 var watch = Stopwatch.StartNew();
 var pipeline = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train);
 SIDCoTransformer model = null!;
-console.Progress().AutoClear(false).Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn()).Start(ctx =>
+console.Progress().AutoClear(false).Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(),
+    new RemainingTimeColumn()).Start(ctx =>
 {
     var tasks = Enumerable.Range(1, opts.Epochs).Select(e => ctx.AddTask($"epoch {e}", autoStart: false)).ToArray();
     trainer.ProgressReported += (_, p) =>
@@ -64,9 +66,11 @@ double wall = watch.Elapsed.TotalSeconds;
 if (!lead) return 0;
 
 var table = new Table().Title("per epoch (means per step and worker)");
-foreach (var c in new[] { "epoch", "loss", "train acc", "density", "sent / dense", "compute ms", "compress ms", "communicate ms", "s" }) table.AddColumn(new TableColumn(c).RightAligned());
+foreach (var c in new[] { "epoch", "loss", "train acc", "density", "sent / dense", "compute ms", "compress ms", "communicate ms",
+    "s" }) table.AddColumn(new TableColumn(c).RightAligned());
 foreach (var e in model.History.Epochs)
-    table.AddRow($"{e.Epoch}", $"{e.Loss:F4}", $"{e.Accuracy:P2}", $"{e.AchievedDensity:G3}", $"{e.BytesPerStep / 1024:F1} / {e.DenseBytesPerStep / 1024:F0} KiB",
+    table.AddRow($"{e.Epoch}", $"{e.Loss:F4}", $"{e.Accuracy:P2}", $"{e.AchievedDensity:G3}",
+        $"{e.BytesPerStep / 1024:F1} / {e.DenseBytesPerStep / 1024:F0} KiB",
         $"{e.ComputeMs:F1}", $"{e.CompressMs:F3}", $"{e.CommunicateMs:F3}", $"{e.Seconds:F0}");
 console.Write(table);
 
@@ -74,18 +78,23 @@ var metrics = ml.MulticlassClassification.Evaluate(model.Transform(pipeline.Tran
 var last = model.History.Epochs[^1];
 double saved = 1 - model.History.Epochs.Average(e => e.BytesPerStep) / last.DenseBytesPerStep;
 console.MarkupLine($"[bold]test accuracy {metrics.MicroAccuracy:P2}[/], log-loss {metrics.LogLoss:F4}, wall time {wall:F0} s");
-console.MarkupLine($"achieved density {model.History.Epochs.Average(e => e.AchievedDensity):G3} (target {opts.Density}); bytes sent per step {model.History.Epochs.Average(e => e.BytesPerStep) / 1024:F1} KiB vs {last.DenseBytesPerStep / 1024:F0} KiB dense: [green]{saved:P1} saved[/]");
+console.MarkupLine($"achieved density {model.History.Epochs.Average(e => e.AchievedDensity):G3} (target {opts.Density}); bytes sent per " +
+    $"step {model.History.Epochs.Average(e => e.BytesPerStep) / 1024:F1} KiB vs {last.DenseBytesPerStep / 1024:F0} KiB dense: " +
+    $"[green]{saved:P1} saved[/]");
 Console.Out.WriteLine(metrics.ConfusionMatrix.GetFormattedConfusionTable());
 
 if (opts.Report is { } report)
 {
-    var png = new SampleReport(opts.Compressor.ToName(), opts.Density, workers, mpi ? "mpi" : "inprocess", metrics.MicroAccuracy, metrics.LogLoss, wall, model.History.Epochs).Write(report);
+    var png = new SampleReport(opts.Compressor.ToName(), opts.Density, workers, mpi ? "mpi" : "inprocess", metrics.MicroAccuracy,
+        metrics.LogLoss, wall, model.History.Epochs).Write(report);
     console.MarkupLine($"report: {report}, plot: {png}");
 }
 if (opts.ModelPath is { } modelPath) { model.Save(modelPath); console.MarkupLine($"model: {modelPath}"); }
 return 0;
 
-internal sealed record Cli(CompressorKind Compressor, double Density, int Workers, int Epochs, int BatchSize, double LearningRate, int Seed, int TrainLimit, int TestLimit, string? Report, string? ModelPath, int Conv1 = 32, int Conv2 = 64, int Hidden = 256, bool MomentumCorrection = false, int DensityWarmupSteps = 0)
+internal sealed record Cli(CompressorKind Compressor, double Density, int Workers, int Epochs, int BatchSize, double LearningRate,
+    int Seed, int TrainLimit, int TestLimit, string? Report, string? ModelPath, int Conv1 = 32, int Conv2 = 64, int Hidden = 256,
+    bool MomentumCorrection = false, int DensityWarmupSteps = 0)
 {
     public static Cli? Parse(string[] args)
     {
@@ -123,7 +132,10 @@ internal sealed record Cli(CompressorKind Compressor, double Density, int Worker
         catch (Exception e) when (e is ArgumentException or FormatException)
         {
             if (e.Message != "help") Console.Error.WriteLine($"error: {e.Message}");
-            Console.Error.WriteLine("usage: FashionMnist [--compressor none|topk|dgc|redsync|gaussiank|randomk|sidco-e|sidco-gp|sidco-p] [--density D] [--workers N] [--epochs N] [--batch-size B] [--lr LR] [--momentum-correction] [--density-warmup STEPS] [--seed S] [--conv1 C] [--conv2 C] [--hidden H] [--train-limit N] [--test-limit N] [--report FILE.json] [--save-model FILE.zip]");
+            Console.Error.WriteLine("usage: FashionMnist [--compressor none|topk|dgc|redsync|gaussiank|randomk|sidco-e|sidco-gp|sidco-p] " +
+                "[--density D] [--workers N] [--epochs N] [--batch-size B] [--lr LR] [--momentum-correction] [--density-warmup STEPS] " +
+                "[--seed S] [--conv1 C] [--conv2 C] [--hidden H] [--train-limit N] [--test-limit N] [--report FILE.json] [--save-model " +
+                "FILE.zip]");
             return null;
         }
     }

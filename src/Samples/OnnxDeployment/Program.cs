@@ -32,7 +32,8 @@ Console.WriteLine($"test accuracy {metrics.MicroAccuracy:P2} on {scored.GetRowCo
 var engine = ml.Model.CreatePredictionEngine<ImageExample, Prediction>(model);
 var first = FashionMnist.Load(train: false, limit: 1)[0];
 var prediction = engine.Predict(first);
-Console.WriteLine($"first test image: {FashionMnist.ClassNames[(int)first.Label]}, predicted key {prediction.PredictedLabel} with probability {prediction.Score.Max():P1}");
+Console.WriteLine($"first test image: {FashionMnist.ClassNames[(int)first.Label]}, predicted key {prediction.PredictedLabel} with " +
+    $"probability {prediction.Score.Max():P1}");
 
 if (scoresPath is not null)
 {

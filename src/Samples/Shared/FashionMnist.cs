@@ -33,10 +33,12 @@ public static class FashionMnist
     public const string DebianDirectory = "/usr/share/datasets/fashion-mnist";
 
     /// <summary>The class names, by label.</summary>
-    public static IReadOnlyList<string> ClassNames { get; } = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
+    public static IReadOnlyList<string> ClassNames { get; } =
+        ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
 
     /// <summary>The data directory: <c>SIDCO_FASHION_MNIST_DIR</c> if set, else Debian's location.</summary>
-    public static string DefaultDirectory => Environment.GetEnvironmentVariable("SIDCO_FASHION_MNIST_DIR") is { Length: > 0 } d ? d : DebianDirectory;
+    public static string DefaultDirectory =>
+        Environment.GetEnvironmentVariable("SIDCO_FASHION_MNIST_DIR") is { Length: > 0 } d ? d : DebianDirectory;
 
     /// <summary>Header of an IDX file.</summary>
     public readonly record struct IdxHeader(byte DataType, int[] Dimensions);
@@ -87,7 +89,8 @@ public static class FashionMnist
     public static Stream Open(string path)
     {
         var file = File.OpenRead(path);
-        return path.EndsWith(".gz", StringComparison.Ordinal) ? new BufferedStream(new GZipStream(file, CompressionMode.Decompress), 1 << 16) : file;
+        return path.EndsWith(".gz", StringComparison.Ordinal)
+            ? new BufferedStream(new GZipStream(file, CompressionMode.Decompress), 1 << 16) : file;
     }
 
     /// <summary>Finds <paramref name="name"/> or <paramref name="name"/>.gz in <paramref name="directory"/>.</summary>
@@ -95,6 +98,7 @@ public static class FashionMnist
     {
         foreach (var candidate in new[] { Path.Combine(directory, name), Path.Combine(directory, name + ".gz") })
             if (File.Exists(candidate)) return candidate;
-        throw new FileNotFoundException($"Fashion-MNIST file '{name}' not found in '{directory}'. On Debian/Ubuntu install it with 'apt-get install dataset-fashion-mnist' (./build.sh setup does this), or set SIDCO_FASHION_MNIST_DIR.");
+        throw new FileNotFoundException($"Fashion-MNIST file '{name}' not found in '{directory}'. On Debian/Ubuntu install it with " +
+            $"'apt-get install dataset-fashion-mnist' (./build.sh setup does this), or set SIDCO_FASHION_MNIST_DIR.");
     }
 }

@@ -16,7 +16,13 @@ public sealed record SampleReport(
     [property: JsonPropertyName("wallSeconds")] double WallSeconds,
     [property: JsonPropertyName("history")] IReadOnlyList<EpochMetrics> History)
 {
-    private static readonly JsonSerializerOptions s_json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull };
+    private static readonly JsonSerializerOptions s_json =
+        new()
+        {
+            WriteIndented = true,
+            PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+            DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull
+        };
 
     /// <summary>Writes the JSON report and, beside it, a PNG plot of accuracy and bytes per epoch.</summary>
     public string Write(string path)

@@ -12,7 +12,8 @@ namespace Microsoft.ML.SIDCo.Tests.Api;
 [Trait(Category.Name, Category.Unit)]
 public class PublicApiTests(ITestOutputHelper log)
 {
-    private const BindingFlags Declared = BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.Instance | BindingFlags.Static | BindingFlags.DeclaredOnly;
+    private const BindingFlags Declared =
+        BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.Instance | BindingFlags.Static | BindingFlags.DeclaredOnly;
 
     [Fact]
     public void ThePublicApiIsTheApprovedOne()
@@ -35,13 +36,20 @@ public class PublicApiTests(ITestOutputHelper log)
     internal static List<string> Listing(Assembly assembly)
     {
         var lines = new List<string>();
-        foreach (var type in assembly.GetExportedTypes().Where(t => !t.Name.StartsWith('<')).OrderBy(t => t.FullName, StringComparer.Ordinal))
+        foreach (var type in assembly.GetExportedTypes().Where(t => !t.Name.StartsWith('<')).OrderBy(t => t.FullName,
+            StringComparer.Ordinal))
         {
-            lines.Add($"{Kind(type)} {type.FullName}" + (type.BaseType is { } b && b != typeof(object) && b != typeof(ValueType) && b != typeof(Enum) ? $" : {b.Name}" : ""));
+            lines.Add($"{Kind(type)} {type.FullName}"
+                + (type.BaseType is { } b && b != typeof(object) && b != typeof(ValueType) && b != typeof(Enum) ? $" : {b.Name}" : ""));
             var members = type.GetMembers(Declared)
                 .Where(m => m switch
                 {
-                    MethodBase mb => (mb.IsPublic || mb.IsFamily || mb.IsFamilyOrAssembly) && !(mb.IsSpecialName && mb.Name.StartsWith("get_", StringComparison.Ordinal) | mb.Name.StartsWith("set_", StringComparison.Ordinal) | mb.Name.StartsWith("add_", StringComparison.Ordinal) | mb.Name.StartsWith("remove_", StringComparison.Ordinal)),
+                    MethodBase mb =>
+                        (mb.IsPublic || mb.IsFamily || mb.IsFamilyOrAssembly)
+                        && !(mb.IsSpecialName
+                        && mb.Name.StartsWith("get_", StringComparison.Ordinal) | mb.Name.StartsWith("set_",
+                        StringComparison.Ordinal) | mb.Name.StartsWith("add_", StringComparison.Ordinal) | mb.Name.StartsWith("remove_",
+                        StringComparison.Ordinal)),
                     FieldInfo f => (f.IsPublic || f.IsFamily || f.IsFamilyOrAssembly) && !f.IsSpecialName,
                     PropertyInfo p => p.GetAccessors(nonPublic: true).Any(a => a.IsPublic || a.IsFamily || a.IsFamilyOrAssembly),
                     EventInfo e => e.AddMethod is { } add && (add.IsPublic || add.IsFamily),

@@ -39,7 +39,8 @@ public partial class LayeringTests
     public void TheCheckSeesAReferenceInAMethodBody()
     {
         // DataParallelTrainer (Training) builds a HybridCommunicator (Communication) inside a lambda: an IL-only reference.
-        Assert.Contains(References(typeof(SIDCo.Training.DataParallelTrainer)).Concat(typeof(SIDCo.Training.DataParallelTrainer).GetNestedTypes(All).SelectMany(References)),
+        var trainer = typeof(SIDCo.Training.DataParallelTrainer);
+        Assert.Contains(References(trainer).Concat(trainer.GetNestedTypes(All).SelectMany(References)),
             t => t == typeof(SIDCo.Communication.HybridCommunicator));
     }
 
@@ -60,10 +61,12 @@ public partial class LayeringTests
     private static Dictionary<string, HashSet<string>> ReadTable()
     {
         var table = new Dictionary<string, HashSet<string>>();
-        foreach (var line in File.ReadLines(Path.Combine(MpiRunner.RepoRoot, "docs", "architecture.md")).Where(l => l.StartsWith("| ", StringComparison.Ordinal)))
+        foreach (var line in File.ReadLines(Path.Combine(MpiRunner.RepoRoot, "docs", "architecture.md")).Where(l =>
+            l.StartsWith("| ", StringComparison.Ordinal)))
         {
             var cells = line.Split('|', StringSplitOptions.TrimEntries);
-            if (cells.Length < 5 || cells[1].StartsWith("layer", StringComparison.Ordinal) || cells[1].StartsWith("---", StringComparison.Ordinal)) continue;
+            if (cells.Length < 5 || cells[1].StartsWith("layer", StringComparison.Ordinal)
+                || cells[1].StartsWith("---", StringComparison.Ordinal)) continue;
             string layer = cells[1].StartsWith("root", StringComparison.Ordinal) ? "" : Backticked().Match(cells[1]).Groups[1].Value;
             table[layer] = Backticked().Matches(cells[3]).Select(m => m.Groups[1].Value).ToHashSet();
         }
@@ -73,7 +76,8 @@ public partial class LayeringTests
     [GeneratedRegex("`([^`]+)`")]
     private static partial Regex Backticked();
 
-    private const BindingFlags All = BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.Instance | BindingFlags.Static | BindingFlags.DeclaredOnly;
+    private const BindingFlags All =
+        BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.Instance | BindingFlags.Static | BindingFlags.DeclaredOnly;
 
     // Types named by a type's base, interfaces, fields, properties, method signatures and method bodies (with their generic arguments).
     private static IEnumerable<Type> References(Type type)
@@ -116,16 +120,16 @@ public partial class LayeringTests
             switch (op.OperandType)
             {
                 case OperandType.InlineField or OperandType.InlineMethod or OperandType.InlineTok or OperandType.InlineType:
-                {
-                    int token = BitConverter.ToInt32(il, i);
-                    i += 4;
-                    MemberInfo? member = null;
-                    try { member = method.Module.ResolveMember(token, typeArgs, methodArgs); }
-                    catch (ArgumentException) { }
-                    if (member is Type t) yield return t;
-                    else if (member?.DeclaringType is { } d) yield return d;
-                    break;
-                }
+                    {
+                        int token = BitConverter.ToInt32(il, i);
+                        i += 4;
+                        MemberInfo? member = null;
+                        try { member = method.Module.ResolveMember(token, typeArgs, methodArgs); }
+                        catch (ArgumentException) { }
+                        if (member is Type t) yield return t;
+                        else if (member?.DeclaringType is { } d) yield return d;
+                        break;
+                    }
                 case OperandType.InlineSwitch: i += 4 + 4 * BitConverter.ToInt32(il, i); break;
                 case OperandType.InlineNone: break;
                 case OperandType.ShortInlineBrTarget or OperandType.ShortInlineI or OperandType.ShortInlineVar: i += 1; break;

@@ -7,7 +7,8 @@ namespace Microsoft.ML.SIDCo.Tests.Communication;
 /// <summary>The same contract (<see cref="CommunicatorContract"/>) against in-process workers and real Open MPI.</summary>
 public class CommunicatorContractTests
 {
-    private static readonly string[] s_expectedChecks = CommunicatorContract.Run(InProcessCommunicator.CreateSingle()).Select(c => c.Name).ToArray();
+    private static readonly string[] s_expectedChecks =
+        CommunicatorContract.Run(InProcessCommunicator.CreateSingle()).Select(c => c.Name).ToArray();
 
     [Theory]
 
@@ -38,7 +39,9 @@ public class CommunicatorContractTests
         var run = MpiRunner.Run(ranks, MpiRunner.TestHost, "contract", TimeSpan.FromSeconds(120));
         Assert.False(run.TimedOut, run.Output);
         Assert.True(run.ExitCode == 0, run.Output);
-        var names = s_expectedChecks.Concat(["chunked-allreduce", "launched-by-mpirun", "ranks-on-this-machine", "probe-once-per-process"]).ToArray();
+        var names =
+            s_expectedChecks.Concat(["chunked-allreduce", "launched-by-mpirun", "ranks-on-this-machine",
+            "probe-once-per-process"]).ToArray();
         for (int r = 0; r < ranks; r++)
         {
             var mine = run.Checks.Where(c => c.Rank == r).ToList();

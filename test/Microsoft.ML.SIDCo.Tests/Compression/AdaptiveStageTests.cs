@@ -28,7 +28,8 @@ public class AdaptiveStageTests
         // The last window the controller settled on (calls 26..30) must be within [0.8, 1.25].
         double last = ratios.Skip(25).Average();
         Assert.True(last >= 0.8 && last <= 1.25,
-            $"{compressor} on {tail} at {density}: last-window ratio {last:F3}, stages {c.CurrentStages}, ratios {string.Join(", ", ratios.Select(r => r.ToString("F2")))}");
+            $"{compressor} on {tail} at {density}: last-window ratio {last:F3}, stages {c.CurrentStages}, ratios " +
+                $"{string.Join(", ", ratios.Select(r => r.ToString("F2")))}");
     }
 
     [Fact]
@@ -46,12 +47,17 @@ public class AdaptiveStageTests
     {
         // A mixture of very different scales (like layers of a real network) gives stage counts whose ratios jump over the band.
         var rng = new Random(3);
-        var mixture = SyntheticGradients.Laplace(200_000, 5, scale: 1).Concat(SyntheticGradients.Normal(200_000, 6).Select(v => v * 30f)).Concat(SyntheticGradients.StudentT3(200_000, 7).Select(v => v * 0.01f)).OrderBy(_ => rng.Next()).ToArray();
+        var mixture =
+            SyntheticGradients.Laplace(200_000, 5,
+            scale: 1).Concat(SyntheticGradients.Normal(200_000, 6).Select(v => v * 30f)).Concat(SyntheticGradients.StudentT3(200_000,
+            7).Select(v => v * 0.01f)).OrderBy(_ => rng.Next()).ToArray();
         var c = (SidcoCompressor)Compressors.Create("sidco-e", new CompressorOptions { Density = 0.001 });
         var output = new SparseGradient();
         var ratios = Enumerable.Range(0, 40).Select(_ => c.Compress(mixture, output).AchievedOverTarget).ToList();
         double last = ratios.Skip(35).Average();
-        Assert.True(last >= 0.8 && last <= 1.25, $"last {last:F3}, stages {c.CurrentStages}, calibration {c.Controller!.Calibration:F3}: {string.Join(", ", ratios.Select(r => r.ToString("F2")))}");
+        Assert.True(last >= 0.8 && last <= 1.25,
+            $"last {last:F3}, stages {c.CurrentStages}, calibration {c.Controller!.Calibration:F3}: " +
+            $"{string.Join(", ", ratios.Select(r => r.ToString("F2")))}");
     }
 
     [Fact]
@@ -64,7 +70,9 @@ public class AdaptiveStageTests
         var ratios = new List<double>();
         for (int call = 0; call < 30; call++) { ratios.Add(Response()); controller.Observe(ratios[^1]); }
         double last = ratios.Skip(25).Average();
-        Assert.True(last >= 0.8 && last <= 1.25, $"last {last:F3}, stages {controller.Stages}, calibration {controller.Calibration:F3}: {string.Join(", ", ratios.Select(r => r.ToString("F2")))}");
+        Assert.True(last >= 0.8 && last <= 1.25,
+            $"last {last:F3}, stages {controller.Stages}, calibration {controller.Calibration:F3}: " +
+            $"{string.Join(", ", ratios.Select(r => r.ToString("F2")))}");
         Assert.True(controller.Adjustments <= 2, $"stage count moved {controller.Adjustments} times");
     }
 
@@ -93,7 +101,9 @@ public class AdaptiveStageTests
             ratios.Add(c.Compress(gradient, output, feedback).AchievedOverTarget);
         }
         var late = ratios.Skip(150).ToList();
-        string trace = $"calibration {c.Controller!.Calibration:F3}, tracking {c.Controller.Tracking}, stages {c.CurrentStages}: {string.Join(", ", ratios.Select(r => r.ToString("F2")))}";
+        string trace =
+            $"calibration {c.Controller!.Calibration:F3}, tracking {c.Controller.Tracking}, stages {c.CurrentStages}: " +
+            $"{string.Join(", ", ratios.Select(r => r.ToString("F2")))}";
         Assert.True(Math.Abs(late.Average() - 1) <= 0.15, $"mean of calls 150-300 {late.Average():F3}; {trace}");
         Assert.True(late.Max() <= 2.5, $"largest call {late.Max():F2} times the target; {trace}");
         Assert.True(c.Controller.Tracking, trace);
@@ -154,7 +164,9 @@ public class AdaptiveStageTests
         // taken back, and the calibration closes the miss; climbing would cost a pass per call and per stage for good.
         var controller = new AdaptiveStageController(initialStages: 1, maxStages: 10);
         var tried = new HashSet<int>();
-        var (ratios, trace) = Drive(controller, stages => { tried.Add(stages); return 0.05 * Math.Pow(1.25, stages - 1) * (stages == 1 ? 1 : 1.28); }, calls: 60);
+        var (ratios, trace) =
+            Drive(controller, stages => { tried.Add(stages); return 0.05 * Math.Pow(1.25, stages - 1) * (stages == 1 ? 1 : 1.28); },
+            calls: 60);
         Assert.Contains(3, tried);
         Assert.Equal(2, controller.Stages);
         Assert.True(controller.Adjustments <= 3, trace);
@@ -209,7 +221,8 @@ public class AdaptiveStageTests
         var ratios = new List<double>();
         for (int call = 0; call < 30; call++) { c.SetDensity(0.001); ratios.Add(c.Compress(s_heavy[call % 2], output).AchievedOverTarget); }
         Assert.True(c.Controller!.Adjustments > 0, "the settled target should let the controller act on the single stage's miss");
-        Assert.True(ratios.Skip(25).Average() is >= 0.8 and <= 1.25, $"stages {c.CurrentStages}: {string.Join(", ", ratios.Select(r => r.ToString("F2")))}");
+        Assert.True(ratios.Skip(25).Average() is >= 0.8 and <= 1.25,
+            $"stages {c.CurrentStages}: {string.Join(", ", ratios.Select(r => r.ToString("F2")))}");
     }
 
     [Fact]
@@ -231,17 +244,26 @@ public class AdaptiveStageTests
     }
 
     // Feeds the controller a synthetic response (the ratio it would see at each stage count, before calibration).
-    private static (List<double> Ratios, string Trace) Drive(AdaptiveStageController controller, Func<int, double> response, int calls, bool passesCostly = true)
+    private static (List<double> Ratios, string Trace) Drive(AdaptiveStageController controller, Func<int, double> response, int calls,
+        bool passesCostly = true)
     {
         var ratios = new List<double>();
-        for (int call = 0; call < calls; call++) { ratios.Add(controller.Calibration * response(controller.Stages)); controller.Observe(ratios[^1], passesCostly); }
-        return (ratios, $"stages {controller.Stages}, calibration {controller.Calibration:F3}: {string.Join(", ", ratios.Select(r => r.ToString("F2")))}");
+        for (int call =
+            0; call < calls; call++)
+        {
+            ratios.Add(controller.Calibration * response(controller.Stages)); controller.Observe(ratios[^1],
+            passesCostly);
+        }
+        return (ratios,
+            $"stages {controller.Stages}, calibration {controller.Calibration:F3}: " +
+            $"{string.Join(", ", ratios.Select(r => r.ToString("F2")))}");
     }
 
     [Fact]
     public void FixedStagesNeverMove()
     {
-        var c = (SidcoCompressor)Compressors.Create("sidco-e", new CompressorOptions { Density = 0.001, AdaptiveStages = false, Stages = 2 });
+        var c = (SidcoCompressor)Compressors.Create("sidco-e",
+            new CompressorOptions { Density = 0.001, AdaptiveStages = false, Stages = 2 });
         var output = new SparseGradient();
         for (int call = 0; call < 12; call++) Assert.Equal(2, c.Compress(s_heavy[0], output).Stages);
         Assert.Null(c.Controller);

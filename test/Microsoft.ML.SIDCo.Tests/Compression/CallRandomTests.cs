@@ -1,5 +1,5 @@
-using Microsoft.ML.SIDCo.Tests.Support;
 using Microsoft.ML.SIDCo.Compression;
+using Microsoft.ML.SIDCo.Tests.Support;
 
 namespace Microsoft.ML.SIDCo.Tests.Compression;
 
@@ -34,7 +34,8 @@ public class CallRandomTests
 
         var other = new CallRandom(8);
         random = new CallRandom(7);
-        Assert.NotEqual(Enumerable.Range(0, 20).Select(_ => random.Next(1000)).ToArray(), Enumerable.Range(0, 20).Select(_ => other.Next(1000)).ToArray());
+        Assert.NotEqual(Enumerable.Range(0, 20).Select(_ => random.Next(1000)).ToArray(),
+            Enumerable.Range(0, 20).Select(_ => other.Next(1000)).ToArray());
     }
 
     [Fact]

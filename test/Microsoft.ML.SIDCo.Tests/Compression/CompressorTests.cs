@@ -29,7 +29,8 @@ public class CompressorTests
     [InlineData(double.NaN)]
     public void DensityOutsideRangeNamesTheOption(double density)
     {
-        var e = Assert.Throws<ArgumentOutOfRangeException>(() => Compressors.Create("sidco-e", new CompressorOptions { Density = density }));
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() =>
+            Compressors.Create("sidco-e", new CompressorOptions { Density = density }));
         Assert.Equal("Density", e.ParamName);
     }
 
@@ -156,9 +157,13 @@ public class CompressorTests
         else
         {
             // The warmed compressor's second stage fits the peaks over the first call's bound.
-            double firstStage = DefinitionThreshold(CompressorKind.SidcoExponential, x1, options.Density, stages, options.GammaQuantile).FirstStage;
-            double expectedThreshold = DefinitionThreshold(CompressorKind.SidcoExponential, x2, options.Density, stages, options.GammaQuantile, firstStage).Threshold;
-            Assert.Equal(expectedThreshold, a.Threshold, expectedThreshold * 1e-5); // later-stage sums add the same entries in another order
+            double firstStage =
+                DefinitionThreshold(CompressorKind.SidcoExponential, x1, options.Density, stages, options.GammaQuantile).FirstStage;
+            double expectedThreshold =
+                DefinitionThreshold(CompressorKind.SidcoExponential, x2, options.Density, stages, options.GammaQuantile,
+                firstStage).Threshold;
+            // later-stage sums add the same entries in another order
+            Assert.Equal(expectedThreshold, a.Threshold, expectedThreshold * 1e-5);
         }
         var expected = Enumerable.Range(0, x2.Length).Where(i => MathF.Abs(x2[i]) > a.Threshold).ToArray();
         Assert.Equal(expected, viaCandidates.Indices.ToArray());
@@ -183,8 +188,10 @@ public class CompressorTests
         {
             var x = SyntheticGradients.StudentT3(400_000, seed: 70 + call);
             var stats = c.Compress(x, output);
-            (double expected, double firstStage) = DefinitionThreshold(c.Kind, x, options.Density, options.Stages, options.GammaQuantile, peaksBound);
-            if (peaksBound is { } b) Assert.InRange(x.Count(v => MathF.Abs(v) > (float)b) / (double)x.Length, 0.125, 0.5); // the second call really fits the peaks of the first's bound
+            (double expected, double firstStage) =
+                DefinitionThreshold(c.Kind, x, options.Density, options.Stages, options.GammaQuantile, peaksBound);
+            // the second call really fits the peaks of the first's bound
+            if (peaksBound is { } b) Assert.InRange(x.Count(v => MathF.Abs(v) > (float)b) / (double)x.Length, 0.125, 0.5);
             peaksBound = firstStage;
             Assert.Equal(8, stats.Stages);
             Assert.Equal(expected, stats.Threshold, expected * 1e-4);
@@ -215,7 +222,8 @@ public class CompressorTests
             kernels.FullExceedancePasses = 0;
             var stats = c.Compress(g, output);
             fullPasses.Add(kernels.FullExceedancePasses);
-            (double expected, double firstStage) = DefinitionThreshold(c.Kind, g, options.Density, options.Stages, options.GammaQuantile, peaksBound);
+            (double expected, double firstStage) =
+                DefinitionThreshold(c.Kind, g, options.Density, options.Stages, options.GammaQuantile, peaksBound);
             peaksBound = firstStage;
             Assert.Equal(expected, stats.Threshold, expected * 1e-4);
             Assert.Equal(g.Count(v => MathF.Abs(v) > stats.Threshold), output.Count);
@@ -253,7 +261,8 @@ public class CompressorTests
             kernels.Requested.Clear();
             var stats = c.Compress(g, output);
             shapePasses.Add(string.Join("+", kernels.Requested.Select(k => (k & shapeStatistic) != 0 ? "shape" : "basic")));
-            (double expected, double firstStage) = DefinitionThreshold(c.Kind, g, options.Density, options.Stages, options.GammaQuantile, bound);
+            (double expected, double firstStage) =
+                DefinitionThreshold(c.Kind, g, options.Density, options.Stages, options.GammaQuantile, bound);
             Assert.Equal(expected, stats.Threshold, expected * 1e-4);
             Assert.Equal(g.Count(v => MathF.Abs(v) > stats.Threshold), output.Count);
             double mean = g.Average(v => (double)MathF.Abs(v));
@@ -329,7 +338,8 @@ public class CompressorTests
         }
     }
 
-    /// <summary>The CPU kernels, counting the exceedance passes over whole buffers and noting the statistics each measuring pass was asked for.</summary>
+    /// <summary>The CPU kernels, counting the exceedance passes over whole buffers and noting the statistics each measuring pass was asked
+    /// for.</summary>
     private sealed class CountingKernels : IGradientKernels
     {
         private readonly CpuGradientKernels _inner = CpuGradientKernels.Instance;
@@ -337,26 +347,33 @@ public class CompressorTests
         public List<StatisticsKinds> Requested { get; } = [];
         public string Name => "counting";
         public int PartitionLength => _inner.PartitionLength;
-        public GradientStatistics AccumulateAndMeasure(ReadOnlySpan<float> gradient, Span<float> residual, StatisticsKinds kinds, float candidateBound = float.PositiveInfinity, SparseBuffer? candidates = null, float tailBound = float.PositiveInfinity)
+        public GradientStatistics AccumulateAndMeasure(ReadOnlySpan<float> gradient, Span<float> residual, StatisticsKinds kinds,
+            float candidateBound = float.PositiveInfinity, SparseBuffer? candidates = null, float tailBound = float.PositiveInfinity)
         {
             Requested.Add(kinds);
             return _inner.AccumulateAndMeasure(gradient, residual, kinds, candidateBound, candidates, tailBound);
         }
-        public GradientStatistics Measure(ReadOnlySpan<float> values, StatisticsKinds kinds, float candidateBound = float.PositiveInfinity, SparseBuffer? candidates = null, float tailBound = float.PositiveInfinity)
+        public GradientStatistics Measure(ReadOnlySpan<float> values, StatisticsKinds kinds, float candidateBound = float.PositiveInfinity,
+            SparseBuffer? candidates = null, float tailBound = float.PositiveInfinity)
         {
             Requested.Add(kinds);
             return _inner.Measure(values, kinds, candidateBound, candidates, tailBound);
         }
-        public ExceedanceStatistics MeasureExceedances(ReadOnlySpan<float> values, float threshold) { FullExceedancePasses++; return _inner.MeasureExceedances(values, threshold); }
+        public ExceedanceStatistics MeasureExceedances(ReadOnlySpan<float> values,
+            float threshold)
+        { FullExceedancePasses++; return _inner.MeasureExceedances(values, threshold); }
         public long CountAbove(ReadOnlySpan<float> values, float threshold) => _inner.CountAbove(values, threshold);
-        public int SelectAbove(ReadOnlySpan<float> values, float threshold, SparseBuffer output) => _inner.SelectAbove(values, threshold, output);
-        public void ScatterAdd(ReadOnlySpan<int> indices, ReadOnlySpan<float> values, Span<float> dense) => _inner.ScatterAdd(indices, values, dense);
+        public int SelectAbove(ReadOnlySpan<float> values, float threshold, SparseBuffer output) =>
+            _inner.SelectAbove(values, threshold, output);
+        public void ScatterAdd(ReadOnlySpan<int> indices, ReadOnlySpan<float> values, Span<float> dense) =>
+            _inner.ScatterAdd(indices, values, dense);
     }
 
     // Multi-stage SIDCo as the method defines it, each stage measured on the whole vector. With a peaks bound
     // (the previous call's first-stage threshold) that cuts between 1/8 and 1/2 of the entries, the second
     // stage fits the exceedances of that bound, and the later stages split delta / (their share) between them.
-    private static (double Threshold, double FirstStage) DefinitionThreshold(CompressorKind kind, float[] x, double delta, int stages, GammaQuantileMethod quantile, double? peaksBound = null)
+    private static (double Threshold, double FirstStage) DefinitionThreshold(CompressorKind kind, float[] x, double delta, int stages,
+        GammaQuantileMethod quantile, double? peaksBound = null)
     {
         const double firstTail = SidcoCompressor.FirstStageTail;
         var a = x.Select(v => (double)MathF.Abs(v)).ToArray();
@@ -365,7 +382,8 @@ public class CompressorTests
         {
             CompressorKind.SidcoExponential => ThresholdEstimators.ExponentialThreshold(a.Average(), firstTail),
             CompressorKind.SidcoGammaPareto => ThresholdEstimators.GammaThreshold(
-                ThresholdEstimators.FitGamma(a.Average(), a.Average(v => Math.Log(v + GradientStatistics.LogEpsilon)))!.Value, firstTail, quantile),
+                ThresholdEstimators.FitGamma(a.Average(), a.Average(v => Math.Log(v + GradientStatistics.LogEpsilon)))!.Value, firstTail,
+                    quantile),
             _ => ThresholdEstimators.ParetoThreshold(ThresholdEstimators.FitGeneralizedPareto(a.Average(), Variance(a)), firstTail),
         };
         double firstStage = eta;
@@ -471,7 +489,8 @@ public class CompressorTests
         var flat = Enumerable.Range(0, 100_000).Select(_ => (rng.Next(2) * 2 - 1) * (5f + 0.05f * (float)rng.NextDouble())).ToArray();
         var stats = c.Compress(flat, output);
         Assert.Equal(0, stats.EstimatedCount);
-        var expected = Enumerable.Range(0, flat.Length).OrderByDescending(i => MathF.Abs(flat[i])).ThenBy(i => i).Take(100).Order().ToArray();
+        var expected =
+            Enumerable.Range(0, flat.Length).OrderByDescending(i => MathF.Abs(flat[i])).ThenBy(i => i).Take(100).Order().ToArray();
         Assert.Equal(expected, output.Indices.ToArray());
         Assert.Equal(expected.Select(i => flat[i]).ToArray(), output.Values.ToArray());
     }
@@ -495,7 +514,8 @@ public class CompressorTests
     public void ResidualSaveAndLoadRoundTripsAndRejectsCorruption()
     {
         var feedback = new ErrorFeedback(1000, "w");
-        Compressors.Create("sidco-e", new CompressorOptions { Density = 0.01 }).Compress(SyntheticGradients.Laplace(1000, 1), new SparseGradient(), feedback);
+        Compressors.Create("sidco-e", new CompressorOptions { Density = 0.01 }).Compress(SyntheticGradients.Laplace(1000, 1),
+            new SparseGradient(), feedback);
         var saved = new MemoryStream();
         feedback.Save(saved);
         var copy = new ErrorFeedback(1000, "w");

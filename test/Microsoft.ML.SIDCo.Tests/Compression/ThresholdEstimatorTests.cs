@@ -14,7 +14,8 @@ public class ThresholdEstimatorTests
     public void SingleStageExponentialHitsTargetOnLaplace(double density)
     {
         var g = SyntheticGradients.Laplace(1_000_000, seed: 11);
-        var c = Compressors.Create(CompressorKind.SidcoExponential, new CompressorOptions { Density = density, AdaptiveStages = false, Stages = 1 });
+        var c = Compressors.Create(CompressorKind.SidcoExponential,
+            new CompressorOptions { Density = density, AdaptiveStages = false, Stages = 1 });
         var stats = c.Compress(g, new SparseGradient());
         Assert.InRange(stats.AchievedOverTarget, 0.95, 1.05);
         Assert.Equal(1, stats.Stages);

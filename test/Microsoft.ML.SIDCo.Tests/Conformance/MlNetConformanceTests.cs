@@ -52,6 +52,7 @@ public sealed class MlNetConformanceTests(ITestOutputHelper log)
         Assert.Equal(2 * ChecksPerCase * ConformanceCase.All.Count, run.Checks.Count);
         Assert.All(run.Checks, c => Assert.True(c.Ok, $"rank {c.Rank} {c.Name}: {c.Detail}"));
         // Both ranks end with the same model: the fit check reports its fingerprint.
-        Assert.All(run.Checks.Where(c => c.Name.EndsWith("/fit", StringComparison.Ordinal)).GroupBy(c => c.Name), g => Assert.Single(g.Select(c => c.Detail).Distinct()));
+        Assert.All(run.Checks.Where(c => c.Name.EndsWith("/fit", StringComparison.Ordinal)).GroupBy(c => c.Name), g =>
+            Assert.Single(g.Select(c => c.Detail).Distinct()));
     }
 }

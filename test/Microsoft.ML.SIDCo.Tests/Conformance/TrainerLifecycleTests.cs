@@ -17,8 +17,14 @@ public sealed class TrainerLifecycleTests(FashionMnistFixture data, ITestOutputH
     // Long enough that only a cancel ends it within the test's time.
     private static SIDCoTrainer.Options LongRun(string? checkpoints) => new()
     {
-        Model = SIDCoModels.Mlp(32), Workers = 2, Epochs = 1000, BatchSize = 25, Density = 0.01, Seed = 3,
-        CheckpointDirectory = checkpoints, CheckpointInterval = 1_000_000,
+        Model = SIDCoModels.Mlp(32),
+        Workers = 2,
+        Epochs = 1000,
+        BatchSize = 25,
+        Density = 0.01,
+        Seed = 3,
+        CheckpointDirectory = checkpoints,
+        CheckpointInterval = 1_000_000,
     };
 
     [Fact]
@@ -87,7 +93,8 @@ public sealed class TrainerLifecycleTests(FashionMnistFixture data, ITestOutputH
     {
         Assert.Equal((0, 1, true), (SIDCoTrainer.Rank, SIDCoTrainer.WorldSize, SIDCoTrainer.IsPrimaryWorker));
         var options = new SIDCoTrainer.Options { Model = SIDCoModels.Mlp(8), Epochs = 1, MaxStepsPerEpoch = 2 };
-        using var model = data.Ml.Extensions.SIDCoTrainer(options).Fit(data.Ml.Transforms.Conversion.MapValueToKey("Label").Fit(data.Train).Transform(data.Train));
+        var keyed = data.Ml.Transforms.Conversion.MapValueToKey("Label").Fit(data.Train).Transform(data.Train);
+        using var model = data.Ml.Extensions.SIDCoTrainer(options).Fit(keyed);
         string path = Path.Combine(_dir, "model.zip");
         Assert.True(model.Save(path));
         using var loaded = data.Ml.Extensions.LoadSIDCoModel(path);
@@ -105,8 +112,10 @@ public sealed class TrainerLifecycleTests(FashionMnistFixture data, ITestOutputH
         Assert.False(run.TimedOut, run.Output);
         Assert.True(run.ExitCode == 0, run.Output);
         Assert.All(run.Checks, c => Assert.True(c.Ok, $"rank {c.Rank} {c.Name}: {c.Detail}"));
-        Assert.Equal(["0 0 2 True", "1 1 2 False"], run.Checks.Where(c => c.Name == "rank").OrderBy(c => c.Rank).Select(c => $"{c.Rank} {c.Detail}"));
-        Assert.Equal(["0 True", "1 False"], run.Checks.Where(c => c.Name == "save-shared").OrderBy(c => c.Rank).Select(c => $"{c.Rank} {c.Detail}"));
+        Assert.Equal(["0 0 2 True", "1 1 2 False"],
+            run.Checks.Where(c => c.Name == "rank").OrderBy(c => c.Rank).Select(c => $"{c.Rank} {c.Detail}"));
+        Assert.Equal(["0 True", "1 False"],
+            run.Checks.Where(c => c.Name == "save-shared").OrderBy(c => c.Rank).Select(c => $"{c.Rank} {c.Detail}"));
         // Rank 1 canceled its own token; both ranks stopped at the same step.
         var stops = run.Checks.Where(c => c.Name == "canceled").Select(c => c.Detail).ToList();
         Assert.Equal(2, stops.Count);

@@ -40,7 +40,8 @@ public sealed class EmulatedClusterTests
         // The emulated hosts share one hostname and /tmp. While their orteds also shared a session
         // directory, 8 of 100 launches lost an orted (a segfault writing hwloc's shared topology file,
         // or a failed mkdir), so 50 clean launches would have happened about 1.5 % of the time.
-        var run = Cluster(TimeSpan.FromMinutes(5), "--hosts", "4", "--link", "100mbit", "--launch-check", "50", "--json", TempJson("launch.json"));
+        var run = Cluster(TimeSpan.FromMinutes(5), "--hosts", "4", "--link", "100mbit", "--launch-check", "50", "--json",
+            TempJson("launch.json"));
         Assert.True(run.ExitCode == 0, run.Output);
         Assert.Contains("0 of 50 launches failed", run.Output, StringComparison.Ordinal);
         AssertTornDown();
@@ -50,11 +51,13 @@ public sealed class EmulatedClusterTests
     public void TrainsOneRankPerHostOverTheLimitedLinksThenTearsDown()
     {
         string json = TempJson("cluster.json");
-        var run = Cluster(TimeSpan.FromMinutes(10), "--hosts", "2", "--link", "1gbit", "--model", "convnet-small", "--compressors", "sidco-e",
+        var run = Cluster(TimeSpan.FromMinutes(10), "--hosts", "2", "--link", "1gbit", "--model", "convnet-small", "--compressors",
+            "sidco-e",
             "--densities", "0.01", "--steps", "4", "--json", json);
         Assert.True(run.ExitCode == 0, run.Output);
         Assert.DoesNotContain("run failed", run.Output, StringComparison.Ordinal);
-        var row = Assert.Single(File.ReadAllLines(json + ".rows.jsonl").Where(l => l.Length > 0).Select(l => JsonDocument.Parse(l).RootElement));
+        var row = Assert.Single(File.ReadAllLines(json + ".rows.jsonl").Where(l => l.Length > 0).Select(l =>
+            JsonDocument.Parse(l).RootElement));
         Assert.Equal("sidco-e", row.GetProperty("compressor").GetString());
         Assert.Equal(2, row.GetProperty("hosts").GetInt32());
         Assert.Equal(1000, row.GetProperty("linkMbps").GetInt32());
@@ -74,7 +77,8 @@ public sealed class EmulatedClusterTests
         // No --interleave: the default. 100 steps in two epochs of 50, turns of 25: the second epoch (timed) holds
         // turns 2 and 3, DGC first in turn 2. `none` runs alone for --dense-steps.
         string json = TempJson("interleaved.json");
-        var run = Cluster(TimeSpan.FromMinutes(10), "--hosts", "2", "--link", "1gbit", "--model", "convnet-small", "--compressors", "none,dgc,sidco-e",
+        var run = Cluster(TimeSpan.FromMinutes(10), "--hosts", "2", "--link", "1gbit", "--model", "convnet-small", "--compressors",
+            "none,dgc,sidco-e",
             "--densities", "0.01", "--steps", "100", "--dense-steps", "4", "--json", json);
         Assert.True(run.ExitCode == 0, run.Output);
         Assert.DoesNotContain("run failed", run.Output, StringComparison.Ordinal);
@@ -117,7 +121,8 @@ public sealed class EmulatedClusterTests
         // mpirun and the ranks together.
         var run = MpiRunner.RunCommand("python3", [Path.Combine(MpiRunner.RepoRoot, "eng", "ctrl-c.py"), "20", "bash", Script,
             Path.GetRelativePath(MpiRunner.RepoRoot, BenchmarksDll), "--hosts", "2", "--link", "100mbit", "--model", "convnet-small",
-            "--compressors", "sidco-e", "--densities", "0.01", "--steps", "100000", "--json", TempJson("interrupted.json")], TimeSpan.FromMinutes(5));
+            "--compressors", "sidco-e", "--densities", "0.01", "--steps", "100000", "--json", TempJson("interrupted.json")],
+                TimeSpan.FromMinutes(5));
         Assert.False(run.TimedOut, run.Output);
         Assert.Contains("cluster: interrupted, tearing down", run.Output, StringComparison.Ordinal);
         Assert.Contains("[exit status 130]", run.Output, StringComparison.Ordinal);

@@ -25,7 +25,14 @@ public class KernelBackendTests(IlgpuFixture ilgpu) : IClassFixture<IlgpuFixture
     {
         var stats = CpuGradientKernels.Instance.Measure(s_gradient, StatisticsKinds.LogMagnitudes | StatisticsKinds.Squares);
         double sum = 0, log = 0, sq = 0; float max = 0;
-        foreach (float v in s_gradient) { float a = MathF.Abs(v); sum += a; log += Math.Log(a + 2.2e-16f); sq += (double)a * a; max = MathF.Max(max, a); }
+        foreach (float v in s_gradient)
+        {
+            float a = MathF.Abs(v);
+            sum += a;
+            log += Math.Log(a + 2.2e-16f);
+            sq += (double)a * a;
+            max = MathF.Max(max, a);
+        }
         Assert.Equal(s_gradient.Length, stats.Count);
         Assert.Equal(sum, stats.SumAbs, sum * 1e-5);
         Assert.Equal(log, stats.SumLogAbs, Math.Abs(log) * 1e-4);
@@ -62,7 +69,9 @@ public class KernelBackendTests(IlgpuFixture ilgpu) : IClassFixture<IlgpuFixture
         // (blocks of 4096); every statistics combination is its own compiled loop.
         var data = new TheoryData<int, int, bool>(); // the statistics kinds as their flags: the kernels' types are internal
         foreach (int n in new[] { 7, 8, 15, 24, 4096 + 8 + 3, 3 * 4096 + 17 })
-            foreach (var kinds in new[] { StatisticsKinds.Basic, StatisticsKinds.LogMagnitudes, StatisticsKinds.Squares, StatisticsKinds.LogMagnitudes | StatisticsKinds.Squares, StatisticsKinds.TailSquares, StatisticsKinds.LogMagnitudes | StatisticsKinds.TailSquares })
+            foreach (var kinds in new[] { StatisticsKinds.Basic, StatisticsKinds.LogMagnitudes, StatisticsKinds.Squares,
+                StatisticsKinds.LogMagnitudes | StatisticsKinds.Squares, StatisticsKinds.TailSquares,
+                StatisticsKinds.LogMagnitudes | StatisticsKinds.TailSquares })
                 foreach (bool residual in new[] { false, true })
                     data.Add(n, (int)kinds, residual);
         return data;
@@ -122,7 +131,8 @@ public class KernelBackendTests(IlgpuFixture ilgpu) : IClassFixture<IlgpuFixture
         // 700k entries: several chunks on the CPU backend, whose partial tails are combined in chunk order.
         var accCpu = (float[])s_residual.Clone();
         var accGpu = (float[])s_residual.Clone();
-        var a = new CpuGradientKernels(maxThreads: 2).AccumulateAndMeasure(s_gradient, accCpu, StatisticsKinds.TailSquares, tailBound: 1.2f);
+        var a = new CpuGradientKernels(maxThreads: 2).AccumulateAndMeasure(s_gradient, accCpu, StatisticsKinds.TailSquares,
+            tailBound: 1.2f);
         var b = ilgpu.Kernels.AccumulateAndMeasure(s_gradient, accGpu, StatisticsKinds.TailSquares, tailBound: 1.2f);
         var separate = CpuGradientKernels.Instance.MeasureExceedances(accCpu, 1.2f);
         Assert.Equal(separate, a.Tail);
@@ -363,7 +373,9 @@ public class IlgpuExchangeTests
             using var group = new InProcessGroup(workers);
             group.Run(comm =>
             {
-                var exchange = new GradientExchange(comm, n, ExchangeMode.Sparse, halfPrecisionValues: false, model: null, kernels: kernels[comm.Rank]);
+                var exchange =
+                    new GradientExchange(comm, n, ExchangeMode.Sparse, halfPrecisionValues: false, model: null,
+                    kernels: kernels[comm.Rank]);
                 var local = new SparseBuffer();
                 local.AddRange(parts[comm.Rank].Indices, parts[comm.Rank].Values);
                 var first = new float[n];

@@ -24,7 +24,15 @@ public sealed class OnnxExportTests(FashionMnistFixture data, ITestOutputHelper 
 
     // A short SIDCo run of the architecture on the fixture's 3,000 images: MapValueToKey, then the trainer.
     private TransformerChain<SIDCoTransformer> Train(ModelDefinition model) => data.Ml.Transforms.Conversion.MapValueToKey("Label")
-        .Append(data.Ml.Extensions.SIDCoTrainer(new SIDCoTrainer.Options { Model = model, Workers = 2, Epochs = 3, BatchSize = 32, LearningRate = 0.05, Density = 0.01 }))
+        .Append(data.Ml.Extensions.SIDCoTrainer(new SIDCoTrainer.Options
+        {
+            Model = model,
+            Workers = 2,
+            Epochs = 3,
+            BatchSize = 32,
+            LearningRate = 0.05,
+            Density = 0.01
+        }))
         .Fit(data.Train);
 
     [Theory]
@@ -37,13 +45,16 @@ public sealed class OnnxExportTests(FashionMnistFixture data, ITestOutputHelper 
         data.Ml.Model.Save(model, data.Train.Schema, zip);
         zip.Position = 0;
         var loaded = data.Ml.Model.Load(zip, out _);
-        foreach (var (name, actual) in new[] { ("ToOnnxPipeline", model.ToOnnxPipeline().Transform(data.Test)), ("Model.Save/Load", loaded.Transform(data.Test)) })
+        foreach (var (name, actual) in new[] { ("ToOnnxPipeline", model.ToOnnxPipeline().Transform(data.Test)),
+            ("Model.Save/Load", loaded.Transform(data.Test)) })
         {
             var a = expected.GetColumn<float[]>("Score").ToArray();
             var b = actual.GetColumn<float[]>("Score").ToArray();
             double worst = a.Zip(b).Max(p => p.First.Zip(p.Second).Max(q => Math.Abs(q.First - q.Second)));
-            int labels = expected.GetColumn<uint>("PredictedLabel").Zip(actual.GetColumn<uint>("PredictedLabel")).Count(p => p.First != p.Second);
-            log.WriteLine($"{architecture} {name}: {a.Length} test images, largest |Score difference| {worst:G3}, PredictedLabel differs on {labels}; saved zip {zip.Length} bytes");
+            int labels =
+                expected.GetColumn<uint>("PredictedLabel").Zip(actual.GetColumn<uint>("PredictedLabel")).Count(p => p.First != p.Second);
+            log.WriteLine($"{architecture} {name}: {a.Length} test images, largest |Score difference| {worst:G3}, PredictedLabel differs " +
+                $"on {labels}; saved zip {zip.Length} bytes");
             Assert.Equal(a.Length, b.Length);
             Assert.True(worst <= TestHost.Conformance.OnnxTolerance, $"{name}: {worst}");
             Assert.Equal(0, labels);
@@ -81,7 +92,8 @@ public sealed class OnnxExportTests(FashionMnistFixture data, ITestOutputHelper 
                 Assert.Equal(-1, predicted[i]);
                 continue;
             }
-            Assert.All(expected.Zip(row), p => Assert.True(Math.Abs(p.First - p.Second) <= TestHost.Conformance.OnnxTolerance, $"row {i}: {p.First} vs {p.Second}"));
+            Assert.All(expected.Zip(row), p =>
+                Assert.True(Math.Abs(p.First - p.Second) <= TestHost.Conformance.OnnxTolerance, $"row {i}: {p.First} vs {p.Second}"));
             Assert.Equal(Array.IndexOf(expected, expected.Max()), predicted[i]);
         }
     }
@@ -90,7 +102,8 @@ public sealed class OnnxExportTests(FashionMnistFixture data, ITestOutputHelper 
     public void ACustomArchitectureSavesThroughItsOwnExporterAndWithoutOneSaysWhatToAdd()
     {
         // A linear model written by hand, with an exporter written on the public OnnxGraph: x W^T + b as one Gemm.
-        var withExporter = ModelDefinition.Custom("linear", (inputs, outputs) => TorchSharp.torch.nn.Linear(inputs, outputs), (module, graph, input) =>
+        var withExporter =
+            ModelDefinition.Custom("linear", (inputs, outputs) => TorchSharp.torch.nn.Linear(inputs, outputs), (module, graph, input) =>
         {
             var p = module.named_parameters().ToDictionary(x => x.name, x => (TorchSharp.torch.Tensor)x.parameter);
             return graph.Node("Gemm", [input, graph.Weights("weight", p["weight"]), graph.Weights("bias", p["bias"])], ("transB", 1L));
@@ -100,7 +113,8 @@ public sealed class OnnxExportTests(FashionMnistFixture data, ITestOutputHelper 
         data.Ml.Model.Save(model, data.Train.Schema, zip);
         zip.Position = 0;
         var loaded = data.Ml.Model.Load(zip, out _);
-        Assert.Equal(model.Transform(data.Test).GetColumn<uint>("PredictedLabel"), loaded.Transform(data.Test).GetColumn<uint>("PredictedLabel"));
+        Assert.Equal(model.Transform(data.Test).GetColumn<uint>("PredictedLabel"),
+            loaded.Transform(data.Test).GetColumn<uint>("PredictedLabel"));
 
         var without = Train(ModelDefinition.Custom("linear", (inputs, outputs) => TorchSharp.torch.nn.Linear(inputs, outputs)));
         var e = Assert.Throws<NotSupportedException>(() => data.Ml.Model.Save(without, data.Train.Schema, new MemoryStream()));

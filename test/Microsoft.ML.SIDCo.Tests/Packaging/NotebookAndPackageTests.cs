@@ -1,6 +1,6 @@
-using Microsoft.ML.Data;
 using System.Diagnostics;
 using System.Text.Json;
+using Microsoft.ML.Data;
 using Microsoft.ML.SIDCo.Tests.Support;
 using Xunit.Abstractions;
 
@@ -38,8 +38,12 @@ public sealed class NotebookAndPackageTests(ITestOutputHelper log) : IDisposable
         File.WriteAllText(Path.Combine(_work, "Program.cs"), string.Join('\n', usings.Concat(body)));
         File.WriteAllText(Path.Combine(_work, "Notebook.csproj"), $"""
             <Project Sdk="Microsoft.NET.Sdk">
-              <PropertyGroup><OutputType>Exe</OutputType><TargetFramework>net10.0</TargetFramework><ImplicitUsings>enable</ImplicitUsings><Nullable>disable</Nullable>
-                <ManagePackageVersionsCentrally>false</ManagePackageVersionsCentrally><NoWarn>NU1603;CS8321</NoWarn><NuGetAudit>false</NuGetAudit></PropertyGroup>
+              <PropertyGroup>
+                <OutputType>Exe</OutputType><TargetFramework>net10.0</TargetFramework>
+                <ImplicitUsings>enable</ImplicitUsings><Nullable>disable</Nullable>
+                <ManagePackageVersionsCentrally>false</ManagePackageVersionsCentrally>
+                <NoWarn>NU1603;CS8321</NoWarn><NuGetAudit>false</NuGetAudit>
+              </PropertyGroup>
               <ItemGroup>
                 <ProjectReference Include="{Path.Combine(MpiRunner.RepoRoot, "src/Microsoft.ML.SIDCo/Microsoft.ML.SIDCo.csproj")}" />
                 {string.Join("\n    ", packages)}
@@ -63,7 +67,9 @@ public sealed class NotebookAndPackageTests(ITestOutputHelper log) : IDisposable
         string feed = Path.Combine(_work, "feed");
         string version = "0.1.0-test." + DateTime.UtcNow.ToString("yyyyMMddHHmmssfff", System.Globalization.CultureInfo.InvariantCulture);
         // --no-build: pack what the test run already built (the library must not be rebuilt under a running test host).
-        var pack = Dotnet($"pack {Path.Combine(MpiRunner.RepoRoot, "src/Microsoft.ML.SIDCo/Microsoft.ML.SIDCo.csproj")} -c {MpiRunner.Configuration} --no-build -o {feed} -p:PackageVersion={version}", TimeSpan.FromMinutes(5));
+        var pack =
+            Dotnet($"pack {Path.Combine(MpiRunner.RepoRoot, "src/Microsoft.ML.SIDCo/Microsoft.ML.SIDCo.csproj")} -c " +
+            $"{MpiRunner.Configuration} --no-build -o {feed} -p:PackageVersion={version}", TimeSpan.FromMinutes(5));
         Assert.True(pack.ExitCode == 0, pack.Output);
         string nupkg = Path.Combine(feed, $"Microsoft.ML.SIDCo.{version}.nupkg");
         Assert.True(File.Exists(nupkg), pack.Output);
@@ -72,7 +78,8 @@ public sealed class NotebookAndPackageTests(ITestOutputHelper log) : IDisposable
         {
             var names = zip.Entries.Select(e => e.FullName).ToList();
             Assert.Contains("lib/net10.0/Microsoft.ML.SIDCo.xml", names);
-            var nuspec = new StreamReader(zip.Entries.Single(e => e.FullName.EndsWith(".nuspec", StringComparison.Ordinal)).Open()).ReadToEnd();
+            var nuspec =
+                new StreamReader(zip.Entries.Single(e => e.FullName.EndsWith(".nuspec", StringComparison.Ordinal)).Open()).ReadToEnd();
             foreach (var dep in new[] { "Microsoft.ML", "TorchSharp", "ILGPU" }) Assert.Contains($"id=\"{dep}\"", nuspec);
             // The app chooses its native libtorch, as with Microsoft.ML.TorchSharp: no platform's build is forced on it.
             Assert.DoesNotContain("<dependency id=\"libtorch", nuspec, StringComparison.OrdinalIgnoreCase);
@@ -94,7 +101,8 @@ public sealed class NotebookAndPackageTests(ITestOutputHelper log) : IDisposable
         // Without a native libtorch the first Fit says which packages to add. The app restores into a package folder of its
         // own: TorchSharp otherwise finds a libtorch package in the machine's NuGet cache, as it does for notebooks.
         string bare = App("bare", version, feed, program, iris);
-        var failed = Dotnet($"run -c Release --project {bare}", TimeSpan.FromMinutes(8), bare, ("NUGET_PACKAGES", Path.Combine(_work, "packages")));
+        var failed =
+            Dotnet($"run -c Release --project {bare}", TimeSpan.FromMinutes(8), bare, ("NUGET_PACKAGES", Path.Combine(_work, "packages")));
         log.WriteLine(failed.Output);
         Assert.NotEqual(0, failed.ExitCode);
         Assert.Contains("TorchSharp's native library (libtorch) could not be loaded", failed.Output);
@@ -115,7 +123,8 @@ public sealed class NotebookAndPackageTests(ITestOutputHelper log) : IDisposable
         var publish = Dotnet($"publish {app} -c Release -r win-x64 --self-contained false -o {published}", TimeSpan.FromMinutes(8), app);
         Assert.True(publish.ExitCode == 0, publish.Output);
         var files = Directory.GetFiles(published).Select(Path.GetFileName).Order().ToList();
-        log.WriteLine($"win-x64 publish ({Directory.GetFiles(published).Sum(f => new FileInfo(f).Length) / (1 << 20)} MiB): {string.Join(", ", files)}");
+        log.WriteLine($"win-x64 publish ({Directory.GetFiles(published).Sum(f => new FileInfo(f).Length) / (1 << 20)} MiB): " +
+            $"{string.Join(", ", files)}");
         Assert.Contains("torch_cpu.dll", files);
         Assert.Contains("LibTorchSharp.dll", files);
         Assert.Contains("Microsoft.ML.SIDCo.dll", files);
@@ -127,7 +136,16 @@ public sealed class NotebookAndPackageTests(ITestOutputHelper log) : IDisposable
         // Train a ConvNet with SIDCo and save the whole pipeline the ML.NET way.
         var ml = new MLContext(seed: 1);
         var (train, test) = TestHost.Scenarios.LoadData(ml, 3000, 1000);
-        var options = new SIDCoTrainer.Options { Model = Models.SIDCoModels.ConvNet(conv1: 8, conv2: 16, hidden: 32), Workers = 2, Epochs = 3, BatchSize = 32, LearningRate = 0.05, Density = 0.01 };
+        var options =
+            new SIDCoTrainer.Options
+            {
+                Model = Models.SIDCoModels.ConvNet(conv1: 8, conv2: 16, hidden: 32),
+                Workers = 2,
+                Epochs = 3,
+                BatchSize = 32,
+                LearningRate = 0.05,
+                Density = 0.01
+            };
         var model = ml.Transforms.Conversion.MapValueToKey("Label").Append(ml.Extensions.SIDCoTrainer(options)).Fit(train);
         string zip = Path.Combine(_work, "model.zip"), scores = Path.Combine(_work, "scores.bin");
         ml.Model.Save(model, train.Schema, zip);
@@ -136,12 +154,16 @@ public sealed class NotebookAndPackageTests(ITestOutputHelper log) : IDisposable
         // The deployment sample references Microsoft.ML, Microsoft.ML.OnnxTransformer and Microsoft.ML.OnnxRuntime only.
         string app = MpiRunner.Dll("src/Samples/OnnxDeployment", "OnnxDeployment");
         string appDir = Path.GetDirectoryName(app)!;
-        var files = Directory.GetFiles(appDir, "*", SearchOption.AllDirectories).Select(f => Path.GetRelativePath(appDir, f)).Order().ToList();
+        var files =
+            Directory.GetFiles(appDir, "*", SearchOption.AllDirectories).Select(f => Path.GetRelativePath(appDir, f)).Order().ToList();
         long appBytes = Directory.GetFiles(appDir, "*", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length);
         string sampleDir = Path.GetDirectoryName(MpiRunner.Dll("src/Samples/FashionMnist", "FashionMnist"))!;
         long sampleBytes = Directory.GetFiles(sampleDir, "*", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length);
-        log.WriteLine($"deployment app output: {files.Count} files, {appBytes >> 20} MiB (the training sample's: {sampleBytes >> 20} MiB):\n  {string.Join("\n  ", files.Where(f => !f.StartsWith("runtimes", StringComparison.Ordinal)))}\n  runtimes/...: {files.Count(f => f.StartsWith("runtimes", StringComparison.Ordinal))} native files");
-        Assert.DoesNotContain(files, f => f.Contains("torch", StringComparison.OrdinalIgnoreCase) || f.Contains("SIDCo", StringComparison.OrdinalIgnoreCase));
+        log.WriteLine($"deployment app output: {files.Count} files, {appBytes >> 20} MiB (the training sample's: {sampleBytes >> 20} " +
+            $"MiB):\n  {string.Join("\n  ", files.Where(f => !f.StartsWith("runtimes", StringComparison.Ordinal)))}\n  runtimes/...: " +
+            $"{files.Count(f => f.StartsWith("runtimes", StringComparison.Ordinal))} native files");
+        Assert.DoesNotContain(files, f =>
+            f.Contains("torch", StringComparison.OrdinalIgnoreCase) || f.Contains("SIDCo", StringComparison.OrdinalIgnoreCase));
 
         var run = MpiRunner.RunPlain(app, $"{zip} --limit 1000 --scores {scores}", TimeSpan.FromMinutes(3));
         log.WriteLine(run.Output);
@@ -180,8 +202,12 @@ public sealed class NotebookAndPackageTests(ITestOutputHelper log) : IDisposable
         Directory.CreateDirectory(app);
         File.WriteAllText(Path.Combine(app, "App.csproj"), $"""
             <Project Sdk="Microsoft.NET.Sdk">
-              <PropertyGroup><OutputType>Exe</OutputType><TargetFramework>net10.0</TargetFramework><ImplicitUsings>enable</ImplicitUsings><Nullable>enable</Nullable>
-                <ManagePackageVersionsCentrally>false</ManagePackageVersionsCentrally><NoWarn>NU1603</NoWarn><NuGetAudit>false</NuGetAudit></PropertyGroup>
+              <PropertyGroup>
+                <OutputType>Exe</OutputType><TargetFramework>net10.0</TargetFramework>
+                <ImplicitUsings>enable</ImplicitUsings><Nullable>enable</Nullable>
+                <ManagePackageVersionsCentrally>false</ManagePackageVersionsCentrally>
+                <NoWarn>NU1603</NoWarn><NuGetAudit>false</NuGetAudit>
+              </PropertyGroup>
               <ItemGroup><PackageReference Include="Microsoft.ML.SIDCo" Version="{version}" />{extraReferences}</ItemGroup>
             </Project>
             """);
@@ -203,9 +229,15 @@ public sealed class NotebookAndPackageTests(ITestOutputHelper log) : IDisposable
         File.WriteAllText(Path.Combine(dir, "Directory.Packages.props"), "<Project></Project>");
     }
 
-    private static (int ExitCode, string Output) Dotnet(string args, TimeSpan timeout, string? workingDirectory = null, params (string Name, string Value)[] environment)
+    private static (int ExitCode, string Output) Dotnet(string args, TimeSpan timeout, string? workingDirectory = null,
+        params (string Name, string Value)[] environment)
     {
-        var psi = new ProcessStartInfo("dotnet", args) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        var psi = new ProcessStartInfo("dotnet", args)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false
+        };
         if (workingDirectory is not null) psi.WorkingDirectory = workingDirectory;
         foreach (var (name, value) in environment) psi.Environment[name] = value;
         psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";

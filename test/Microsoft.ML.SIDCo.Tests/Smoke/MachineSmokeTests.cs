@@ -1,9 +1,9 @@
-using Microsoft.ML.SIDCo.Tests.Support;
 using ILGPU;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
 using Microsoft.ML.Data;
 using Microsoft.ML.SIDCo.Samples;
+using Microsoft.ML.SIDCo.Tests.Support;
 using TorchSharp;
 
 namespace Microsoft.ML.SIDCo.Tests.Smoke;

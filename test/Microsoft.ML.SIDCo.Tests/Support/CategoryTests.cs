@@ -18,7 +18,9 @@ public class CategoryTests
             .Where(x => x.Method.GetCustomAttributes<FactAttribute>().Any())
             .ToList();
         string[] known = [Category.Unit, Category.Mpi, Category.Cluster, Category.Training, Category.Packaging];
-        var missing = tests.Where(x => !Categories(x.Method).Concat(Categories(x.Type)).Any(known.Contains)).Select(x => $"{x.Type.Name}.{x.Method.Name}").ToList();
+        var missing =
+            tests.Where(x => !Categories(x.Method).Concat(Categories(x.Type)).Any(known.Contains)).Select(x =>
+            $"{x.Type.Name}.{x.Method.Name}").ToList();
         Assert.True(tests.Count > 100, $"{tests.Count} tests found");
         Assert.Empty(missing);
     }

@@ -24,25 +24,31 @@ public static class MpiRunner
     public static string Configuration { get; } = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd('/')).Parent!.Name;
 
     /// <summary>Path of a project's built dll, e.g. ("test/Microsoft.ML.SIDCo.TestHost", "Microsoft.ML.SIDCo.TestHost").</summary>
-    public static string Dll(string projectDir, string name) => Path.Combine(RepoRoot, projectDir, "bin", Configuration, "net10.0", name + ".dll");
+    public static string Dll(string projectDir, string name) =>
+        Path.Combine(RepoRoot, projectDir, "bin", Configuration, "net10.0", name + ".dll");
 
     public static string TestHost => Dll("test/Microsoft.ML.SIDCo.TestHost", "Microsoft.ML.SIDCo.TestHost");
 
     /// <summary>Runs <c>mpirun -np ranks dotnet dll args</c>, killing the whole job after <paramref name="timeout"/>.</summary>
     public static MpiRun Run(int ranks, string dll, string args, TimeSpan timeout)
-        => Start("mpirun", ["-np", ranks.ToString(System.Globalization.CultureInfo.InvariantCulture), "--oversubscribe", "--bind-to", "none", "dotnet", dll], args, timeout);
+        => Start("mpirun",
+            ["-np", ranks.ToString(System.Globalization.CultureInfo.InvariantCulture), "--oversubscribe", "--bind-to", "none", "dotnet",
+            dll], args, timeout);
 
     /// <summary>Runs <c>dotnet dll args</c> as a plain new process (no mpirun).</summary>
     public static MpiRun RunPlain(string dll, string args, TimeSpan timeout) => Start("dotnet", [dll], args, timeout);
 
-    /// <summary>Runs <paramref name="program"/> with <paramref name="arguments"/> as given (no splitting), with the same environment as the MPI runs.</summary>
+    /// <summary>Runs <paramref name="program"/> with <paramref name="arguments"/> as given (no splitting), with the same environment as the
+    /// MPI runs.</summary>
     public static MpiRun RunCommand(string program, string[] arguments, TimeSpan timeout) => Start(program, arguments, "", timeout);
 
     private static MpiRun Start(string program, string[] prefix, string args, TimeSpan timeout)
     {
         var psi = new ProcessStartInfo(program)
         {
-            RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
         };
         foreach (var a in prefix) psi.ArgumentList.Add(a);
         foreach (var a in args.Split(' ', StringSplitOptions.RemoveEmptyEntries)) psi.ArgumentList.Add(a);

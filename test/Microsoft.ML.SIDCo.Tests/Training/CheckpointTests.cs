@@ -17,31 +17,51 @@ public sealed class CheckpointTests : IDisposable
         return new TrainingData(rows.SelectMany(r => r.Features).ToArray(), 784, rows.Select(r => (int)r.Label).ToArray(), null);
     }
 
-    private TrainingSettings Settings(double learningRate = 0.05, long stopAfter = 0, bool checkpoints = true, bool adaptiveStages = true) => new()
-    {
-        Model = SIDCoModels.Mlp(32), Task = TrainingTask.MulticlassClassification, Outputs = 10, Epochs = 2, BatchSize = 25, MaxStepsPerEpoch = 20,
-        LearningRate = learningRate, Momentum = 0.9, Schedule = LearningRateSchedule.Constant, Seed = 3,
-        CheckpointDirectory = checkpoints ? _dir : null, CheckpointInterval = 10, StopAfterSteps = stopAfter, ReplicaCheckInterval = 1,
-        // Two stages from the start: the second stage's peaks bound carries over from call to call, so the checkpoint must
-        // hold it (with adaptive stages the controller's state must carry over too, and it may settle on one stage).
-        HookFactory = () => new CompressionHook(new CompressionHookOptions { Compressor = CompressorKind.SidcoExponential, Compression = new CompressorOptions { Density = 0.01, Stages = 2, AdaptiveStages = adaptiveStages } }),
-    };
+    private TrainingSettings Settings(double learningRate = 0.05, long stopAfter = 0, bool checkpoints = true,
+        bool adaptiveStages = true) => new()
+        {
+            Model = SIDCoModels.Mlp(32),
+            Task = TrainingTask.MulticlassClassification,
+            Outputs = 10,
+            Epochs = 2,
+            BatchSize = 25,
+            MaxStepsPerEpoch = 20,
+            LearningRate = learningRate,
+            Momentum = 0.9,
+            Schedule = LearningRateSchedule.Constant,
+            Seed = 3,
+            CheckpointDirectory = checkpoints ? _dir : null,
+            CheckpointInterval = 10,
+            StopAfterSteps = stopAfter,
+            ReplicaCheckInterval = 1,
+            // Two stages from the start: the second stage's peaks bound carries over from call to call, so the checkpoint must
+            // hold it (with adaptive stages the controller's state must carry over too, and it may settle on one stage).
+            HookFactory = () =>
+                new CompressionHook(new CompressionHookOptions
+                {
+                    Compressor = CompressorKind.SidcoExponential,
+                    Compression = new CompressorOptions { Density = 0.01, Stages = 2, AdaptiveStages = adaptiveStages }
+                }),
+        };
 
     [Theory]
     [InlineData(true)]
     [InlineData(false)]
     public void ResumedRunEndsBitwiseEqualToAnUninterruptedOne(bool adaptiveStages)
     {
-        using var uninterrupted = DataParallelTrainer.RunInProcess(s_data, null, Settings(checkpoints: false, adaptiveStages: adaptiveStages), workers: 2);
+        using var uninterrupted =
+            DataParallelTrainer.RunInProcess(s_data, null, Settings(checkpoints: false, adaptiveStages: adaptiveStages), workers: 2);
         // Stopped mid-epoch and between two interval checkpoints (10, 20): the stop writes one of its own.
-        using (var interrupted = DataParallelTrainer.RunInProcess(s_data, null, Settings(stopAfter: 25, adaptiveStages: adaptiveStages), workers: 2))
+        using (var interrupted =
+            DataParallelTrainer.RunInProcess(s_data, null, Settings(stopAfter: 25, adaptiveStages: adaptiveStages), workers: 2))
             Assert.Equal(25, interrupted.Steps);
         Assert.EndsWith("step-0000000025", TrainingCheckpoint.Latest(_dir));
         using var resumed = DataParallelTrainer.RunInProcess(s_data, null, Settings(adaptiveStages: adaptiveStages), workers: 2);
         Assert.Equal(40, resumed.Steps);
         Assert.Equal(new ParameterSet(uninterrupted.Model).Fingerprint(), new ParameterSet(resumed.Model).Fingerprint());
         // The second epoch ran in two pieces; its metrics still cover all 20 steps, as in the uninterrupted run.
-        Assert.Equal(uninterrupted.History.Epochs.Select(e => (e.Steps, e.Loss, e.Accuracy, e.AchievedDensity)), resumed.History.Epochs.Select(e => (e.Steps, e.Loss, e.Accuracy, e.AchievedDensity)));
+        Assert.Equal(uninterrupted.History.Epochs.Select(e => (e.Steps, e.Loss, e.Accuracy, e.AchievedDensity)),
+            resumed.History.Epochs.Select(e => (e.Steps, e.Loss, e.Accuracy, e.AchievedDensity)));
     }
 
     [Fact]
@@ -62,7 +82,11 @@ public sealed class CheckpointTests : IDisposable
         var ps = new ParameterSet(model);
         long before = ps.Fingerprint();
         var comm = Microsoft.ML.SIDCo.Communication.InProcessCommunicator.CreateSingle();
-        Assert.Throws<CheckpointException>(() => { _ = TrainingCheckpoint.TryLoad(_dir, comm, Settings().Fingerprint(1), ps, new SgdOptimizer(ps.Length, 0.9f, false, 0), new DenseAllReduceHook(), EpochTotals.Length); });
+        Assert.Throws<CheckpointException>(() =>
+            {
+                _ = TrainingCheckpoint.TryLoad(_dir, comm, Settings().Fingerprint(1), ps, new SgdOptimizer(ps.Length, 0.9f, false, 0),
+            new DenseAllReduceHook(), EpochTotals.Length);
+            });
         Assert.Equal(before, ps.Fingerprint());
     }
 
@@ -70,7 +94,8 @@ public sealed class CheckpointTests : IDisposable
     public void CheckpointFromOtherOptionsOrWorkerCountIsRefused()
     {
         using (DataParallelTrainer.RunInProcess(s_data, null, Settings(stopAfter: 10), workers: 2)) { }
-        var e = Assert.Throws<CheckpointException>(() => DataParallelTrainer.RunInProcess(s_data, null, Settings(learningRate: 0.1), workers: 2));
+        var e = Assert.Throws<CheckpointException>(() =>
+            DataParallelTrainer.RunInProcess(s_data, null, Settings(learningRate: 0.1), workers: 2));
         Assert.Contains("different training options", e.Message);
         var e2 = Assert.Throws<CheckpointException>(() => DataParallelTrainer.RunInProcess(s_data, null, Settings(), workers: 1));
         Assert.Contains("2 workers", e2.Message);

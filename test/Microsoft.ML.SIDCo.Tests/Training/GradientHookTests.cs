@@ -43,7 +43,8 @@ public class GradientHookTests
         });
         Assert.All(selected.Take(2), s => Assert.Equal((n, ExchangeMode.Dense), s));
         // Strictly falling during the warm-up, then flat at k = 100.
-        for (int i = 3; i < 12; i++) Assert.True(selected[i].Selected < selected[i - 1].Selected, $"step {i}: {selected[i].Selected} !< {selected[i - 1].Selected}");
+        for (int i = 3; i < 12; i++) Assert.True(selected[i].Selected < selected[i - 1].Selected,
+            $"step {i}: {selected[i].Selected} !< {selected[i - 1].Selected}");
         Assert.All(selected.Skip(12), s => Assert.Equal(100, s.Selected));
     }
 
@@ -97,12 +98,19 @@ public class GradientHookTests
     [InlineData(10, 1.5, "DensityWarmupStart")]
     public void InvalidWarmupSettingsAreRejectedByName(long steps, double start, string name)
     {
-        var options = new CompressionHookOptions { Compression = new CompressorOptions { Density = 0.001 }, DensityWarmupSteps = steps, DensityWarmupStart = start };
+        var options =
+            new CompressionHookOptions
+            {
+                Compression = new CompressorOptions { Density = 0.001 },
+                DensityWarmupSteps = steps,
+                DensityWarmupStart = start
+            };
         using var group = new InProcessGroup(1);
         group.Run(comm =>
         {
             using var hook = new CompressionHook(options);
-            var e = Assert.Throws<ArgumentOutOfRangeException>(() => hook.Initialize(new GradientHookContext(comm, 10, [new ParameterSlice("w", 0, 10, [10])])));
+            var e = Assert.Throws<ArgumentOutOfRangeException>(() =>
+                hook.Initialize(new GradientHookContext(comm, 10, [new ParameterSlice("w", 0, 10, [10])])));
             Assert.Equal(name, e.ParamName);
         });
     }

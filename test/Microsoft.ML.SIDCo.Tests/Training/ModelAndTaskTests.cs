@@ -1,7 +1,7 @@
-using Microsoft.ML.SIDCo.Tests.Support;
 using Microsoft.ML.Data;
 using Microsoft.ML.SIDCo.Compression;
 using Microsoft.ML.SIDCo.Models;
+using Microsoft.ML.SIDCo.Tests.Support;
 using Microsoft.ML.SIDCo.Training;
 
 namespace Microsoft.ML.SIDCo.Tests.Training;
@@ -21,13 +21,23 @@ public class ModelAndTaskTests
         var ml = new MLContext(seed: 1);
         var rng = new Random(5);
         float[] w = [0.5f, -1f, 2f, 0f, 1.5f, -0.5f, 0.25f, 1f];
-        Row Make() { var x = Enumerable.Range(0, 8).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray(); return new Row { Features = x, Label = x.Zip(w, (a, b) => a * b).Sum() + 0.3f }; }
+        Row Make()
+        {
+            var x = Enumerable.Range(0, 8).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+            return new Row { Features = x, Label = x.Zip(w, (a, b) => a * b).Sum() + 0.3f };
+        }
         var train = ml.Data.LoadFromEnumerable(Enumerable.Range(0, 4000).Select(_ => Make()).ToArray());
         var test = ml.Data.LoadFromEnumerable(Enumerable.Range(0, 500).Select(_ => Make()).ToArray());
         var trainer = ml.Extensions.SIDCoTrainer(new SIDCo.SIDCoTrainer.Options
         {
-            Task = TrainingTask.Regression, Model = SIDCoModels.Mlp(32), Workers = 2, Epochs = 10, BatchSize = 32,
-            LearningRate = 0.02, Compressor = CompressorKind.SidcoPareto, Density = 0.05,
+            Task = TrainingTask.Regression,
+            Model = SIDCoModels.Mlp(32),
+            Workers = 2,
+            Epochs = 10,
+            BatchSize = 32,
+            LearningRate = 0.02,
+            Compressor = CompressorKind.SidcoPareto,
+            Density = 0.05,
         });
         var model = trainer.Fit(train);
         var metrics = ml.Regression.Evaluate(model.Transform(test));
@@ -51,9 +61,22 @@ public class ModelAndTaskTests
         var data = new TrainingData(x, steps, y, null);
         using var result = DataParallelTrainer.RunInProcess(data, data, new TrainingSettings
         {
-            Model = SIDCoModels.Lstm(steps, hidden: 16), Task = TrainingTask.MulticlassClassification, Outputs = 2, Epochs = 15, BatchSize = 32,
-            LearningRate = 0.1, Momentum = 0.9, Schedule = LearningRateSchedule.Constant, CheckpointInterval = 500, Seed = 1,
-            HookFactory = () => new CompressionHook(new CompressionHookOptions { Compressor = CompressorKind.SidcoGammaPareto, Compression = new CompressorOptions { Density = 0.1 } }),
+            Model = SIDCoModels.Lstm(steps, hidden: 16),
+            Task = TrainingTask.MulticlassClassification,
+            Outputs = 2,
+            Epochs = 15,
+            BatchSize = 32,
+            LearningRate = 0.1,
+            Momentum = 0.9,
+            Schedule = LearningRateSchedule.Constant,
+            CheckpointInterval = 500,
+            Seed = 1,
+            HookFactory = () =>
+                new CompressionHook(new CompressionHookOptions
+                {
+                    Compressor = CompressorKind.SidcoGammaPareto,
+                    Compression = new CompressorOptions { Density = 0.1 }
+                }),
         }, workers: 2);
         Assert.True(result.History.Epochs[^1].ValidationAccuracy >= 0.85, $"accuracy {result.History.Epochs[^1].ValidationAccuracy}");
     }
@@ -61,7 +84,8 @@ public class ModelAndTaskTests
     [Fact]
     public void BuiltInDescriptorsRebuildTheSameArchitecture()
     {
-        foreach (var def in new[] { SIDCoModels.Mlp(5, 7), SIDCoModels.ConvNet(conv1: 4, conv2: 6, hidden: 9), SIDCoModels.Lstm(4, hidden: 5) })
+        foreach (var def in new[] { SIDCoModels.Mlp(5, 7), SIDCoModels.ConvNet(conv1: 4, conv2: 6, hidden: 9),
+            SIDCoModels.Lstm(4, hidden: 5) })
         {
             using var a = def.Build(def.Name == "convnet" ? 784 : 8, 3);
             using var b = ModelDefinition.FromDescriptor(def.Descriptor).Build(def.Name == "convnet" ? 784 : 8, 3);

@@ -1,5 +1,5 @@
-using Microsoft.ML.SIDCo.Tests.Support;
 using Microsoft.ML.SIDCo.Models;
+using Microsoft.ML.SIDCo.Tests.Support;
 using Microsoft.ML.SIDCo.Training;
 using TorchSharp;
 

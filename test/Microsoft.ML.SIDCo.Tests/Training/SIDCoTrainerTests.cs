@@ -18,7 +18,8 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
     {
         var (model, accuracy, sidco) = Scenarios.TrainAndEvaluate(data.Ml, Scenarios.SmallFashionMnist(workers: 2), data.Train, data.Test);
         log.WriteLine($"2 in-process workers, ConvNet, sidco-e at 0.01, 3000 images: test accuracy {accuracy:F4}");
-        foreach (var e in sidco.History.Epochs) log.WriteLine($"  epoch {e.Epoch}: loss {e.Loss:F3} density {e.AchievedDensity:G3} bytes/step {e.BytesPerStep:F0} (dense {e.DenseBytesPerStep:F0})");
+        foreach (var e in sidco.History.Epochs) log.WriteLine($"  epoch {e.Epoch}: loss {e.Loss:F3} density {e.AchievedDensity:G3} " +
+            $"bytes/step {e.BytesPerStep:F0} (dense {e.DenseBytesPerStep:F0})");
         Assert.True(accuracy >= 0.75, $"accuracy {accuracy}");
         Assert.Equal(8, sidco.History.Epochs.Count);
         Assert.Equal(("sidco-e", 2, "inprocess"), (sidco.Info.Compressor, sidco.Info.Workers, sidco.Info.Transport));
@@ -43,7 +44,8 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
         plain.Density = 0.001;
         var (_, plainAccuracy, _) = Scenarios.TrainAndEvaluate(data.Ml, plain, data.Train, data.Test);
         log.WriteLine($"density 0.001, 2 workers, 3000 images: momentum correction {accuracy:F4}, without {plainAccuracy:F4}");
-        foreach (var e in sidco.History.Epochs) log.WriteLine($"  epoch {e.Epoch}: density {e.AchievedDensity:G3}, achieved/target {e.AchievedOverTarget:F3}");
+        foreach (var e in sidco.History.Epochs) log.WriteLine($"  epoch {e.Epoch}: density {e.AchievedDensity:G3}, achieved/target " +
+            $"{e.AchievedOverTarget:F3}");
         Assert.True(accuracy >= 0.7, $"accuracy {accuracy}");
         // Replicas stay identical (ReplicaCheckInterval = 1 in these options) and something is sent every epoch.
         Assert.All(sidco.History.Epochs, e => Assert.True(e.AchievedDensity > 0));
@@ -57,7 +59,9 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
         var run = MpiRunner.Run(2, MpiRunner.TestHost, "train", TimeSpan.FromMinutes(5));
         Assert.False(run.TimedOut, run.Output);
         Assert.True(run.ExitCode == 0, run.Output);
-        var accuracy = run.Checks.Where(c => c.Name == "accuracy").Select(c => double.Parse(c.Detail, System.Globalization.CultureInfo.InvariantCulture)).ToList();
+        var accuracy =
+            run.Checks.Where(c => c.Name == "accuracy").Select(c =>
+            double.Parse(c.Detail, System.Globalization.CultureInfo.InvariantCulture)).ToList();
         var prints = run.Checks.Where(c => c.Name == "fingerprint").Select(c => c.Detail).ToList();
         log.WriteLine($"mpirun -np 2: accuracies {string.Join(", ", accuracy)}");
         Assert.Equal(2, accuracy.Count);
@@ -84,15 +88,19 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
         Assert.True(run.ExitCode == 0, run.Output);
         foreach (var layout in new[] { "flat", "hierarchical" })
         {
-            var acc = run.Checks.Where(c => c.Name == layout + "-accuracy").Select(c => double.Parse(c.Detail, System.Globalization.CultureInfo.InvariantCulture)).ToList();
-            log.WriteLine($"{layout}, 2 ranks x 2 workers: accuracies {string.Join(", ", acc)}; {string.Join(" ", run.Checks.Where(c => c.Name == layout + "-layout").Select(c => c.Detail))}");
+            var acc = run.Checks.Where(c => c.Name == layout + "-accuracy").Select(c =>
+                double.Parse(c.Detail, System.Globalization.CultureInfo.InvariantCulture)).ToList();
+            log.WriteLine($"{layout}, 2 ranks x 2 workers: accuracies {string.Join(", ", acc)}; " +
+                $"{string.Join(" ", run.Checks.Where(c => c.Name == layout + "-layout").Select(c => c.Detail))}");
             Assert.Equal(2, acc.Count);
             Assert.All(acc, a => Assert.True(a >= 0.7, $"{layout} accuracy {a}"));
             Assert.Single(run.Checks.Where(c => c.Name == layout + "-fingerprint").Select(c => c.Detail).Distinct());
             Assert.All(run.Checks.Where(c => c.Name == layout + "-layout"), c => Assert.StartsWith("mpi+inprocess/4/", c.Detail));
         }
         // One selection per host on the network instead of one per worker: fewer bytes per step.
-        double Bytes(string layout) => double.Parse(run.Checks.First(c => c.Name == layout + "-layout").Detail.Split('/')[2], System.Globalization.CultureInfo.InvariantCulture);
+        double Bytes(string layout) =>
+            double.Parse(run.Checks.First(c => c.Name == layout + "-layout").Detail.Split('/')[2],
+            System.Globalization.CultureInfo.InvariantCulture);
         Assert.True(Bytes("hierarchical") < Bytes("flat"), $"hierarchical {Bytes("hierarchical")} vs flat {Bytes("flat")}");
     }
 
@@ -144,7 +152,8 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
             data.Ml.Model.Save(model, data.Train.Schema, path);
             var loaded = data.Ml.Model.Load(path, out var schema);
             Assert.Equal(data.Train.Schema.Select(c => c.Name), schema.Select(c => c.Name));
-            Assert.Equal(model.Transform(data.Test).GetColumn<uint>("PredictedLabel"), loaded.Transform(data.Test).GetColumn<uint>("PredictedLabel"));
+            Assert.Equal(model.Transform(data.Test).GetColumn<uint>("PredictedLabel"),
+                loaded.Transform(data.Test).GetColumn<uint>("PredictedLabel"));
         }
         finally { File.Delete(path); }
     }
@@ -176,8 +185,18 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
     [Fact]
     public void NumberOfThreadsSizesTorchSharpsPoolAndNullSharesTheCores()
     {
-        int automatic = DataParallelTrainer.IntraOpThreads(null, 2, Environment.ProcessorCount, ranksOnMachine: 1, Environment.GetEnvironmentVariable("OMP_NUM_THREADS"));
-        var o = new SIDCoTrainer.Options { Model = SIDCoModels.Mlp(8), Workers = 2, Epochs = 1, MaxStepsPerEpoch = 2, BatchSize = 16, NumberOfThreads = automatic + 1 };
+        int automatic =
+            DataParallelTrainer.IntraOpThreads(null, 2, Environment.ProcessorCount, ranksOnMachine: 1,
+            Environment.GetEnvironmentVariable("OMP_NUM_THREADS"));
+        var o = new SIDCoTrainer.Options
+        {
+            Model = SIDCoModels.Mlp(8),
+            Workers = 2,
+            Epochs = 1,
+            MaxStepsPerEpoch = 2,
+            BatchSize = 16,
+            NumberOfThreads = automatic + 1
+        };
         using (data.Ml.Transforms.Conversion.MapValueToKey("Label").Append(data.Ml.Extensions.SIDCoTrainer(o)).Fit(data.Train))
             Assert.Equal(automatic + 1, TorchSharp.torch.get_num_threads());
         o.NumberOfThreads = null;
@@ -192,7 +211,17 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
         var results = new Dictionary<KernelBackend, double>();
         foreach (var backend in new[] { KernelBackend.Cpu, KernelBackend.Ilgpu })
         {
-            var o = new SIDCoTrainer.Options { Model = SIDCoModels.Mlp(32), Workers = 2, Epochs = 2, BatchSize = 32, Density = 0.01, Kernels = backend, ReplicaCheckInterval = 1, Seed = 5 };
+            var o = new SIDCoTrainer.Options
+            {
+                Model = SIDCoModels.Mlp(32),
+                Workers = 2,
+                Epochs = 2,
+                BatchSize = 32,
+                Density = 0.01,
+                Kernels = backend,
+                ReplicaCheckInterval = 1,
+                Seed = 5
+            };
             var model = data.Ml.Transforms.Conversion.MapValueToKey("Label").Append(data.Ml.Extensions.SIDCoTrainer(o)).Fit(data.Train);
             results[backend] = data.Ml.MulticlassClassification.Evaluate(model.Transform(data.Test)).MicroAccuracy;
             Assert.InRange(model.LastTransformer.History.Epochs[^1].AchievedDensity, 0.003, 0.03);
@@ -215,7 +244,8 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
 
         var three = data.Ml.Data.TakeRows(data.Train, 3);
         o.Workers = 4;
-        var e = Assert.Throws<ArgumentOutOfRangeException>(() => data.Ml.Transforms.Conversion.MapValueToKey("Label").Append(data.Ml.Extensions.SIDCoTrainer(o)).Fit(three));
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() =>
+            data.Ml.Transforms.Conversion.MapValueToKey("Label").Append(data.Ml.Extensions.SIDCoTrainer(o)).Fit(three));
         Assert.Equal("Workers", e.ParamName);
         Assert.Contains("3 usable rows, fewer than the 4 workers", e.Message);
     }
@@ -255,7 +285,12 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
         private int _rank;
         public List<long> Steps { get; } = [];
         public int Length { get; private set; }
-        public void Initialize(GradientHookContext context) { Length = context.Length; _rank = context.Communicator.Rank; _inner.Initialize(context); }
+        public void Initialize(GradientHookContext context)
+        {
+            Length = context.Length;
+            _rank = context.Communicator.Rank;
+            _inner.Initialize(context);
+        }
         public GradientHookStats Reduce(Span<float> gradient, long step)
         {
             Steps.Add(step);
@@ -273,8 +308,16 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
         string dir = Path.Combine(Path.GetTempPath(), "sidco-slices-" + Guid.NewGuid().ToString("N"));
         SIDCoTrainer.Options Options(long stopAfter, string? checkpoints) => new()
         {
-            Model = SIDCoModels.Mlp(32), Workers = 2, Epochs = 2, BatchSize = 50, MaxStepsPerEpoch = 8, Density = 0.01, Seed = 5,
-            CheckpointDirectory = checkpoints, CheckpointInterval = 100, StopAfterSteps = stopAfter,
+            Model = SIDCoModels.Mlp(32),
+            Workers = 2,
+            Epochs = 2,
+            BatchSize = 50,
+            MaxStepsPerEpoch = 8,
+            Density = 0.01,
+            Seed = 5,
+            CheckpointDirectory = checkpoints,
+            CheckpointInterval = 100,
+            StopAfterSteps = stopAfter,
         };
         var keys = data.Ml.Transforms.Conversion.MapValueToKey("Label").Fit(data.Train);
         var view = keys.Transform(data.Train);
@@ -299,7 +342,11 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
         var hooks = new System.Collections.Concurrent.ConcurrentBag<RecordingHook>();
         var o = new SIDCoTrainer.Options
         {
-            Model = SIDCoModels.Mlp(32), Workers = 2, Epochs = 2, BatchSize = 50, MaxStepsPerEpoch = 7,
+            Model = SIDCoModels.Mlp(32),
+            Workers = 2,
+            Epochs = 2,
+            BatchSize = 50,
+            MaxStepsPerEpoch = 7,
             GradientHook = () => { var h = new RecordingHook(); hooks.Add(h); return h; },
         };
         data.Ml.Transforms.Conversion.MapValueToKey("Label").Append(data.Ml.Extensions.SIDCoTrainer(o)).Fit(data.Train);
@@ -316,7 +363,11 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
         // ignores that step, the mean does not.
         var o = new SIDCoTrainer.Options
         {
-            Model = SIDCoModels.Mlp(16), Workers = 2, Epochs = 2, BatchSize = 50, MaxStepsPerEpoch = 7,
+            Model = SIDCoModels.Mlp(16),
+            Workers = 2,
+            Epochs = 2,
+            BatchSize = 50,
+            MaxStepsPerEpoch = 7,
             GradientHook = () => new RecordingHook((rank, step) => step % 7 == 3 ? 100 : 1 + 2 * rank),
         };
         var model = data.Ml.Transforms.Conversion.MapValueToKey("Label").Append(data.Ml.Extensions.SIDCoTrainer(o)).Fit(data.Train);
@@ -349,7 +400,8 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
     }
 
     // An MLP behind an element-wise square root: a negative input gives NaN in the forward pass and the gradient.
-    private static readonly ModelDefinition SqrtMlp = ModelDefinition.Custom("sqrt-mlp", (inputs, outputs) => new SqrtThen(SIDCoModels.Mlp(16).Build(inputs, outputs)));
+    private static readonly ModelDefinition SqrtMlp =
+        ModelDefinition.Custom("sqrt-mlp", (inputs, outputs) => new SqrtThen(SIDCoModels.Mlp(16).Build(inputs, outputs)));
 
     private sealed class SqrtThen : TorchSharp.torch.nn.Module<TorchSharp.torch.Tensor, TorchSharp.torch.Tensor>
     {
