@@ -176,9 +176,9 @@ internal sealed class AdaptiveStageController
             if (mean < 1) _calHigh = double.NaN; else _calLow = double.NaN;
             both = false;
         }
-        else if (both && _calHigh / _calLow < 1.05)
+        else if (both && _calHigh / _calLow < CollapsedBracket)
         {
-            if (mean < 1) _calHigh *= 2; else _calLow /= 2;
+            if (mean < 1) _calHigh *= BracketWidening; else _calLow /= BracketWidening;
         }
         double calibrated = both ? Math.Sqrt(_calLow * _calHigh) : Calibration * Math.Exp(CalibrationStep(logRatio));
         _secantLogCal = Math.Log(Calibration); _secantLogRatio = logRatio; _secantStages = Stages;
@@ -202,6 +202,10 @@ internal sealed class AdaptiveStageController
         }
         return step;
     }
+
+    // A bracket narrower than this ratio that still misses the band no longer holds the target: its stale side widens by
+    // the factor below.
+    private const double CollapsedBracket = 1.05, BracketWidening = 2;
 
     /// <summary>The most the calibration moves in one window before the band is bracketed.</summary>
     public const double MaxCalibrationStep = 4;

@@ -125,6 +125,10 @@ internal sealed class RedSyncCompressor(CompressorOptions options, IGradientKern
 internal sealed class GaussianKCompressor(CompressorOptions options, IGradientKernels? kernels = null)
     : GradientCompressor(options, kernels)
 {
+    // GaussianKSGD's corrections: at most three, halving or raising by half the threshold outside [2k/3, 4k/3].
+    private const int MaxCorrections = 3;
+    private const float LowerFactor = 0.5f, RaiseFactor = 1.5f;
+
     /// <inheritdoc />
     public override CompressorKind Kind => CompressorKind.GaussianK;
 
@@ -139,11 +143,11 @@ internal sealed class GaussianKCompressor(CompressorOptions options, IGradientKe
         double z = Normal.InvCDF(0, 1, 1 - Options.Density / 2);
         float eta = (float)(stats.MeanAbs + z * Math.Sqrt(stats.VarianceAbs));
         int corrections = 0;
-        for (; corrections < 3; corrections++)
+        for (; corrections < MaxCorrections; corrections++)
         {
             long count = Kernels.CountAbove(acc, eta);
-            if (count < 2L * k / 3) eta *= 0.5f;
-            else if (count > 4L * k / 3) eta *= 1.5f;
+            if (count < 2L * k / 3) eta *= LowerFactor;
+            else if (count > 4L * k / 3) eta *= RaiseFactor;
             else break;
         }
         Kernels.SelectAbove(acc, eta, output);
