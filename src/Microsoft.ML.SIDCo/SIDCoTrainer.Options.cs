@@ -275,8 +275,12 @@ public sealed partial class SIDCoTrainer
             if (BatchSize < 1)
                 throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "BatchSize must be null (automatic) or at least 1.");
             if (!Enum.IsDefined(Optimizer)) throw new ArgumentOutOfRangeException(nameof(Optimizer), Optimizer, "Unknown optimizer.");
-            if (!(LearningRate > 0) || double.IsInfinity(LearningRate))
-                throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, "LearningRate must be positive and finite.");
+            // The update runs in single precision: a larger rate would be infinite there.
+            if (!(LearningRate > 0 && LearningRate <= float.MaxValue))
+            {
+                throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate,
+                    "LearningRate must be positive and finite in single precision (at most 3.4e38).");
+            }
             if (!(Momentum >= 0 && Momentum < 1))
                 throw new ArgumentOutOfRangeException(nameof(Momentum), Momentum, "Momentum must be in [0, 1).");
             if (!(WeightDecay >= 0) || double.IsInfinity(WeightDecay))
@@ -313,6 +317,65 @@ public sealed partial class SIDCoTrainer
         private const int MaximumWorkers = 256;
         private const int MaximumWorkersPerRank = 64;
         private const int MaximumThreads = 4096;
+
+        /// <summary>Options each rank may set for itself: they decide where the work runs, not what it computes.</summary>
+        internal static readonly IReadOnlySet<string> RankLocalOptions = new HashSet<string> { nameof(NumberOfThreads), nameof(Kernels) };
+
+        /// <summary>
+        /// Every other option, as text, for the start-up check that all ranks agree (a difference would hang a collective or
+        /// train different models) and, where it changes the model, for the check that a resumed run keeps it.
+        /// </summary>
+        internal IReadOnlyList<AgreedOption> ToAgreedOptions() =>
+        [
+            Agreed(nameof(LabelColumnName), LabelColumnName, kept: true),
+            Agreed(nameof(FeatureColumnName), FeatureColumnName, kept: true),
+            Agreed(nameof(ValidationData), ValidationData is null ? "none" : "set", kept: false),
+            Agreed(nameof(Model), Model?.Descriptor ?? "default", kept: true),
+            Agreed(nameof(Task), Task, kept: true),
+            Agreed(nameof(Compressor), Compressor, kept: true),
+            Agreed(nameof(Density), Density, kept: true),
+            Agreed(nameof(AdaptiveStages), AdaptiveStages, kept: true),
+            Agreed(nameof(Stages), Stages, kept: true),
+            Agreed(nameof(SelectionCap), SelectionCap, kept: true),
+            Agreed(nameof(ErrorFeedback), ErrorFeedback, kept: true),
+            Agreed(nameof(NonFiniteGradients), NonFiniteGradients, kept: false),
+            Agreed(nameof(MomentumCorrection), MomentumCorrection, kept: true),
+            Agreed(nameof(DenseWarmupSteps), DenseWarmupSteps, kept: true),
+            Agreed(nameof(DenseWarmupEpochs), DenseWarmupEpochs, kept: true),
+            Agreed(nameof(DensityWarmupSteps), DensityWarmupSteps, kept: true),
+            Agreed(nameof(DensityWarmupStart), DensityWarmupStart, kept: true),
+            Agreed(nameof(GradientHook), GradientHook is null ? "built-in" : "custom", kept: true),
+            Agreed(nameof(ExchangeMode), ExchangeMode, kept: false),
+            Agreed(nameof(HalfPrecisionValues), HalfPrecisionValues, kept: true),
+            Agreed(nameof(Transport), Transport, kept: false),
+            Agreed(nameof(Workers), Workers, kept: false),
+            Agreed(nameof(WorkersPerRank), WorkersPerRank, kept: false),
+            Agreed(nameof(HierarchicalExchange), HierarchicalExchange, kept: false),
+            Agreed(nameof(Epochs), Epochs, kept: true),
+            Agreed(nameof(BatchSize), BatchSize, kept: true),
+            Agreed(nameof(Optimizer), Optimizer, kept: true),
+            Agreed(nameof(LearningRate), LearningRate, kept: true),
+            Agreed(nameof(Momentum), Momentum, kept: true),
+            Agreed(nameof(Nesterov), Nesterov, kept: true),
+            Agreed(nameof(WeightDecay), WeightDecay, kept: true),
+            Agreed(nameof(Schedule), Schedule, kept: true),
+            Agreed(nameof(LearningRateWarmupSteps), LearningRateWarmupSteps, kept: true),
+            Agreed(nameof(GradientClipNorm), GradientClipNorm, kept: true),
+            Agreed(nameof(Seed), Seed, kept: true),
+            Agreed(nameof(CheckpointDirectory), CheckpointDirectory ?? "none", kept: false),
+            Agreed(nameof(CheckpointInterval), CheckpointInterval, kept: false),
+            Agreed(nameof(ReplicaCheckInterval), ReplicaCheckInterval, kept: false),
+            Agreed(nameof(MaxStepsPerEpoch), MaxStepsPerEpoch, kept: true),
+            Agreed(nameof(StopAfterSteps), StopAfterSteps, kept: false),
+        ];
+
+        private static AgreedOption Agreed(string name, object? value, bool kept) => new($"Options.{name}", value switch
+        {
+            null => "auto",
+            double d => d.ToString("R", System.Globalization.CultureInfo.InvariantCulture),
+            IFormattable f => f.ToString(null, System.Globalization.CultureInfo.InvariantCulture),
+            _ => value.ToString() ?? "",
+        }, kept);
 
         /// <summary>The density the compressor targets: <see cref="Density"/>, or the automatic one's starting value.</summary>
         internal double TargetDensity => Density ?? Defaults.Density;
@@ -371,6 +434,8 @@ public sealed partial class SIDCoTrainer
                 Schedule = Schedule,
                 LearningRateWarmupSteps = LearningRateWarmupSteps,
                 GradientClipNorm = GradientClipNorm,
+                NonFiniteGradients = NonFiniteGradients,
+                AgreedOptions = ToAgreedOptions(),
                 Seed = Seed,
                 CheckpointDirectory = CheckpointDirectory,
                 CheckpointInterval = CheckpointInterval,

@@ -107,6 +107,7 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
         var o = TrainerOptions;
         o.Validate();
         CheckSchema(input.Schema, nameof(input));
+        if (o.CheckpointDirectory is { } checkpoints) CheckWritable(checkpoints);
         bool IsCanceled() => cancellationToken.IsCancellationRequested || _hostCanceled();
         if (IsCanceled()) throw new OperationCanceledException("Training was canceled before it started.");
         TorchRuntime.EnsureLoaded();
@@ -214,6 +215,23 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
             + (m.ValidationAccuracy is { } v ? $", validation accuracy {v:P2}" : "")
             + $", density {m.AchievedDensity:G3}, {m.BytesPerStep / 1024:F1} KiB/step (dense {m.DenseBytesPerStep / 1024:F1}), "
             + $"compute {m.ComputeMs:F1} ms, compress {m.CompressMs:F2} ms, communicate {m.CommunicateMs:F2} ms";
+
+    // A checkpoint directory that cannot be written would otherwise fail at the first checkpoint, after hours of training.
+    private static void CheckWritable(string directory)
+    {
+        string probe = Path.Combine(directory, $".write-probe-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        try
+        {
+            Directory.CreateDirectory(directory);
+            File.WriteAllBytes(probe, []);
+            File.Delete(probe);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new ArgumentException(
+                $"CheckpointDirectory '{directory}' cannot be written: {e.Message}", nameof(Options.CheckpointDirectory), e);
+        }
+    }
 
     /// <summary>
     /// The rows each worker takes per step: <paramref name="batchSize"/>, or fewer when the data has fewer rows per worker

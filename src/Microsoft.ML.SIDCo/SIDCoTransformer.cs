@@ -27,7 +27,10 @@ namespace Microsoft.ML.SIDCo;
 public sealed partial class SIDCoTransformer : ITransformer, IDisposable
 {
     // 1: the first format; 2: the task may be binary, and regression keeps the target standardisation (Format 1 reads as identity).
-    private const int Format = 2;
+    // 3: the manifest's checksum is saved beside it.
+    private const int Format = 3;
+    private const int FirstChecksummedFormat = 3;
+    private const string ManifestEntry = "manifest.json", ManifestChecksumEntry = "manifest.xxh64", WeightsEntry = "weights.bin";
     private const int FirstFormat = 1;
     private readonly MLContext _ml;
     private readonly nn.Module<Tensor, Tensor> _module;
@@ -318,8 +321,10 @@ public sealed partial class SIDCoTransformer : ITransformer, IDisposable
         var manifest =
             new Manifest(Format, Definition.Descriptor, Definition.IsBuiltIn, FeatureColumnName, FeatureLength, Task.ToString(), Classes,
             _keyValues, Info.Compressor, Info.Density, Info.Workers, Info.Transport, History.Epochs, _scale.Mean, _scale.Scale);
-        using (var w = new StreamWriter(zip.CreateEntry("manifest.json").Open())) w.Write(JsonSerializer.Serialize(manifest));
-        using (var s = zip.CreateEntry("weights.bin").Open()) new ParameterSet(Module).Save(s);
+        byte[] manifestBytes = JsonSerializer.SerializeToUtf8Bytes(manifest);
+        using (var s = zip.CreateEntry(ManifestEntry).Open()) s.Write(manifestBytes);
+        using (var w = new StreamWriter(zip.CreateEntry(ManifestChecksumEntry).Open())) w.Write(Checksum(manifestBytes));
+        using (var s = zip.CreateEntry(WeightsEntry).Open()) new ParameterSet(Module).Save(s);
     }
 
     /// <summary>Loads a model saved with <see cref="Save(string, bool)"/>; pass <paramref name="customModel"/> when it was trained with
@@ -330,10 +335,19 @@ public sealed partial class SIDCoTransformer : ITransformer, IDisposable
     {
         ArgumentNullException.ThrowIfNull(ml);
         using var file = File.OpenRead(path);
-        return Load(ml, file, customModel);
+        try
+        {
+            return Load(ml, file, customModel);
+        }
+        catch (InvalidDataException e)
+        {
+            throw new InvalidDataException($"'{path}' is not a usable SIDCo model: {e.Message}", e);
+        }
     }
 
     /// <summary>Loads a model from a stream written by <see cref="Save(Stream)"/>.</summary>
+    /// <exception cref="InvalidDataException">The stream is not a SIDCo model, is corrupt, or does not match
+    /// <paramref name="customModel"/>.</exception>
     public static SIDCoTransformer Load(MLContext ml, Stream stream, ModelDefinition? customModel = null)
     {
         ArgumentNullException.ThrowIfNull(ml);
@@ -341,34 +355,68 @@ public sealed partial class SIDCoTransformer : ITransformer, IDisposable
         TorchRuntime.EnsureLoaded();
         Manifest manifest;
         byte[] weights;
+        long storedValues;
         try
         {
             using var zip = new ZipArchive(stream, ZipArchiveMode.Read, leaveOpen: true);
-            var m = zip.GetEntry("manifest.json") ?? throw new InvalidDataException("Not a SIDCo model: manifest.json is missing.");
-            var wEntry = zip.GetEntry("weights.bin") ?? throw new InvalidDataException("Not a SIDCo model: weights.bin is missing.");
-            using (var r = new StreamReader(m.Open()))
-                manifest = JsonSerializer.Deserialize<Manifest>(r.ReadToEnd()) ?? throw new InvalidDataException("Empty manifest.");
-            using var ws = new MemoryStream();
-            using (var s = wEntry.Open()) s.CopyTo(ws);
-            weights = ws.ToArray();
+            byte[] manifestBytes = ReadEntry(zip, ManifestEntry);
+            manifest = JsonSerializer.Deserialize<Manifest>(manifestBytes) ?? throw new InvalidDataException("Empty manifest.");
+            if (manifest.Format is < FirstFormat or > Format)
+            {
+                throw new InvalidDataException(
+                    $"SIDCo model format {manifest.Format} is not supported (this version reads {FirstFormat} to {Format}).");
+            }
+            if (manifest.Format >= FirstChecksummedFormat
+                && System.Text.Encoding.UTF8.GetString(ReadEntry(zip, ManifestChecksumEntry)) != Checksum(manifestBytes))
+                throw new InvalidDataException($"{ManifestEntry} is corrupt (checksum mismatch).");
+            weights = ReadEntry(zip, WeightsEntry);
+            storedValues = ParameterSet.StoredValues(weights);
         }
-        catch (Exception e) when (e is JsonException or InvalidOperationException)
+        catch (Exception e) when (e is JsonException or InvalidOperationException or NotSupportedException or IOException)
         {
             throw new InvalidDataException($"Not a readable SIDCo model: {e.Message}", e);
         }
-        if (manifest.Format is < FirstFormat or > Format)
-            throw new InvalidDataException($"SIDCo model format {manifest.Format} is not supported (this version reads {FirstFormat} to " +
-            $"{Format}).");
-        var definition = manifest.BuiltIn ? ModelDefinition.FromDescriptor(manifest.Model)
-            : customModel
-                ?? throw new InvalidDataException($"The model uses the custom architecture '{manifest.Model}': pass its ModelDefinition " +
-                $"to Load.");
-        if (!manifest.BuiltIn && customModel!.Descriptor != manifest.Model)
-            throw new InvalidDataException($"The model was trained with custom architecture '{manifest.Model}', not " +
-                $"'{customModel.Descriptor}'.");
+        // Every size is checked before anything is allocated from it: a model reads each feature and produces each class
+        // through at least one of its stored values.
+        if (manifest.FeatureLength < 1 || manifest.FeatureLength > storedValues)
+        {
+            throw new InvalidDataException(
+                $"The manifest's FeatureLength {manifest.FeatureLength} does not fit the {storedValues} stored weights.");
+        }
+        if (manifest.Classes < 0 || manifest.Classes > storedValues)
+            throw new InvalidDataException($"The manifest's Classes {manifest.Classes} does not fit the {storedValues} stored weights.");
         if (!Enum.TryParse<TrainingTask>(manifest.Task, out var task) || !Enum.IsDefined(task))
             throw new InvalidDataException($"Unknown task '{manifest.Task}' in the model.");
-        var module = definition.Build(manifest.FeatureLength, task.Outputs(manifest.Classes));
+        if (task == TrainingTask.MulticlassClassification && manifest.KeyValues is { } kv && kv.Values.Length != manifest.Classes)
+        {
+            throw new InvalidDataException(
+                $"The manifest holds {kv.Values.Length} key values for {manifest.Classes} classes.");
+        }
+        ModelDefinition definition;
+        try
+        {
+            definition = manifest.BuiltIn ? ModelDefinition.FromDescriptor(manifest.Model)
+                : customModel ?? throw new InvalidDataException(
+                    $"The model uses the custom architecture '{manifest.Model}': pass its ModelDefinition to Load.");
+        }
+        catch (FormatException e)
+        {
+            throw new InvalidDataException($"The manifest's model '{manifest.Model}' is not a built-in architecture: {e.Message}", e);
+        }
+        if (!manifest.BuiltIn && customModel!.Descriptor != manifest.Model)
+        {
+            throw new InvalidDataException(
+                $"The model was trained with custom architecture '{manifest.Model}', not '{customModel.Descriptor}'.");
+        }
+        nn.Module<Tensor, Tensor> module;
+        try
+        {
+            module = definition.Build(manifest.FeatureLength, task.Outputs(manifest.Classes));
+        }
+        catch (ArgumentException e)
+        {
+            throw new InvalidDataException($"The manifest's sizes do not fit its architecture '{manifest.Model}': {e.Message}", e);
+        }
         try { new ParameterSet(module).Load(new MemoryStream(weights)); }
         catch { module.Dispose(); throw; }
         return new SIDCoTransformer(ml, module, definition, manifest.FeatureColumn, manifest.FeatureLength, task, manifest.Classes,
@@ -376,6 +424,20 @@ public sealed partial class SIDCoTransformer : ITransformer, IDisposable
             new TargetScale(manifest.TargetMean, manifest.TargetScale), new TrainingHistory(manifest.History),
             new TrainingInfo(manifest.Compressor, manifest.Density, manifest.Workers, manifest.Transport));
     }
+
+    private static byte[] ReadEntry(ZipArchive zip, string name)
+    {
+        var entry = zip.GetEntry(name) ?? throw new InvalidDataException($"Not a SIDCo model: {name} is missing.");
+        // The zip's own header gives the size: refuse one that would not fit an array before reading it.
+        if (entry.Length > Array.MaxLength) throw new InvalidDataException($"{name} is too large ({entry.Length} bytes).");
+        using var s = entry.Open();
+        using var copy = new MemoryStream();
+        s.CopyTo(copy);
+        return copy.ToArray();
+    }
+
+    private static string Checksum(byte[] bytes) =>
+        System.IO.Hashing.XxHash64.HashToUInt64(bytes).ToString("x16", CultureInfo.InvariantCulture);
 
     /// <summary>Releases the module's native memory.</summary>
     /// <remarks>

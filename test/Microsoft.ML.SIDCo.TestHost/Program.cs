@@ -46,6 +46,29 @@ switch (scenario)
             }
             return 0;
         }
+    case "disagree":
+        {
+            // Ranks that differ in an option which changes the collectives they make: each must name it instead of hanging.
+            var ml = new MLContext(seed: 1);
+            var (train, _) = Scenarios.LoadData(ml, 600, 10);
+            var view = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train).Transform(train);
+            int rank = SIDCoTrainer.Rank;
+            foreach (string option in new[] { "DenseWarmupSteps", "StopAfterSteps" })
+            {
+                var o = new SIDCoTrainer.Options { Model = Microsoft.ML.SIDCo.Models.SIDCoModels.Mlp(8), Epochs = 1, Density = 0.01 };
+                typeof(SIDCoTrainer.Options).GetField(option)!.SetValue(o, option == "StopAfterSteps" ? (object)(5L + rank) : 3 * rank);
+                try
+                {
+                    ml.Extensions.SIDCoTrainer(o).Fit(view).Dispose();
+                    Console.WriteLine($"CHECK {rank} disagree-{option} FAIL trained");
+                }
+                catch (RankMismatchException e)
+                {
+                    Console.WriteLine($"CHECK {rank} disagree-{option} OK {e.Message}");
+                }
+            }
+            return 0;
+        }
     case "die":
         {
             using var comm = new MpiCommunicator();

@@ -82,7 +82,50 @@ public static class CommunicatorExtensions
                 + ". Every rank must train the same model with the same options.");
     }
 
-    /// <summary>A stable 64-bit fingerprint of a string (for <see cref="VerifyAgreement"/>).</summary>
+    /// <summary>
+    /// Collectively checks that every rank holds the same value for each named setting (the names in the same order on
+    /// every rank). When they differ, every rank throws <see cref="RankMismatchException"/> naming the first setting that
+    /// differs and each rank's value of it.
+    /// </summary>
+    internal static void VerifyAgreement(this ICommunicator comm, string what, IReadOnlyList<(string Name, string Value)> settings)
+    {
+        if (comm.Size == 1) return;
+        comm.VerifyAgreement($"the list of {what}", Fingerprint(string.Join("\n", settings.Select(s => s.Name))));
+        int n = settings.Count;
+        var mine = settings.Select(s => Fingerprint(s.Value)).ToArray();
+        var all = new long[n * comm.Size];
+        comm.AllGather<long>(mine, all);
+        for (int i = 0; i < n; i++)
+        {
+            bool same = true;
+            for (int r = 1; r < comm.Size && same; r++) same = all[r * n + i] == all[i];
+            if (same) continue;
+            // Every rank holds every hash, so all of them reach this point for the same setting.
+            var values = GatherStrings(comm, settings[i].Value);
+            throw new RankMismatchException($"Ranks disagree on {settings[i].Name} ({what}): "
+                + string.Join(", ", values.Select((v, r) => $"rank {r} = {v}")) + ". Every rank must train with the same options.");
+        }
+    }
+
+    // Every rank's string, in rank order (collective).
+    private static string[] GatherStrings(ICommunicator comm, string value)
+    {
+        byte[] bytes = System.Text.Encoding.UTF8.GetBytes(value);
+        var counts = new int[comm.Size];
+        comm.AllGather<int>([bytes.Length], counts);
+        var all = new byte[counts.Sum()];
+        comm.AllGatherV<byte>(bytes, all, counts);
+        var result = new string[comm.Size];
+        int offset = 0;
+        for (int r = 0; r < comm.Size; r++)
+        {
+            result[r] = System.Text.Encoding.UTF8.GetString(all, offset, counts[r]);
+            offset += counts[r];
+        }
+        return result;
+    }
+
+    /// <summary>A stable 64-bit fingerprint of a string (for <see cref="VerifyAgreement(ICommunicator, string, long)"/>).</summary>
     public static long Fingerprint(string text) => (long)System.IO.Hashing.XxHash64.HashToUInt64(System.Text.Encoding.UTF8.GetBytes(text));
 
     /// <summary>Exclusive prefix sums of <paramref name="counts"/>.</summary>

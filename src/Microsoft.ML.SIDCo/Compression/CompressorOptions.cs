@@ -1,3 +1,5 @@
+using System.Numerics.Tensors;
+
 namespace Microsoft.ML.SIDCo.Compression;
 
 /// <summary>What to do when a gradient holds NaN or infinite values.</summary>
@@ -92,6 +94,19 @@ public sealed class CompressorOptions
     public CompressorOptions Clone() => (CompressorOptions)MemberwiseClone();
 }
 
+/// <summary>Finds non-finite values in a buffer.</summary>
+internal static class NonFinite
+{
+    /// <summary>The index of the first NaN or infinity in <paramref name="values"/>, or -1 when all are finite (one vectorised
+    /// pass).</summary>
+    public static int FirstIndex(ReadOnlySpan<float> values)
+    {
+        if (TensorPrimitives.IsFiniteAll(values)) return -1;
+        for (int i = 0; i < values.Length; i++) if (!float.IsFinite(values[i])) return i;
+        return -1;
+    }
+}
+
 /// <summary>Thrown when a gradient holds a NaN or infinite value and the policy is <see cref="NonFinitePolicy.Throw"/>.</summary>
 public sealed class NonFiniteGradientException : Exception
 {
@@ -104,6 +119,22 @@ public sealed class NonFiniteGradientException : Exception
     {
         BufferName = bufferName; Index = index; Value = value;
     }
+
+    private NonFiniteGradientException(string bufferName, long index, float value, string message) : base(message)
+    {
+        BufferName = bufferName; Index = index; Value = value;
+    }
+
+    /// <summary>
+    /// The averaged gradient of a step holds a non-finite value: a worker's gradient reached it on a path that does not
+    /// compress (dense exchange, a dense warm-up, no compressor, a custom hook). The parameters were not updated.
+    /// </summary>
+    internal static NonFiniteGradientException InAveragedGradient(long step, long index, float value) => new(
+        "averaged gradient", index, value,
+            $"The averaged gradient of step {step} holds a non-finite value ({value}) at index {index}: a worker's gradient was non-finite "
+        + "on a path that does not compress it (dense exchange, Options.DenseWarmupSteps, Compressor = None, or a custom GradientHook). "
+        + "The parameters were not updated. Lower the learning rate (SIDCoTrainer.Options.LearningRate) or clip the gradient "
+        + "(Options.GradientClipNorm), or skip such steps with Options.NonFiniteGradients = NonFinitePolicy.SkipStep.");
 
     /// <summary>Name of the buffer that held the value.</summary>
     public string BufferName { get; }

@@ -267,7 +267,27 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
     public GradientHookStats Reduce(Span<float> gradient, long step)
     {
         if (_exchange is null || _compressor is null) throw new InvalidOperationException("Initialize must be called first.");
-        if (step < _options.DenseWarmupSteps || !_compressor.Compresses)
+        bool dense = step < _options.DenseWarmupSteps || !_compressor.Compresses;
+        // The compressor checks its own input in its measuring pass; a dense step, and the velocity of momentum correction
+        // (which would keep a NaN for good), are checked here first, under the same policy.
+        if ((dense || _velocity is not null) && NonFinite.FirstIndex(gradient) is var bad and >= 0)
+        {
+            if (_compression.NonFinite == NonFinitePolicy.Throw)
+                throw new NonFiniteGradientException("gradient bucket", bad, gradient[bad]);
+            // This worker contributes nothing; it still joins the exchange its peers make, so that none of them waits.
+            if (dense)
+            {
+                gradient.Clear();
+                var none = _exchange.AllReduceDense(gradient);
+                return new GradientHookStats(0, none.ElapsedMs, 0, none.BytesPerRank, 1, ExchangeMode.Dense, 1, true,
+                    none.PredictedDenseMs);
+            }
+            _sparse.Reset(gradient.Length);
+            var empty = _exchange.AllReduce(_sparse, gradient);
+            return new GradientHookStats(0, empty.ElapsedMs, 0, empty.BytesPerRank, 0, empty.Mode, 0, true, empty.PredictedMs,
+                empty.WaitMs);
+        }
+        if (dense)
         {
             // Dense steps still carry the momentum the optimizer does not apply.
             if (_velocity is not null) AccumulateVelocity(gradient).CopyTo(gradient);

@@ -161,4 +161,41 @@ internal sealed class ParameterSet
         }
         CopyFrom(values);
     }
+
+    /// <summary>
+    /// The number of values a weights file written by <see cref="Save"/> holds, read from its header after its checksum
+    /// and every shape are checked against the file's length, so that nothing is allocated from an unchecked size.
+    /// </summary>
+    public static long StoredValues(ReadOnlySpan<byte> file)
+    {
+        if (file.Length < 12) throw new InvalidDataException("The weights file is truncated.");
+        var body = file[..^8];
+        if (XxHash64.HashToUInt64(body) != BinaryPrimitives.ReadUInt64LittleEndian(file[^8..]))
+            throw new InvalidDataException("The weights file is corrupt (checksum mismatch).");
+        using var r = new BinaryReader(new MemoryStream(body.ToArray()), Encoding.UTF8);
+        if (r.ReadUInt32() != Magic) throw new InvalidDataException("Not a SIDCo weights file (bad magic number).");
+        int count = r.ReadInt32();
+        long total = 0;
+        for (int i = 0; i < count; i++)
+        {
+            if (count < 0 || r.BaseStream.Position >= body.Length) throw new InvalidDataException("The weights file's header is corrupt.");
+            _ = r.ReadString();
+            int rank = r.ReadInt32();
+            if (rank is < 0 or > MaxRank) throw new InvalidDataException($"The weights file holds a parameter of rank {rank}.");
+            long elements = 1;
+            for (int d = 0; d < rank; d++)
+            {
+                long size = r.ReadInt64();
+                if (size < 0 || (elements *= size) * sizeof(float) > body.Length)
+                    throw new InvalidDataException("The weights file's shapes do not fit its length.");
+            }
+            total += elements;
+            if (total * sizeof(float) > body.Length) throw new InvalidDataException("The weights file's shapes do not fit its length.");
+            r.BaseStream.Seek(elements * sizeof(float), SeekOrigin.Current);
+        }
+        return total;
+    }
+
+    // No TorchSharp parameter has more dimensions than this.
+    private const int MaxRank = 8;
 }

@@ -20,13 +20,15 @@ internal static class TrainingCheckpoint
 {
     // 2: the stage controller saves its tracking flag; 3: SIDCo saves its peaks bound; 4: and SIDCo-GP its last gamma fit;
     // 5: every rank's running totals of the epoch in progress, so a run resumed mid-epoch reports that epoch whole.
-    // 6: the totals hold the wait for the slowest worker.
-    private const int Format = 6;
+    // 6: the totals hold the wait for the slowest worker. 7: the manifest holds the options a resumed run must keep.
+    private const int Format = 7;
     private const string ManifestName = "manifest.json";
 
-    private sealed record Manifest(int Format, long Step, long Settings, long Layout, int Workers, Dictionary<string, string> Files);
+    private sealed record Manifest(int Format, long Step, long Settings, long Layout, int Workers, Dictionary<string, string> Files,
+        Dictionary<string, string>? Options = null);
 
-    public static void Save(string directory, ICommunicator comm, long step, long settingsFingerprint, ParameterSet parameters,
+    public static void Save(string directory, ICommunicator comm, long step, long settingsFingerprint,
+        Dictionary<string, string> options, ParameterSet parameters,
         FlatOptimizer optimizer, IGradientHook hook,
         TrainingHistory history, ReadOnlySpan<double> epochTotals)
     {
@@ -50,7 +52,7 @@ internal static class TrainingCheckpoint
             File.WriteAllText(Path.Combine(temp, "history.json"), history.ToJson());
             var files = Directory.GetFiles(temp).Select(Path.GetFileName).OfType<string>().Order()
                 .ToDictionary(n => n, n => Hash(Path.Combine(temp, n)));
-            var manifest = new Manifest(Format, step, settingsFingerprint, parameters.LayoutFingerprint(), comm.Size, files);
+            var manifest = new Manifest(Format, step, settingsFingerprint, parameters.LayoutFingerprint(), comm.Size, files, options);
             File.WriteAllText(Path.Combine(temp, ManifestName), JsonSerializer.Serialize(manifest));
             if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
             Directory.Move(temp, final);
@@ -68,7 +70,8 @@ internal static class TrainingCheckpoint
     /// epoch in progress (<paramref name="epochTotalsLength"/> values). Nothing is modified unless every check passes.
     /// </summary>
     public static (long Step, TrainingHistory History, double[] EpochTotals)? TryLoad(string directory, ICommunicator comm,
-        long settingsFingerprint, ParameterSet parameters, FlatOptimizer optimizer, IGradientHook hook,
+        long settingsFingerprint, IReadOnlyDictionary<string, string> options, ParameterSet parameters, FlatOptimizer optimizer,
+            IGradientHook hook,
         int epochTotalsLength)
     {
         string? dir = Latest(directory);
@@ -92,6 +95,17 @@ internal static class TrainingCheckpoint
             $"Resume with the same number of workers.");
         if (manifest.Layout != parameters.LayoutFingerprint())
             throw new CheckpointException($"Checkpoint '{dir}' holds a different model architecture.");
+        const string NotSet = "(not set)";
+        var saved = manifest.Options ?? [];
+        var changed = options.Keys.Union(saved.Keys).Order(StringComparer.Ordinal)
+            .Where(k => saved.GetValueOrDefault(k, NotSet) != options.GetValueOrDefault(k, NotSet))
+            .Select(k => $"{k} = {saved.GetValueOrDefault(k, NotSet)} there, {options.GetValueOrDefault(k, NotSet)} now")
+            .ToList();
+        if (changed.Count > 0)
+        {
+            throw new CheckpointException($"Checkpoint '{dir}' was written with other training options: {string.Join("; ", changed)}. "
+                + $"Resume with the options it was written with, or delete '{directory}' to start over.");
+        }
         if (manifest.Settings != settingsFingerprint)
             throw new CheckpointException($"Checkpoint '{dir}' was written with different training options (model, optimizer, learning " +
             $"rate, batch size, epochs or seed).");

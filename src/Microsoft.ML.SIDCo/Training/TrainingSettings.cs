@@ -1,3 +1,4 @@
+using Microsoft.ML.SIDCo.Compression;
 using Microsoft.ML.SIDCo.Models;
 
 namespace Microsoft.ML.SIDCo.Training;
@@ -77,6 +78,12 @@ internal sealed class TrainingData
 /// <param name="EpochDone">Metrics of the epoch that just ended, or null mid-epoch.</param>
 public sealed record TrainingProgress(int Epoch, int Epochs, int StepInEpoch, int StepsPerEpoch, double Loss, EpochMetrics? EpochDone);
 
+/// <summary>An option every worker must hold alike.</summary>
+/// <param name="Name">Its public name (<c>Options.Density</c>).</param>
+/// <param name="Value">Its value as text (invariant culture; doubles round-trip).</param>
+/// <param name="KeptOnResume">True when it changes the model, so that a run resumed from a checkpoint must keep it.</param>
+internal readonly record struct AgreedOption(string Name, string Value, bool KeptOnResume);
+
 /// <summary>Settings of the data-parallel training loop (the ML.NET trainer's Options map onto these).</summary>
 internal sealed class TrainingSettings
 {
@@ -110,6 +117,11 @@ internal sealed class TrainingSettings
     public required LearningRateSchedule Schedule { get; init; }
     /// <summary>Steps of linear learning-rate warm-up.</summary>
     public int LearningRateWarmupSteps { get; init; }
+    /// <summary>
+    /// What a non-finite averaged gradient does, whatever path produced it (a compressor checks its own input earlier):
+    /// throw, or skip the update on every worker. Default <see cref="NonFinitePolicy.Throw"/>.
+    /// </summary>
+    public NonFinitePolicy NonFiniteGradients { get; init; } = NonFinitePolicy.Throw;
     /// <summary>Clip the averaged gradient's global L2 norm to this (0 = off).</summary>
     public double GradientClipNorm { get; init; }
     /// <summary>TorchSharp intra-op threads of this process, or null to share the machine's cores among the workers on it (the rule is in
@@ -151,10 +163,17 @@ internal sealed class TrainingSettings
     /// </summary>
     public double LossScale { get; init; } = 1;
 
+    /// <summary>
+    /// The user's options every worker must hold alike, by their public names: checked at start-up (a difference names the
+    /// option and each rank's value) and, those <see cref="AgreedOption.KeptOnResume"/>, against a checkpoint. Default none.
+    /// </summary>
+    public IReadOnlyList<AgreedOption> AgreedOptions { get; init; } = [];
+
     /// <summary>A fingerprint of everything that must agree across workers and with a checkpoint.</summary>
     public long Fingerprint(int workers) => Communication.CommunicatorExtensions.Fingerprint(
         $"{Model.Descriptor}|{Task}|{Outputs}|{Epochs}|{BatchSize}|{Optimizer}|{LearningRate:R}|{Momentum:R}|{Nesterov}|"
-        + $"{WeightDecay:R}|{Schedule}|{LearningRateWarmupSteps}|{GradientClipNorm:R}|{Seed}|{MaxStepsPerEpoch}|{workers}");
+        + $"{WeightDecay:R}|{Schedule}|{LearningRateWarmupSteps}|{GradientClipNorm:R}|{Seed}|{MaxStepsPerEpoch}|{workers}|"
+        + string.Join("|", AgreedOptions.Where(o => o.KeptOnResume).Select(o => $"{o.Name}={o.Value}")));
 
     /// <summary>Learning rate at <paramref name="step"/> of <paramref name="totalSteps"/>.</summary>
     public float LearningRateAt(long step, long totalSteps)

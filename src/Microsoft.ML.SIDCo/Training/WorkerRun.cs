@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Microsoft.ML.SIDCo.Communication;
+using Microsoft.ML.SIDCo.Compression;
 using TorchSharp;
 using static TorchSharp.torch;
 using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
@@ -51,7 +52,8 @@ internal sealed class WorkerRun : IDisposable
         _s = settings;
         _parameters = new ParameterSet(model);
         _fingerprint = settings.Fingerprint(comm.Size);
-        comm.VerifyAgreement("the training options", _fingerprint);
+        comm.VerifyAgreement("the training options", settings.AgreedOptions.Select(o => (o.Name, o.Value)).ToList());
+        comm.VerifyAgreement("the training settings derived from the data (epochs, batch size, classes)", _fingerprint);
         comm.VerifyAgreement("the number of training examples", train.Count);
         _stepsPerEpoch = DataParallelTrainer.StepsPerEpoch(train.Count, comm.Size, settings.BatchSize, settings.MaxStepsPerEpoch);
         if (_stepsPerEpoch < 1)
@@ -117,7 +119,7 @@ internal sealed class WorkerRun : IDisposable
     private void Resume()
     {
         if (_s.CheckpointDirectory is not { } dir || !_s.Resume) return;
-        if (TrainingCheckpoint.TryLoad(dir, _comm, _fingerprint, _parameters, _optimizer, _hook,
+        if (TrainingCheckpoint.TryLoad(dir, _comm, _fingerprint, KeptOptions, _parameters, _optimizer, _hook,
             EpochTotals.Length) is not { } resumed) return;
         (_step, _history, var totals) = resumed;
         if (_step % _stepsPerEpoch != 0) totals.CopyTo(_totals.AsSpan());
@@ -154,17 +156,25 @@ internal sealed class WorkerRun : IDisposable
         var hook = _hook.Reduce(_bucket, _step);
 
         long updateStart = Stopwatch.GetTimestamp();
-        if (_s.GradientClipNorm > 0)
+        // Every path meets here: the averaged gradient is the same on every worker, so all of them decide alike.
+        bool update = true;
+        if (NonFinite.FirstIndex(_bucket) is var bad and >= 0)
+        {
+            if (_s.NonFiniteGradients == NonFinitePolicy.Throw)
+                throw NonFiniteGradientException.InAveragedGradient(_step, bad, _bucket[bad]);
+            update = false;
+            hook = hook with { Skipped = true };
+        }
+        if (update && _s.GradientClipNorm > 0)
         {
             float norm = TensorPrimitives.Norm<float>(_bucket);
             if (norm > _s.GradientClipNorm) TensorPrimitives.Multiply(_bucket, (float)(_s.GradientClipNorm / norm), _bucket);
         }
-        _optimizer.Step(_parameters, _bucket, _s.LearningRateAt(_step, _totalSteps));
+        if (update) _optimizer.Step(_parameters, _bucket, _s.LearningRateAt(_step, _totalSteps));
         computeMs += Stopwatch.GetElapsedTime(updateStart).TotalMilliseconds;
         _step++;
 
-        if (_s.ReplicaCheckInterval > 0 && _step % _s.ReplicaCheckInterval == 0)
-            _comm.VerifyAgreement($"the model parameters after step {_step} (replicas diverged)", _parameters.Fingerprint());
+        if (_s.ReplicaCheckInterval > 0 && _step % _s.ReplicaCheckInterval == 0) VerifyReplicas($"after step {_step}");
         _totals.Add(lossValue, correct, b, computeMs, Stopwatch.GetElapsedTime(start).TotalMilliseconds, hook);
         _compressTimes[_timedSteps++] = hook.CompressMs;
     }
@@ -193,7 +203,7 @@ internal sealed class WorkerRun : IDisposable
         _comm.AllReduceSum<double>(totals);
         double[] medians = [_timedSteps > 0 ? Median(_compressTimes.AsSpan(0, _timedSteps)) : 0, _timedSteps > 0 ? 1 : 0];
         _comm.AllReduceSum<double>(medians);
-        _comm.VerifyAgreement($"the model parameters after epoch {epoch + 1} (replicas diverged)", _parameters.Fingerprint());
+        VerifyReplicas($"after epoch {epoch + 1}");
         var (validationLoss, validationAccuracy) = _validation is null
             ? (null, null)
             : DataParallelTrainer.Evaluate(_comm, _model, _validation, _s.Task, _s.LossScale);
@@ -228,10 +238,28 @@ internal sealed class WorkerRun : IDisposable
         return metrics;
     }
 
+    // The replicas hold the same parameters, and they are finite (a diverged run stops here instead of finishing silently).
+    private void VerifyReplicas(string when)
+    {
+        _comm.VerifyAgreement($"the model parameters {when} (replicas diverged)", _parameters.Fingerprint());
+        for (int i = 0; i < _parameters.Slices.Count; i++)
+        {
+            if (NonFinite.FirstIndex(_parameters.Values(i)) is var bad and >= 0)
+            {
+                throw new InvalidOperationException($"Parameter '{_parameters.Slices[i].Name}' holds a non-finite value at index {bad} "
+                    + $"{when}: training diverged. Lower Options.LearningRate or set Options.GradientClipNorm.");
+            }
+        }
+    }
+
     private bool CheckpointDue() => _s.CheckpointDirectory is not null && (_step % _s.CheckpointInterval == 0 || StopsAt(_step));
 
     private void SaveCheckpoint(ReadOnlySpan<double> totals)
-        => TrainingCheckpoint.Save(_s.CheckpointDirectory!, _comm, _step, _fingerprint, _parameters, _optimizer, _hook, _history, totals);
+        => TrainingCheckpoint.Save(_s.CheckpointDirectory!, _comm, _step, _fingerprint, KeptOptions, _parameters, _optimizer, _hook,
+            _history, totals);
+
+    // The options a resumed run must keep, by name.
+    private Dictionary<string, string> KeptOptions => _s.AgreedOptions.Where(o => o.KeptOnResume).ToDictionary(o => o.Name, o => o.Value);
 
     private bool StopsBefore(long step) => _s.StopAfterSteps > 0 && step >= _s.StopAfterSteps;
 

@@ -84,6 +84,24 @@ public class CommunicationFaultTests
     }
 
     [Fact]
+    [Trait(Category.Name, Category.Mpi)]
+    public void RanksThatDisagreeOnAnOptionNameItOnEveryRank()
+    {
+        // Different DenseWarmupSteps or StopAfterSteps made the ranks call different collectives and hang for good.
+        var run = MpiRunner.Run(2, MpiRunner.TestHost, "disagree", TimeSpan.FromSeconds(120));
+        Assert.False(run.TimedOut, "hung instead of reporting the disagreement\n" + run.Output);
+        foreach (var (option, rank0, rank1) in new[] { ("DenseWarmupSteps", "0", "3"), ("StopAfterSteps", "5", "6") })
+        {
+            var checks = run.Checks.Where(c => c.Name == $"disagree-{option}").ToList();
+            Assert.Equal([0, 1], checks.Select(c => c.Rank).Order().ToArray());
+            Assert.All(checks, c => Assert.True(
+                c.Ok && c.Detail.Contains($"Options.{option}") && c.Detail.Contains($"rank 0 = {rank0}")
+                    && c.Detail.Contains($"rank 1 = {rank1}"),
+                c.Detail));
+        }
+    }
+
+    [Fact]
 
     [Trait(Category.Name, Category.Mpi)]
     public void ARankThatDiesEndsTheJobWithAnError()

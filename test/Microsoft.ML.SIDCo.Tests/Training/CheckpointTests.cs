@@ -84,8 +84,8 @@ public sealed class CheckpointTests : IDisposable
         var comm = Microsoft.ML.SIDCo.Communication.InProcessCommunicator.CreateSingle();
         Assert.Throws<CheckpointException>(() =>
             {
-                _ = TrainingCheckpoint.TryLoad(_dir, comm, Settings().Fingerprint(1), ps, new SgdOptimizer(ps.Length, 0.9f, false, 0),
-            new DenseAllReduceHook(), EpochTotals.Length);
+                _ = TrainingCheckpoint.TryLoad(_dir, comm, Settings().Fingerprint(1), new Dictionary<string, string>(), ps,
+                    new SgdOptimizer(ps.Length, 0.9f, false, 0), new DenseAllReduceHook(), EpochTotals.Length);
             });
         Assert.Equal(before, ps.Fingerprint());
     }

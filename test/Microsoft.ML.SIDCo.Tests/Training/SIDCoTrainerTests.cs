@@ -165,6 +165,7 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
     [InlineData("Epochs", 0.0)]
     [InlineData("BatchSize", 0.0)]
     [InlineData("LearningRate", -1.0)]
+    [InlineData("LearningRate", 1e39)]
     [InlineData("Momentum", 1.0)]
     [InlineData("SelectionCap", 0.5)]
     [InlineData("GradientClipNorm", -1.0)]
@@ -397,6 +398,92 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
         var history = model.LastTransformer.History.Epochs.Single();
         Assert.True(history.SkippedContributions > 0);
         Assert.True(double.IsFinite(model.LastTransformer.Predict(rows[1].Features)[0]));
+    }
+
+    [Theory]
+    [InlineData("compressor-none")]
+    [InlineData("dense-warmup")]
+    [InlineData("custom-dense-hook")]
+    [InlineData("momentum-correction")]
+    public void NonFiniteGradientsFollowThePolicyOnEveryPath(string path)
+    {
+        // Paths that bypassed the compressor's check: they ended with NaN weights and no error.
+        var rows = Samples.FashionMnist.Load(train: true, limit: 400);
+        rows[0].Features[3] = -1;
+        var view = data.Ml.Data.LoadFromEnumerable(rows);
+        SIDCoTrainer.Options Options(NonFinitePolicy policy)
+        {
+            var o = new SIDCoTrainer.Options
+            {
+                Model = SqrtMlp,
+                Workers = 2,
+                Epochs = 1,
+                BatchSize = 20,
+                Density = 0.01,
+                GradientClipNorm = 1,
+                NonFiniteGradients = policy,
+            };
+            switch (path)
+            {
+                case "compressor-none": o.Compressor = CompressorKind.None; break;
+                case "dense-warmup": o.DenseWarmupSteps = 100; break;
+                case "custom-dense-hook": o.GradientHook = () => new DenseAllReduceHook(); break;
+                case "momentum-correction": o.MomentumCorrection = true; break;
+            }
+            return o;
+        }
+        var keys = data.Ml.Transforms.Conversion.MapValueToKey("Label");
+        var e = Assert.Throws<NonFiniteGradientException>(() =>
+            keys.Append(data.Ml.Extensions.SIDCoTrainer(Options(NonFinitePolicy.Throw))).Fit(view));
+        Assert.Contains("NonFinitePolicy.SkipStep", e.Message);
+
+        var model = keys.Append(data.Ml.Extensions.SIDCoTrainer(Options(NonFinitePolicy.SkipStep))).Fit(view);
+        // Row 0 is in one step: one worker's contribution is dropped there (both, where the averaged gradient is dropped), and
+        // no later step is harmed (a NaN kept in momentum correction's velocity would drop every one after it).
+        Assert.InRange(model.LastTransformer.History.Epochs.Single().SkippedContributions, 1, 2);
+        foreach (var row in rows.Skip(1).Take(20)) Assert.All(model.LastTransformer.Predict(row.Features), v =>
+            Assert.True(float.IsFinite(v)));
+    }
+
+    [Fact]
+    public void TheReplicaCheckStopsARunWhoseWeightsAreNoLongerFinite()
+    {
+        // A hook that returns a huge but finite gradient overflows the weights in one update; skipping the non-finite
+        // gradients after it would let the run finish with infinite weights.
+        var o = new SIDCoTrainer.Options
+        {
+            Model = SIDCoModels.Mlp(8),
+            Epochs = 1,
+            MaxStepsPerEpoch = 5,
+            LearningRate = 1e10,
+            GradientHook = () => new ScalingHook(1e30f),
+            NonFiniteGradients = NonFinitePolicy.SkipStep,
+        };
+        var e = Assert.Throws<InvalidOperationException>(
+            () => data.Ml.Transforms.Conversion.MapValueToKey("Label").Append(data.Ml.Extensions.SIDCoTrainer(o)).Fit(data.Train));
+        Assert.Contains("non-finite value", e.Message);
+        Assert.Contains("training diverged", e.Message);
+    }
+
+    // The dense average, scaled: a user's hook that returns finite values of the wrong size.
+    private sealed class ScalingHook(float factor) : IGradientHook
+    {
+        private readonly DenseAllReduceHook _inner = new();
+
+        public void Initialize(GradientHookContext context) => _inner.Initialize(context);
+
+        public GradientHookStats Reduce(Span<float> gradient, long step)
+        {
+            var stats = _inner.Reduce(gradient, step);
+            foreach (ref float g in gradient) g = g == 0 ? factor : g * factor;
+            return stats;
+        }
+
+        public void SaveState(Stream stream) { }
+
+        public void LoadState(Stream stream) { }
+
+        public void Dispose() => _inner.Dispose();
     }
 
     // An MLP behind an element-wise square root: a negative input gives NaN in the forward pass and the gradient.
