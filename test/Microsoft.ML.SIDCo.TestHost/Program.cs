@@ -69,6 +69,27 @@ switch (scenario)
             }
             return 0;
         }
+    case "memory":
+        {
+            // Peak memory of a Fit with many in-process workers on a small model (args: workers).
+            int workers = int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture);
+            var ml = new MLContext(seed: 1);
+            var (train, _) = Scenarios.LoadData(ml, Math.Max(600, workers * 8), 10);
+            var view = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train).Transform(train);
+            var o = new SIDCoTrainer.Options
+            {
+                Model = Microsoft.ML.SIDCo.Models.SIDCoModels.Mlp(3),
+                Workers = workers,
+                Epochs = 1,
+                MaxStepsPerEpoch = 2,
+                BatchSize = 4,
+            };
+            var watch = System.Diagnostics.Stopwatch.StartNew();
+            ml.Extensions.SIDCoTrainer(o).Fit(view).Dispose();
+            long peak = System.Diagnostics.Process.GetCurrentProcess().PeakWorkingSet64;
+            Console.WriteLine($"CHECK 0 memory OK {workers} {peak} {watch.Elapsed.TotalSeconds:F1}");
+            return 0;
+        }
     case "die":
         {
             using var comm = new MpiCommunicator();

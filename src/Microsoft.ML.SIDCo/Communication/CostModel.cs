@@ -62,14 +62,17 @@ public sealed record CostModel(double AlphaSeconds, double BetaSecondsPerByte, i
     {
         ArgumentNullException.ThrowIfNull(comm);
         if (comm.Size == 1) return new CostModel(0, 0, 1);
-        const int Large = 1 << 20;
+        // Every worker holds its own probe buffers: the workers of one process share a budget instead of each taking 36 MiB.
+        int inThisProcess = comm is IHierarchicalCommunicator h ? h.Local.Size : comm.Transport == "inprocess" ? comm.Size : 1;
+        int cap = (int)Math.Min(8L * Large, ProbeBudgetBytes / sizeof(float) / inThisProcess);
+        int largeSize = Math.Min(Large, cap);
         var small = new float[1];
-        var large = new float[Large];
+        var large = new float[largeSize];
         double tSmall = MedianSeconds(comm, () => comm.AllReduceSum<float>(small), repetitions);
         double tLarge = MedianSeconds(comm, () => comm.AllReduceSum<float>(large), repetitions);
         int p = comm.Size;
         double alpha = tSmall / (2.0 * (p - 1));
-        int size = Large;
+        int size = largeSize;
         // Whether to probe again is a collective decision: ranks time the same allreduce slightly
         // differently, and near the cut-off (4 MiB at 1 Gbit/s is about 50 ms) they would disagree,
         // some entering three more allreduces and the others not (a hang or a size mismatch).
@@ -80,12 +83,12 @@ public sealed record CostModel(double AlphaSeconds, double BetaSecondsPerByte, i
         {
             // A fast link (shared memory, fast fabric): 4 MiB stays in caches and flatters the
             // bandwidth, so measure again with a message the size of a real gradient bucket.
-            size = 8 * Large;
+            size = Math.Min(8 * Large, cap);
             var huge = new float[size];
             tLarge = MedianSeconds(comm, () => comm.AllReduceSum<float>(huge), 3);
         }
         double beta = Math.Max(1e-13, (tLarge - 2.0 * (p - 1) * alpha) / (2.0 * (p - 1) / p * 4.0 * size));
-        double gamma = ScatterProbe(repetitions);
+        double gamma = s_scatterSeconds.Value;
         var agreed = new[] { alpha, beta, gamma };
         comm.Broadcast<double>(agreed, 0);
         return new CostModel(agreed[0], agreed[1], p, agreed[2]);
@@ -94,6 +97,16 @@ public sealed record CostModel(double AlphaSeconds, double BetaSecondsPerByte, i
     /// <summary>A model from a known link: latency in microseconds and bandwidth in Mbit/s.</summary>
     public static CostModel FromLink(double latencyMicroseconds, double megabitsPerSecond, int workers)
         => new(latencyMicroseconds * 1e-6, 8.0 / (megabitsPerSecond * 1e6), workers);
+
+    // The probe's message sizes: 1 Mi floats, and 8 Mi on a fast link.
+    private const int Large = 1 << 20;
+
+    // What the probe buffers of one process's workers may take together; up to 8 workers probe at the full sizes.
+    private const long ProbeBudgetBytes = 256L << 20;
+
+    // The scatter-add rate is a property of this machine's memory: measured once per process, not by every worker.
+    private static readonly Lazy<double> s_scatterSeconds = new(() => ScatterProbe(ScatterRepetitions));
+    private const int ScatterRepetitions = 10;
 
     // Seconds per entry to scatter-add spread indices into a buffer larger than the caches.
     private static double ScatterProbe(int repetitions)

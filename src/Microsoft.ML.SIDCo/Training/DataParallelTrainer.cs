@@ -44,7 +44,7 @@ internal static class DataParallelTrainer
         ArgumentNullException.ThrowIfNull(comm);
         ArgumentNullException.ThrowIfNull(train);
         ArgumentNullException.ThrowIfNull(settings);
-        torch.set_num_threads(IntraOpThreads(settings, 1));
+        using var threads = TorchProcess.Enter(IntraOpThreads(settings, 1));
         var model = CreateReplicas(train.FeatureLength, settings, 1)[0];
         try
         {
@@ -104,7 +104,7 @@ internal static class DataParallelTrainer
     private static TrainingResult RunThreads(int workers, TrainingData train, TrainingSettings settings,
         Func<InProcessCommunicator, nn.Module<Tensor, Tensor>, (TrainingHistory History, long Steps)> body)
     {
-        torch.set_num_threads(IntraOpThreads(settings, workers));
+        using var threads = TorchProcess.Enter(IntraOpThreads(settings, workers));
         var models = CreateReplicas(train.FeatureLength, settings, workers);
         using var group = new InProcessGroup(workers);
         var results = new (TrainingHistory History, long Steps)[workers];
@@ -134,8 +134,7 @@ internal static class DataParallelTrainer
 
     private static nn.Module<Tensor, Tensor>[] CreateReplicas(int inputs, TrainingSettings s, int count)
     {
-        torch.manual_seed(s.Seed);
-        var first = s.Model.Build(inputs, s.Outputs);
+        var first = TorchProcess.BuildSeeded(s.Model, inputs, s.Outputs, s.Seed);
         var models = new nn.Module<Tensor, Tensor>[count];
         models[0] = first;
         var ps0 = new ParameterSet(first);
@@ -227,5 +226,64 @@ internal static class DataParallelTrainer
         var result = new TOut[rows.Length];
         for (int i = 0; i < rows.Length; i++) result[i] = convert(source[rows[i]]);
         return result;
+    }
+}
+
+/// <summary>
+/// TorchSharp's process-wide state, shared by every Fit of the process: the random generator that initialises a model
+/// and the intra-op thread count. Concurrent Fits initialise one at a time, so each gets the model its seed gives; and
+/// they run with one thread count, since a Fit that changed it would change the other's arithmetic (a matrix product's
+/// sums follow its threads).
+/// </summary>
+internal static class TorchProcess
+{
+    private static readonly object s_gate = new();
+    private static int s_running;
+    private static int s_threads;
+
+    /// <summary>Builds <paramref name="model"/> from the global generator seeded with <paramref name="seed"/>, atomically.</summary>
+    public static nn.Module<Tensor, Tensor> BuildSeeded(Models.ModelDefinition model, int inputs, int outputs, int seed)
+    {
+        lock (s_gate)
+        {
+            torch.manual_seed(seed);
+            return model.Build(inputs, outputs);
+        }
+    }
+
+    /// <summary>
+    /// Starts a Fit that runs with <paramref name="threads"/> intra-op threads; refused while another Fit of this process
+    /// runs with a different count. Dispose the result when the Fit ends.
+    /// </summary>
+    public static IDisposable Enter(int threads)
+    {
+        lock (s_gate)
+        {
+            if (s_running > 0 && s_threads != threads)
+            {
+                throw new InvalidOperationException(
+                    $"Another SIDCoTrainer.Fit in this process runs with {s_threads} TorchSharp threads; this one would use {threads}, "
+                    + "and a process has one thread count for all its Fits. Set Options.NumberOfThreads to the same value on both, "
+                    + "or run them one after the other.");
+            }
+            if (s_running == 0)
+            {
+                torch.set_num_threads(threads);
+                s_threads = threads;
+            }
+            s_running++;
+            return new Exit();
+        }
+    }
+
+    private sealed class Exit : IDisposable
+    {
+        private int _done;
+
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref _done, 1) == 1) return;
+            lock (s_gate) s_running--;
+        }
     }
 }

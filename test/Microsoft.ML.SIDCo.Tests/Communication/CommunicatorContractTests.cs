@@ -84,6 +84,19 @@ public class CommunicationFaultTests
     }
 
     [Fact]
+    [Trait(Category.Name, Category.Training)]
+    public void ManyInProcessWorkersShareTheProbesMemory()
+    {
+        // Each in-process worker used to allocate the cost probe's full buffers (36 MiB, and 32 MiB more for the scatter
+        // probe): 32 workers on a tiny model peaked near 2.6 GB. The probe's budget is now shared by a process's workers.
+        var run = MpiRunner.RunPlain(MpiRunner.TestHost, "memory 32", TimeSpan.FromMinutes(2));
+        Assert.True(run.ExitCode == 0, run.Output);
+        var check = Assert.Single(run.Checks, c => c.Name == "memory");
+        long peak = long.Parse(check.Detail.Split(' ')[1], System.Globalization.CultureInfo.InvariantCulture);
+        Assert.True(peak < 1L << 30, $"peak working set {peak / (1 << 20)} MiB with 32 workers");
+    }
+
+    [Fact]
     [Trait(Category.Name, Category.Mpi)]
     public void RanksThatDisagreeOnAnOptionNameItOnEveryRank()
     {
