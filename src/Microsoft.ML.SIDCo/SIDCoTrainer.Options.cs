@@ -215,6 +215,15 @@ public sealed partial class SIDCoTrainer
             0;
 #endif
 
+        /// <summary>
+        /// Under MPI, the longest a worker waits in one collective (seconds; 0 = forever). A rank that stops (a stopped or
+        /// swapped-out process, a hung device) would leave the others waiting for good: at half this time every waiting rank
+        /// warns, and at the deadline each reports which ranks have not arrived at which collective and step and the job ends
+        /// with a non-zero exit code; a rerun resumes from the newest checkpoint. The deadline grows to 20 times the longest
+        /// step seen. Default 300.
+        /// </summary>
+        public double CollectiveTimeoutSeconds = Defaults.CollectiveTimeoutSeconds;
+
         /// <summary>Cap on steps per epoch (0 = whole epoch). Default 0.</summary>
         public int MaxStepsPerEpoch;
 
@@ -302,6 +311,11 @@ public sealed partial class SIDCoTrainer
                     "ReplicaCheckInterval must not be negative.");
             if (MaxStepsPerEpoch < 0)
                 throw new ArgumentOutOfRangeException(nameof(MaxStepsPerEpoch), MaxStepsPerEpoch, "MaxStepsPerEpoch must not be negative.");
+            if (!(CollectiveTimeoutSeconds >= 0) || double.IsInfinity(CollectiveTimeoutSeconds))
+            {
+                throw new ArgumentOutOfRangeException(nameof(CollectiveTimeoutSeconds), CollectiveTimeoutSeconds,
+                    "CollectiveTimeoutSeconds must be finite and not negative (0 = no deadline).");
+            }
             if (StopAfterSteps < 0)
                 throw new ArgumentOutOfRangeException(nameof(StopAfterSteps), StopAfterSteps,
                     "StopAfterSteps must not be negative (0 = train all epochs).");
@@ -367,6 +381,7 @@ public sealed partial class SIDCoTrainer
             Agreed(nameof(ReplicaCheckInterval), ReplicaCheckInterval, kept: false),
             Agreed(nameof(MaxStepsPerEpoch), MaxStepsPerEpoch, kept: true),
             Agreed(nameof(StopAfterSteps), StopAfterSteps, kept: false),
+            Agreed(nameof(CollectiveTimeoutSeconds), CollectiveTimeoutSeconds, kept: false),
         ];
 
         private static AgreedOption Agreed(string name, object? value, bool kept) => new($"Options.{name}", value switch

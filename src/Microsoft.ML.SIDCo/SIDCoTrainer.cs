@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
 using Microsoft.ML.SIDCo.Communication;
@@ -108,7 +109,11 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
         o.Validate();
         CheckSchema(input.Schema, nameof(input));
         if (o.CheckpointDirectory is { } checkpoints) CheckWritable(checkpoints);
-        bool IsCanceled() => cancellationToken.IsCancellationRequested || _hostCanceled();
+        // SIGTERM (a scheduler preempting the job, or mpirun passing on its own) stops every worker at the next step with a
+        // checkpoint, like a cancel, instead of ending the process mid-step.
+        bool terminated = false;
+        using var sigterm = OnSigterm(() => Volatile.Write(ref terminated, true));
+        bool IsCanceled() => cancellationToken.IsCancellationRequested || _hostCanceled() || Volatile.Read(ref terminated);
         if (IsCanceled()) throw new OperationCanceledException("Training was canceled before it started.");
         TorchRuntime.EnsureLoaded();
         using var ch = _host.Start("Training");
@@ -182,11 +187,13 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
         if (useMpi)
         {
             using var comm = new MpiCommunicator();
+            using var watched = o.CollectiveTimeoutSeconds > 0 && comm.Size > 1 ? Watch(comm, o) : null;
+            ICommunicator world = (ICommunicator?)watched ?? comm;
             try
             {
                 result = hybrid
-                    ? DataParallelTrainer.RunHybrid(comm, o.WorkersPerRank, train, validation, settings)
-                    : DataParallelTrainer.RunWorker(comm, train, validation, settings);
+                    ? DataParallelTrainer.RunHybrid(world, o.WorkersPerRank, train, validation, settings)
+                    : DataParallelTrainer.RunWorker(world, train, validation, settings);
             }
             catch (Exception e) when (comm.Size > 1
                 && e is not RankMismatchException and not CheckpointException and not ArgumentException and not OperationCanceledException)
@@ -206,6 +213,38 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
             hybrid ? "mpi+inprocess" : useMpi ? "mpi" : "inprocess");
         return new SIDCoTransformer(_ml, result.Model, model, o.FeatureColumnName, train.FeatureLength, o.Task, loaded.Classes,
             loaded.KeyValues, loaded.Scale, result.History, info);
+    }
+
+    private static PosixSignalRegistration? OnSigterm(Action handler)
+    {
+        try
+        {
+            return PosixSignalRegistration.Create(PosixSignal.SIGTERM, c =>
+            {
+                c.Cancel = true;
+                handler();
+            });
+        }
+        catch (PlatformNotSupportedException)
+        {
+            return null; // no SIGTERM on this platform: nothing to catch
+        }
+    }
+
+    // The collective deadline of an MPI job; the waiting ranks compare notes in the checkpoint directory (shared by the ranks,
+    // as checkpoints need) or, without one, in a directory of this machine named after the job.
+    private static WatchedCommunicator Watch(MpiCommunicator comm, Options o)
+    {
+        string job = Environment.GetEnvironmentVariable("PMIX_NAMESPACE") ?? Environment.GetEnvironmentVariable("OMPI_MCA_ess_base_jobid")
+            ?? "job";
+        string board = o.CheckpointDirectory is { } dir
+            ? Path.Combine(dir, "watchdog")
+            : Path.Combine(Path.GetTempPath(), $"sidco-watchdog-{job}");
+        string advice = o.CheckpointDirectory is { } checkpoints
+            ? $"A rerun with the same options resumes from the newest checkpoint in '{checkpoints}'."
+            : "Set Options.CheckpointDirectory so that a rerun can resume.";
+        return new WatchedCommunicator(comm, new StallSettings(TimeSpan.FromSeconds(o.CollectiveTimeoutSeconds), board, advice),
+            comm.Abort, Console.Error);
     }
 
     // One line per epoch in the ML.NET log.

@@ -69,6 +69,86 @@ switch (scenario)
             }
             return 0;
         }
+    case "stall":
+        {
+            // Trains with checkpoints; with a stop step, rank 2 stops itself there (SIGSTOP, as a swapped-out host behaves).
+            string dir = args[1];
+            long stopAt = long.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture);
+            var ml = new MLContext(seed: 1);
+            var (train, _) = Scenarios.LoadData(ml, 3000, 10);
+            var view = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train).Transform(train);
+            int rank = SIDCoTrainer.Rank;
+            var o = new SIDCoTrainer.Options
+            {
+                Model = Microsoft.ML.SIDCo.Models.SIDCoModels.Mlp(32),
+                Epochs = 2,
+                MaxStepsPerEpoch = 50,
+                BatchSize = 8,
+                Density = 0.01,
+                ExchangeMode = ExchangeMode.Sparse,
+                CheckpointDirectory = dir,
+                CheckpointInterval = 20,
+                CollectiveTimeoutSeconds = 10,
+                GradientHook = () => new StopSelf(new Microsoft.ML.SIDCo.Training.CompressionHook(
+                    new Microsoft.ML.SIDCo.Training.CompressionHookOptions { Compression = new() { Density = 0.01 } }),
+                    rank == 2 ? stopAt : -1),
+            };
+            var trainer = ml.Extensions.SIDCoTrainer(o);
+            bool first = true;
+            trainer.ProgressReported += (_, p) =>
+            {
+                if (first) Console.WriteLine($"CHECK {rank} first-progress OK {p.Epoch}:{p.StepInEpoch}");
+                first = false;
+            };
+            trainer.Fit(view).Dispose();
+            Console.WriteLine($"CHECK {rank} finished OK");
+            return 0;
+        }
+    case "preempt":
+        {
+            // SIGTERM at one step, to this rank (target "rank") or to mpirun (target "mpirun", this rank's parent): every rank
+            // must stop at the next step with a checkpoint. Without a step, the run resumes and finishes.
+            string dir = args[1];
+            long signalAt = long.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture);
+            string target = args.Length > 3 ? args[3] : "rank";
+            var ml = new MLContext(seed: 1);
+            var (train, _) = Scenarios.LoadData(ml, 3000, 10);
+            var view = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train).Transform(train);
+            int rank = SIDCoTrainer.Rank;
+            var o = new SIDCoTrainer.Options
+            {
+                Model = Microsoft.ML.SIDCo.Models.SIDCoModels.Mlp(32),
+                Epochs = 20,
+                MaxStepsPerEpoch = 50,
+                BatchSize = 8,
+                Density = 0.01,
+                ExchangeMode = ExchangeMode.Sparse,
+                CheckpointDirectory = dir,
+                CheckpointInterval = 1000,
+                GradientHook = () => new SignalSelf(new Microsoft.ML.SIDCo.Training.CompressionHook(
+                    new Microsoft.ML.SIDCo.Training.CompressionHookOptions { Compression = new() { Density = 0.01 } }),
+                    rank == 1 ? signalAt : -1, target),
+            };
+            var trainer = ml.Extensions.SIDCoTrainer(o);
+            bool first = true;
+            trainer.ProgressReported += (_, p) =>
+            {
+                if (first) Console.WriteLine($"CHECK {rank} first-progress OK {p.Epoch}:{p.StepInEpoch}");
+                first = false;
+            };
+            try
+            {
+                trainer.Fit(view).Dispose();
+                Console.WriteLine($"CHECK {rank} finished OK");
+            }
+            catch (OperationCanceledException e)
+            {
+                var step = System.Text.RegularExpressions.Regex.Match(e.Message, @"canceled at step (\d+)").Groups[1].Value;
+                Console.WriteLine($"CHECK {rank} preempted OK {step}");
+                return 3;
+            }
+            return 0;
+        }
     case "memory":
         {
             // Peak memory of a Fit with many in-process workers on a small model (args: workers).
@@ -219,4 +299,60 @@ switch (scenario)
     default:
         Console.Error.WriteLine($"unknown scenario '{scenario}'");
         return 2;
+}
+
+// The built-in hook, and at one step this process stops itself (SIGSTOP): its peers then wait in the next collective.
+internal sealed class StopSelf(Microsoft.ML.SIDCo.Training.IGradientHook inner, long step) : Microsoft.ML.SIDCo.Training.IGradientHook
+{
+    public void Initialize(Microsoft.ML.SIDCo.Training.GradientHookContext context) => inner.Initialize(context);
+
+    public Microsoft.ML.SIDCo.Training.GradientHookStats Reduce(Span<float> gradient, long at)
+    {
+        if (at == step)
+        {
+            Console.WriteLine($"CHECK {SIDCoTrainer.Rank} stopping OK {DateTimeOffset.UtcNow.ToUnixTimeMilliseconds()}");
+            Console.Out.Flush();
+            System.Diagnostics.Process.Start("kill",
+                ["-STOP", Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture)])
+                .WaitForExit();
+            Thread.Sleep(TimeSpan.FromSeconds(5));
+        }
+        return inner.Reduce(gradient, at);
+    }
+
+    public void SaveState(Stream stream) => inner.SaveState(stream);
+
+    public void LoadState(Stream stream) => inner.LoadState(stream);
+
+    public void Dispose() => inner.Dispose();
+}
+
+// The built-in hook, and at one step this rank sends SIGTERM to itself or to mpirun (its parent), as a scheduler would.
+internal sealed class SignalSelf(Microsoft.ML.SIDCo.Training.IGradientHook inner, long step, string target)
+    : Microsoft.ML.SIDCo.Training.IGradientHook
+{
+    public void Initialize(Microsoft.ML.SIDCo.Training.GradientHookContext context) => inner.Initialize(context);
+
+    public Microsoft.ML.SIDCo.Training.GradientHookStats Reduce(Span<float> gradient, long at)
+    {
+        if (at == step)
+        {
+            int pid = target == "mpirun" ? ParentProcessId() : Environment.ProcessId;
+            Console.WriteLine($"CHECK {SIDCoTrainer.Rank} signalling OK {at} {target} {pid}");
+            Console.Out.Flush();
+            System.Diagnostics.Process.Start("kill", ["-TERM", pid.ToString(System.Globalization.CultureInfo.InvariantCulture)])
+                .WaitForExit();
+        }
+        return inner.Reduce(gradient, at);
+    }
+
+    // The PPid line of /proc/self/status.
+    private static int ParentProcessId() => int.Parse(File.ReadLines("/proc/self/status").First(l => l.StartsWith("PPid:"))[5..].Trim(),
+        System.Globalization.CultureInfo.InvariantCulture);
+
+    public void SaveState(Stream stream) => inner.SaveState(stream);
+
+    public void LoadState(Stream stream) => inner.LoadState(stream);
+
+    public void Dispose() => inner.Dispose();
 }

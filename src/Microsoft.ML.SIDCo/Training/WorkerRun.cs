@@ -175,7 +175,9 @@ internal sealed class WorkerRun : IDisposable
         _step++;
 
         if (_s.ReplicaCheckInterval > 0 && _step % _s.ReplicaCheckInterval == 0) VerifyReplicas($"after step {_step}");
-        _totals.Add(lossValue, correct, b, computeMs, Stopwatch.GetElapsedTime(start).TotalMilliseconds, hook);
+        double stepMs = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+        if (_comm is IWatchedCommunicator watched) watched.AtStep(_step, stepMs / 1000);
+        _totals.Add(lossValue, correct, b, computeMs, stepMs, hook);
         _compressTimes[_timedSteps++] = hook.CompressMs;
     }
 
