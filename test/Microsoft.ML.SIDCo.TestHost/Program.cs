@@ -149,6 +149,41 @@ switch (scenario)
             }
             return 0;
         }
+    case "elastic":
+        {
+            // Elastic resume (args: dir phase). "kill": 4 ranks, rank 3 dies (SIGKILL) soon after the checkpoint of
+            // step 100; "three": 3 ranks resume and stop at step 260; "five": 5 ranks finish; "baseline": 4 ranks, no stop.
+            string dir = args[1], phase = args[2];
+            var ml = new MLContext(seed: 1);
+            var (train, test) = Scenarios.LoadData(ml, 12000, 2000);
+            int rank = SIDCoTrainer.Rank;
+            var o = new SIDCoTrainer.Options
+            {
+                Epochs = 10,
+                Density = 0.01,
+                ExchangeMode = ExchangeMode.Sparse,
+                CheckpointDirectory = phase == "baseline" ? null : dir,
+                CheckpointInterval = 50,
+                StopAfterSteps = phase == "three" ? 260 : 0,
+            };
+            if (phase == "kill" && rank == 3)
+            {
+                // Dies (SIGKILL, as a failed machine) once the checkpoint of step 100 is on disk.
+                new Thread(() =>
+                {
+                    while (!Directory.Exists(Path.Combine(dir, "step-0000000100"))) Thread.Sleep(5);
+                    Console.WriteLine($"CHECK {rank} killing OK");
+                    Console.Out.Flush();
+                    System.Diagnostics.Process.Start("kill",
+                        ["-KILL", Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
+                })
+                { IsBackground = true }.Start();
+            }
+            var (_, accuracy, sidco) = Scenarios.TrainAndEvaluate(ml, o, train, test);
+            var last = sidco.History.Epochs[^1];
+            Console.WriteLine($"CHECK {rank} elastic-{phase} OK {accuracy:R} {sidco.History.Epochs.Count} {last.Loss:R}");
+            return 0;
+        }
     case "memory":
         {
             // Peak memory of a Fit with many in-process workers on a small model (args: workers).

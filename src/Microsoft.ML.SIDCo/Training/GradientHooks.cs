@@ -47,8 +47,23 @@ public interface IGradientHook : IDisposable
     void LoadState(Stream stream);
 }
 
+/// <summary>
+/// A hook whose per-worker state can be spread over another number of workers, so that a run resumes from a checkpoint
+/// with more or fewer workers (an elastic resume).
+/// </summary>
+internal interface IElasticHook
+{
+    /// <summary>
+    /// Loads this worker's share of the states saved by <c>states.Count</c> workers, as worker <paramref name="rank"/> of
+    /// <paramref name="size"/>: additive state (residuals, velocities) of saved worker r goes to worker r mod
+    /// <paramref name="size"/>, so that its sum over the workers is kept; the rest comes from saved worker
+    /// <paramref name="rank"/> mod <c>states.Count</c>. Throws without changing anything on a mismatch.
+    /// </summary>
+    void LoadRedistributed(IReadOnlyList<Stream> states, int rank, int size);
+}
+
 /// <summary>The no-compression baseline: dense allreduce of the whole gradient, averaged.</summary>
-public sealed class DenseAllReduceHook : IGradientHook
+public sealed class DenseAllReduceHook : IGradientHook, IElasticHook
 {
     private GradientExchange? _exchange;
 
@@ -71,6 +86,8 @@ public sealed class DenseAllReduceHook : IGradientHook
 
     /// <inheritdoc />
     public void LoadState(Stream stream) { }
+
+    void IElasticHook.LoadRedistributed(IReadOnlyList<Stream> states, int rank, int size) { }
 
     /// <inheritdoc />
     public void Dispose() { }
@@ -166,7 +183,7 @@ public sealed class CompressionHookOptions
 /// acc = g + residual; select with the compressor; exchange the selections (sparse allreduce, or
 /// dense when the cost model says so); residual = acc with the sent entries zeroed.
 /// </summary>
-public sealed class CompressionHook(CompressionHookOptions options) : IGradientHook
+public sealed class CompressionHook(CompressionHookOptions options) : IGradientHook, IElasticHook
 {
     private readonly CompressionHookOptions _options = options ?? throw new ArgumentNullException(nameof(options));
     private GradientCompressor? _compressor;
@@ -342,6 +359,44 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
         w.Flush();
         _feedback?.Save(stream);
         _velocity?.Save(stream);
+    }
+
+    void IElasticHook.LoadRedistributed(IReadOnlyList<Stream> states, int rank, int size)
+    {
+        ArgumentNullException.ThrowIfNull(states);
+        if (states.Count == 0) throw new InvalidDataException("No saved worker state to resume from.");
+        // Each saved state is read whole into a throwaway compressor and residuals; only then is anything changed here.
+        var compressor = Compressors.Create(_kind, _compression, _options.Kernels);
+        var feedback = _feedback is null ? null : new ErrorFeedback(_feedback.Length, _feedback.Name);
+        var velocity = _velocity is null ? null : new ErrorFeedback(_velocity.Length, _velocity.Name);
+        for (int saved = 0; saved < states.Count; saved++)
+        {
+            bool additive = saved % size == rank, own = saved == rank % states.Count;
+            if (!additive && !own) continue;
+            var candidate = Compressors.Create(_kind, _compression, _options.Kernels);
+            var savedFeedback = feedback is null ? null : new ErrorFeedback(feedback.Length, feedback.Name);
+            var savedVelocity = velocity is null ? null : new ErrorFeedback(velocity.Length, velocity.Name);
+            ReadState(states[saved], candidate, savedFeedback, savedVelocity);
+            if (own) compressor = candidate;
+            if (!additive) continue;
+            if (feedback is not null) TensorPrimitives.Add(feedback.Residual, savedFeedback!.Residual, feedback.Accumulator);
+            if (velocity is not null) TensorPrimitives.Add(velocity.Residual, savedVelocity!.Residual, velocity.Accumulator);
+        }
+        _compressor = compressor;
+        if (feedback is not null) _feedback!.Restore(feedback.Residual);
+        if (velocity is not null) _velocity!.Restore(velocity.Residual);
+    }
+
+    // Reads one saved state (as SaveState wrote it) into the given compressor and residuals.
+    private void ReadState(Stream stream, GradientCompressor compressor, ErrorFeedback? feedback, ErrorFeedback? velocity)
+    {
+        using var r = new BinaryReader(stream, System.Text.Encoding.UTF8, leaveOpen: true);
+        compressor.LoadState(r);
+        bool hasFeedback = r.ReadBoolean(), hasVelocity = r.ReadBoolean();
+        if (hasFeedback != feedback is not null) throw new InvalidDataException("Checkpoint and options disagree on error feedback.");
+        if (hasVelocity != velocity is not null) throw new InvalidDataException("Checkpoint and options disagree on momentum correction.");
+        feedback?.Load(stream);
+        velocity?.Load(stream);
     }
 
     /// <inheritdoc />

@@ -18,6 +18,13 @@ public sealed class CheckpointException(string message, Exception? inner = null)
 /// </summary>
 internal static class TrainingCheckpoint
 {
+    /// <summary>What a checkpoint restores beyond the weights, optimizer and hook state.</summary>
+    /// <param name="Step">Steps done when it was written.</param>
+    /// <param name="Workers">Workers that wrote it (another number than now: an elastic resume).</param>
+    /// <param name="History">The epochs done.</param>
+    /// <param name="EpochTotals">This worker's running totals of the epoch in progress.</param>
+    public sealed record Resumed(long Step, int Workers, TrainingHistory History, double[] EpochTotals);
+
     // 2: the stage controller saves its tracking flag; 3: SIDCo saves its peaks bound; 4: and SIDCo-GP its last gamma fit;
     // 5: every rank's running totals of the epoch in progress, so a run resumed mid-epoch reports that epoch whole.
     // 6: the totals hold the wait for the slowest worker. 7: the manifest holds the options a resumed run must keep.
@@ -69,7 +76,7 @@ internal static class TrainingCheckpoint
     /// Verifies and loads the newest checkpoint; returns its step, its history and this rank's running totals of the
     /// epoch in progress (<paramref name="epochTotalsLength"/> values). Nothing is modified unless every check passes.
     /// </summary>
-    public static (long Step, TrainingHistory History, double[] EpochTotals)? TryLoad(string directory, ICommunicator comm,
+    public static Resumed? TryLoad(string directory, ICommunicator comm,
         long settingsFingerprint, IReadOnlyDictionary<string, string> options, ParameterSet parameters, FlatOptimizer optimizer,
             IGradientHook hook,
         int epochTotalsLength)
@@ -90,9 +97,15 @@ internal static class TrainingCheckpoint
         }
         if (manifest.Format != Format)
             throw new CheckpointException($"Checkpoint '{dir}' has format {manifest.Format}; this version reads format {Format}.");
-        if (manifest.Workers != comm.Size)
-            throw new CheckpointException($"Checkpoint '{dir}' was written by {manifest.Workers} workers; this run has {comm.Size}. " +
-            $"Resume with the same number of workers.");
+        bool elastic = manifest.Workers != comm.Size;
+        if (elastic && hook is not IElasticHook)
+        {
+            throw new CheckpointException($"Checkpoint '{dir}' was written by {manifest.Workers} workers; this run has {comm.Size}, "
+                + $"and its gradient hook ({hook.GetType().Name}) cannot spread its state over another number of workers. "
+                + "Resume with the same number of workers.");
+        }
+        if (manifest.Workers < 1)
+            throw new CheckpointException($"Checkpoint '{dir}' has an unreadable manifest (Workers {manifest.Workers}).");
         if (manifest.Layout != parameters.LayoutFingerprint())
             throw new CheckpointException($"Checkpoint '{dir}' holds a different model architecture.");
         const string NotSet = "(not set)";
@@ -117,31 +130,49 @@ internal static class TrainingCheckpoint
                 throw new CheckpointException($"Checkpoint file '{path}' is corrupt (checksum mismatch). Delete '{dir}' to resume from " +
                 $"the previous checkpoint or start over.");
         }
-        if (!manifest.Files.ContainsKey($"hook-rank{comm.Rank}.bin") || !manifest.Files.ContainsKey($"epoch-rank{comm.Rank}.bin"))
-            throw new CheckpointException($"Checkpoint '{dir}' has no state for rank {comm.Rank}.");
+        // The saved workers whose state this worker takes: its own, or, resuming with another number of workers, every saved
+        // worker r with r mod (workers now) = this rank, so that sums over workers (residuals, epoch totals) are kept.
+        var sources = Enumerable.Range(0, manifest.Workers).Where(r => elastic ? r % comm.Size == comm.Rank : r == comm.Rank).ToList();
+        foreach (int r in elastic ? Enumerable.Range(0, manifest.Workers) : sources)
+        {
+            if (!manifest.Files.ContainsKey($"hook-rank{r}.bin") || !manifest.Files.ContainsKey($"epoch-rank{r}.bin"))
+                throw new CheckpointException($"Checkpoint '{dir}' has no state for rank {r}.");
+        }
 
         // All checks passed: load. Stage into copies first where a partial failure would be possible.
         var weights = new MemoryStream(File.ReadAllBytes(Path.Combine(dir, "model.bin")));
         var optimizerBytes = File.ReadAllBytes(Path.Combine(dir, "optimizer.bin"));
-        var hookBytes = File.ReadAllBytes(Path.Combine(dir, $"hook-rank{comm.Rank}.bin"));
         var history = TrainingHistory.FromJson(File.ReadAllText(Path.Combine(dir, "history.json")));
-        var totalsBytes = File.ReadAllBytes(Path.Combine(dir, $"epoch-rank{comm.Rank}.bin"));
-        if (totalsBytes.Length != epochTotalsLength * sizeof(double))
-            throw new CheckpointException($"Checkpoint '{dir}' holds {totalsBytes.Length} bytes of epoch totals for rank {comm.Rank}; " +
-                $"this version writes {epochTotalsLength * sizeof(double)}.");
-        var epochTotals = MemoryMarshal.Cast<byte, double>(totalsBytes).ToArray();
+        var epochTotals = new double[epochTotalsLength];
+        foreach (int r in sources)
+        {
+            var totalsBytes = File.ReadAllBytes(Path.Combine(dir, $"epoch-rank{r}.bin"));
+            if (totalsBytes.Length != epochTotalsLength * sizeof(double))
+            {
+                throw new CheckpointException($"Checkpoint '{dir}' holds {totalsBytes.Length} bytes of epoch totals for rank {r}; "
+                    + $"this version writes {epochTotalsLength * sizeof(double)}.");
+            }
+            var totals = MemoryMarshal.Cast<byte, double>(totalsBytes);
+            for (int i = 0; i < epochTotalsLength; i++) epochTotals[i] += totals[i];
+        }
         try
         {
             parameters.Load(weights);
             using (var r = new BinaryReader(new MemoryStream(optimizerBytes))) optimizer.Load(r);
-            hook.LoadState(new MemoryStream(hookBytes));
+            if (!elastic) hook.LoadState(new MemoryStream(File.ReadAllBytes(Path.Combine(dir, $"hook-rank{comm.Rank}.bin"))));
+            else
+            {
+                var states = Enumerable.Range(0, manifest.Workers)
+                    .Select(r => (Stream)new MemoryStream(File.ReadAllBytes(Path.Combine(dir, $"hook-rank{r}.bin")))).ToList();
+                ((IElasticHook)hook).LoadRedistributed(states, comm.Rank, comm.Size);
+            }
         }
         catch (Exception e) when (e is InvalidDataException or EndOfStreamException)
         {
             throw new CheckpointException($"Checkpoint '{dir}' does not fit this run: {e.Message}", e);
         }
         comm.VerifyAgreement("the checkpoint step", manifest.Step);
-        return (manifest.Step, history, epochTotals);
+        return new Resumed(manifest.Step, manifest.Workers, history, epochTotals);
     }
 
     private static IEnumerable<string> Complete(string directory) => Directory.GetDirectories(directory, "step-*")

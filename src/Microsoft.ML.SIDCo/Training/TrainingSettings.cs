@@ -85,7 +85,7 @@ public sealed record TrainingProgress(int Epoch, int Epochs, int StepInEpoch, in
 internal readonly record struct AgreedOption(string Name, string Value, bool KeptOnResume);
 
 /// <summary>Settings of the data-parallel training loop (the ML.NET trainer's Options map onto these).</summary>
-internal sealed class TrainingSettings
+internal sealed record TrainingSettings
 {
     /// <summary>Architecture.</summary>
     public required ModelDefinition Model { get; init; }
@@ -169,10 +169,13 @@ internal sealed class TrainingSettings
     /// </summary>
     public IReadOnlyList<AgreedOption> AgreedOptions { get; init; } = [];
 
-    /// <summary>A fingerprint of everything that must agree across workers and with a checkpoint.</summary>
-    public long Fingerprint(int workers) => Communication.CommunicatorExtensions.Fingerprint(
+    /// <summary>
+    /// A fingerprint of everything that must agree across workers and with a checkpoint (the number of workers aside: a run
+    /// may resume with another).
+    /// </summary>
+    public long Fingerprint() => Communication.CommunicatorExtensions.Fingerprint(
         $"{Model.Descriptor}|{Task}|{Outputs}|{Epochs}|{BatchSize}|{Optimizer}|{LearningRate:R}|{Momentum:R}|{Nesterov}|"
-        + $"{WeightDecay:R}|{Schedule}|{LearningRateWarmupSteps}|{GradientClipNorm:R}|{Seed}|{MaxStepsPerEpoch}|{workers}|"
+        + $"{WeightDecay:R}|{Schedule}|{LearningRateWarmupSteps}|{GradientClipNorm:R}|{Seed}|{MaxStepsPerEpoch}|"
         + string.Join("|", AgreedOptions.Where(o => o.KeptOnResume).Select(o => $"{o.Name}={o.Value}")));
 
     /// <summary>Learning rate at <paramref name="step"/> of <paramref name="totalSteps"/>.</summary>

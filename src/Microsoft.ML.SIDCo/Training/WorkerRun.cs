@@ -51,7 +51,7 @@ internal sealed class WorkerRun : IDisposable
         _validation = validation;
         _s = settings;
         _parameters = new ParameterSet(model);
-        _fingerprint = settings.Fingerprint(comm.Size);
+        _fingerprint = settings.Fingerprint();
         comm.VerifyAgreement("the training options", settings.AgreedOptions.Select(o => (o.Name, o.Value)).ToList());
         comm.VerifyAgreement("the training settings derived from the data (epochs, batch size, classes)", _fingerprint);
         comm.VerifyAgreement("the number of training examples", train.Count);
@@ -121,8 +121,20 @@ internal sealed class WorkerRun : IDisposable
         if (_s.CheckpointDirectory is not { } dir || !_s.Resume) return;
         if (TrainingCheckpoint.TryLoad(dir, _comm, _fingerprint, KeptOptions, _parameters, _optimizer, _hook,
             EpochTotals.Length) is not { } resumed) return;
-        (_step, _history, var totals) = resumed;
-        if (_step % _stepsPerEpoch != 0) totals.CopyTo(_totals.AsSpan());
+        _history = resumed.History;
+        _step = resumed.Workers == _comm.Size ? resumed.Step : ElasticStep(resumed.Step, resumed.Workers);
+        if (_step % _stepsPerEpoch != 0) resumed.EpochTotals.CopyTo(_totals.AsSpan());
+    }
+
+    // The step where a run saved by another number of workers continues: the same epoch, after the rows its workers had
+    // consumed of that epoch's order (an epoch has another number of steps now), so the schedule keeps its place.
+    private long ElasticStep(long savedStep, int savedWorkers)
+    {
+        int savedPerEpoch = DataParallelTrainer.StepsPerEpoch(_train.Count, savedWorkers, _s.BatchSize, _s.MaxStepsPerEpoch);
+        long epoch = savedStep / savedPerEpoch;
+        long consumed = savedStep % savedPerEpoch * _s.BatchSize * savedWorkers;
+        long inEpoch = Math.Min(consumed / ((long)_s.BatchSize * _comm.Size), _stepsPerEpoch - 1);
+        return epoch * _stepsPerEpoch + inEpoch;
     }
 
     // One optimizer step on this worker's rows of the epoch's order; the hook leaves the averaged gradient in the bucket.

@@ -84,7 +84,7 @@ public sealed class CheckpointTests : IDisposable
         var comm = Microsoft.ML.SIDCo.Communication.InProcessCommunicator.CreateSingle();
         Assert.Throws<CheckpointException>(() =>
             {
-                _ = TrainingCheckpoint.TryLoad(_dir, comm, Settings().Fingerprint(1), new Dictionary<string, string>(), ps,
+                _ = TrainingCheckpoint.TryLoad(_dir, comm, Settings().Fingerprint(), new Dictionary<string, string>(), ps,
                     new SgdOptimizer(ps.Length, 0.9f, false, 0), new DenseAllReduceHook(), EpochTotals.Length);
             });
         Assert.Equal(before, ps.Fingerprint());
@@ -97,8 +97,88 @@ public sealed class CheckpointTests : IDisposable
         var e = Assert.Throws<CheckpointException>(() =>
             DataParallelTrainer.RunInProcess(s_data, null, Settings(learningRate: 0.1), workers: 2));
         Assert.Contains("different training options", e.Message);
-        var e2 = Assert.Throws<CheckpointException>(() => DataParallelTrainer.RunInProcess(s_data, null, Settings(), workers: 1));
+        // A hook that cannot spread its state over another number of workers refuses them.
+        var opaque = Settings() with { HookFactory = () => new OpaqueHook() };
+        using (DataParallelTrainer.RunInProcess(s_data, null, opaque with { StopAfterSteps = 20, CheckpointDirectory = _dir + "-opaque" },
+            workers: 2)) { }
+        var e2 = Assert.Throws<CheckpointException>(() =>
+            DataParallelTrainer.RunInProcess(s_data, null, opaque with { CheckpointDirectory = _dir + "-opaque" }, workers: 1));
         Assert.Contains("2 workers", e2.Message);
+        Assert.Contains("cannot spread its state", e2.Message);
+    }
+
+    [Fact]
+    public void AResumeWithFewerThenMoreWorkersKeepsTheResidualSumAndTrainsOn()
+    {
+        // 4 workers stop after 25 steps (mid-epoch 2), 3 workers go on to step 32, 5 finish the run.
+        using (DataParallelTrainer.RunInProcess(s_data, null, Settings(stopAfter: 25), workers: 4)) { }
+        string saved = Path.Combine(_dir, "step-0000000025");
+        var states = Enumerable.Range(0, 4).Select(r => File.ReadAllBytes(Path.Combine(saved, $"hook-rank{r}.bin"))).ToList();
+        int length = new ParameterSet(SIDCoModels.Mlp(32).Build(784, 10)).Length;
+        // Each saved residual, read back as it was written, and their sum in double precision.
+        var before = new double[length];
+        foreach (var state in states)
+        {
+            var residual = LoadResidual(state, length);
+            for (int i = 0; i < length; i++) before[i] += residual[i];
+        }
+        Assert.True(before.Any(v => v != 0), "the saved residuals are all zero");
+        foreach (int workers in new[] { 3, 5 })
+        {
+            var after = new double[length];
+            using var group = new Microsoft.ML.SIDCo.Communication.InProcessGroup(workers);
+            var residuals = new float[workers][];
+            group.Run(comm =>
+            {
+                using var hook = (CompressionHook)Settings().HookFactory();
+                hook.Initialize(new GradientHookContext(comm, length, []));
+                ((IElasticHook)hook).LoadRedistributed(states.Select(b => (Stream)new MemoryStream(b)).ToList(), comm.Rank, workers);
+                residuals[comm.Rank] = hook.Feedback!.Residual.ToArray();
+            });
+            foreach (var residual in residuals) for (int i = 0; i < length; i++) after[i] += residual[i];
+            double scale = before.Max(Math.Abs);
+            for (int i = 0; i < length; i++) Assert.True(Math.Abs(after[i] - before[i]) <= 1e-6 * scale, $"{workers} workers, entry {i}");
+        }
+
+        using (var three = DataParallelTrainer.RunInProcess(s_data, null, Settings(stopAfter: 32), workers: 3))
+        {
+            // The epoch in progress is reported as far as it went (its totals carry the 4 workers' share before the resume).
+            Assert.Equal(2, three.History.Epochs.Count);
+            Assert.True(three.History.Epochs[1].Loss < three.History.Epochs[0].Loss);
+        }
+        using var five = DataParallelTrainer.RunInProcess(s_data, null, Settings(), workers: 5);
+        using var uninterrupted = DataParallelTrainer.RunInProcess(s_data, null, Settings(checkpoints: false), workers: 4);
+        Assert.Equal(2, five.History.Epochs.Count);
+        // The loss goes on falling, and ends near where an uninterrupted run's does (not bitwise: the workers changed).
+        Assert.True(five.History.Epochs[1].Loss < five.History.Epochs[0].Loss);
+        Assert.InRange(five.History.Epochs[1].Loss, 0.8 * uninterrupted.History.Epochs[1].Loss,
+            1.25 * uninterrupted.History.Epochs[1].Loss);
+    }
+
+    // A saved hook state's residual, read through the hook's own loader.
+    private float[] LoadResidual(byte[] state, int length)
+    {
+        var comm = Microsoft.ML.SIDCo.Communication.InProcessCommunicator.CreateSingle();
+        using var hook = (CompressionHook)Settings().HookFactory();
+        hook.Initialize(new GradientHookContext(comm, length, []));
+        hook.LoadState(new MemoryStream(state));
+        return hook.Feedback!.Residual.ToArray();
+    }
+
+    // The dense exchange, as a user's hook that knows nothing of elastic resumes.
+    private sealed class OpaqueHook : IGradientHook
+    {
+        private readonly DenseAllReduceHook _inner = new();
+
+        public void Initialize(GradientHookContext context) => _inner.Initialize(context);
+
+        public GradientHookStats Reduce(Span<float> gradient, long step) => _inner.Reduce(gradient, step);
+
+        public void SaveState(Stream stream) { }
+
+        public void LoadState(Stream stream) { }
+
+        public void Dispose() => _inner.Dispose();
     }
 
     [Fact]
