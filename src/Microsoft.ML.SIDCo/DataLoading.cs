@@ -187,6 +187,15 @@ internal readonly record struct TargetScale(double Mean, double Scale)
         return new(mean, sd > 0 && double.IsFinite(sd) ? sd : 1);
     }
 
+    /// <summary>The mean and standard deviation from a count, a sum and a sum of squares (targets spread over workers).</summary>
+    public static TargetScale FromMoments(double count, double sum, double sumOfSquares)
+    {
+        if (!(count > 0)) return Identity;
+        double mean = sum / count;
+        double sd = Math.Sqrt(Math.Max(0, sumOfSquares / count - mean * mean));
+        return new(mean, sd > 0 && double.IsFinite(sd) ? sd : 1);
+    }
+
     public float ToTarget(float label) => (float)((label - Mean) / Scale);
 
     public float ToLabel(float output) => (float)(Mean + Scale * output);
@@ -214,8 +223,13 @@ internal static class DataLoading
     /// <param name="task">What the label means.</param>
     /// <param name="scale">The standardisation to apply to regression targets, or null to fit it on these rows.</param>
     /// <param name="isCanceled">Polled every few thousand rows, so a cancel does not wait for a large data set to be read.</param>
+    /// <param name="shard">
+    /// When given, only the rows whose position in the view is <c>Index</c> modulo <c>Count</c> are kept (this worker's shard);
+    /// every row is still read.
+    /// </param>
+    /// <param name="fitScale">Fits the regression standardisation on the kept targets (default: their own mean and deviation).</param>
     public static LoadedData Read(IDataView view, string featureColumn, string labelColumn, TrainingTask task, TargetScale? scale,
-        Func<bool> isCanceled)
+        Func<bool> isCanceled, (int Index, int Count)? shard = null, Func<float[], TargetScale>? fitScale = null)
     {
         const int CancelCheckRows = 4096;
         var f = view.Schema[featureColumn];
@@ -244,6 +258,7 @@ internal static class DataLoading
             {
                 if (++seen % CancelCheckRows == 0 && isCanceled())
                     throw new OperationCanceledException("Training was canceled while the data was read.");
+                if (shard is { } s && (seen - 1) % s.Count != s.Index) continue;
                 int label = 0;
                 if (getKey is not null) { getKey(ref key); label = (int)key - 1; }
                 else if (getBool is not null) { getBool(ref flag); label = flag ? 1 : 0; }
@@ -259,6 +274,11 @@ internal static class DataLoading
                 if (getTarget is null) classes.Add(label); else targets.Add(target);
             }
         }
+        if (features.Count == 0 && shard is { } part && seen > 0)
+        {
+            throw new ArgumentException($"Worker {part.Index}'s shard of the training data holds no usable row ({seen} rows for "
+                + $"{part.Count} workers): give more rows, or set Options.ShardData = false.", nameof(view));
+        }
         if (features.Count == 0)
         {
             throw new ArgumentException(seen == 0
@@ -271,11 +291,14 @@ internal static class DataLoading
         if (task == TrainingTask.Regression)
         {
             var raw = targets.ToArray();
-            fitted = scale ?? TargetScale.Of(raw);
+            fitted = scale ?? (fitScale is null ? TargetScale.Of(raw) : fitScale(raw));
             standardised = new float[raw.Length];
             for (int i = 0; i < raw.Length; i++) standardised[i] = fitted.ToTarget(raw[i]);
         }
-        var data = new TrainingData(features.ToArray(), d, standardised is null ? classes.ToArray() : null, standardised);
+        var data = new TrainingData(features.ToArray(), d, standardised is null ? classes.ToArray() : null, standardised)
+        {
+            IsShard = shard is not null,
+        };
         return new LoadedData(data, classCount, task == TrainingTask.MulticlassClassification ? KeyValues.Read(l) : null, fitted, skipped);
     }
 }

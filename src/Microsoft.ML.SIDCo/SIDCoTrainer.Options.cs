@@ -157,6 +157,14 @@ public sealed partial class SIDCoTrainer
         /// </summary>
         public int? NumberOfThreads;
 
+        /// <summary>
+        /// Under MPI, each rank keeps only its shard of the training rows (every N-th row of the data view, N the ranks) and
+        /// draws its batches from it, so data several times one machine's memory trains on several machines; otherwise every
+        /// rank holds every row. Default null (automatic): shard when the features would take more than 256 MiB per rank, or
+        /// when the data view cannot tell its row count. Not with <see cref="WorkersPerRank"/> above 1.
+        /// </summary>
+        public bool? ShardData;
+
         /// <summary>Backend of the compression kernels. Default <see cref="KernelBackend.Cpu"/>.</summary>
         public KernelBackend Kernels = KernelBackend.Cpu;
 
@@ -269,6 +277,12 @@ public sealed partial class SIDCoTrainer
                     "MomentumCorrection configures the built-in hook; it cannot be combined with a custom GradientHook.",
                         nameof(MomentumCorrection));
             }
+            if (ShardData == true && WorkersPerRank > 1)
+            {
+                throw new ArgumentException(
+                    "ShardData shards the rows over the MPI ranks; it cannot be combined with several workers per rank.",
+                        nameof(ShardData));
+            }
             if (HierarchicalExchange && GradientHook is not null)
             {
                 throw new ArgumentException(
@@ -365,6 +379,7 @@ public sealed partial class SIDCoTrainer
             Agreed(nameof(Workers), Workers, kept: false),
             Agreed(nameof(WorkersPerRank), WorkersPerRank, kept: false),
             Agreed(nameof(HierarchicalExchange), HierarchicalExchange, kept: false),
+            Agreed(nameof(ShardData), ShardData, kept: false),
             Agreed(nameof(Epochs), Epochs, kept: true),
             Agreed(nameof(BatchSize), BatchSize, kept: true),
             Agreed(nameof(Optimizer), Optimizer, kept: true),

@@ -108,6 +108,7 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
         var o = TrainerOptions;
         o.Validate();
         CheckSchema(input.Schema, nameof(input));
+        if (o.ValidationData is not null) CheckSchema(o.ValidationData.Schema, nameof(o.ValidationData));
         if (o.CheckpointDirectory is { } checkpoints) CheckWritable(checkpoints);
         // SIGTERM (a scheduler preempting the job, or mpirun passing on its own) stops every worker at the next step with a
         // checkpoint, like a cancel, instead of ending the process mid-step.
@@ -117,50 +118,22 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
         if (IsCanceled()) throw new OperationCanceledException("Training was canceled before it started.");
         TorchRuntime.EnsureLoaded();
         using var ch = _host.Start("Training");
-        var loaded = DataLoading.Read(input, o.FeatureColumnName, o.LabelColumnName, o.Task, scale: null, IsCanceled);
-        var train = loaded.Data;
-        if (loaded.SkippedRows > 0)
-            ch.Warning(MessageSensitivity.None,
-                $"Skipped {loaded.SkippedRows} of {loaded.SkippedRows + train.Count} training rows with a missing label or a NaN or " +
-                $"infinite feature.");
-        TrainingData? validation = null;
-        if (o.ValidationData is not null)
-        {
-            CheckSchema(o.ValidationData.Schema, nameof(o.ValidationData));
-            validation = DataLoading.Read(o.ValidationData, o.FeatureColumnName, o.LabelColumnName, o.Task, loaded.Scale, IsCanceled).Data;
-            if (validation.FeatureLength != train.FeatureLength)
-                throw new ArgumentException($"ValidationData has {validation.FeatureLength} features per row; the training data has " +
-                    $"{train.FeatureLength}.", nameof(o.ValidationData));
-        }
-
         bool useMpi = o.Transport == TransportKind.Mpi || (o.Transport == TransportKind.Auto && MpiCommunicator.IsLaunchedByMpirun);
-        bool hybrid = useMpi && o.WorkersPerRank > 1;
-        int workers = useMpi ? MpiCommunicator.LaunchedWorldSize * o.WorkersPerRank : o.Workers;
+        // One communicator for the whole Fit: sharded data is counted through it before training starts.
+        using var mpi = useMpi ? new MpiCommunicator() : null;
+        var data = ReadData(input, o, mpi, ch, IsCanceled);
         var model = o.Model ?? SIDCoModels.Mlp(Defaults.HiddenLayer);
-        int batchSize = EffectiveBatchSize(o.BatchSize, train.Count, workers);
-        if (o.BatchSize is { } asked && batchSize != asked)
-            ch.Warning(MessageSensitivity.None,
-                $"BatchSize {asked} x {workers} workers exceeds the {train.Count} training rows: each worker takes {batchSize} rows per " +
-                $"step.");
+        var (batchSize, stepsPerEpoch, epochs) = PlanRun(o, data, model, ch);
 
         using var pch = _host.StartProgressChannel("SIDCo training");
         TrainingProgress? last = null;
         pch.SetHeader(new ProgressHeader(["loss"], ["epochs", "steps"]), e =>
         {
-            if (last is { } p)
-            {
-                e.SetProgress(0, p.Epoch, p.Epochs); e.SetProgress(1, p.StepInEpoch, p.StepsPerEpoch); e.SetMetric(0,
-                p.Loss);
-            }
+            if (last is not { } p) return;
+            e.SetProgress(0, p.Epoch, p.Epochs);
+            e.SetProgress(1, p.StepInEpoch, p.StepsPerEpoch);
+            e.SetMetric(0, p.Loss);
         });
-        // EffectiveBatchSize leaves every worker at least one batch, so an epoch has at least one step.
-        int stepsPerEpoch = DataParallelTrainer.StepsPerEpoch(train.Count, workers, batchSize, o.MaxStepsPerEpoch);
-        int epochs = o.Epochs ?? AutomaticEpochs(stepsPerEpoch);
-        string density = o.Density is { } d ? $"{d}" : $"auto ({o.TargetDensity}, at least {Defaults.MinimumSelected} entries)";
-        ch.Info(MessageSensitivity.None, $"SIDCo: {model.Descriptor}, {train.Count} examples x {train.FeatureLength} features, "
-            + $"{workers} {(useMpi ? "MPI ranks" : "in-process workers")}, {epochs} epochs of {stepsPerEpoch} steps at {batchSize} rows " +
-                $"per worker, "
-            + $"compressor {o.Compressor.ToName()} at density {density}, exchange {o.ExchangeMode}");
         IGradientHook CreateHook()
         {
             var hookOptions = o.ToHookOptions(stepsPerEpoch);
@@ -170,7 +143,7 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
                 hookOptions.Kernels = IlgpuGradientKernels.CreatePreferred();
                 hookOptions.OwnsKernels = true;
             }
-            return hybrid && o.HierarchicalExchange ? new HierarchicalCompressionHook(hookOptions) : new CompressionHook(hookOptions);
+            return data.Hybrid && o.HierarchicalExchange ? new HierarchicalCompressionHook(hookOptions) : new CompressionHook(hookOptions);
         }
         void Report(TrainingProgress p)
         {
@@ -178,41 +151,134 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
             if (p.EpochDone is { } m) ch.Info(MessageSensitivity.None, DescribeEpoch(p, m));
             ProgressReported?.Invoke(this, p);
         }
-        var settings =
-            o.ToTrainingSettings(model, o.Task.Outputs(loaded.Classes), epochs, batchSize,
-            lossScale: loaded.Scale.Scale * loaded.Scale.Scale,
-            o.GradientHook ?? CreateHook, Report, IsCanceled);
+        var loaded = data.Loaded;
+        var settings = o.ToTrainingSettings(model, o.Task.Outputs(loaded.Classes), epochs, batchSize,
+            lossScale: loaded.Scale.Scale * loaded.Scale.Scale, o.GradientHook ?? CreateHook, Report, IsCanceled);
 
-        TrainingResult result;
-        if (useMpi)
-        {
-            using var comm = new MpiCommunicator();
-            using var watched = o.CollectiveTimeoutSeconds > 0 && comm.Size > 1 ? Watch(comm, o) : null;
-            ICommunicator world = (ICommunicator?)watched ?? comm;
-            try
-            {
-                result = hybrid
-                    ? DataParallelTrainer.RunHybrid(world, o.WorkersPerRank, train, validation, settings)
-                    : DataParallelTrainer.RunWorker(world, train, validation, settings);
-            }
-            catch (Exception e) when (comm.Size > 1
-                && e is not RankMismatchException and not CheckpointException and not ArgumentException and not OperationCanceledException)
-            {
-                // Peers may be blocked in a collective this rank will never join: end the whole job.
-                Console.Error.WriteLine($"rank {comm.Rank}: {e}");
-                comm.Abort(1);
-                throw;
-            }
-        }
-        else
-        {
-            result = DataParallelTrainer.RunInProcess(train, validation, settings, o.Workers);
-        }
-        var info =
-            new SIDCoTransformer.TrainingInfo(o.Compressor.ToName(), o.TargetDensity, workers,
-            hybrid ? "mpi+inprocess" : useMpi ? "mpi" : "inprocess");
-        return new SIDCoTransformer(_ml, result.Model, model, o.FeatureColumnName, train.FeatureLength, o.Task, loaded.Classes,
+        var result = mpi is null
+            ? DataParallelTrainer.RunInProcess(loaded.Data, data.Validation, settings, o.Workers)
+            : RunMpi(mpi, o, data, settings);
+        var info = new SIDCoTransformer.TrainingInfo(o.Compressor.ToName(), o.TargetDensity, data.Workers,
+            data.Hybrid ? "mpi+inprocess" : mpi is not null ? "mpi" : "inprocess");
+        return new SIDCoTransformer(_ml, result.Model, model, o.FeatureColumnName, loaded.Data.FeatureLength, o.Task, loaded.Classes,
             loaded.KeyValues, loaded.Scale, result.History, info);
+    }
+
+    // The training rows as this process holds them, with what the run is sized from.
+    private sealed record TrainingInput(LoadedData Loaded, TrainingData? Validation, long Rows, int RowsPerWorker, int Workers,
+        bool Hybrid, bool Sharded);
+
+    // Reads the training (and validation) rows: all of them, or under MPI with sharding this rank's own, counted across ranks.
+    private static TrainingInput ReadData(IDataView input, Options o, MpiCommunicator? mpi, IChannel ch, Func<bool> isCanceled)
+    {
+        bool hybrid = mpi is not null && o.WorkersPerRank > 1;
+        int workers = mpi is not null ? mpi.Size * o.WorkersPerRank : o.Workers;
+        bool shard = mpi is { Size: > 1 } && !hybrid && (o.ShardData ?? IsLarge(input, o));
+        // Ranks given different data views could decide differently, and would then make different collectives.
+        mpi?.VerifyAgreement("whether the training data is sharded (Options.ShardData)", shard ? 1 : 0);
+        var loaded = shard
+            ? DataLoading.Read(input, o.FeatureColumnName, o.LabelColumnName, o.Task, scale: null, isCanceled, (mpi!.Rank, mpi.Size),
+                targets => AgreedScale(mpi, targets))
+            : DataLoading.Read(input, o.FeatureColumnName, o.LabelColumnName, o.Task, scale: null, isCanceled);
+        var train = loaded.Data;
+        if (loaded.SkippedRows > 0)
+        {
+            ch.Warning(MessageSensitivity.None, $"Skipped {loaded.SkippedRows} of {loaded.SkippedRows + train.Count} training rows "
+                + $"{(shard ? "of this rank's shard " : "")}with a missing label or a NaN or infinite feature.");
+        }
+        long rows = train.Count;
+        int perWorker = train.Count / Math.Max(1, workers);
+        if (shard)
+        {
+            var counts = new long[mpi!.Size];
+            mpi.AllGather<long>([train.Count], counts);
+            rows = counts.Sum();
+            perWorker = (int)counts.Min();
+        }
+        if (rows < workers)
+        {
+            throw new ArgumentOutOfRangeException(nameof(Options.Workers), workers, $"The training data has {rows} usable rows, fewer "
+                + $"than the {workers} workers (Options.Workers, or the ranks of mpirun): every worker needs at least one row per step.");
+        }
+        TrainingData? validation = null;
+        if (o.ValidationData is not null)
+        {
+            validation = DataLoading.Read(o.ValidationData, o.FeatureColumnName, o.LabelColumnName, o.Task, loaded.Scale, isCanceled).Data;
+            if (validation.FeatureLength != train.FeatureLength)
+            {
+                throw new ArgumentException($"ValidationData has {validation.FeatureLength} features per row; the training data has "
+                    + $"{train.FeatureLength}.", nameof(o.ValidationData));
+            }
+        }
+        return new TrainingInput(loaded, validation, rows, perWorker, workers, hybrid, shard);
+    }
+
+    /// <summary>Sharding by default: when the rows' features would take more than this on every rank, or their count is unknown.</summary>
+    internal const long ShardThresholdBytes = 256L << 20;
+
+    // Whether the automatic choice shards this data.
+    private static bool IsLarge(IDataView input, Options o)
+    {
+        if (input.GetRowCount() is not { } count) return true;
+        int features = (input.Schema[o.FeatureColumnName].Type as VectorDataViewType)?.Size ?? 1;
+        return count * features * (long)sizeof(float) > ShardThresholdBytes;
+    }
+
+    // The regression standardisation of targets spread over the ranks: every rank gets the same (collective).
+    private static TargetScale AgreedScale(MpiCommunicator mpi, float[] targets)
+    {
+        double sum = 0, squares = 0;
+        foreach (float t in targets)
+        {
+            sum += t;
+            squares += (double)t * t;
+        }
+        var moments = new[] { targets.Length, sum, squares };
+        mpi.AllReduceSum<double>(moments);
+        return TargetScale.FromMoments(moments[0], moments[1], moments[2]);
+    }
+
+    // Batch size, steps per epoch and epochs, with the warnings and the one-line summary they make.
+    private static (int BatchSize, int StepsPerEpoch, int Epochs) PlanRun(Options o, TrainingInput data, ModelDefinition model, IChannel ch)
+    {
+        int batchSize = EffectiveBatchSize(o.BatchSize, data.RowsPerWorker);
+        if (o.BatchSize is { } asked && batchSize != asked)
+        {
+            ch.Warning(MessageSensitivity.None, $"BatchSize {asked} x {data.Workers} workers exceeds the {data.Rows} training rows: "
+                + $"each worker takes {batchSize} rows per step.");
+        }
+        // EffectiveBatchSize leaves every worker at least one batch, so an epoch has at least one step.
+        int stepsPerEpoch =
+            DataParallelTrainer.StepsPerEpoch(data.RowsPerWorker * data.Workers, data.Workers, batchSize, o.MaxStepsPerEpoch);
+        int epochs = o.Epochs ?? AutomaticEpochs(stepsPerEpoch);
+        string density = o.Density is { } d ? $"{d}" : $"auto ({o.TargetDensity}, at least {Defaults.MinimumSelected} entries)";
+        string where = data.Hybrid ? "workers over MPI ranks" : data.Workers > 1 && data.Sharded ? "MPI ranks, each with its shard"
+            : o.Transport == TransportKind.InProcess || !MpiCommunicator.IsLaunchedByMpirun ? "in-process workers" : "MPI ranks";
+        ch.Info(MessageSensitivity.None, $"SIDCo: {model.Descriptor}, {data.Rows} examples x {data.Loaded.Data.FeatureLength} features, "
+            + $"{data.Workers} {where}, {epochs} epochs of {stepsPerEpoch} steps at {batchSize} rows per worker, "
+            + $"compressor {o.Compressor.ToName()} at density {density}, exchange {o.ExchangeMode}");
+        return (batchSize, stepsPerEpoch, epochs);
+    }
+
+    // One worker per rank (or several per rank), under the collective deadline.
+    private static TrainingResult RunMpi(MpiCommunicator mpi, Options o, TrainingInput data, TrainingSettings settings)
+    {
+        using var watched = o.CollectiveTimeoutSeconds > 0 && mpi.Size > 1 ? Watch(mpi, o) : null;
+        ICommunicator world = (ICommunicator?)watched ?? mpi;
+        try
+        {
+            return data.Hybrid
+                ? DataParallelTrainer.RunHybrid(world, o.WorkersPerRank, data.Loaded.Data, data.Validation, settings)
+                : DataParallelTrainer.RunWorker(world, data.Loaded.Data, data.Validation, settings);
+        }
+        catch (Exception e) when (mpi.Size > 1
+            && e is not RankMismatchException and not CheckpointException and not ArgumentException and not OperationCanceledException)
+        {
+            // Peers may be blocked in a collective this rank will never join: end the whole job.
+            Console.Error.WriteLine($"rank {mpi.Rank}: {e}");
+            mpi.Abort(1);
+            throw;
+        }
     }
 
     private static PosixSignalRegistration? OnSigterm(Action handler)
@@ -273,16 +339,12 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
     }
 
     /// <summary>
-    /// The rows each worker takes per step: <paramref name="batchSize"/>, or fewer when the data has fewer rows per worker
-    /// (a small data set trains instead of being refused); refused only when some worker would get no row at all.
+    /// The rows each worker takes per step: <paramref name="batchSize"/>, or fewer when a worker has fewer rows
+    /// (<paramref name="rowsPerWorker"/>; a small data set trains instead of being refused).
     /// </summary>
-    internal static int EffectiveBatchSize(int? batchSize, int rows, int workers)
+    internal static int EffectiveBatchSize(int? batchSize, int rowsPerWorker)
     {
-        if (rows < workers)
-            throw new ArgumentOutOfRangeException(nameof(Options.Workers), workers,
-                $"The training data has {rows} usable rows, fewer than the {workers} workers (Options.Workers, or the ranks of mpirun): " +
-                $"every worker needs at least one row per step.");
-        int perWorker = rows / workers;
+        int perWorker = Math.Max(1, rowsPerWorker);
         return batchSize is { } b ? Math.Min(b, perWorker) : Math.Clamp(perWorker / Defaults.MinimumStepsPerEpoch, 1, Defaults.BatchSize);
     }
 

@@ -184,6 +184,40 @@ switch (scenario)
             Console.WriteLine($"CHECK {rank} elastic-{phase} OK {accuracy:R} {sidco.History.Epochs.Count} {last.Loss:R}");
             return 0;
         }
+    case "write-idv":
+        {
+            // Fashion-MNIST's training images as an ML.NET binary file (args: path rows), read back as a stream by "shard".
+            var ml = new MLContext(seed: 1);
+            var view = ml.Data.LoadFromEnumerable(Microsoft.ML.SIDCo.Samples.FashionMnist.Load(train: true, limit: int.Parse(args[2],
+                System.Globalization.CultureInfo.InvariantCulture)));
+            using (var file = File.Create(args[1])) ml.Data.SaveAsBinary(view, file, keepHidden: false);
+            Console.WriteLine($"CHECK 0 written OK {new FileInfo(args[1]).Length}");
+            return 0;
+        }
+    case "shard":
+        {
+            // Trains from a binary file streamed from disk (args: path on|off) and reports this rank's peak memory.
+            var ml = new MLContext(seed: 1);
+            var train = ml.Data.LoadFromBinary(args[1]);
+            var test = ml.Data.LoadFromEnumerable(Microsoft.ML.SIDCo.Samples.FashionMnist.Load(train: false, limit: 2000));
+            int rank = SIDCoTrainer.Rank;
+            bool on = args[2] == "on";
+            // The rows this rank holds, and the managed memory they take, read as the trainer reads them.
+            var keyed = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train).Transform(train);
+            long before = GC.GetTotalMemory(forceFullCollection: true);
+            var loaded = DataLoading.Read(keyed, "Features", "Label", Microsoft.ML.SIDCo.Training.TrainingTask.MulticlassClassification,
+                null, () => false, on ? (rank, SIDCoTrainer.WorldSize) : null);
+            long held = GC.GetTotalMemory(forceFullCollection: true) - before;
+            Console.WriteLine($"CHECK {rank} rows-{args[2]} OK {loaded.Data.Count} {held}");
+            GC.KeepAlive(loaded);
+            loaded = null;
+            var o = new SIDCoTrainer.Options { Epochs = 3, Density = 0.01, ShardData = on };
+            var (_, accuracy, _) = Scenarios.TrainAndEvaluate(ml, o, train, test);
+            var process = System.Diagnostics.Process.GetCurrentProcess();
+            Console.WriteLine($"CHECK {rank} shard-{args[2]} OK {accuracy:R} {process.PeakWorkingSet64} " +
+                $"{GC.GetGCMemoryInfo().HeapSizeBytes}");
+            return 0;
+        }
     case "memory":
         {
             // Peak memory of a Fit with many in-process workers on a small model (args: workers).
@@ -272,7 +306,9 @@ switch (scenario)
             // Load a saved model in a fresh process and write the scores of the first test images.
             var ml = new MLContext(seed: 1);
             var model = ml.Extensions.LoadSIDCoModel(args[1]);
-            var test = ml.Data.LoadFromEnumerable(Microsoft.ML.SIDCo.Samples.FashionMnist.Load(train: false, limit: int.Parse(args[3])));
+            var test =
+                ml.Data.LoadFromEnumerable(Microsoft.ML.SIDCo.Samples.FashionMnist.Load(train: false,
+                limit: int.Parse(args[3])));
             var keys = ml.Transforms.Conversion.MapValueToKey("Label").Fit(test);
             var scores = Scenarios.Scores(ml, keys, model, test, int.Parse(args[3]));
             File.WriteAllBytes(args[2], System.Runtime.InteropServices.MemoryMarshal.AsBytes(scores.AsSpan()).ToArray());

@@ -67,6 +67,12 @@ internal sealed class TrainingData
 
     /// <summary>Targets (regression), else null.</summary>
     public float[]? Targets { get; }
+
+    /// <summary>
+    /// True when these rows are this worker's own shard (each worker holds different rows); false when every worker holds
+    /// all of them and takes its rows of each step from a shared order.
+    /// </summary>
+    public bool IsShard { get; init; }
 }
 
 /// <summary>Progress of a running training, reported by worker 0.</summary>

@@ -17,6 +17,9 @@ internal sealed class WorkerRun : IDisposable
     // Each epoch's data order is a permutation seeded by (seed x this + epoch): a prime, so seeds and epochs do not collide.
     private const int EpochSeedStride = 7919;
 
+    // A shard's order is seeded apart from the other shards' by this prime times (rank + 1).
+    private const int ShardSeedStride = 1_000_003;
+
     // Worker 0 reports progress every this many steps (and at each epoch's last).
     private const int ProgressInterval = 10;
 
@@ -28,6 +31,7 @@ internal sealed class WorkerRun : IDisposable
     private readonly ParameterSet _parameters;
     private readonly long _fingerprint;
     private readonly int _stepsPerEpoch;
+    private readonly long _rows; // training rows over all workers
     private readonly long _totalSteps;
     private readonly IGradientHook _hook;
     private readonly FlatOptimizer _optimizer;
@@ -54,8 +58,18 @@ internal sealed class WorkerRun : IDisposable
         _fingerprint = settings.Fingerprint();
         comm.VerifyAgreement("the training options", settings.AgreedOptions.Select(o => (o.Name, o.Value)).ToList());
         comm.VerifyAgreement("the training settings derived from the data (epochs, batch size, classes)", _fingerprint);
-        comm.VerifyAgreement("the number of training examples", train.Count);
-        _stepsPerEpoch = DataParallelTrainer.StepsPerEpoch(train.Count, comm.Size, settings.BatchSize, settings.MaxStepsPerEpoch);
+        // Every worker makes the same number of steps: with shards, as many as the smallest shard allows.
+        int perWorker = train.Count / comm.Size;
+        _rows = train.Count;
+        if (train.IsShard)
+        {
+            var counts = new long[comm.Size];
+            comm.AllGather<long>([train.Count], counts);
+            _rows = counts.Sum();
+            perWorker = (int)counts.Min();
+        }
+        else comm.VerifyAgreement("the number of training examples", train.Count);
+        _stepsPerEpoch = DataParallelTrainer.StepsPerEpoch(perWorker * comm.Size, comm.Size, settings.BatchSize, settings.MaxStepsPerEpoch);
         if (_stepsPerEpoch < 1)
         {
             throw new ArgumentOutOfRangeException(nameof(settings.BatchSize), settings.BatchSize,
@@ -90,7 +104,8 @@ internal sealed class WorkerRun : IDisposable
         Resume();
         for (int epoch = (int)(_step / _stepsPerEpoch); epoch < _s.Epochs && !StopsBefore(_step); epoch++)
         {
-            var order = Permutation(_train.Count, _s.Seed * EpochSeedStride + epoch);
+            int seed = _s.Seed * EpochSeedStride + epoch + (_train.IsShard ? ShardSeedStride * (_comm.Rank + 1) : 0);
+            var order = Permutation(_train.Count, seed);
             var watch = Stopwatch.StartNew();
             if (_step % _stepsPerEpoch == 0) _totals = default;
             _timedSteps = 0;
@@ -130,7 +145,8 @@ internal sealed class WorkerRun : IDisposable
     // consumed of that epoch's order (an epoch has another number of steps now), so the schedule keeps its place.
     private long ElasticStep(long savedStep, int savedWorkers)
     {
-        int savedPerEpoch = DataParallelTrainer.StepsPerEpoch(_train.Count, savedWorkers, _s.BatchSize, _s.MaxStepsPerEpoch);
+        long savedPerEpoch = Math.Max(1, _rows / savedWorkers / _s.BatchSize);
+        if (_s.MaxStepsPerEpoch > 0) savedPerEpoch = Math.Min(savedPerEpoch, _s.MaxStepsPerEpoch);
         long epoch = savedStep / savedPerEpoch;
         long consumed = savedStep % savedPerEpoch * _s.BatchSize * savedWorkers;
         long inEpoch = Math.Min(consumed / ((long)_s.BatchSize * _comm.Size), _stepsPerEpoch - 1);
@@ -146,7 +162,8 @@ internal sealed class WorkerRun : IDisposable
         var x = AlignedTensors.Floats(_batch);
         for (int j = 0; j < b; j++)
         {
-            int row = order[((long)inEpoch * b + j) * p + _comm.Rank];
+            // A shard's rows are this worker's own; otherwise the workers take turns along one shared order.
+            int row = _train.IsShard ? order[inEpoch * b + j] : order[((long)inEpoch * b + j) * p + _comm.Rank];
             _train.Features.AsSpan((int)((long)row * d), d).CopyTo(x.Slice(j * d, d));
             if (classify) _classes[j] = _train.ClassLabels![row];
             else _targets[j] = _train.Targets![row];
