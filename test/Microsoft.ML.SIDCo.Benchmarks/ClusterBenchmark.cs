@@ -114,9 +114,11 @@ internal static class ClusterBenchmark
     private static List<Run> Interleaved(MLContext ml, IDataView train, string[] compressors,
         Func<string, SIDCoTrainer.Options> optionsFor, int block, string checkpoints)
     {
-        // A checkpoint left from another job would be resumed as if it were this one's.
-        if (Directory.Exists(checkpoints) && Directory.EnumerateFileSystemEntries(checkpoints).Any())
-            throw new ArgumentException($"--checkpoints {checkpoints} is not empty: give each interleaved job a fresh directory");
+        // A checkpoint left from another job would be resumed as if it were this one's. Every rank looks before any rank's
+        // first Fit creates its directories (a Fit probes its checkpoint directory for writing as it starts).
+        bool empty = !Directory.Exists(checkpoints) || !Directory.EnumerateFileSystemEntries(checkpoints).Any();
+        using (var comm = new MpiCommunicator()) comm.Barrier();
+        if (!empty) throw new ArgumentException($"--checkpoints {checkpoints} is not empty: give each interleaved job a fresh directory");
         var first = optionsFor(compressors[0]);
         int total = (first.Epochs ?? throw new ArgumentException("--interleave needs --steps")) * first.MaxStepsPerEpoch;
         if (first.MaxStepsPerEpoch == 0 || total % block != 0 || first.MaxStepsPerEpoch % block != 0)
