@@ -165,6 +165,8 @@ internal sealed class WatchedCommunicator : ICommunicator, ISharesLinks, IWatche
                 if (posted != sequence) WriteBoard(sequence);
                 Report(waited, sequence, $"Past the deadline of {deadline:F0} s: ending the job with exit code {_settings.ExitCode}. "
                     + _settings.AbortAdvice);
+                // The other live ranks reach their deadline within a poll: let them print theirs before the job is torn down.
+                Thread.Sleep(TimeSpan.FromSeconds(BoardSettleSeconds));
                 _abort(_settings.ExitCode);
                 return;
             }

@@ -29,11 +29,13 @@ public static class MpiRunner
 
     public static string TestHost => Dll("test/Microsoft.ML.SIDCo.TestHost", "Microsoft.ML.SIDCo.TestHost");
 
-    /// <summary>Runs <c>mpirun -np ranks dotnet dll args</c>, killing the whole job after <paramref name="timeout"/>.</summary>
-    public static MpiRun Run(int ranks, string dll, string args, TimeSpan timeout)
+    /// <summary>
+    /// Runs <c>mpirun -np ranks [mpirunOptions] dotnet dll args</c>, killing the whole job after <paramref name="timeout"/>.
+    /// </summary>
+    public static MpiRun Run(int ranks, string dll, string args, TimeSpan timeout, params string[] mpirunOptions)
         => Start("mpirun",
-            ["-np", ranks.ToString(System.Globalization.CultureInfo.InvariantCulture), "--oversubscribe", "--bind-to", "none", "dotnet",
-            dll], args, timeout);
+            ["-np", ranks.ToString(System.Globalization.CultureInfo.InvariantCulture), "--oversubscribe", "--bind-to", "none",
+            .. mpirunOptions, "dotnet", dll], args, timeout);
 
     /// <summary>Runs <c>dotnet dll args</c> as a plain new process (no mpirun).</summary>
     public static MpiRun RunPlain(string dll, string args, TimeSpan timeout) => Start("dotnet", [dll], args, timeout);
