@@ -107,10 +107,11 @@ switch (scenario)
     case "preempt":
         {
             // SIGTERM at one step, to this rank (target "rank") or to mpirun (target "mpirun", this rank's parent): every rank
-            // must stop at the next step with a checkpoint. Without a step, the run resumes and finishes.
+            // must stop at the next step with a checkpoint. Without a step (-1), the run resumes and stops at step stopAfter.
             string dir = args[1];
             long signalAt = long.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture);
             string target = args.Length > 3 ? args[3] : "rank";
+            long stopAfter = args.Length > 4 ? long.Parse(args[4], System.Globalization.CultureInfo.InvariantCulture) : 0;
             var ml = new MLContext(seed: 1);
             var (train, _) = Scenarios.LoadData(ml, 3000, 10);
             var view = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train).Transform(train);
@@ -118,13 +119,14 @@ switch (scenario)
             var o = new SIDCoTrainer.Options
             {
                 Model = Microsoft.ML.SIDCo.Models.SIDCoModels.Mlp(32),
-                Epochs = 20,
+                Epochs = 1000, // far more than a test waits for: the run ends by the signal or by StopAfterSteps
                 MaxStepsPerEpoch = 50,
                 BatchSize = 8,
                 Density = 0.01,
                 ExchangeMode = ExchangeMode.Sparse,
                 CheckpointDirectory = dir,
-                CheckpointInterval = 1000,
+                CheckpointInterval = 100_000,
+                StopAfterSteps = stopAfter,
                 GradientHook = () => new SignalSelf(new Microsoft.ML.SIDCo.Training.CompressionHook(
                     new Microsoft.ML.SIDCo.Training.CompressionHookOptions { Compression = new() { Density = 0.01 } }),
                     rank == 1 ? signalAt : -1, target),
@@ -216,6 +218,14 @@ switch (scenario)
             var process = System.Diagnostics.Process.GetCurrentProcess();
             Console.WriteLine($"CHECK {rank} shard-{args[2]} OK {accuracy:R} {process.PeakWorkingSet64} " +
                 $"{GC.GetGCMemoryInfo().HeapSizeBytes}");
+            return 0;
+        }
+    case "transformer":
+        {
+            // The Transformer on the generated topic documents, one worker per rank (the test compares with 2 in-process workers).
+            var ml = new MLContext(seed: 1);
+            var (accuracy, fingerprint) = Scenarios.TrainTopicTransformer(ml, workers: 1);
+            Console.WriteLine($"CHECK {SIDCoTrainer.Rank} transformer OK {accuracy:R} {fingerprint}");
             return 0;
         }
     case "memory":

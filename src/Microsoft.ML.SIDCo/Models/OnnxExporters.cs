@@ -55,6 +55,52 @@ internal static class OnnxExporters
         return Linear(g, p, "_out", h);
     };
 
+    public static OnnxExporter Transformer(int steps, int vocabulary, int width, int heads, int layers) => (module, g, input) =>
+    {
+        var p = Parameters(module);
+        long headWidth = width / heads;
+        // Token ids: rounded and clamped as the module does, then used as indices.
+        string ids = g.Node("Clip", [g.Node("Round", [input]), g.Floats("id_min", [0f]), g.Floats("id_max", [(float)(vocabulary - 1)])]);
+        ids = g.Node("Cast", [ids], ("to", OnnxGraph.Int64Type));
+        string h = g.Node("Gather", [g.Weights("_tokens.weight", p["_tokens.weight"]), ids]);
+        h = g.Node("Add", [h, g.Weights("_positions", p["_positions"])]);
+        string scale = g.Floats("attention_scale", [(float)(1.0 / Math.Sqrt(headWidth))]);
+        for (int l = 0; l < layers; l++)
+        {
+            string b = $"_blocks.{l}";
+            // [batch, steps, 3 x width] -> [3, batch, heads, steps, head width], split into queries, keys and values.
+            string qkv = Dense(g, p, $"{b}._qkv", LayerNorm(g, p, $"{b}._norm1", h));
+            qkv = g.Node("Reshape", [qkv, g.Int64s("qkv_shape", 0, 0, 3, heads, headWidth)]);
+            qkv = g.Node("Transpose", [qkv], ("perm", new long[] { 2, 0, 3, 1, 4 }));
+            var parts = g.Node("Split", [qkv, g.Int64s("qkv_split", 1, 1, 1)], 3, ("axis", 0L));
+            var (q, k, v) = (Squeeze0(g, parts[0]), Squeeze0(g, parts[1]), Squeeze0(g, parts[2]));
+            string scores = g.Node("Mul", [g.Node("MatMul", [q, g.Node("Transpose", [k], ("perm", new long[] { 0, 1, 3, 2 }))]), scale]);
+            string mixed = g.Node("MatMul", [g.Node("Softmax", [scores], ("axis", -1L)), v]);
+            mixed = g.Node("Transpose", [mixed], ("perm", new long[] { 0, 2, 1, 3 }));
+            mixed = g.Node("Reshape", [mixed, g.Int64s("merge_shape", 0, 0, width)]);
+            h = g.Node("Add", [h, Dense(g, p, $"{b}._proj", mixed)]);
+            string ff = g.Node("Relu", [Dense(g, p, $"{b}._ff1", LayerNorm(g, p, $"{b}._norm2", h))]);
+            h = g.Node("Add", [h, Dense(g, p, $"{b}._ff2", ff)]);
+        }
+        string pooled = g.Node("ReduceMean", [LayerNorm(g, p, "_norm", h)], ("axes", new long[] { 1 }), ("keepdims", 0L));
+        return Linear(g, p, "_out", pooled);
+    };
+
+    // A linear layer on the last axis of a tensor of any rank: x W^T + b (MatMul broadcasts where Gemm takes two axes).
+    private static string Dense(OnnxGraph g, IReadOnlyDictionary<string, Tensor> p, string layer, string x)
+    {
+        using var transposed = p[$"{layer}.weight"].detach().t().contiguous();
+        string weight = g.Weights($"{layer}.weight_t", transposed), bias = g.Weights($"{layer}.bias", p[$"{layer}.bias"]);
+        return g.Node("Add", [g.Node("MatMul", [x, weight]), bias]);
+    }
+
+    private static string LayerNorm(OnnxGraph g, IReadOnlyDictionary<string, Tensor> p, string layer, string x)
+        => g.Node("LayerNormalization",
+            [x, g.Weights($"{layer}.weight", p[$"{layer}.weight"]), g.Weights($"{layer}.bias", p[$"{layer}.bias"])],
+            ("axis", -1L), ("epsilon", (float)SIDCoModels.LayerNormEpsilon));
+
+    private static string Squeeze0(OnnxGraph g, string x) => g.Node("Squeeze", [x, g.Int64s("axis0", 0)]);
+
     // A linear layer: x W^T + b.
     private static string Linear(OnnxGraph g, IReadOnlyDictionary<string, Tensor> p, string layer, string x)
     {

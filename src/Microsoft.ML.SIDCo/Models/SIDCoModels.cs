@@ -88,6 +88,8 @@ public sealed class ModelDefinition
             "mlp" => SIDCoModels.Mlp(Enumerable.Range(0, Get("layers")).Select(i => Get($"h{i}")).ToArray()),
             "convnet" => SIDCoModels.ConvNet(Get("height"), Get("width"), Get("channels"), Get("conv1"), Get("conv2"), Get("hidden")),
             "lstm" => SIDCoModels.Lstm(Get("steps"), Get("hidden"), Get("layers")),
+            "transformer" => SIDCoModels.Transformer(Get("steps"), Get("vocabulary"), Get("width"), Get("heads"), Get("layers"),
+                Get("feedforward")),
             _ => throw new FormatException($"'{parts[0]}' is not a built-in model; pass the custom model definition when loading."),
         };
     }
@@ -170,6 +172,117 @@ public static class SIDCoModels
                 $"{inputs}.");
             return new LstmClassifier(steps, inputs / steps, hidden, layers, outputs);
         }, OnnxExporters.Lstm(steps, hidden, layers));
+    }
+
+    /// <summary>
+    /// A Transformer encoder for token sequences given as [steps] token ids (as Single features, e.g. from ML.NET's
+    /// <c>MapValueToKey</c> or a tokenizer): token and learned position embeddings, <paramref name="layers"/> pre-norm
+    /// encoder blocks (multi-head self-attention and a ReLU feed-forward layer, each with a residual connection), and a
+    /// linear output layer on the mean of the final states. Ids outside [0, <paramref name="vocabulary"/>) are clamped.
+    /// </summary>
+    /// <param name="steps">Tokens per example (the feature vector's length).</param>
+    /// <param name="vocabulary">Number of token ids.</param>
+    /// <param name="width">The model width (embedding size); a multiple of <paramref name="heads"/>.</param>
+    /// <param name="heads">Attention heads.</param>
+    /// <param name="layers">Encoder blocks.</param>
+    /// <param name="feedForward">Width of each block's feed-forward layer; 0 for 4 x <paramref name="width"/>.</param>
+    public static ModelDefinition Transformer(int steps, int vocabulary, int width = 64, int heads = 4, int layers = 2,
+        int feedForward = 0)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(steps, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(vocabulary, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(width, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(heads, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(layers, 1);
+        ArgumentOutOfRangeException.ThrowIfNegative(feedForward);
+        if (width % heads != 0)
+            throw new ArgumentOutOfRangeException(nameof(width), width, $"The width must be a multiple of {heads} heads.");
+        int ff = feedForward > 0 ? feedForward : FeedForwardFactor * width;
+        return ModelDefinition.BuiltIn("transformer",
+            [("steps", steps), ("vocabulary", vocabulary), ("width", width), ("heads", heads), ("layers", layers), ("feedforward", ff)],
+            (inputs, outputs) =>
+            {
+                if (inputs != steps)
+                {
+                    throw new ArgumentException(
+                        $"The Transformer expects {steps} token ids per example (one per step), the data has {inputs} features.");
+                }
+                return new TransformerClassifier(steps, vocabulary, width, heads, layers, ff, outputs);
+            }, OnnxExporters.Transformer(steps, vocabulary, width, heads, layers));
+    }
+
+    /// <summary>The feed-forward width of a Transformer block, as a multiple of the model width, unless given.</summary>
+    internal const int FeedForwardFactor = 4;
+
+    /// <summary>The epsilon of the Transformer's layer normalisations (TorchSharp's default).</summary>
+    internal const double LayerNormEpsilon = 1e-5;
+
+    private sealed class TransformerClassifier : Module<Tensor, Tensor>
+    {
+        private readonly Embedding _tokens;
+        private readonly Parameter _positions;
+        private readonly ModuleList<EncoderBlock> _blocks;
+        private readonly LayerNorm _norm;
+        private readonly Linear _out;
+        private readonly int _vocabulary;
+
+        public TransformerClassifier(int steps, int vocabulary, int width, int heads, int layers, int feedForward, int outputs)
+            : base("transformer_classifier")
+        {
+            _vocabulary = vocabulary;
+            _tokens = nn.Embedding(vocabulary, width);
+            _positions = new Parameter(torch.randn(steps, width) * PositionScale);
+            _blocks = new ModuleList<EncoderBlock>(Enumerable.Range(0, layers).Select(_ => new EncoderBlock(width, heads, feedForward))
+                .ToArray());
+            _norm = nn.LayerNorm(width, LayerNormEpsilon);
+            _out = nn.Linear(width, outputs);
+            RegisterComponents();
+        }
+
+        // Learned position embeddings start small beside the token embeddings (unit normal), as BERT's do.
+        private const float PositionScale = 0.02f;
+
+        public override Tensor forward(Tensor input)
+        {
+            using var scope = torch.NewDisposeScope();
+            var ids = input.round().clamp(0, _vocabulary - 1).to_type(ScalarType.Int64);
+            var h = _tokens.forward(ids) + _positions;
+            foreach (var block in _blocks) h = block.forward(h);
+            return _out.forward(_norm.forward(h).mean([1])).MoveToOuterDisposeScope();
+        }
+    }
+
+    // One pre-norm encoder block: h + attention(norm1(h)), then h + feedForward(norm2(h)).
+    private sealed class EncoderBlock : Module<Tensor, Tensor>
+    {
+        private readonly LayerNorm _norm1, _norm2;
+        private readonly Linear _qkv, _proj, _ff1, _ff2;
+        private readonly int _heads;
+
+        public EncoderBlock(int width, int heads, int feedForward) : base("encoder_block")
+        {
+            _heads = heads;
+            _norm1 = nn.LayerNorm(width, LayerNormEpsilon);
+            _qkv = nn.Linear(width, 3 * width);
+            _proj = nn.Linear(width, width);
+            _norm2 = nn.LayerNorm(width, LayerNormEpsilon);
+            _ff1 = nn.Linear(width, feedForward);
+            _ff2 = nn.Linear(feedForward, width);
+            RegisterComponents();
+        }
+
+        public override Tensor forward(Tensor h)
+        {
+            using var scope = torch.NewDisposeScope();
+            long batch = h.shape[0], steps = h.shape[1], width = h.shape[2], headWidth = width / _heads;
+            // [batch, steps, 3 x width] -> [3, batch, heads, steps, head width]: queries, keys and values per head.
+            var qkv = _qkv.forward(_norm1.forward(h)).reshape(batch, steps, 3, _heads, headWidth).permute(2, 0, 3, 1, 4);
+            var (q, k, v) = (qkv[0], qkv[1], qkv[2]);
+            var attention = (q.matmul(k.transpose(-2, -1)) * (1.0 / Math.Sqrt(headWidth))).softmax(-1);
+            var mixed = attention.matmul(v).transpose(1, 2).reshape(batch, steps, width);
+            var x = h + _proj.forward(mixed);
+            return (x + _ff2.forward(_ff1.forward(_norm2.forward(x)).relu())).MoveToOuterDisposeScope();
+        }
     }
 
     private sealed class LstmClassifier : Module<Tensor, Tensor>

@@ -19,6 +19,9 @@ public sealed class OnnxGraph
     /// </summary>
     public const int OperatorSet = 17;
 
+    /// <summary>ONNX's code for int64 elements (a Cast node's <c>to</c>).</summary>
+    internal const long Int64Type = (long)TensorProto.Types.DataType.Int64;
+
     // ONNX IR version 8 goes with operator set 17 (ONNX 1.12).
     private const long IrVersion = 8;
     private readonly GraphProto _graph = new() { Name = "sidco" };

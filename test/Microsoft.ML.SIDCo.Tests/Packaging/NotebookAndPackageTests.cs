@@ -139,7 +139,7 @@ public sealed class NotebookAndPackageTests(ITestOutputHelper log) : IDisposable
         var options =
             new SIDCoTrainer.Options
             {
-                Model = Models.SIDCoModels.ConvNet(conv1: 8, conv2: 16, hidden: 32),
+                Model = Microsoft.ML.SIDCo.Models.SIDCoModels.ConvNet(conv1: 8, conv2: 16, hidden: 32),
                 Workers = 2,
                 Epochs = 3,
                 BatchSize = 32,

@@ -49,7 +49,7 @@ public class OptionAgreementTests(FashionMnistFixture data) : IDisposable
         var keys = data.Ml.Transforms.Conversion.MapValueToKey("Label");
         SIDCoTrainer.Options Options(double density, long stopAfter) => new()
         {
-            Model = Models.SIDCoModels.Mlp(16),
+            Model = Microsoft.ML.SIDCo.Models.SIDCoModels.Mlp(16),
             Epochs = 2,
             MaxStepsPerEpoch = 10,
             Density = density,
@@ -75,7 +75,7 @@ public class OptionAgreementTests(FashionMnistFixture data) : IDisposable
         File.WriteAllText(file, "");
         var o = new SIDCoTrainer.Options
         {
-            Model = Models.SIDCoModels.Mlp(8),
+            Model = Microsoft.ML.SIDCo.Models.SIDCoModels.Mlp(8),
             Epochs = 1,
             MaxStepsPerEpoch = 2,
             CheckpointDirectory = file
