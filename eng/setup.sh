@@ -10,7 +10,9 @@ changed=0
 # Fashion-MNIST data set (real data for tests and samples; nothing is downloaded at run time);
 # scikit-learn's bundled CSVs (iris, wine, digits, breast cancer, diabetes) for the ML.NET
 # conformance tests; for the emulated cluster and its tests, iproute2 (ip, tc) and python3 (eng/ctrl-c.py).
-apt_packages=(openmpi-bin libopenmpi-dev dataset-fashion-mnist python3-sklearn iproute2 python3)
+# mpich and libmpich12 serve the MPI.NET binding (MPICH stands in for Microsoft MPI); Open MPI keeps mpirun (its
+# alternative has the higher priority, checked below).
+apt_packages=(openmpi-bin libopenmpi-dev mpich libmpich12 dataset-fashion-mnist python3-sklearn iproute2 python3)
 
 libstdcxx_path() {
   local p
@@ -98,6 +100,18 @@ else
     changed=1
   else
     say "${apt_packages[*]} already installed"
+  fi
+fi
+
+# Installing MPICH must leave mpirun pointing at Open MPI, which the trainer's own binding and the tests use.
+if command -v update-alternatives >/dev/null && [ -e /usr/bin/mpirun.openmpi ] \
+  && [ "$(readlink -f /usr/bin/mpirun)" != "$(readlink -f /usr/bin/mpirun.openmpi)" ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    update-alternatives --set mpirun /usr/bin/mpirun.openmpi >/dev/null
+    say "mpirun set back to Open MPI (MPICH's launcher is mpiexec.mpich)"
+    changed=1
+  else
+    echo "setup: mpirun is not Open MPI's; run: update-alternatives --set mpirun /usr/bin/mpirun.openmpi"
   fi
 fi
 

@@ -8,13 +8,19 @@ namespace Microsoft.ML.SIDCo;
 /// <summary>Where the workers run.</summary>
 public enum TransportKind
 {
-    /// <summary>One worker per MPI rank when the process was started by mpirun, else <see cref="SIDCoTrainer.Options.Workers"/> in-process
+    /// <summary>One worker per MPI rank when the process was started by Open MPI's mpirun (or, over MPI.NET, by an MPICH-family
+    /// mpiexec), else <see cref="SIDCoTrainer.Options.Workers"/> in-process
     /// workers.</summary>
     Auto,
     /// <summary>In-process workers (threads), even under mpirun.</summary>
     InProcess,
-    /// <summary>One worker per MPI rank; fails when not started by mpirun.</summary>
+    /// <summary>One worker per MPI rank over Open MPI; fails when not started by Open MPI's mpirun.</summary>
     Mpi,
+    /// <summary>
+    /// One worker per MPI rank over MPI.NET, for the MPICH family: Microsoft MPI's <c>mpiexec</c> on Windows, MPICH's
+    /// <c>mpiexec.mpich</c> on Linux. Fails when not started by such an <c>mpiexec</c>.
+    /// </summary>
+    MpiNet,
 }
 
 /// <summary>Which backend runs the compression kernels.</summary>
@@ -333,6 +339,12 @@ public sealed partial class SIDCoTrainer
             if (StopAfterSteps < 0)
                 throw new ArgumentOutOfRangeException(nameof(StopAfterSteps), StopAfterSteps,
                     "StopAfterSteps must not be negative (0 = train all epochs).");
+            if (Transport == TransportKind.MpiNet && !MpiNetCommunicator.IsLaunchedByMpiexec)
+            {
+                throw new ArgumentException("Transport is MpiNet but this process was not started by an MPICH-family mpiexec. "
+                    + "Start it with 'mpiexec -n N dotnet app.dll' (Microsoft MPI, or MPICH's mpiexec.mpich) or use TransportKind.Auto.",
+                    nameof(Transport));
+            }
             if (Transport == TransportKind.Mpi && !MpiCommunicator.IsLaunchedByMpirun)
             {
                 throw new ArgumentException("Transport is Mpi but this process was not started by mpirun. "
@@ -473,7 +485,8 @@ public sealed partial class SIDCoTrainer
                 MaxStepsPerEpoch = MaxStepsPerEpoch,
                 StopAfterSteps = StopAfterSteps,
                 NumberOfThreads = NumberOfThreads,
-                ProcessesOnMachine = MpiCommunicator.LaunchedLocalSize,
+                ProcessesOnMachine = MpiNetCommunicator.IsLaunchedByMpiexec ? MpiNetCommunicator.LaunchedLocalSize
+                    : MpiCommunicator.LaunchedLocalSize,
                 LossScale = lossScale,
                 HookFactory = hookFactory,
                 Progress = progress,

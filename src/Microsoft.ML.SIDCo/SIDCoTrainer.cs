@@ -43,11 +43,13 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
     /// This process's rank among the processes of an <c>mpirun</c> job (0 .. <see cref="WorldSize"/> - 1), or 0 when the
     /// process was not started by <c>mpirun</c>. Every rank runs the same program and ends training with the same model.
     /// </summary>
-    public static int Rank => MpiCommunicator.IsLaunchedByMpirun ? MpiCommunicator.LaunchedRank : 0;
+    public static int Rank => MpiCommunicator.IsLaunchedByMpirun ? MpiCommunicator.LaunchedRank
+        : MpiNetCommunicator.IsLaunchedByMpiexec ? MpiNetCommunicator.LaunchedRank : 0;
 
     /// <summary>Processes in the <c>mpirun</c> job, or 1 when the process was not started by <c>mpirun</c> (in-process workers are threads
     /// of this one process).</summary>
-    public static int WorldSize => MpiCommunicator.IsLaunchedByMpirun ? MpiCommunicator.LaunchedWorldSize : 1;
+    public static int WorldSize => MpiCommunicator.IsLaunchedByMpirun ? MpiCommunicator.LaunchedWorldSize
+        : MpiNetCommunicator.IsLaunchedByMpiexec ? MpiNetCommunicator.LaunchedWorldSize : 1;
 
     /// <summary>
     /// True on the one process that should print, evaluate and save: rank 0 under <c>mpirun</c>, and always outside it.
@@ -118,9 +120,9 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
         if (IsCanceled()) throw new OperationCanceledException("Training was canceled before it started.");
         TorchRuntime.EnsureLoaded();
         using var ch = _host.Start("Training");
-        bool useMpi = o.Transport == TransportKind.Mpi || (o.Transport == TransportKind.Auto && MpiCommunicator.IsLaunchedByMpirun);
-        // One communicator for the whole Fit: sharded data is counted through it before training starts.
-        using var mpi = useMpi ? new MpiCommunicator() : null;
+        // One communicator for the whole Fit (sharded data is counted through it before training starts), over the MPI that
+        // launched the process.
+        using IWorldCommunicator? mpi = World(o.Transport);
         var data = ReadData(input, o, mpi, ch, IsCanceled);
         var model = o.Model ?? SIDCoModels.Mlp(Defaults.HiddenLayer);
         var (batchSize, stepsPerEpoch, epochs) = PlanRun(o, data, model, ch);
@@ -159,17 +161,27 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
             ? DataParallelTrainer.RunInProcess(loaded.Data, data.Validation, settings, o.Workers)
             : RunMpi(mpi, o, data, settings);
         var info = new SIDCoTransformer.TrainingInfo(o.Compressor.ToName(), o.TargetDensity, data.Workers,
-            data.Hybrid ? "mpi+inprocess" : mpi is not null ? "mpi" : "inprocess");
+            data.Hybrid ? $"{mpi!.Transport}+inprocess" : mpi?.Transport ?? "inprocess");
         return new SIDCoTransformer(_ml, result.Model, model, o.FeatureColumnName, loaded.Data.FeatureLength, o.Task, loaded.Classes,
             loaded.KeyValues, loaded.Scale, result.History, info);
     }
+
+    // The MPI job's world, or null for in-process workers.
+    private static IWorldCommunicator? World(TransportKind transport) => transport switch
+    {
+        TransportKind.Mpi => new MpiCommunicator(),
+        TransportKind.MpiNet => new MpiNetCommunicator(),
+        TransportKind.Auto when MpiCommunicator.IsLaunchedByMpirun => new MpiCommunicator(),
+        TransportKind.Auto when MpiNetCommunicator.IsLaunchedByMpiexec => new MpiNetCommunicator(),
+        _ => null,
+    };
 
     // The training rows as this process holds them, with what the run is sized from.
     private sealed record TrainingInput(LoadedData Loaded, TrainingData? Validation, long Rows, int RowsPerWorker, int Workers,
         bool Hybrid, bool Sharded);
 
     // Reads the training (and validation) rows: all of them, or under MPI with sharding this rank's own, counted across ranks.
-    private static TrainingInput ReadData(IDataView input, Options o, MpiCommunicator? mpi, IChannel ch, Func<bool> isCanceled)
+    private static TrainingInput ReadData(IDataView input, Options o, IWorldCommunicator? mpi, IChannel ch, Func<bool> isCanceled)
     {
         bool hybrid = mpi is not null && o.WorkersPerRank > 1;
         int workers = mpi is not null ? mpi.Size * o.WorkersPerRank : o.Workers;
@@ -225,7 +237,7 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
     }
 
     // The regression standardisation of targets spread over the ranks: every rank gets the same (collective).
-    private static TargetScale AgreedScale(MpiCommunicator mpi, float[] targets)
+    private static TargetScale AgreedScale(IWorldCommunicator mpi, float[] targets)
     {
         double sum = 0, squares = 0;
         foreach (float t in targets)
@@ -253,7 +265,7 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
         int epochs = o.Epochs ?? AutomaticEpochs(stepsPerEpoch);
         string density = o.Density is { } d ? $"{d}" : $"auto ({o.TargetDensity}, at least {Defaults.MinimumSelected} entries)";
         string where = data.Hybrid ? "workers over MPI ranks" : data.Workers > 1 && data.Sharded ? "MPI ranks, each with its shard"
-            : o.Transport == TransportKind.InProcess || !MpiCommunicator.IsLaunchedByMpirun ? "in-process workers" : "MPI ranks";
+            : data.Workers > 1 && WorldSize > 1 && o.Transport != TransportKind.InProcess ? "MPI ranks" : "in-process workers";
         ch.Info(MessageSensitivity.None, $"SIDCo: {model.Descriptor}, {data.Rows} examples x {data.Loaded.Data.FeatureLength} features, "
             + $"{data.Workers} {where}, {epochs} epochs of {stepsPerEpoch} steps at {batchSize} rows per worker, "
             + $"compressor {o.Compressor.ToName()} at density {density}, exchange {o.ExchangeMode}");
@@ -261,7 +273,7 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
     }
 
     // One worker per rank (or several per rank), under the collective deadline.
-    private static TrainingResult RunMpi(MpiCommunicator mpi, Options o, TrainingInput data, TrainingSettings settings)
+    private static TrainingResult RunMpi(IWorldCommunicator mpi, Options o, TrainingInput data, TrainingSettings settings)
     {
         using var watched = o.CollectiveTimeoutSeconds > 0 && mpi.Size > 1 ? Watch(mpi, o) : null;
         ICommunicator world = (ICommunicator?)watched ?? mpi;
@@ -299,10 +311,11 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
 
     // The collective deadline of an MPI job; the waiting ranks compare notes in the checkpoint directory (shared by the ranks,
     // as checkpoints need) or, without one, in a directory of this machine named after the job.
-    private static WatchedCommunicator Watch(MpiCommunicator comm, Options o)
+    private static WatchedCommunicator Watch(IWorldCommunicator comm, Options o)
     {
+        // Open MPI names the job; an MPICH-family mpiexec starts a machine's ranks from one proxy process, its parent.
         string job = Environment.GetEnvironmentVariable("PMIX_NAMESPACE") ?? Environment.GetEnvironmentVariable("OMPI_MCA_ess_base_jobid")
-            ?? "job";
+            ?? ParentProcessId() ?? "job";
         string board = o.CheckpointDirectory is { } dir
             ? Path.Combine(dir, "watchdog")
             : Path.Combine(Path.GetTempPath(), $"sidco-watchdog-{job}");
@@ -311,6 +324,13 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
             : "Set Options.CheckpointDirectory so that a rerun can resume.";
         return new WatchedCommunicator(comm, new StallSettings(TimeSpan.FromSeconds(o.CollectiveTimeoutSeconds), board, advice),
             comm.Abort, Console.Error);
+    }
+
+    private static string? ParentProcessId()
+    {
+        const string Status = "/proc/self/status", Field = "PPid:";
+        if (!File.Exists(Status)) return null;
+        return File.ReadLines(Status).FirstOrDefault(l => l.StartsWith(Field, StringComparison.Ordinal))?[Field.Length..].Trim();
     }
 
     // One line per epoch in the ML.NET log.

@@ -32,6 +32,17 @@ switch (scenario)
                     $"{(ReferenceEquals(probed, CostModel.Probe(again)) ? "OK" : "FAIL")} {probed}");
             return 0;
         }
+    case "contract-mpinet":
+        {
+            // The same contract over MPI.NET, under MPICH's mpiexec.
+            using var comm = new MpiNetCommunicator();
+            foreach (var r in CommunicatorContract.Run(comm))
+                Console.WriteLine($"CHECK {comm.Rank} {r.Name} {(r.Ok ? "OK" : "FAIL")} {r.Detail}");
+            bool launched = MpiNetCommunicator.IsLaunchedByMpiexec && MpiNetCommunicator.LaunchedWorldSize == comm.Size
+                && MpiNetCommunicator.LaunchedRank == comm.Rank && SIDCoTrainer.Rank == comm.Rank;
+            Console.WriteLine($"CHECK {comm.Rank} launched-by-mpiexec {(launched ? "OK" : "FAIL")} {comm.Transport}");
+            return 0;
+        }
     case "mismatch":
         {
             using var comm = new MpiCommunicator();
@@ -271,7 +282,7 @@ switch (scenario)
             var (train, test) = Scenarios.LoadData(ml, 3000, 1000);
             var options = Scenarios.SmallFashionMnist(workers: 1);
             var (_, accuracy, sidco) = Scenarios.TrainAndEvaluate(ml, options, train, test);
-            int rank = int.Parse(Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_RANK") ?? "0");
+            int rank = SIDCoTrainer.Rank;
             Console.WriteLine($"CHECK {rank} accuracy OK {accuracy:R}");
             Console.WriteLine($"CHECK {rank} fingerprint OK {sidco.WeightsFingerprint}");
             Console.WriteLine($"CHECK {rank} transport OK {sidco.Info.Transport}/{sidco.Info.Workers}");

@@ -51,6 +51,13 @@ internal interface IHierarchicalCommunicator : ICommunicator
     bool IsLeader { get; }
 }
 
+/// <summary>The world of an MPI job (one worker per rank), which can end the whole job.</summary>
+internal interface IWorldCommunicator : ICommunicator
+{
+    /// <summary>Ends every process of the job with <paramref name="code"/> (MPI_Abort): the way out when a rank cannot go on.</summary>
+    void Abort(int code);
+}
+
 /// <summary>
 /// A communicator whose links other communicators of this process share (every MPI communicator over MPI_COMM_WORLD):
 /// the cost model measures those links once per process.

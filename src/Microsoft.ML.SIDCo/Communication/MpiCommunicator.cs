@@ -19,7 +19,7 @@ public sealed class MpiException(string operation, int code, string detail)
 /// MPI stays initialised until the process ends cleanly (or <see cref="Shutdown"/> is called), so
 /// several trainings in one process can each create and dispose a communicator.
 /// </summary>
-public sealed unsafe class MpiCommunicator : ICommunicator, ISharesLinks
+public sealed unsafe class MpiCommunicator : ICommunicator, ISharesLinks, IWorldCommunicator
 {
     private static readonly object s_lock = new();
     private static bool s_initializedByUs;

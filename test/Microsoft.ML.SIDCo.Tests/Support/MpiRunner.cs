@@ -37,6 +37,10 @@ public static class MpiRunner
             ["-np", ranks.ToString(System.Globalization.CultureInfo.InvariantCulture), "--oversubscribe", "--bind-to", "none",
             .. mpirunOptions, "dotnet", dll], args, timeout);
 
+    /// <summary>Runs <c>mpiexec.mpich -n ranks dotnet dll args</c> (MPICH, for the MPI.NET binding).</summary>
+    public static MpiRun RunMpich(int ranks, string dll, string args, TimeSpan timeout)
+        => Start("mpiexec.mpich", ["-n", ranks.ToString(System.Globalization.CultureInfo.InvariantCulture), "dotnet", dll], args, timeout);
+
     /// <summary>Runs <c>dotnet dll args</c> as a plain new process (no mpirun).</summary>
     public static MpiRun RunPlain(string dll, string args, TimeSpan timeout) => Start("dotnet", [dll], args, timeout);
 
