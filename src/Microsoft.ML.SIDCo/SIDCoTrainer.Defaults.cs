@@ -39,6 +39,7 @@ public sealed partial class SIDCoTrainer
         public const double Momentum = 0.9;
         public const int Seed = 1;
         public const int CheckpointInterval = 500;
+        public const string Device = "cpu";
         /// <summary>Five minutes: longer than any start-up or checkpoint wait of a sound job, short beside a lost night.</summary>
         public const double CollectiveTimeoutSeconds = 300;
     }

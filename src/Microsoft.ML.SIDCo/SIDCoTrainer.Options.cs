@@ -171,6 +171,16 @@ public sealed partial class SIDCoTrainer
         /// </summary>
         public bool? ShardData;
 
+        /// <summary>
+        /// Where the replicas and their batches live: <c>cpu</c>, <c>cuda</c> (one GPU per worker of a machine: in-process
+        /// worker w on <c>cuda:w</c>, under MPI the machine's local rank r on <c>cuda:r</c>) or <c>cuda:N</c>. Gradients come
+        /// to host memory for the compression and the exchange either way. A CUDA device needs TorchSharp's CUDA build
+        /// (TorchSharp-cuda-linux or -windows instead of TorchSharp-cpu) and an NVIDIA driver; without them training is
+        /// refused before it starts. CUDA training is untested in this project (no CUDA build of libtorch was available).
+        /// Default "cpu".
+        /// </summary>
+        public string Device = Defaults.Device;
+
         /// <summary>Backend of the compression kernels. Default <see cref="KernelBackend.Cpu"/>.</summary>
         public KernelBackend Kernels = KernelBackend.Cpu;
 
@@ -295,6 +305,11 @@ public sealed partial class SIDCoTrainer
                     "HierarchicalExchange configures the built-in hook; it cannot be combined with a custom GradientHook.",
                         nameof(HierarchicalExchange));
             }
+            if (!IsDevice(Device))
+            {
+                throw new ArgumentOutOfRangeException(nameof(Device), Device,
+                    "Device must be \"cpu\", \"cuda\" (one GPU per worker of a machine) or \"cuda:N\".");
+            }
             if (NumberOfThreads is < 1 or > MaximumThreads)
             {
                 throw new ArgumentOutOfRangeException(nameof(NumberOfThreads), NumberOfThreads,
@@ -353,13 +368,20 @@ public sealed partial class SIDCoTrainer
             ToHookOptions(stepsPerEpoch: 0).Validate();
         }
 
+        // cpu, cuda, or cuda:N with N a device index.
+        private static bool IsDevice(string? device) => device is "cpu" or "cuda"
+            || device is not null && device.StartsWith("cuda:", StringComparison.Ordinal)
+                && int.TryParse(device.AsSpan(5), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture,
+                    out _);
+
         // Bounds that catch a mistyped count before it starts hundreds of threads.
         private const int MaximumWorkers = 256;
         private const int MaximumWorkersPerRank = 64;
         private const int MaximumThreads = 4096;
 
         /// <summary>Options each rank may set for itself: they decide where the work runs, not what it computes.</summary>
-        internal static readonly IReadOnlySet<string> RankLocalOptions = new HashSet<string> { nameof(NumberOfThreads), nameof(Kernels) };
+        internal static readonly IReadOnlySet<string> RankLocalOptions =
+            new HashSet<string> { nameof(NumberOfThreads), nameof(Kernels), nameof(Device) };
 
         /// <summary>
         /// Every other option, as text, for the start-up check that all ranks agree (a difference would hang a collective or
@@ -478,6 +500,9 @@ public sealed partial class SIDCoTrainer
                 GradientClipNorm = GradientClipNorm,
                 NonFiniteGradients = NonFiniteGradients,
                 AgreedOptions = ToAgreedOptions(),
+                Device = Device,
+                LocalRank =
+                    MpiNetCommunicator.IsLaunchedByMpiexec ? MpiNetCommunicator.LaunchedLocalRank : MpiCommunicator.LaunchedLocalRank,
                 Seed = Seed,
                 CheckpointDirectory = CheckpointDirectory,
                 CheckpointInterval = CheckpointInterval,

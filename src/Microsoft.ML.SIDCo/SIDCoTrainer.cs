@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Runtime.InteropServices;
 using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
@@ -6,6 +7,7 @@ using Microsoft.ML.SIDCo.Compression;
 using Microsoft.ML.SIDCo.Kernels;
 using Microsoft.ML.SIDCo.Models;
 using Microsoft.ML.SIDCo.Training;
+using TorchSharp;
 
 namespace Microsoft.ML.SIDCo;
 
@@ -119,6 +121,7 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
         bool IsCanceled() => cancellationToken.IsCancellationRequested || _hostCanceled() || Volatile.Read(ref terminated);
         if (IsCanceled()) throw new OperationCanceledException("Training was canceled before it started.");
         TorchRuntime.EnsureLoaded();
+        CheckDevice(o.Device);
         using var ch = _host.Start("Training");
         // One communicator for the whole Fit (sharded data is counted through it before training starts), over the MPI that
         // launched the process.
@@ -290,6 +293,25 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
             Console.Error.WriteLine($"rank {mpi.Rank}: {e}");
             mpi.Abort(1);
             throw;
+        }
+    }
+
+    // A CUDA device this process cannot use is refused before any data is read, with what to install.
+    private static void CheckDevice(string device)
+    {
+        if (device == "cpu") return;
+        int index = device == "cuda" ? 0 : int.Parse(device.AsSpan(5), CultureInfo.InvariantCulture);
+        if (!torch.cuda.is_available())
+        {
+            throw new ArgumentException($"Options.Device is \"{device}\", but TorchSharp finds no CUDA device: this process loaded a "
+                + "CPU build of libtorch, or the machine has no NVIDIA GPU and driver. Reference TorchSharp-cuda-linux (or "
+                + "TorchSharp-cuda-windows) instead of TorchSharp-cpu or libtorch-cpu-<rid>, or set Options.Device = \"cpu\". "
+                + "CUDA training is untested in this project.", nameof(Options.Device));
+        }
+        if (index >= torch.cuda.device_count())
+        {
+            throw new ArgumentException($"Options.Device is \"{device}\", but this machine has {torch.cuda.device_count()} CUDA "
+                + "device(s).", nameof(Options.Device));
         }
     }
 

@@ -57,6 +57,10 @@ public sealed unsafe class MpiCommunicator : ICommunicator, ISharesLinks, IWorld
         int.TryParse(Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_LOCAL_SIZE"), out int s) && s > 0 ? s
         : int.TryParse(Environment.GetEnvironmentVariable("MPI_LOCALNRANKS"), out s) && s > 0 ? s : 1;
 
+    /// <summary>This process's rank among the ranks mpirun started on this machine (<c>OMPI_COMM_WORLD_LOCAL_RANK</c>), or 0.</summary>
+    public static int LaunchedLocalRank =>
+        int.TryParse(Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_LOCAL_RANK"), out int r) && r >= 0 ? r : 0;
+
     /// <summary>True when Open MPI's library can be loaded on this machine.</summary>
     public static bool IsAvailable => MpiNative.TryLoad(out _);
 

@@ -45,6 +45,10 @@ public sealed unsafe class MpiNetCommunicator : ICommunicator, ISharesLinks, IWo
     public static int LaunchedLocalSize =>
         int.TryParse(Environment.GetEnvironmentVariable("MPI_LOCALNRANKS"), out int s) && s > 0 ? s : 1;
 
+    /// <summary>This process's rank among the ranks mpiexec started on this machine (MPICH's <c>MPI_LOCALRANKID</c>), or 0.</summary>
+    public static int LaunchedLocalRank =>
+        int.TryParse(Environment.GetEnvironmentVariable("MPI_LOCALRANKID"), out int r) && r >= 0 ? r : 0;
+
     /// <summary>Initialises MPI through MPI.NET (once per process) and attaches to the world communicator.</summary>
     public MpiNetCommunicator()
     {

@@ -48,8 +48,10 @@ internal static class DataParallelTrainer
         var model = CreateReplicas(train.FeatureLength, settings, 1)[0];
         try
         {
+            Place(model, DeviceFor(settings, settings.LocalRank));
             AlignWeights(comm, model);
             var (history, steps) = WorkerLoop(comm, model, train, validation, settings);
+            Place(model, torch.CPU);
             return new TrainingResult(model, history, steps);
         }
         catch
@@ -110,7 +112,12 @@ internal static class DataParallelTrainer
         var results = new (TrainingHistory History, long Steps)[workers];
         try
         {
-            group.Run(comm => results[comm.Rank] = body(comm, models[comm.Rank]));
+            group.Run(comm =>
+            {
+                Place(models[comm.Rank], DeviceFor(settings, comm.Rank));
+                results[comm.Rank] = body(comm, models[comm.Rank]);
+            });
+            Place(models[0], torch.CPU);
         }
         catch
         {
@@ -119,6 +126,14 @@ internal static class DataParallelTrainer
         }
         for (int w = 1; w < workers; w++) models[w].Dispose();
         return new TrainingResult(models[0], results[0].History, results[0].Steps);
+    }
+
+    // Moves a replica's parameters to the device it trains on (nothing to do on the CPU, where they are).
+    private static void Place(nn.Module<Tensor, Tensor> model, Device device)
+    {
+        if (model.parameters().FirstOrDefault() is not { } first || first.device.type == device.type
+            && first.device.index == device.index) return;
+        model.to(device);
     }
 
     // Same seed gives the same initialisation everywhere; broadcasting rank 0's weights makes it certain.
@@ -173,20 +188,34 @@ internal static class DataParallelTrainer
         {
             case TrainingTask.MulticlassClassification:
                 {
-                    var y = torch.tensor(classes);
+                    var y = torch.tensor(classes, device: output.device);
                     return (nn.functional.cross_entropy(output, y), output.argmax(1).eq(y).sum());
                 }
             case TrainingTask.BinaryClassification:
                 {
-                    var y = torch.tensor(classes);
+                    var y = torch.tensor(classes, device: output.device);
                     var logit = output.view(-1);
                     return (nn.functional.binary_cross_entropy_with_logits(logit, y.to_type(ScalarType.Float32)),
                         logit.gt(0).eq(y.gt(0)).sum());
                 }
             default:
-                return (nn.functional.mse_loss(output.view(-1), torch.tensor(targets)), null);
+                return (nn.functional.mse_loss(output.view(-1), torch.tensor(targets, device: output.device)), null);
         }
     }
+
+    /// <summary><paramref name="input"/> on the device of <paramref name="model"/>'s parameters (itself when that is the CPU).</summary>
+    internal static Tensor OnDevice(Tensor input, nn.Module<Tensor, Tensor> model)
+    {
+        var device = model.parameters().FirstOrDefault()?.device;
+        return device is null || device.type == DeviceType.CPU ? input : input.to(device);
+    }
+
+    /// <summary>
+    /// The device worker <paramref name="localIndex"/> of this machine trains on: the settings' device, where <c>cuda</c> alone
+    /// means one GPU per worker of the machine (<c>cuda:{local index}</c>).
+    /// </summary>
+    internal static Device DeviceFor(TrainingSettings settings, int localIndex)
+        => settings.Device == "cuda" ? torch.device(DeviceType.CUDA, localIndex) : torch.device(settings.Device);
 
     /// <summary>Loss and accuracy on <paramref name="data"/>, each worker scoring its share (collective).</summary>
     internal static (double? Loss, double? Accuracy) Evaluate(ICommunicator comm, nn.Module<Tensor, Tensor> model, TrainingData data,
@@ -206,7 +235,7 @@ internal static class DataParallelTrainer
                 for (int j = 0; j < n; j++) Array.Copy(data.Features, (long)rows[start + j] * data.FeatureLength, x,
                     (long)j * data.FeatureLength, data.FeatureLength);
                 using var scope = torch.NewDisposeScope();
-                var output = model.forward(AlignedTensors.From(x, n, data.FeatureLength));
+                var output = model.forward(OnDevice(AlignedTensors.From(x, n, data.FeatureLength), model));
                 var slice = rows.AsSpan(start, n);
                 long[] classes = classify ? Gather(slice, data.ClassLabels!, c => (long)c) : [];
                 float[] targets = classify ? [] : Gather(slice, data.Targets!, t => t);

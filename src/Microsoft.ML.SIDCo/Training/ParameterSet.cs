@@ -20,11 +20,15 @@ public sealed record ParameterSlice(string Name, int Offset, int Count, long[] S
 /// layout: gradients are gathered into a contiguous bucket, optimizers update the parameters'
 /// native memory in place through spans (no copies), and weights are saved with names, shapes and a checksum.
 /// </summary>
-/// <remarks>Parameters must be contiguous float32 CPU tensors (true for every TorchSharp layer on the CPU).</remarks>
+/// <remarks>
+/// Parameters must be contiguous float32 tensors. On the CPU the spans are the parameters' own memory; on an accelerator
+/// they are a host copy, which <see cref="Commit"/> writes back to the device after an update.
+/// </remarks>
 internal sealed class ParameterSet
 {
     private const uint Magic = 0x57444953; // "SIDW"
     private readonly (string Name, Parameter Parameter)[] _parameters;
+    private readonly float[]? _host; // the parameters' host copy when they live on an accelerator
 
     /// <summary>Collects the trainable parameters of <paramref name="module"/>.</summary>
     public ParameterSet(nn.Module module)
@@ -37,8 +41,6 @@ internal sealed class ParameterSet
         {
             if (p.dtype != ScalarType.Float32)
                 throw new NotSupportedException($"Parameter '{name}' is {p.dtype}; only float32 parameters are supported.");
-            if (p.device_type != DeviceType.CPU)
-                throw new NotSupportedException($"Parameter '{name}' is on {p.device}; parameters must be on the CPU.");
             if (!p.is_contiguous()) throw new NotSupportedException($"Parameter '{name}' is not contiguous.");
             slices.Add(new ParameterSlice(name, (int)offset, (int)p.numel(), p.shape));
             offset += p.numel();
@@ -47,6 +49,15 @@ internal sealed class ParameterSet
         }
         Slices = slices;
         Length = (int)offset;
+        if (_parameters.Any(p => p.Parameter.device_type != DeviceType.CPU))
+        {
+            _host = new float[Length];
+            for (int i = 0; i < _parameters.Length; i++)
+            {
+                using var copy = _parameters[i].Parameter.detach().cpu();
+                MemoryMarshal.Cast<byte, float>(copy.bytes).CopyTo(_host.AsSpan(Slices[i].Offset, Slices[i].Count));
+            }
+        }
     }
 
     /// <summary>The layout of the flat vector.</summary>
@@ -55,8 +66,23 @@ internal sealed class ParameterSet
     /// <summary>Total number of trainable entries.</summary>
     public int Length { get; }
 
-    /// <summary>A span over parameter <paramref name="index"/>'s native memory.</summary>
-    public Span<float> Values(int index) => MemoryMarshal.Cast<byte, float>(_parameters[index].Parameter.bytes);
+    /// <summary>A span over parameter <paramref name="index"/>'s values: its native memory on the CPU, else its host copy.</summary>
+    public Span<float> Values(int index) => _host is null
+        ? MemoryMarshal.Cast<byte, float>(_parameters[index].Parameter.bytes)
+        : _host.AsSpan(Slices[index].Offset, Slices[index].Count);
+
+    /// <summary>Writes the host copy back to the device after an update through <see cref="Values"/> (nothing to do on the CPU).</summary>
+    public void Commit()
+    {
+        if (_host is null) return;
+        using var noGrad = torch.no_grad();
+        for (int i = 0; i < _parameters.Length; i++)
+        {
+            var p = _parameters[i].Parameter;
+            using var source = torch.tensor(_host.AsSpan(Slices[i].Offset, Slices[i].Count).ToArray(), Slices[i].Shape);
+            p.copy_(source);
+        }
+    }
 
     /// <summary>Copies every parameter's gradient into <paramref name="bucket"/> (zeros for parameters without one).</summary>
     public void GatherGradients(Span<float> bucket)
@@ -70,7 +96,13 @@ internal sealed class ParameterSet
             // (freed by zero_grad) would stay alive until the finalizer ran, growing native memory by a model per step.
             using var grad = _parameters[i].Parameter.grad;
             if (grad is null) { slice.Clear(); continue; }
-            if (!grad.is_contiguous()) { using var c = grad.contiguous(); MemoryMarshal.Cast<byte, float>(c.bytes).CopyTo(slice); }
+            if (grad.device_type != DeviceType.CPU)
+            {
+                using var host = grad.cpu();
+                using var dense = host.contiguous();
+                MemoryMarshal.Cast<byte, float>(dense.bytes).CopyTo(slice);
+            }
+            else if (!grad.is_contiguous()) { using var c = grad.contiguous(); MemoryMarshal.Cast<byte, float>(c.bytes).CopyTo(slice); }
             else MemoryMarshal.Cast<byte, float>(grad.bytes).CopyTo(slice);
         }
     }
@@ -87,6 +119,7 @@ internal sealed class ParameterSet
         if (source.Length != Length)
             throw new ArgumentException($"Source length {source.Length} differs from the parameter count {Length}.", nameof(source));
         for (int i = 0; i < _parameters.Length; i++) source.Slice(Slices[i].Offset, Slices[i].Count).CopyTo(Values(i));
+        Commit();
     }
 
     /// <summary>A 64-bit hash of every parameter's bytes: equal on two replicas iff they hold bitwise-identical weights (up to hash

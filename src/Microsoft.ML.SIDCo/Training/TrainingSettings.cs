@@ -128,6 +128,13 @@ internal sealed record TrainingSettings
     /// throw, or skip the update on every worker. Default <see cref="NonFinitePolicy.Throw"/>.
     /// </summary>
     public NonFinitePolicy NonFiniteGradients { get; init; } = NonFinitePolicy.Throw;
+    /// <summary>
+    /// Where replicas and batches live: <c>cpu</c> (default), <c>cuda</c> (one GPU per worker of a machine) or <c>cuda:N</c>.
+    /// Gradients come to the host bucket for the exchange either way.
+    /// </summary>
+    public string Device { get; init; } = "cpu";
+    /// <summary>This process's rank among the processes of its machine (the GPU a <c>cuda</c> device means under MPI).</summary>
+    public int LocalRank { get; init; }
     /// <summary>Clip the averaged gradient's global L2 norm to this (0 = off).</summary>
     public double GradientClipNorm { get; init; }
     /// <summary>TorchSharp intra-op threads of this process, or null to share the machine's cores among the workers on it (the rule is in

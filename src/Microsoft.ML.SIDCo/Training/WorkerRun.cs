@@ -172,7 +172,7 @@ internal sealed class WorkerRun : IDisposable
         long correct = 0;
         using (torch.NewDisposeScope())
         {
-            var output = _model.forward(_batch);
+            var output = _model.forward(DataParallelTrainer.OnDevice(_batch, _model));
             var (loss, correctTensor) = DataParallelTrainer.Loss(_s.Task, output, _classes, _targets);
             if (correctTensor is not null) correct = correctTensor.item<long>();
             _model.zero_grad();
@@ -199,7 +199,11 @@ internal sealed class WorkerRun : IDisposable
             float norm = TensorPrimitives.Norm<float>(_bucket);
             if (norm > _s.GradientClipNorm) TensorPrimitives.Multiply(_bucket, (float)(_s.GradientClipNorm / norm), _bucket);
         }
-        if (update) _optimizer.Step(_parameters, _bucket, _s.LearningRateAt(_step, _totalSteps));
+        if (update)
+        {
+            _optimizer.Step(_parameters, _bucket, _s.LearningRateAt(_step, _totalSteps));
+            _parameters.Commit();
+        }
         computeMs += Stopwatch.GetElapsedTime(updateStart).TotalMilliseconds;
         _step++;
 
