@@ -27,6 +27,8 @@ internal static class CompressionBenchmark
             a.List("compressors", string.Join(",", CompressorNames.All.Where(k => k != CompressorKind.None).Select(k => k.ToName())));
         int runs = a.Int("runs", 10);
         bool skipTorch = a.Has("no-torch-topk");
+        // --fixed-stages M: SIDCo estimates in exactly M stages every call (the adaptive controller off).
+        int fixedStages = a.Int("fixed-stages", 0);
         // --evict-cache MiB: before each timed call, read that much other memory (untimed), so the residual
         // comes from DRAM as it does in training, where the forward and backward passes run in between.
         var evict = new float[a.Int("evict-cache", 0) * (1 << 18)];
@@ -40,9 +42,10 @@ internal static class CompressionBenchmark
             {
                 "laplace" => Laplace(maxN, 1),
                 "heavy" => StudentT3(maxN, 2),
+                "normal" => Normal(maxN, 3),
                 "real" => RealGradients(maxN),
                 "real-convnet" => RealGradients(maxN, Bench.Model("convnet"), firstCapture: 200),
-                _ => throw new ArgumentException($"unknown data '{kind}' (laplace, heavy, real, real-convnet)"),
+                _ => throw new ArgumentException($"unknown data '{kind}' (laplace, heavy, normal, real, real-convnet)"),
             };
             foreach (int n in elements)
             {
@@ -54,7 +57,7 @@ internal static class CompressionBenchmark
                     Console.WriteLine($"  n={n} density={d}: floor {floor:F2} ms");
                     foreach (var name in compressors)
                     {
-                        var row = Measure(name, kind, g, d, runs, evict);
+                        var row = Measure(name, kind, g, d, runs, evict, fixedStages);
                         rows.Add(row);
                         Console.WriteLine($"    {name,-10} {row.MedianMs,9:F2} ms  x{row.MedianMs / floor,6:F1} floor  achieved/target " +
                             $"{row.AchievedOverTarget:F3}"
@@ -78,9 +81,10 @@ internal static class CompressionBenchmark
         return 0;
     }
 
-    private static Row Measure(string name, string data, float[] g, double density, int runs, float[] evict)
+    private static Row Measure(string name, string data, float[] g, double density, int runs, float[] evict, int fixedStages)
     {
         var options = new CompressorOptions { Density = density, Seed = 1 };
+        if (fixedStages > 0) { options.AdaptiveStages = false; options.Stages = fixedStages; }
         var output = new SparseGradient();
         // Latency: with error feedback, the residual carried from call to call as in training, and a
         // fresh gradient of the same distribution each call (g rotated by a random offset, untimed):
@@ -182,6 +186,14 @@ internal static class CompressionBenchmark
         var rng = new Random(seed);
         var x = new float[n];
         for (int i = 0; i < n; i++) { double u = rng.NextDouble() - 0.5; x[i] = (float)(-Math.Sign(u) * Math.Log(1 - 2 * Math.Abs(u))); }
+        return x;
+    }
+
+    public static float[] Normal(int n, int seed)
+    {
+        var normal = new MathNet.Numerics.Distributions.Normal(0, 1, new Random(seed));
+        var x = new float[n];
+        for (int i = 0; i < n; i++) x[i] = (float)normal.Sample();
         return x;
     }
 

@@ -83,8 +83,9 @@ internal sealed class DgcCompressor : GradientCompressor
 }
 
 /// <summary>
-/// RedSync: binary search on r in [0, 1] for eta = mean + r (max - mean) until k &lt; selected &lt; 2k or the
-/// interval is narrower than 0.2.
+/// RedSync: binary search on r in [0, 1] for eta = mean + r (max - mean) until k &lt; selected &lt; 2k or the interval is
+/// narrower than 0.2; as in the paper, the last probed threshold stands when the search stops without a hit (taking the
+/// interval's low end instead sent up to 351x k on heavy tails, where it stays at the mean).
 /// </summary>
 internal sealed class RedSyncCompressor(CompressorOptions options, IGradientKernels? kernels = null) : GradientCompressor(options, kernels)
 {
@@ -100,33 +101,35 @@ internal sealed class RedSyncCompressor(CompressorOptions options, IGradientKern
         SparseGradient output)
     {
         double mean = stats.MeanAbs, max = stats.MaxAbs;
-        double lo = 0, hi = 1, r = 0.5;
-        float eta = (float)(mean + r * (max - mean));
-        int iterations = 0;
+        double lo = 0, hi = 1;
+        float eta;
+        int probes = 0;
         while (true)
         {
+            double r = 0.5 * (lo + hi);
             eta = (float)(mean + r * (max - mean));
             long count = Kernels.CountAbove(acc, eta);
-            iterations++;
+            probes++;
             if (count > k && count < 2L * k) break;
             if (count >= 2L * k) lo = r; else hi = r;
-            if (hi - lo < MinInterval) { eta = (float)(mean + lo * (max - mean)); break; }
-            r = 0.5 * (lo + hi);
+            if (hi - lo < MinInterval) break;
         }
         Kernels.SelectAbove(acc, eta, output);
-        return (eta, iterations);
+        return (eta, probes);
     }
 }
 
 /// <summary>
-/// GaussianKSGD: eta = mean + z(1 - delta/2) std of the magnitudes, then up to three corrections
-/// (x0.5 when fewer than 2k/3 pass, x1.5 when more than 4k/3 pass).
+/// GaussianKSGD: the gradient modelled as N(0, sigma^2) with sigma^2 the mean of x^2, so eta = z(1 - delta/2) sigma leaves
+/// delta of it in the two tails; counted up to three times with a correction between counts (x0.5 when fewer than 2k/3 pass,
+/// x1.5 when more than 4k/3 pass). The selection uses the last counted threshold, as the authors' code does, never a
+/// correction it did not check.
 /// </summary>
 internal sealed class GaussianKCompressor(CompressorOptions options, IGradientKernels? kernels = null)
     : GradientCompressor(options, kernels)
 {
-    // GaussianKSGD's corrections: at most three, halving or raising by half the threshold outside [2k/3, 4k/3].
-    private const int MaxCorrections = 3;
+    // GaussianKSGD's loop: at most three counts; between them the threshold is halved or raised by half outside [2k/3, 4k/3].
+    private const int MaxCounts = 3;
     private const float LowerFactor = 0.5f, RaiseFactor = 1.5f;
 
     /// <inheritdoc />
@@ -141,17 +144,17 @@ internal sealed class GaussianKCompressor(CompressorOptions options, IGradientKe
         SparseGradient output)
     {
         double z = Normal.InvCDF(0, 1, 1 - Options.Density / 2);
-        float eta = (float)(stats.MeanAbs + z * Math.Sqrt(stats.VarianceAbs));
-        int corrections = 0;
-        for (; corrections < MaxCorrections; corrections++)
+        float eta = (float)(z * Math.Sqrt(stats.SumSquares / Math.Max(1, stats.Count)));
+        int counts = 1;
+        for (; ; counts++)
         {
             long count = Kernels.CountAbove(acc, eta);
-            if (count < 2L * k / 3) eta *= LowerFactor;
-            else if (count > 4L * k / 3) eta *= RaiseFactor;
-            else break;
+            bool few = count < 2L * k / 3, many = count > 4L * k / 3;
+            if (!(few || many) || counts == MaxCounts) break;
+            eta *= few ? LowerFactor : RaiseFactor;
         }
         Kernels.SelectAbove(acc, eta, output);
-        return (eta, corrections + 1);
+        return (eta, counts);
     }
 }
 

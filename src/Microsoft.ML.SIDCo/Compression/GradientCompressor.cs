@@ -11,7 +11,7 @@ namespace Microsoft.ML.SIDCo.Compression;
 /// thread-safe.</remarks>
 public abstract class GradientCompressor
 {
-    private float[] _magnitudeScratch = [];
+    private readonly MagnitudeSelection _selection = new();
     private readonly CandidatePrefilter _candidates = new();
 
     /// <summary>Creates the compressor with validated options.</summary>
@@ -208,15 +208,7 @@ public abstract class GradientCompressor
             for (int i = 0; i < values.Length; i++) output.Add(i, values[i]);
             return;
         }
-        float kth = KthLargestMagnitude(values, k);
-        int above = (int)Kernels.CountAbove(values, kth);
-        int ties = kth > 0 ? k - above : 0;
-        output.Reserve(k);
-        for (int i = 0; i < values.Length; i++)
-        {
-            float a = MathF.Abs(values[i]);
-            if (a > kth || (a == kth && ties-- > 0)) output.Add(i, values[i]);
-        }
+        _selection.Select(values, k, output, Kernels);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -232,27 +224,10 @@ public abstract class GradientCompressor
     private protected void KeepLargest(SparseGradient output, int count)
     {
         var values = output.ValuesMutable;
-        var indices = output.IndicesMutable;
-        float kth = KthLargestMagnitude(values, count);
+        float kth = _selection.KthLargest(values, count, scratchHint: output.Length);
         int above = 0;
         foreach (float v in values) if (MathF.Abs(v) > kth) above++;
-        int ties = kth > 0 ? count - above : 0, w = 0;
-        for (int j = 0; j < values.Length; j++)
-        {
-            float a = MathF.Abs(values[j]);
-            if (a > kth || (a == kth && ties-- > 0)) { indices[w] = indices[j]; values[w] = values[j]; w++; }
-        }
-        output.Truncate(w);
-    }
-
-    /// <summary>The k-th largest |x| (1-based) by quickselect on a reused scratch copy: O(n) expected.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private protected float KthLargestMagnitude(ReadOnlySpan<float> values, int k)
-    {
-        if (_magnitudeScratch.Length < values.Length) _magnitudeScratch = new float[values.Length];
-        var a = _magnitudeScratch.AsSpan(0, values.Length);
-        System.Numerics.Tensors.TensorPrimitives.Abs(values, a);
-        return QuickSelect.KthLargest(a, k);
+        MagnitudeSelection.Compact(output, kth, kth > 0 ? count - above : 0);
     }
 }
 

@@ -50,15 +50,15 @@ public class CompressorTests
     // Documented bands (docs/method.md, "Baselines") for achieved/target on 1M Laplace draws:
     // DGC's sample estimate is within sampling error below (at 0.001 only the 10 largest of a 10,000-entry
     // sample set the threshold, a relative error of about 1/sqrt(10)) and capped at 4k/3 above; RedSync stops
-    // once its interval is narrower than 0.2 and may end at a few k; GaussianK's normal fit is far off
-    // on Laplace tails and its x0.5 / x1.5 corrections can oscillate, so it only promises an order of magnitude.
+    // once its interval is narrower than 0.2 and its last probe may lie below k; GaussianK's normal fit is far off
+    // on Laplace tails and selects at its third count, whatever it is (0.06x k at 0.001: BaselineFidelityTests).
     [Theory]
     [InlineData("dgc", 0.01, 0.75, 1.34)]
     [InlineData("dgc", 0.001, 0.3, 1.34)]
-    [InlineData("redsync", 0.01, 0.5, 5.0)]
-    [InlineData("redsync", 0.001, 0.5, 5.0)]
-    [InlineData("gaussiank", 0.01, 0.5, 10.0)]
-    [InlineData("gaussiank", 0.001, 0.5, 10.0)]
+    [InlineData("redsync", 0.01, 0.2, 2.0)]
+    [InlineData("redsync", 0.001, 0.2, 5.0)]
+    [InlineData("gaussiank", 0.01, 0.02, 10.0)]
+    [InlineData("gaussiank", 0.001, 0.02, 10.0)]
     public void BaselinesLandInTheirBands(string name, double density, double low, double high)
     {
         var c = Compressors.Create(name, new CompressorOptions { Density = density, Seed = 1 });
@@ -69,11 +69,11 @@ public class CompressorTests
     [Theory]
     [InlineData(0.01)]
     [InlineData(0.001)]
-    public void GaussianKStopsInsideItsWindowOrAfterThreeCorrections(double density)
+    public void GaussianKStopsInsideItsWindowOrAfterThreeCounts(double density)
     {
         var stats = Compressors.Create("gaussiank", new CompressorOptions { Density = density }).Compress(s_laplace, new SparseGradient());
         double ratio = stats.AchievedOverTarget;
-        Assert.True(stats.Stages == 4 || (ratio >= 2.0 / 3 && ratio <= 4.0 / 3), $"ratio {ratio}, passes {stats.Stages}");
+        Assert.True(stats.Stages == 3 || (ratio >= 2.0 / 3 && ratio <= 4.0 / 3), $"ratio {ratio}, passes {stats.Stages}");
     }
 
     [Fact]
@@ -472,6 +472,12 @@ public class CompressorTests
         Assert.Equal(0, c.Compress(new float[1000], output).Selected); // all zeros: nothing worth sending
         var constant = Enumerable.Repeat(-0.5f, 1000).ToArray();
         var stats = c.Compress(constant, output);
+        if (name == "gaussiank")
+        {
+            // Its rule: eta = 2.58 x 0.5 passes nothing, so does half of it; the third count, at a quarter, passes all.
+            Assert.Equal(1000, stats.Selected);
+            return;
+        }
         Assert.Equal(10, stats.Selected); // the top-k fallback: k entries, lowest indices first
         Assert.Equal(Enumerable.Range(0, 10).ToArray(), output.Indices.ToArray());
     }
