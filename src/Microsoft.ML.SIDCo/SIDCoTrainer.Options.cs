@@ -47,7 +47,7 @@ public sealed partial class SIDCoTrainer
     /// <see cref="SelectionCap"/>, <see cref="ErrorFeedback"/>, <see cref="MomentumCorrection"/>, <see cref="NonFiniteGradients"/>,
     /// <see cref="DenseWarmupSteps"/>, <see cref="DenseWarmupEpochs"/>, <see cref="DensityWarmupSteps"/>, <see cref="DensityWarmupStart"/>,
     /// <see cref="GradientHook"/> |
-    /// | Exchange | <see cref="ExchangeMode"/>, <see cref="HalfPrecisionValues"/>, <see cref="Transport"/>, <see cref="Workers"/>,
+    /// | Exchange | <see cref="ExchangeMode"/>, <see cref="WirePrecision"/>, <see cref="Transport"/>, <see cref="Workers"/>,
     /// <see cref="WorkersPerRank"/>, <see cref="HierarchicalExchange"/>, <see cref="Kernels"/> |
     /// | Optimisation | <see cref="Epochs"/>, <see cref="BatchSize"/>, <see cref="Optimizer"/>, <see cref="LearningRate"/>,
     /// <see cref="Momentum"/>, <see cref="Nesterov"/>, <see cref="WeightDecay"/>, <see cref="Schedule"/>,
@@ -136,8 +136,13 @@ public sealed partial class SIDCoTrainer
         /// </summary>
         public ExchangeMode ExchangeMode = ExchangeMode.Auto;
 
-        /// <summary>Send sparse values as float16. Default false.</summary>
-        public bool HalfPrecisionValues;
+        /// <summary>
+        /// How gradient values travel, dense and sparse: <see cref="Communication.WirePrecision.Float16"/> or
+        /// <see cref="Communication.WirePrecision.BFloat16"/> halve the bytes and round each worker's contribution (a dense
+        /// exchange pre-divides by the worker count and sums in single precision). Default
+        /// <see cref="Communication.WirePrecision.Float32"/> (exact).
+        /// </summary>
+        public WirePrecision WirePrecision = Defaults.WirePrecision;
 
         /// <summary>Where workers run. Default <see cref="TransportKind.Auto"/> (MPI under mpirun, else in-process).</summary>
         public TransportKind Transport = TransportKind.Auto;
@@ -279,6 +284,8 @@ public sealed partial class SIDCoTrainer
             if (DenseWarmupEpochs < 0)
                 throw new ArgumentOutOfRangeException(nameof(DenseWarmupEpochs), DenseWarmupEpochs,
                     "DenseWarmupEpochs must not be negative.");
+            if (!Enum.IsDefined(WirePrecision))
+                throw new ArgumentOutOfRangeException(nameof(WirePrecision), WirePrecision, "Unknown wire precision.");
             if (!Enum.IsDefined(Transport)) throw new ArgumentOutOfRangeException(nameof(Transport), Transport, "Unknown transport.");
             if (Workers is < 1 or > MaximumWorkers)
                 throw new ArgumentOutOfRangeException(nameof(Workers), Workers, $"Workers must be in [1, {MaximumWorkers}].");
@@ -408,7 +415,7 @@ public sealed partial class SIDCoTrainer
             Agreed(nameof(DensityWarmupStart), DensityWarmupStart, kept: true),
             Agreed(nameof(GradientHook), GradientHook is null ? "built-in" : "custom", kept: true),
             Agreed(nameof(ExchangeMode), ExchangeMode, kept: false),
-            Agreed(nameof(HalfPrecisionValues), HalfPrecisionValues, kept: true),
+            Agreed(nameof(WirePrecision), WirePrecision, kept: true),
             Agreed(nameof(Transport), Transport, kept: false),
             Agreed(nameof(Workers), Workers, kept: false),
             Agreed(nameof(WorkersPerRank), WorkersPerRank, kept: false),
@@ -469,7 +476,7 @@ public sealed partial class SIDCoTrainer
             Compression = ToCompressorOptions(),
             ErrorFeedback = ErrorFeedback,
             Exchange = ExchangeMode,
-            HalfPrecisionValues = HalfPrecisionValues,
+            Wire = WirePrecision,
             DenseWarmupSteps = DenseWarmupSteps + (long)DenseWarmupEpochs * stepsPerEpoch,
             DensityWarmupSteps = DensityWarmupSteps,
             DensityWarmupStart = DensityWarmupStart,

@@ -120,9 +120,65 @@ public static class CommunicatorContract
             var local = new SparseBuffer();
             local.Add(me, 1f / 3f);
             var result = new float[n];
-            new GradientExchange(comm, n, ExchangeMode.Sparse, halfPrecisionValues: true).AllReduce(local, result);
+            new GradientExchange(comm, n, ExchangeMode.Sparse, wire: WirePrecision.Float16).AllReduce(local, result);
             for (int r = 0; r < p; r++) if (Math.Abs(result[r] - 1f / 3f / p) > 1e-3f / p) return $"entry {r}: {result[r]}";
             return null;
+        });
+        Check("all-to-all", () =>
+        {
+            const int block = 3;
+            var send = new int[block * p];
+            for (int r = 0; r < p; r++) for (int j = 0; j < block; j++) send[r * block + j] = me * 1000 + r * 10 + j;
+            var received = new int[block * p];
+            comm.AllToAll<int>(send, received);
+            for (int r = 0; r < p; r++)
+                for (int j = 0; j < block; j++)
+                    if (received[r * block + j] != r * 1000 + me * 10 + j) return $"block {r} entry {j}: {received[r * block + j]}";
+            return null;
+        });
+        foreach (var wire in new[] { WirePrecision.Float16, WirePrecision.BFloat16 })
+        {
+            Check($"dense-{wire}-wire-averages-in-fp32", () =>
+            {
+                // 1001 entries: not a multiple of the worker count, so the last block is padded.
+                const int n = 1001;
+                var rng = new Random(40 + me);
+                var mine = Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+                var exact = (float[])mine.Clone();
+                new GradientExchange(comm, n, ExchangeMode.Dense).AllReduceDense(exact);
+                var onWire = (float[])mine.Clone();
+                var stats = new GradientExchange(comm, n, ExchangeMode.Dense, wire).AllReduceDense(onWire);
+                // Each rank's term (|term| <= 1/P) and the average (|avg| <= 1) are rounded once, to 11 or 8 significant bits:
+                // the error stays below 2 units of the format's relative step (exact at one worker, which sends nothing).
+                double unit = wire == WirePrecision.Float16 ? Math.Pow(2, -11) : Math.Pow(2, -8);
+                double tolerance = p > 1 ? 2 * unit : 0;
+                for (int i = 0; i < n; i++)
+                    if (Math.Abs(onWire[i] - exact[i]) > tolerance) return $"entry {i}: {onWire[i]} vs {exact[i]}";
+                if (p > 1 && onWire.SequenceEqual(exact)) return "nothing was rounded: the 16-bit path did not run";
+                var fingerprints = new long[p];
+                comm.AllGather<long>([CommunicatorExtensions.Fingerprint(string.Join(",", onWire.Select(v => v.ToString("R"))))],
+                    fingerprints);
+                if (fingerprints.Distinct().Count() != 1) return "ranks hold different results";
+                // Large gradients: 49152 (1.5 x 2^15, exact in both formats, as is 49152 / P for P <= 4) on every rank sums past
+                // float16's 65504 from two ranks on, but each rank sends 49152 / P.
+                var large = Enumerable.Repeat(49152f, n).ToArray();
+                new GradientExchange(comm, n, ExchangeMode.Dense, wire).AllReduceDense(large);
+                if (large.Any(v => v != 49152f)) return $"large gradients averaged to {large.First(v => v != 49152f)}";
+                double expectedBytes = p == 1 ? 0 : 2.0 * (p - 1) / p * 2 * n;
+                return Math.Abs(stats.BytesPerRank - expectedBytes) < 1e-6 ? null : $"bytes per rank {stats.BytesPerRank}";
+            });
+        }
+        Check("float16-overflow-fails-on-every-rank", () =>
+        {
+            const int n = 64;
+            var g = new float[n];
+            if (me == 0) g[5] = 1e6f * p; // 1e6 after the pre-division: beyond 65504
+            try
+            {
+                new GradientExchange(comm, n, ExchangeMode.Dense, WirePrecision.Float16).AllReduceDense(g);
+                return p == 1 ? null : "no error";
+            }
+            catch (OverflowException e) { return e.Message.Contains("entry 5") && e.Message.Contains("BFloat16") ? null : e.Message; }
         });
         Check("auto-follows-the-model", () =>
         {

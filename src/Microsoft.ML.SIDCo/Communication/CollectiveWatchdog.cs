@@ -126,6 +126,14 @@ internal sealed class WatchedCommunicator : ICommunicator, ISharesLinks, IWatche
         finally { Exit(); }
     }
 
+    /// <inheritdoc />
+    public void AllToAll<T>(ReadOnlySpan<T> send, Span<T> receive) where T : unmanaged
+    {
+        Enter(nameof(AllToAll), receive.Length);
+        try { _inner.AllToAll(send, receive); }
+        finally { Exit(); }
+    }
+
     private void Enter(string operation, long elements)
     {
         _operation = operation;

@@ -48,23 +48,24 @@ public sealed class GradientExchange
     private readonly int[] _counts;
     private int[] _allIndices = [];
     private float[] _allValues = [];
-    private Half[] _halfMine = [], _halfAll = [];
+    private ushort[] _wireMine = [], _wireAll = [];
+    private float[] _wireSum = [], _wireTerm = [];
 
     /// <summary>Creates an exchange for gradients of <paramref name="length"/> entries.</summary>
     /// <param name="comm">The workers.</param>
     /// <param name="length">Dense gradient length; checked to agree across ranks (collective).</param>
     /// <param name="mode">Exchange mode.</param>
-    /// <param name="halfPrecisionValues">Send sparse values as float16 (halves value bytes; rounds values).</param>
+    /// <param name="wire">How gradient values travel (dense and sparse); 16-bit formats halve the bytes and round the values.</param>
     /// <param name="model">Cost model; probed on <paramref name="comm"/> (once per communicator) when null, so every exchange reports a
     /// prediction.</param>
-    public GradientExchange(ICommunicator comm, int length, ExchangeMode mode = ExchangeMode.Auto, bool halfPrecisionValues = false,
-        CostModel? model = null)
-        : this(comm, length, mode, halfPrecisionValues, model, kernels: null)
+    public GradientExchange(ICommunicator comm, int length, ExchangeMode mode = ExchangeMode.Auto,
+        WirePrecision wire = WirePrecision.Float32, CostModel? model = null)
+        : this(comm, length, mode, wire, model, kernels: null)
     {
     }
 
     /// <summary>The exchange, scatter-adding with <paramref name="kernels"/> (the CPU's when null).</summary>
-    internal GradientExchange(ICommunicator comm, int length, ExchangeMode mode, bool halfPrecisionValues, CostModel? model,
+    internal GradientExchange(ICommunicator comm, int length, ExchangeMode mode, WirePrecision wire, CostModel? model,
         IScatterAddKernel? kernels)
     {
         ArgumentNullException.ThrowIfNull(comm);
@@ -73,11 +74,12 @@ public sealed class GradientExchange
         _comm = comm;
         Length = length;
         Mode = mode;
-        HalfPrecisionValues = halfPrecisionValues;
+        if (!Enum.IsDefined(wire)) throw new ArgumentOutOfRangeException(nameof(wire), wire, "Unknown WirePrecision.");
+        Wire = wire;
         _scatter = kernels ?? CpuGradientKernels.Instance;
         _counts = new int[comm.Size];
         comm.VerifyAgreement("the gradient length", length);
-        comm.VerifyAgreement("the exchange mode and value precision", (long)mode * 2 + (halfPrecisionValues ? 1 : 0));
+        comm.VerifyAgreement("the exchange mode and wire precision", (long)mode * 4 + (long)wire);
         Model = model ?? CostModel.Probe(comm);
     }
 
@@ -87,8 +89,8 @@ public sealed class GradientExchange
     /// <summary>The configured mode.</summary>
     public ExchangeMode Mode { get; }
 
-    /// <summary>True when sparse values travel as float16.</summary>
-    public bool HalfPrecisionValues { get; }
+    /// <summary>How gradient values travel.</summary>
+    public WirePrecision Wire { get; }
 
     /// <summary>The cost model in use.</summary>
     public CostModel Model { get; }
@@ -108,11 +110,11 @@ public sealed class GradientExchange
         double waitMs = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
         long total = 0;
         foreach (int c in _counts) total += c;
-        int valueBytes = HalfPrecisionValues ? 2 : 4;
-        double denseMs = Model.DenseSeconds(Length) * 1e3, sparseMs = Model.SparseSeconds(total, valueBytes) * 1e3;
+        int valueBytes = Wire.BytesPerValue();
+        double denseMs = Model.DenseSeconds(DenseWireFloats) * 1e3, sparseMs = Model.SparseSeconds(total, valueBytes) * 1e3;
         var mode = Mode switch
         {
-            ExchangeMode.Auto => Model.Choose(Length, total, valueBytes),
+            ExchangeMode.Auto => Model.Choose(DenseWireFloats, total, valueBytes),
             _ => Mode,
         };
         // Every rank saw the same counts, so every rank takes the same branch.
@@ -120,7 +122,7 @@ public sealed class GradientExchange
         {
             averaged.Clear();
             _scatter.ScatterAdd(local.Indices, local.Values, averaged);
-            _comm.AllReduceSum(averaged);
+            SumDense(averaged);
         }
         else
         {
@@ -129,13 +131,13 @@ public sealed class GradientExchange
             int t = (int)total;
             if (_allIndices.Length < t) { _allIndices = new int[t]; _allValues = new float[t]; }
             _comm.AllGatherV(local.Indices, _allIndices.AsSpan(0, t), _counts);
-            if (HalfPrecisionValues)
+            if (Wire != WirePrecision.Float32)
             {
-                if (_halfMine.Length < local.Count) _halfMine = new Half[local.Count];
-                if (_halfAll.Length < t) _halfAll = new Half[t];
-                TensorPrimitives.ConvertToHalf(local.Values, _halfMine.AsSpan(0, local.Count));
-                _comm.AllGatherV<Half>(_halfMine.AsSpan(0, local.Count), _halfAll.AsSpan(0, t), _counts);
-                TensorPrimitives.ConvertToSingle(_halfAll.AsSpan(0, t), _allValues.AsSpan(0, t));
+                if (_wireMine.Length < local.Count) _wireMine = new ushort[local.Count];
+                if (_wireAll.Length < t) _wireAll = new ushort[t];
+                WireCodec.Encode(local.Values, _wireMine.AsSpan(0, local.Count), Wire);
+                _comm.AllGatherV<ushort>(_wireMine.AsSpan(0, local.Count), _wireAll.AsSpan(0, t), _counts);
+                WireCodec.Decode(_wireAll.AsSpan(0, t), _allValues.AsSpan(0, t), Wire);
             }
             else
             {
@@ -149,8 +151,8 @@ public sealed class GradientExchange
                 offset += _counts[r];
             }
         }
-        if (p > 1) TensorPrimitives.Multiply(averaged, 1f / p, averaged);
-        double bytes = mode == ExchangeMode.Dense ? Model.DenseBytesPerRank(Length) : Model.SparseBytesPerRank(total, valueBytes);
+        if (p > 1 && !(mode == ExchangeMode.Dense && Wire != WirePrecision.Float32)) TensorPrimitives.Multiply(averaged, 1f / p, averaged);
+        double bytes = mode == ExchangeMode.Dense ? DenseBytesPerRank : Model.SparseBytesPerRank(total, valueBytes);
         return new ExchangeStats(mode, local.Count, total, denseMs, sparseMs, bytes, Stopwatch.GetElapsedTime(start).TotalMilliseconds,
             waitMs);
     }
@@ -161,10 +163,56 @@ public sealed class GradientExchange
         if (gradient.Length != Length)
             throw new ArgumentException($"Gradient length {gradient.Length} differs from the exchange length {Length}.", nameof(gradient));
         long start = Stopwatch.GetTimestamp();
-        _comm.AllReduceSum(gradient);
-        if (_comm.Size > 1) TensorPrimitives.Multiply(gradient, 1f / _comm.Size, gradient);
-        double ms = Model.DenseSeconds(Length) * 1e3;
-        return new ExchangeStats(ExchangeMode.Dense, Length, (long)Length * _comm.Size, ms, double.NaN, Model.DenseBytesPerRank(Length),
+        SumDense(gradient);
+        if (_comm.Size > 1 && Wire == WirePrecision.Float32) TensorPrimitives.Multiply(gradient, 1f / _comm.Size, gradient);
+        double ms = Model.DenseSeconds(DenseWireFloats) * 1e3;
+        return new ExchangeStats(ExchangeMode.Dense, Length, (long)Length * _comm.Size, ms, double.NaN, DenseBytesPerRank,
             Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+    }
+
+    // The dense exchange moves as many bytes as a float32 ring allreduce of this many floats (the cost model's unit).
+    private long DenseWireFloats => (long)Length * Wire.BytesPerValue() / sizeof(float);
+
+    private double DenseBytesPerRank => Model.DenseBytesPerRank(Length) * Wire.BytesPerValue() / sizeof(float);
+
+    // Float32: the sum over the workers in place (MPI_Allreduce). 16-bit: the average instead, in the two halves of a ring
+    // allreduce: each rank pre-divides by the worker count (as Horovod and DDP do, so a sum cannot overflow the format), sends
+    // block r to rank r, adds the P blocks it receives in single precision in rank order, and gathers every rank's rounded
+    // block. Every rank ends with the same values; a value the format cannot hold fails on every rank alike.
+    private void SumDense(Span<float> values)
+    {
+        int p = _comm.Size;
+        if (Wire == WirePrecision.Float32 || p == 1) { _comm.AllReduceSum(values); return; }
+        int n = values.Length, block = (n + p - 1) / p, padded = block * p;
+        if (_wireMine.Length < padded) _wireMine = new ushort[padded];
+        if (_wireAll.Length < padded) _wireAll = new ushort[padded];
+        if (_wireSum.Length < block) { _wireSum = new float[block]; _wireTerm = new float[block]; }
+        var mine = _wireMine.AsSpan(0, padded);
+        var all = _wireAll.AsSpan(0, padded);
+        TensorPrimitives.Multiply(values, 1f / p, values);
+        WireCodec.Encode(values, mine[..n], Wire);
+        mine[n..].Clear();
+        _comm.AllToAll<ushort>(mine, all);
+        var sum = _wireSum.AsSpan(0, block);
+        var term = _wireTerm.AsSpan(0, block);
+        sum.Clear();
+        for (int r = 0; r < p; r++)
+        {
+            WireCodec.Decode(all.Slice(r * block, block), term, Wire);
+            TensorPrimitives.Add(sum, term, sum);
+        }
+        WireCodec.Encode(sum, mine[..block], Wire);
+        _comm.AllGather<ushort>(mine[..block], all);
+        WireCodec.Decode(all[..n], values, Wire);
+        if (!TensorPrimitives.IsFiniteAll<float>(values))
+            throw new OverflowException($"Gradient entry {FirstNonFinite(values)} does not fit {Wire} on the wire (|x| / workers above " +
+                $"65504, or not "
+                + $"finite). Use WirePrecision.BFloat16 or Float32.");
+    }
+
+    private static int FirstNonFinite(ReadOnlySpan<float> values)
+    {
+        for (int i = 0; i < values.Length; i++) if (!float.IsFinite(values[i])) return i;
+        return -1;
     }
 }

@@ -32,6 +32,19 @@ public interface ICommunicator : IDisposable
     /// <summary>Gathers blocks of different sizes (<paramref name="counts"/>[r] from rank r) into <paramref name="all"/> in rank
     /// order.</summary>
     void AllGatherV<T>(ReadOnlySpan<T> mine, Span<T> all, ReadOnlySpan<int> counts) where T : unmanaged;
+
+    /// <summary>
+    /// Sends block r of <paramref name="send"/> (its length / <see cref="Size"/> elements) to rank r and receives rank r's
+    /// block for this rank into block r of <paramref name="receive"/> (the same length). The default gathers every rank's
+    /// whole buffer (correct, with Size times the traffic); transports override it with a true all-to-all.
+    /// </summary>
+    void AllToAll<T>(ReadOnlySpan<T> send, Span<T> receive) where T : unmanaged
+    {
+        int block = CommunicatorExtensions.AllToAllBlock(send.Length, receive.Length, Size);
+        var all = new T[(long)send.Length * Size];
+        AllGather(send, all);
+        for (int r = 0; r < Size; r++) all.AsSpan(r * send.Length + Rank * block, block).CopyTo(receive.Slice(r * block, block));
+    }
 }
 
 /// <summary>
@@ -134,6 +147,15 @@ public static class CommunicatorExtensions
 
     /// <summary>A stable 64-bit fingerprint of a string (for <see cref="VerifyAgreement(ICommunicator, string, long)"/>).</summary>
     public static long Fingerprint(string text) => (long)System.IO.Hashing.XxHash64.HashToUInt64(System.Text.Encoding.UTF8.GetBytes(text));
+
+    /// <summary>The block length of an all-to-all: checks that both buffers hold <paramref name="size"/> equal blocks.</summary>
+    internal static int AllToAllBlock(int send, int receive, int size)
+    {
+        if (send != receive || send % size != 0)
+            throw new ArgumentException($"AllToAll needs send and receive buffers of equal length, a multiple of the {size} ranks; got "
+                + $"{send} and {receive}.", nameof(receive));
+        return send / size;
+    }
 
     /// <summary>Exclusive prefix sums of <paramref name="counts"/>.</summary>
     internal static int[] Displacements(ReadOnlySpan<int> counts)

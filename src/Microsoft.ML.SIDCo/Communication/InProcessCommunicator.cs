@@ -163,6 +163,23 @@ public sealed unsafe class InProcessCommunicator : ICommunicator
     }
 
     /// <inheritdoc />
+    public void AllToAll<T>(ReadOnlySpan<T> send, Span<T> receive) where T : unmanaged
+    {
+        int block = CommunicatorExtensions.AllToAllBlock(send.Length, receive.Length, Size);
+        fixed (T* p = send)
+        {
+            Publish(p, send.Length);
+            for (int r = 0; r < Size; r++)
+            {
+                var src = Slot<T>(r);
+                if (src.Length != send.Length) Fail($"AllToAll sizes differ: rank {r} sends {src.Length}, rank {Rank} {send.Length}.");
+                src.Slice(Rank * block, block).CopyTo(receive.Slice(r * block, block));
+            }
+            if (Size > 1) _group.Meet();
+        }
+    }
+
+    /// <inheritdoc />
     public void AllGatherV<T>(ReadOnlySpan<T> mine, Span<T> all, ReadOnlySpan<int> counts) where T : unmanaged
     {
         if (counts.Length != Size)

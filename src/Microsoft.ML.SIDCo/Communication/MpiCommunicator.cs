@@ -173,6 +173,18 @@ public sealed unsafe class MpiCommunicator : ICommunicator, ISharesLinks, IWorld
             Check("MPI_Allgatherv", _api.Allgatherv(s, mine.Length * scale, type, r, c, d, type, _api.CommWorld));
     }
 
+    /// <inheritdoc />
+    public void AllToAll<T>(ReadOnlySpan<T> send, Span<T> receive) where T : unmanaged
+    {
+        int block = CommunicatorExtensions.AllToAllBlock(send.Length, receive.Length, Size);
+        var (type, scale) = TypeOf<T>();
+        if ((long)block * scale > int.MaxValue)
+            throw new InvalidOperationException("AllToAll block exceeds int.MaxValue MPI elements; exchange in smaller pieces.");
+        fixed (T* s = send)
+        fixed (T* r = receive)
+            Check("MPI_Alltoall", _api.Alltoall(s, block * scale, type, r, block * scale, type, _api.CommWorld));
+    }
+
     /// <summary>Ends every process of the job with <paramref name="code"/> (MPI_Abort): the way out when one rank cannot
     /// continue.</summary>
     public void Abort(int code) => _api.Abort(_api.CommWorld, code);

@@ -39,6 +39,7 @@ internal static unsafe class MpiNative
         public delegate* unmanaged<void*, void*, int, nint, nint, nint, int> Allreduce;
         public delegate* unmanaged<void*, int, nint, void*, int, nint, nint, int> Allgather;
         public delegate* unmanaged<void*, int, nint, void*, int*, int*, nint, nint, int> Allgatherv;
+        public delegate* unmanaged<void*, int, nint, void*, int, nint, nint, int> Alltoall;
         public delegate* unmanaged<nint, nint, int> CommSetErrhandler;
         public delegate* unmanaged<int, byte*, int*, int> ErrorString;
         public delegate* unmanaged<nint, int, int> Abort;
@@ -83,6 +84,7 @@ internal static unsafe class MpiNative
             Allreduce = (delegate* unmanaged<void*, void*, int, nint, nint, nint, int>)F("MPI_Allreduce"),
             Allgather = (delegate* unmanaged<void*, int, nint, void*, int, nint, nint, int>)F("MPI_Allgather"),
             Allgatherv = (delegate* unmanaged<void*, int, nint, void*, int*, int*, nint, nint, int>)F("MPI_Allgatherv"),
+            Alltoall = (delegate* unmanaged<void*, int, nint, void*, int, nint, nint, int>)F("MPI_Alltoall"),
             CommSetErrhandler = (delegate* unmanaged<nint, nint, int>)F("MPI_Comm_set_errhandler"),
             ErrorString = (delegate* unmanaged<int, byte*, int*, int>)F("MPI_Error_string"),
             Abort = (delegate* unmanaged<nint, int, int>)F("MPI_Abort"),

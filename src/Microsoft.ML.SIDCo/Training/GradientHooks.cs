@@ -63,15 +63,18 @@ internal interface IElasticHook
 }
 
 /// <summary>The no-compression baseline: dense allreduce of the whole gradient, averaged.</summary>
-public sealed class DenseAllReduceHook : IGradientHook, IElasticHook
+public sealed class DenseAllReduceHook(WirePrecision wire = WirePrecision.Float32) : IGradientHook, IElasticHook
 {
     private GradientExchange? _exchange;
+
+    /// <summary>How the gradient travels.</summary>
+    public WirePrecision Wire { get; } = wire;
 
     /// <inheritdoc />
     public void Initialize(GradientHookContext context)
     {
         ArgumentNullException.ThrowIfNull(context);
-        _exchange = new GradientExchange(context.Communicator, context.Length, ExchangeMode.Dense);
+        _exchange = new GradientExchange(context.Communicator, context.Length, ExchangeMode.Dense, Wire);
     }
 
     /// <inheritdoc />
@@ -108,8 +111,8 @@ public sealed class CompressionHookOptions
     /// <summary>Sparse, dense or automatic exchange. Default Auto.</summary>
     public ExchangeMode Exchange { get; set; } = ExchangeMode.Auto;
 
-    /// <summary>Send sparse values as float16. Default false.</summary>
-    public bool HalfPrecisionValues { get; set; }
+    /// <summary>How gradient values travel, dense and sparse. Default <see cref="WirePrecision.Float32"/>.</summary>
+    public WirePrecision Wire { get; set; } = WirePrecision.Float32;
 
     /// <summary>
     /// DGC's momentum correction: each worker keeps a local velocity u = m u + g, compresses u (with
@@ -160,6 +163,7 @@ public sealed class CompressionHookOptions
         ArgumentNullException.ThrowIfNull(Compression);
         if (!Enum.IsDefined(Compressor)) throw new ArgumentOutOfRangeException(nameof(Compressor), Compressor, "Unknown compressor.");
         if (!Enum.IsDefined(Exchange)) throw new ArgumentOutOfRangeException(nameof(Exchange), Exchange, "Unknown exchange mode.");
+        if (!Enum.IsDefined(Wire)) throw new ArgumentOutOfRangeException(nameof(Wire), Wire, "Unknown wire precision.");
         Compression.Validate();
         if (MomentumCorrection is < 0 or >= 1)
             throw new ArgumentOutOfRangeException(nameof(MomentumCorrection), MomentumCorrection, "MomentumCorrection must be in [0, 1).");
@@ -213,7 +217,7 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
         _feedback = _options.ErrorFeedback && _compressor.Compresses ? new ErrorFeedback(context.Length, "gradient bucket") : null;
         _velocity = _options.MomentumCorrection > 0 ? new ErrorFeedback(context.Length, "momentum velocity") : null;
         var mode = _compressor.Compresses ? _options.Exchange : ExchangeMode.Dense;
-        _exchange = new GradientExchange(comm, context.Length, mode, _options.HalfPrecisionValues, _options.CostModel, _options.Kernels);
+        _exchange = new GradientExchange(comm, context.Length, mode, _options.Wire, _options.CostModel, _options.Kernels);
         Precompile(context.Length);
     }
 

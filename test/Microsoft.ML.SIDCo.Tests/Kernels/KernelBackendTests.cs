@@ -374,7 +374,7 @@ public class IlgpuExchangeTests
             group.Run(comm =>
             {
                 var exchange =
-                    new GradientExchange(comm, n, ExchangeMode.Sparse, halfPrecisionValues: false, model: null,
+                    new GradientExchange(comm, n, ExchangeMode.Sparse, wire: WirePrecision.Float32, model: null,
                     kernels: kernels[comm.Rank]);
                 var local = new SparseBuffer();
                 local.AddRange(parts[comm.Rank].Indices, parts[comm.Rank].Values);

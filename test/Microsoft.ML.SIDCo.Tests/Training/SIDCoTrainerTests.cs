@@ -206,6 +206,51 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
     }
 
     [Fact]
+    public void SixteenBitWireFormatsTrainLikeSinglePrecisionAtHalfTheBytes()
+    {
+        // The dense baseline (compressor none) and SIDCo-E's sparse values, each with every wire format.
+        foreach (var compressor in new[] { CompressorKind.None, CompressorKind.SidcoExponential })
+        {
+            var accuracy = new Dictionary<WirePrecision, double>();
+            var bytes = new Dictionary<WirePrecision, double>();
+            var scores = new Dictionary<WirePrecision, float[]>();
+            foreach (var wire in Enum.GetValues<WirePrecision>())
+            {
+                var o = new SIDCoTrainer.Options
+                {
+                    Model = SIDCoModels.Mlp(32),
+                    Workers = 2,
+                    Epochs = 2,
+                    BatchSize = 32,
+                    Compressor = compressor,
+                    Density = 0.01,
+                    ExchangeMode = compressor == CompressorKind.None ? ExchangeMode.Dense : ExchangeMode.Sparse,
+                    WirePrecision = wire,
+                    ReplicaCheckInterval = 1,
+                    Seed = 5,
+                };
+                var model = data.Ml.Transforms.Conversion.MapValueToKey("Label").Append(data.Ml.Extensions.SIDCoTrainer(o)).Fit(data.Train);
+                accuracy[wire] = data.Ml.MulticlassClassification.Evaluate(model.Transform(data.Test)).MicroAccuracy;
+                bytes[wire] = model.LastTransformer.History.Epochs[^1].BytesPerStep;
+                scores[wire] = model.Transform(data.Test).GetColumn<float[]>("Score").Take(50).SelectMany(v => v).ToArray();
+            }
+            log.WriteLine($"{compressor}: " + string.Join(", ", accuracy.Select(a => $"{a.Key} {a.Value:F4} ({bytes[a.Key]:F0} B/step)")));
+            foreach (var wire in new[] { WirePrecision.Float16, WirePrecision.BFloat16 })
+            {
+                Assert.InRange(accuracy[wire] - accuracy[WirePrecision.Float32], -0.03, 0.03);
+                // Rounded on the wire: the model differs from the exact run, a little.
+                Assert.NotEqual(scores[WirePrecision.Float32], scores[wire]);
+                Assert.True(scores[wire].Zip(scores[WirePrecision.Float32]).Max(p => Math.Abs(p.First - p.Second)) < 0.05);
+                // Dense: half the bytes. Sparse: 4-byte indices stay, values halve (6 of 8 bytes an entry, counts differ a little).
+                double ratio = bytes[wire] / bytes[WirePrecision.Float32];
+                if (compressor == CompressorKind.None) Assert.Equal(0.5, ratio, 6);
+                else Assert.InRange(ratio, 0.6, 0.9);
+            }
+            Assert.True(accuracy[WirePrecision.Float32] >= 0.5, $"accuracy {accuracy[WirePrecision.Float32]}");
+        }
+    }
+
+    [Fact]
     public void IlgpuKernelBackendTrainsTwoWorkersLikeTheCpuBackend()
     {
         // Each worker gets its own ILGPU backend (ILGPU's CPU accelerator here, a GPU where there is one).
