@@ -206,6 +206,36 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
     }
 
     [Fact]
+    public void PowerSgdTrainsTwoWorkersThroughTheHookOption()
+    {
+        var accuracy = new Dictionary<string, double>();
+        foreach (var (name, hook) in new (string, Func<IGradientHook>?)[] { ("dense", () => new DenseAllReduceHook()),
+            ("powersgd-r2", () => new PowerSgdHook(rank: 2, denseSteps: 10, seed: 1)) })
+        {
+            var o = new SIDCoTrainer.Options
+            {
+                Model = SIDCoModels.Mlp(32),
+                Workers = 2,
+                Epochs = 2,
+                BatchSize = 32,
+                GradientHook = hook,
+                ReplicaCheckInterval = 1, // P Q^T must leave every replica identical
+                Seed = 5,
+            };
+            var model = data.Ml.Transforms.Conversion.MapValueToKey("Label").Append(data.Ml.Extensions.SIDCoTrainer(o)).Fit(data.Train);
+            accuracy[name] = data.Ml.MulticlassClassification.Evaluate(model.Transform(data.Test)).MicroAccuracy;
+            if (name != "dense")
+            {
+                // MLP(32) on 784 inputs: rank 2 sends (784 + 32) x 2 + (32 + 10) x 2 + 42 biases of 25,450 entries.
+                Assert.Equal((784 + 32) * 2 + (32 + 10) * 2 + 32 + 10, model.LastTransformer.History.Epochs[^1].BytesPerStep / 4, 0);
+            }
+        }
+        log.WriteLine(string.Join(", ", accuracy.Select(a => $"{a.Key} {a.Value:F4}")));
+        Assert.True(accuracy["powersgd-r2"] >= 0.5, $"accuracy {accuracy["powersgd-r2"]}");
+        Assert.InRange(accuracy["powersgd-r2"] - accuracy["dense"], -0.1, 0.1);
+    }
+
+    [Fact]
     public void SixteenBitWireFormatsTrainLikeSinglePrecisionAtHalfTheBytes()
     {
         // The dense baseline (compressor none) and SIDCo-E's sparse values, each with every wire format.
