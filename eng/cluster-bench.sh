@@ -7,6 +7,7 @@
 #                            [--densities ...] [--steps N | --epochs N] [--dense-steps N] [--workers-per-host W]
 #                            [--density-warmup STEPS] [--no-momentum-correction] [--selection-cap C]
 #                            [--interleave BLOCK] [--run-timeout SECONDS] [--json FILE] [--launch-check N]
+#                            [--eval-every N [--target-accuracy A]] [--wire fp32|fp16|bf16]
 # The defaults are the recipe docs/benchmarks.md reports: the 5.8M-parameter MLP, 400 steps (timed over the
 # last 200), momentum correction, and the sparse compressors of a density trained side by side in one job,
 # taking turns every 25 steps (each a training of its own, resumed from its checkpoint), so that their step
@@ -16,11 +17,14 @@
 # twice: flat and hierarchical exchange), runs are separate unless --interleave is given.
 # --launch-check N builds the hosts and starts a job that only runs `true` N times with the same
 # launch settings as the training runs, reports how many launches failed, and trains nothing.
+# --eval-every N measures time to accuracy: every compressor (none too) trains alone for --steps, its test accuracy taken
+# every N steps, and the table gives the training time until it first reaches --target-accuracy (0.8). --wire sets the
+# values' format on the wire; a compressor powersgd-rR runs PowerSgdHook at rank R.
 set -euo pipefail
 dll=${1:?benchmark dll}; shift
 hosts_list=4; links=100mbit,1gbit; model=wide-mlp; compressors=none,topk,dgc,sidco-e,sidco-gp,sidco-p
 densities=0.01,0.001; steps=400; dense_steps=20; json=artifacts/bench/cluster.json; epochs=""; per_host=1; warmup=0
-recipe=--momentum-correction; cap=; launch_check=0; interleave=auto
+recipe=--momentum-correction; cap=; launch_check=0; interleave=auto; eval_every=0; target=0.8; wire=fp32
 run_timeout=1200 # seconds: a run that hangs (a rank stuck on a lost connection) is stopped and counted as failed
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -41,12 +45,16 @@ while [ $# -gt 0 ]; do
     --selection-cap) cap="--selection-cap $2"; shift 2;;
     --launch-check) launch_check=$2; shift 2;;
     --interleave) interleave=$2; shift 2;;
+    --eval-every) eval_every=$2; shift 2;;
+    --target-accuracy) target=$2; shift 2;;
+    --wire) wire=$2; shift 2;;
     *) echo "cluster: unknown option $1"; exit 2;;
   esac
 done
 
 # Which jobs to run: `none` alone; the sparse compressors one job each, or all in one interleaved job.
 sparse=$(echo "$compressors" | tr "," "\n" | { grep -vx none || true; } | paste -sd, -)
+if [ "$eval_every" -gt 0 ]; then interleave=0; dense_steps=$steps; fi
 if [ "$interleave" = auto ]; then
   interleave=0
   if [ -z "$epochs" ] && [ "$per_host" -eq 1 ] && [ "$(echo "$sparse" | tr ',' '\n' | grep -c .)" -ge 2 ]; then
@@ -160,7 +168,8 @@ for n in $(echo "$hosts_list" | tr ',' ' '); do
         for attempt in 1 2 3; do
           session=$(mktemp -d "$work/session.XXXXXX")
           if ! timeout --foreground --kill-after=30 "$run_timeout" "${launch[@]}" --mca orte_tmpdir_base "$session" \
-            dotnet "$root/$dll" cluster-worker --compressors "$c" --interleave "$run_interleave" --checkpoints "$session/checkpoints" --density "$d" --steps "$run_steps" --model "$model" --link-mbps "$mbps" --hosts "$n" ${epochs:+--epochs $epochs} --workers-per-host "$per_host" --density-warmup "$warmup" $recipe $cap $extra \
+            dotnet "$root/$dll" cluster-worker --compressors "$c" --interleave "$run_interleave" --checkpoints "$session/checkpoints" --density "$d" --steps "$run_steps" --model "$model" --link-mbps "$mbps" --hosts "$n" ${epochs:+--epochs $epochs} --workers-per-host "$per_host" --density-warmup "$warmup" $recipe $cap $extra --wire "$wire" \
+            $( [ "$eval_every" -gt 0 ] && echo "--eval-every $eval_every --target-accuracy $target" ) \
             > "$work/run.log" 2>&1; then
             # The whole log is kept beside the JSON: a retry overwrites run.log, and the excerpt rarely says why.
             failed_log="$json.failed-$c-$d-$layout-$mbps-$attempt.log"

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text.Json;
 using Microsoft.ML.SIDCo.Communication;
 using Microsoft.ML.SIDCo.Compression;
@@ -22,7 +23,8 @@ internal static class ClusterBenchmark
         double? IsolatedExchangeMs = null, bool MomentumCorrection = false, string Schedule = "constant", int? TimedSteps = null,
             int? TorchThreads = null, double SelectionCap = 0,
         int? InterleaveBlock = null, double[]? BlockStepMs = null, double[]? BlockComputeMs = null, bool[]? BlockFirst = null,
-            double WaitMs = 0);
+            double WaitMs = 0, string Wire = "fp32", double? TargetAccuracy = null, double? TimeToTargetSeconds = null,
+            int? EvalEvery = null);
 
     /// <summary>
     /// One rank of a run. With <c>--interleave B</c> the listed compressors (<c>--compressors a,b</c>) train side by
@@ -41,15 +43,36 @@ internal static class ClusterBenchmark
         var compressors = a.List("compressors", a.Get("compressor", "sidco-e"));
         if (block == 0 && compressors.Length != 1)
             throw new ArgumentException("--compressors lists several compressors only with --interleave BLOCK");
+        // --eval-every N: epochs of N steps, each ending with the test accuracy on --eval-limit rows, for the time to
+        // --target-accuracy (training time summed over the epochs until the first that reaches it, evaluations excluded).
+        var keysFor = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train);
+        int evalEvery = a.Int("eval-every", 0);
+        if (evalEvery > 0 && (block != 0 || a.Has("epochs")))
+            throw new ArgumentException("--eval-every runs one compressor alone for --steps (no --interleave, no --epochs)");
+        var wire = a.Get("wire", "fp32") switch
+        {
+            "fp32" => WirePrecision.Float32,
+            "fp16" => WirePrecision.Float16,
+            "bf16" => WirePrecision.BFloat16,
+            var w => throw new ArgumentException($"--wire {w}: fp32, fp16 or bf16"),
+        };
+        var validation = evalEvery > 0 ? FashionMnist.Load(train: false, limit: a.Int("eval-limit", 2000)) : null;
         SIDCoTrainer.Options OptionsFor(string compressor) => new()
         {
             Model = model,
-            Compressor = CompressorNames.Parse(compressor),
+            // powersgd-rR: PyTorch's PowerSGD hook's recipe (rank R, 10 dense steps) as our hook.
+            Compressor = compressor.StartsWith(PowerSgdPrefix, StringComparison.Ordinal) ? CompressorKind.None
+                : CompressorNames.Parse(compressor),
+            GradientHook = compressor.StartsWith(PowerSgdPrefix, StringComparison.Ordinal)
+                ? () => new Training.PowerSgdHook(int.Parse(compressor[PowerSgdPrefix.Length..], CultureInfo.InvariantCulture), seed: 1)
+                : null,
+            WirePrecision = wire,
             Density = a.Double("density", 0.001),
             // --steps N: two halves of N/2 steps (two epochs), timed over the second: the first holds JIT
             // compilation and the adaptive compressors' calibration, which a run of thousands of steps amortises.
-            Epochs = a.Has("epochs") ? a.Int("epochs", 1) : 2,
-            MaxStepsPerEpoch = a.Has("epochs") ? 0 : (steps + 1) / 2,
+            Epochs = a.Has("epochs") ? a.Int("epochs", 1) : evalEvery > 0 ? (steps + evalEvery - 1) / evalEvery : 2,
+            MaxStepsPerEpoch = a.Has("epochs") ? 0 : evalEvery > 0 ? evalEvery : (steps + 1) / 2,
+            ValidationData = validation is null ? null : keysFor.Transform(ml.Data.LoadFromEnumerable(validation)),
             BatchSize = 32,
             LearningRate = 0.05,
             Momentum = 0.9,
@@ -61,11 +84,12 @@ internal static class ClusterBenchmark
             WorkersPerRank = a.Int("workers-per-host", 1),
             HierarchicalExchange = a.Has("hierarchical"),
             DensityWarmupSteps = a.Int("density-warmup", 0),
-            MomentumCorrection = a.Has("momentum-correction"),
+            // DGC's momentum correction is a setting of the built-in hook; PowerSGD uses the optimizer's momentum, as in PyTorch.
+            MomentumCorrection = a.Has("momentum-correction") && !compressor.StartsWith(PowerSgdPrefix, StringComparison.Ordinal),
             SelectionCap = a.Double("selection-cap", 0),
         };
-        var keys = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train);
-        var trainKeys = keys.Transform(train);
+        var trainKeys = keysFor.Transform(train);
+        var keys = keysFor;
         var runs = block == 0
             ? [new Run(compressors[0], OptionsFor(compressors[0]), ml.Extensions.SIDCoTrainer(OptionsFor(compressors[0])).Fit(trainKeys))]
             : Interleaved(ml, trainKeys, compressors, OptionsFor, block,
@@ -89,7 +113,17 @@ internal static class ClusterBenchmark
                     cost);
             if (comm.Rank != 0) continue;
             var metrics = ml.MulticlassClassification.Evaluate(fitted.Transform(keys.Transform(test)));
-            var row = new Row(options.Compressor.ToName(), fitted.Info.Density, comm.Size, a.Int("link-mbps", 0), W(e => e.StepMs),
+            double? target = evalEvery > 0 ? a.Double("target-accuracy", 0.8) : null, toTarget = null;
+            if (target is { } t)
+            {
+                double elapsed = 0;
+                foreach (var e in all)
+                {
+                    elapsed += e.Seconds;
+                    if (e.ValidationAccuracy >= t) { toTarget = elapsed; break; }
+                }
+            }
+            var row = new Row(run.Compressor, fitted.Info.Density, comm.Size, a.Int("link-mbps", 0), W(e => e.StepMs),
                 W(e => e.ComputeMs), W(e => e.CompressMs),
                 W(e => e.CommunicateMs), W(e => e.PredictedCommunicateMs), W(e => e.BytesPerStep), metrics.MicroAccuracy, total,
                 comm.Size * options.WorkersPerRank * (options.BatchSize
@@ -99,11 +133,14 @@ internal static class ClusterBenchmark
                     options.MomentumCorrection, "cosine", timed, TorchSharp.torch.get_num_threads(), options.SelectionCap,
                 block == 0 ? null : block, run.Blocks?.Where(b => b.Timed).Select(b => b.StepMs).ToArray(),
                     run.Blocks?.Where(b => b.Timed).Select(b => b.ComputeMs).ToArray(),
-                run.Blocks?.Where(b => b.Timed).Select(b => b.First).ToArray(), W(e => e.WaitMs));
+                run.Blocks?.Where(b => b.Timed).Select(b => b.First).ToArray(), W(e => e.WaitMs), a.Get("wire", "fp32"), target, toTarget,
+                evalEvery > 0 ? evalEvery : null);
             Console.WriteLine("RESULT " + JsonSerializer.Serialize(row, Bench.JsonLine));
         }
         return 0;
     }
+
+    private const string PowerSgdPrefix = "powersgd-r";
 
     private sealed record Run(string Compressor, SIDCoTrainer.Options Options, SIDCoTransformer Fitted, List<Block>? Blocks = null);
 
@@ -204,13 +241,14 @@ internal static class ClusterBenchmark
             sb.AppendLine();
             sb.Append(Bench.Table(["compressor", "exchange", "density", "step ms", "compute", "compress", "communicate", "of which wait",
                 "predicted comm.", "pred./meas.", "pred./(meas. - wait)", "exchange alone", "pred./alone", "examples/s", "bytes/step",
-                "test acc.", "vs none", "vs topk", "vs dgc"],
+                "test acc.", "time to target", "vs none", "vs topk", "vs dgc"],
                 g.Select(r =>
                 {
                     string Speed(Row? b) => b is null ? "-" : Bench.F(b.StepMs / r.StepMs, "F1") + "x";
                     return new[]
                     {
-                        r.Compressor, r.Exchange, r.Compressor == "none" ? "-" : Bench.F(r.Density, "G3"), Bench.F(r.StepMs, "F0"),
+                        r.Wire == "fp32" ? r.Compressor : $"{r.Compressor} ({r.Wire})", r.Exchange,
+                            r.Compressor == "none" ? "-" : Bench.F(r.Density, "G3"), Bench.F(r.StepMs, "F0"),
                             Bench.F(r.ComputeMs, "F0"), Bench.F(r.CompressMs, "F1"),
                         Bench.F(r.CommunicateMs, "F1"), r.Compressor == "none" ? "-" : Bench.F(r.WaitMs, "F1"),
                             Bench.F(r.PredictedCommunicateMs, "F1"), Bench.F(r.PredictedCommunicateMs / r.CommunicateMs, "F2"),
@@ -218,6 +256,8 @@ internal static class ClusterBenchmark
                         r.IsolatedExchangeMs is { } alone ? Bench.F(alone, "F1") : "-",
                             r.IsolatedExchangeMs is { } m ? Bench.F(r.PredictedCommunicateMs / m, "F2") : "-",
                         Bench.F(r.ExamplesPerSecond, "F0"), Bench.F(r.BytesPerStep, "N0"), Bench.F(r.TestAccuracy * 100, "F2") + " %",
+                        r.TargetAccuracy is not { } target ? "-"
+                            : r.TimeToTargetSeconds is { } s ? $"{s:F1} s to {target * 100:F0} %" : $"not {target * 100:F0} %",
                         Speed(Base("none", r.Density)), Speed(Base("topk", r.Density)), Speed(Base("dgc", r.Density)),
                     };
                 })));

@@ -27,6 +27,7 @@ public sealed class PowerSgdHook : IGradientHook
     private readonly record struct Matrix(string Name, int Offset, int Rows, int Columns, int POffset, int QOffset);
 
     private ICommunicator? _comm;
+    private CostModel? _model;
     private Matrix[] _matrices = [];
     private (int Offset, int Count)[] _vectors = [];
     private float[] _p = [], _q = [], _error = [], _vectorValues = [], _approx = [];
@@ -62,6 +63,7 @@ public sealed class PowerSgdHook : IGradientHook
     {
         ArgumentNullException.ThrowIfNull(context);
         _comm = context.Communicator;
+        _model = CostModel.Probe(_comm);
         _length = context.Length;
         var matrices = new List<Matrix>();
         var vectors = new List<(int, int)>();
@@ -110,7 +112,8 @@ public sealed class PowerSgdHook : IGradientHook
             comm.AllReduceSum(gradient);
             if (workers > 1) TensorPrimitives.Multiply(gradient, 1f / workers, gradient);
             double ms = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
-            return new GradientHookStats(0, ms, gradient.Length, ring * gradient.Length, 1, ExchangeMode.Dense, 1, false, double.NaN);
+            return new GradientHookStats(0, ms, gradient.Length, ring * gradient.Length, 1, ExchangeMode.Dense, 1, false,
+                _model!.DenseSeconds(gradient.Length) * 1e3);
         }
 
         // Vectors: averaged dense.
@@ -174,7 +177,9 @@ public sealed class PowerSgdHook : IGradientHook
             }
         }
         double elapsed = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
-        return new GradientHookStats(0, elapsed, CompressedLength, ring * CompressedLength, 1, ExchangeMode.Dense, 1, false, double.NaN);
+        // Three allreduces (vectors, P, Q): the latency three times over, the bytes once.
+        double predicted = (_model!.DenseSeconds(CompressedLength) + 2 * _model.DenseSeconds(0)) * 1e3;
+        return new GradientHookStats(0, elapsed, CompressedLength, ring * CompressedLength, 1, ExchangeMode.Dense, 1, false, predicted);
     }
 
     /// <summary>This worker's copy of matrix <paramref name="index"/>'s P (rows x r, row-major) after the last step.</summary>
