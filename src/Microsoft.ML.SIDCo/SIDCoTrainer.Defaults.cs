@@ -21,6 +21,8 @@ public sealed partial class SIDCoTrainer
         public const double DensityWarmupStart = CompressionHookOptions.DefaultDensityWarmupStart;
         public const Communication.WirePrecision WirePrecision = Communication.WirePrecision.Float32;
         public const int Workers = 1;
+        public const bool OverlapBackward = true;
+        public const double BucketSizeMB = 25;
         public const int WorkersPerRank = 1;
         /// <summary>Fewest entries per worker and step under the automatic density (8 KiB of indices and values).</summary>
         public const long MinimumSelected = 1024;

@@ -47,7 +47,9 @@ public sealed partial class SIDCoTrainer
     /// <see cref="SelectionCap"/>, <see cref="ErrorFeedback"/>, <see cref="MomentumCorrection"/>, <see cref="NonFiniteGradients"/>,
     /// <see cref="DenseWarmupSteps"/>, <see cref="DenseWarmupEpochs"/>, <see cref="DensityWarmupSteps"/>, <see cref="DensityWarmupStart"/>,
     /// <see cref="GradientHook"/> |
-    /// | Exchange | <see cref="ExchangeMode"/>, <see cref="WirePrecision"/>, <see cref="Transport"/>, <see cref="Workers"/>,
+    /// | Exchange | <see cref="ExchangeMode"/>, <see cref="WirePrecision"/>, <see cref="OverlapBackward"/>, <see cref="BucketSizeMB"/>,
+    /// <see cref="CompressPerBucket"/>,
+    /// <see cref="Transport"/>, <see cref="Workers"/>,
     /// <see cref="WorkersPerRank"/>, <see cref="HierarchicalExchange"/>, <see cref="Kernels"/> |
     /// | Optimisation | <see cref="Epochs"/>, <see cref="BatchSize"/>, <see cref="Optimizer"/>, <see cref="LearningRate"/>,
     /// <see cref="Momentum"/>, <see cref="Nesterov"/>, <see cref="WeightDecay"/>, <see cref="Schedule"/>,
@@ -190,6 +192,26 @@ public sealed partial class SIDCoTrainer
         public KernelBackend Kernels = KernelBackend.Cpu;
 
         /// <summary>
+        /// Start a dense exchange during backward, bucket by bucket in reverse layer order, as PyTorch DDP does (hooks that
+        /// implement <see cref="IBucketedGradientHook"/>: the dense baseline, <c>Compressor = None</c>). The model is bitwise
+        /// the same either way. Default true.
+        /// </summary>
+        public bool OverlapBackward = Defaults.OverlapBackward;
+
+        /// <summary>
+        /// Size of an overlapped exchange's buckets in MiB (the first one is 1 MiB, and a parameter is never split), as
+        /// DDP's bucket_cap_mb. Default 25.
+        /// </summary>
+        public double BucketSizeMB = Defaults.BucketSizeMB;
+
+        /// <summary>
+        /// Compress each bucket of <see cref="BucketSizeMB"/> on its own (its own fit, residual and exchange) as backward
+        /// completes it, instead of the whole gradient after backward (the paper's way, the default). Lets compression and
+        /// exchange overlap with backward; SIDCo then fits each bucket's magnitudes. Default false.
+        /// </summary>
+        public bool CompressPerBucket;
+
+        /// <summary>
         /// Passes over the training data. Default null (automatic): enough epochs for 2,000 optimizer steps, at least 5 and
         /// at most 1,000 (a small data set takes many short epochs, a large one 5).
         /// </summary>
@@ -306,12 +328,18 @@ public sealed partial class SIDCoTrainer
                     "ShardData shards the rows over the MPI ranks; it cannot be combined with several workers per rank.",
                         nameof(ShardData));
             }
+            if (CompressPerBucket && (HierarchicalExchange || GradientHook is not null))
+                throw new ArgumentException("CompressPerBucket configures the built-in flat hook; it cannot be combined with "
+                    + "HierarchicalExchange or a custom GradientHook.", nameof(CompressPerBucket));
             if (HierarchicalExchange && GradientHook is not null)
             {
                 throw new ArgumentException(
                     "HierarchicalExchange configures the built-in hook; it cannot be combined with a custom GradientHook.",
                         nameof(HierarchicalExchange));
             }
+            if (!(BucketSizeMB > 0 && BucketSizeMB <= MaxBucketSizeMB))
+                throw new ArgumentOutOfRangeException(nameof(BucketSizeMB), BucketSizeMB,
+                    $"BucketSizeMB must be in (0, {MaxBucketSizeMB}].");
             if (!IsDevice(Device))
             {
                 throw new ArgumentOutOfRangeException(nameof(Device), Device,
@@ -416,6 +444,9 @@ public sealed partial class SIDCoTrainer
             Agreed(nameof(GradientHook), GradientHook is null ? "built-in" : "custom", kept: true),
             Agreed(nameof(ExchangeMode), ExchangeMode, kept: false),
             Agreed(nameof(WirePrecision), WirePrecision, kept: true),
+            Agreed(nameof(OverlapBackward), OverlapBackward, kept: false),
+            Agreed(nameof(BucketSizeMB), BucketSizeMB, kept: false),
+            Agreed(nameof(CompressPerBucket), CompressPerBucket, kept: true),
             Agreed(nameof(Transport), Transport, kept: false),
             Agreed(nameof(Workers), Workers, kept: false),
             Agreed(nameof(WorkersPerRank), WorkersPerRank, kept: false),
@@ -455,7 +486,12 @@ public sealed partial class SIDCoTrainer
         /// Momentum correction is in effect: asked for, with the built-in hook and a momentum to carry. The hook then keeps the
         /// momentum and the optimizer steps without.
         /// </summary>
-        internal bool UsesMomentumCorrection => MomentumCorrection && GradientHook is null && Momentum > 0;
+        // A dense exchange averages linearly: momentum on the average is DGC's correction already, so `none` keeps the
+        // optimizer's momentum and runs the dense hook.
+        internal bool UsesMomentumCorrection =>
+            MomentumCorrection && GradientHook is null && Momentum > 0 && Compressor != CompressorKind.None;
+
+        private const double MaxBucketSizeMB = 1 << 16;
 
         /// <summary>The compressor's settings these options give.</summary>
         internal CompressorOptions ToCompressorOptions() => new()
@@ -508,6 +544,8 @@ public sealed partial class SIDCoTrainer
                 NonFiniteGradients = NonFiniteGradients,
                 AgreedOptions = ToAgreedOptions(),
                 Device = Device,
+                OverlapBackward = OverlapBackward,
+                BucketBytes = (long)(BucketSizeMB * (1 << 20)),
                 LocalRank =
                     MpiNetCommunicator.IsLaunchedByMpiexec ? MpiNetCommunicator.LaunchedLocalRank : MpiCommunicator.LaunchedLocalRank,
                 Seed = Seed,

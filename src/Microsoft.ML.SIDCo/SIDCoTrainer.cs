@@ -148,7 +148,11 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
                 hookOptions.Kernels = IlgpuGradientKernels.CreatePreferred();
                 hookOptions.OwnsKernels = true;
             }
-            return data.Hybrid && o.HierarchicalExchange ? new HierarchicalCompressionHook(hookOptions) : new CompressionHook(hookOptions);
+            if (data.Hybrid && o.HierarchicalExchange) return new HierarchicalCompressionHook(hookOptions);
+            // Nothing to compress: the dense hook, which can exchange during backward.
+            if (o.Compressor == CompressorKind.None) return new DenseAllReduceHook(o.WirePrecision);
+            return o.CompressPerBucket ? new BucketedCompressionHook(hookOptions, (long)(o.BucketSizeMB * (1 << 20)))
+                : new CompressionHook(hookOptions);
         }
         void Report(TrainingProgress p)
         {

@@ -239,6 +239,16 @@ switch (scenario)
             Console.WriteLine($"CHECK {SIDCoTrainer.Rank} transformer OK {accuracy:R} {fingerprint}");
             return 0;
         }
+    case "overlap":
+        {
+            // The dense baseline with and without overlap, one worker per rank (the test compares with in-process workers).
+            var ml = new MLContext(seed: 1);
+            var (train, _) = Scenarios.LoadData(ml, 2000, 100);
+            long on = Scenarios.TrainDense(ml, train, workers: 1, overlap: true);
+            long off = Scenarios.TrainDense(ml, train, workers: 1, overlap: false);
+            Console.WriteLine($"CHECK {SIDCoTrainer.Rank} overlap OK {on} {off}");
+            return 0;
+        }
     case "memory":
         {
             // Peak memory of a Fit with many in-process workers on a small model (args: workers).

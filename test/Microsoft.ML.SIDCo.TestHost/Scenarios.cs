@@ -11,6 +11,34 @@ namespace Microsoft.ML.SIDCo.TestHost;
 public static class Scenarios
 {
     /// <summary>The settings of the acceptance test: ConvNet, SIDCo-E at density 0.01, 3,000 training images.</summary>
+    /// <summary>
+    /// The dense baseline (compressor none) on the sample's ConvNet, with or without the exchange overlapped with backward
+    /// (8 KiB buckets, so that the 80k-parameter model has several): the weights' fingerprint.
+    /// </summary>
+    public static long TrainDense(MLContext ml, IDataView train, int workers, bool overlap) =>
+        TrainOverlapped(ml, train, workers, overlap, perBucket: false).Fingerprint;
+
+    /// <summary>
+    /// The sample's ConvNet with 8 KiB buckets: the dense baseline, or SIDCo-E compressed per bucket; with or without overlap.
+    /// </summary>
+    public static (long Fingerprint, SIDCoTransformer Model) TrainOverlapped(MLContext ml, IDataView train, int workers, bool overlap,
+        bool perBucket)
+    {
+        var options = SmallFashionMnist(workers);
+        if (!perBucket)
+        {
+            options.Compressor = CompressorKind.None;
+            options.ExchangeMode = Microsoft.ML.SIDCo.Communication.ExchangeMode.Dense;
+        }
+        options.CompressPerBucket = perBucket;
+        options.Epochs = 2;
+        options.OverlapBackward = overlap;
+        options.BucketSizeMB = 8.0 / 1024;
+        options.ReplicaCheckInterval = 1;
+        var model = ml.Transforms.Conversion.MapValueToKey("Label").Append(ml.Extensions.SIDCoTrainer(options)).Fit(train);
+        return (model.LastTransformer.WeightsFingerprint, model.LastTransformer);
+    }
+
     public static SIDCoTrainer.Options SmallFashionMnist(int workers) => new()
     {
         Model = SIDCoModels.ConvNet(),

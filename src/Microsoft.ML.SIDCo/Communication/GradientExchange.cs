@@ -49,7 +49,7 @@ public sealed class GradientExchange
     private int[] _allIndices = [];
     private float[] _allValues = [];
     private ushort[] _wireMine = [], _wireAll = [];
-    private float[] _wireSum = [], _wireTerm = [];
+    private float[] _wireSum = [], _wireTerm = [], _orderedMine = [], _orderedAll = [];
 
     /// <summary>Creates an exchange for gradients of <paramref name="length"/> entries.</summary>
     /// <param name="comm">The workers.</param>
@@ -91,6 +91,13 @@ public sealed class GradientExchange
 
     /// <summary>How gradient values travel.</summary>
     public WirePrecision Wire { get; }
+
+    /// <summary>
+    /// Dense single-precision sums in rank order, whatever the length (an all-to-all, local sums, an allgather), so that
+    /// exchanging a vector in pieces gives bitwise what exchanging it whole gives; MPI_Allreduce's order depends on the
+    /// length. Same bytes as a ring allreduce. Off by default.
+    /// </summary>
+    internal bool OrderedSum { get; init; }
 
     /// <summary>The cost model in use.</summary>
     public CostModel Model { get; }
@@ -157,6 +164,23 @@ public sealed class GradientExchange
             waitMs);
     }
 
+    /// <summary>
+    /// Dense average of a piece of the gradient (any length up to <see cref="Length"/>), in place. Collective: every worker
+    /// passes pieces of the same lengths in the same order.
+    /// </summary>
+    internal ExchangeStats AverageDense(Span<float> piece)
+    {
+        if (piece.Length > Length)
+            throw new ArgumentException($"Piece length {piece.Length} exceeds the exchange length {Length}.", nameof(piece));
+        long start = Stopwatch.GetTimestamp();
+        SumDense(piece);
+        if (_comm.Size > 1 && Wire == WirePrecision.Float32) TensorPrimitives.Multiply(piece, 1f / _comm.Size, piece);
+        double bytes = Model.DenseBytesPerRank(piece.Length) * Wire.BytesPerValue() / sizeof(float);
+        return new ExchangeStats(ExchangeMode.Dense, piece.Length, (long)piece.Length * _comm.Size,
+            Model.DenseSeconds((long)piece.Length * Wire.BytesPerValue() / sizeof(float)) * 1e3, double.NaN, bytes,
+            Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+    }
+
     /// <summary>Dense allreduce of <paramref name="gradient"/> in place, divided by the worker count. Collective.</summary>
     public ExchangeStats AllReduceDense(Span<float> gradient)
     {
@@ -182,7 +206,13 @@ public sealed class GradientExchange
     private void SumDense(Span<float> values)
     {
         int p = _comm.Size;
-        if (Wire == WirePrecision.Float32 || p == 1) { _comm.AllReduceSum(values); return; }
+        if (p == 1) return;
+        if (Wire == WirePrecision.Float32)
+        {
+            if (OrderedSum) SumInRankOrder(values);
+            else _comm.AllReduceSum(values);
+            return;
+        }
         int n = values.Length, block = (n + p - 1) / p, padded = block * p;
         if (_wireMine.Length < padded) _wireMine = new ushort[padded];
         if (_wireAll.Length < padded) _wireAll = new ushort[padded];
@@ -208,6 +238,23 @@ public sealed class GradientExchange
             throw new OverflowException($"Gradient entry {FirstNonFinite(values)} does not fit {Wire} on the wire (|x| / workers above " +
                 $"65504, or not "
                 + $"finite). Use WirePrecision.BFloat16 or Float32.");
+    }
+
+    // Rank r adds block r of every rank's vector in rank order; every rank gathers the sums.
+    private void SumInRankOrder(Span<float> values)
+    {
+        int p = _comm.Size, n = values.Length, block = (n + p - 1) / p, padded = block * p;
+        if (_orderedMine.Length < padded) { _orderedMine = new float[padded]; _orderedAll = new float[padded]; }
+        var mine = _orderedMine.AsSpan(0, padded);
+        var all = _orderedAll.AsSpan(0, padded);
+        values.CopyTo(mine);
+        mine[n..].Clear();
+        _comm.AllToAll<float>(mine, all);
+        var sum = mine[..block];
+        all[..block].CopyTo(sum);
+        for (int r = 1; r < p; r++) TensorPrimitives.Add(sum, all.Slice(r * block, block), sum);
+        _comm.AllGather<float>(sum, all);
+        all[..n].CopyTo(values);
     }
 
     private static int FirstNonFinite(ReadOnlySpan<float> values)

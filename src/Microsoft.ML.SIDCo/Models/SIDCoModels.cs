@@ -246,9 +246,9 @@ public static class SIDCoModels
         {
             using var scope = torch.NewDisposeScope();
             var ids = input.round().clamp(0, _vocabulary - 1).to_type(ScalarType.Int64);
-            var h = _tokens.forward(ids) + _positions;
-            foreach (var block in _blocks) h = block.forward(h);
-            return _out.forward(_norm.forward(h).mean([1])).MoveToOuterDisposeScope();
+            var h = _tokens.call(ids) + _positions;
+            foreach (var block in _blocks) h = block.call(h);
+            return _out.call(_norm.call(h).mean([1])).MoveToOuterDisposeScope();
         }
     }
 
@@ -276,12 +276,12 @@ public static class SIDCoModels
             using var scope = torch.NewDisposeScope();
             long batch = h.shape[0], steps = h.shape[1], width = h.shape[2], headWidth = width / _heads;
             // [batch, steps, 3 x width] -> [3, batch, heads, steps, head width]: queries, keys and values per head.
-            var qkv = _qkv.forward(_norm1.forward(h)).reshape(batch, steps, 3, _heads, headWidth).permute(2, 0, 3, 1, 4);
+            var qkv = _qkv.call(_norm1.call(h)).reshape(batch, steps, 3, _heads, headWidth).permute(2, 0, 3, 1, 4);
             var (q, k, v) = (qkv[0], qkv[1], qkv[2]);
             var attention = (q.matmul(k.transpose(-2, -1)) * (1.0 / Math.Sqrt(headWidth))).softmax(-1);
             var mixed = attention.matmul(v).transpose(1, 2).reshape(batch, steps, width);
-            var x = h + _proj.forward(mixed);
-            return (x + _ff2.forward(_ff1.forward(_norm2.forward(x)).relu())).MoveToOuterDisposeScope();
+            var x = h + _proj.call(mixed);
+            return (x + _ff2.call(_ff1.call(_norm2.call(x)).relu())).MoveToOuterDisposeScope();
         }
     }
 
@@ -306,7 +306,7 @@ public static class SIDCoModels
             h.Dispose(); c.Dispose();
             using (output)
             using (var last = output.select(1, -1))
-                return _out.forward(last);
+                return _out.call(last);
         }
     }
 }

@@ -62,10 +62,15 @@ internal interface IElasticHook
     void LoadRedistributed(IReadOnlyList<Stream> states, int rank, int size);
 }
 
-/// <summary>The no-compression baseline: dense allreduce of the whole gradient, averaged.</summary>
-public sealed class DenseAllReduceHook(WirePrecision wire = WirePrecision.Float32) : IGradientHook, IElasticHook
+/// <summary>
+/// The no-compression baseline: the dense average of the gradient, whole or bucket by bucket as backward produces it
+/// (<see cref="IBucketedGradientHook"/>), with sums in rank order so that both give bitwise the same model.
+/// </summary>
+public sealed class DenseAllReduceHook(WirePrecision wire = WirePrecision.Float32) : IBucketedGradientHook, IElasticHook
 {
     private GradientExchange? _exchange;
+    private double _stepMs, _stepBytes, _stepPredictedMs;
+    private long _stepEntries;
 
     /// <summary>How the gradient travels.</summary>
     public WirePrecision Wire { get; } = wire;
@@ -74,14 +79,35 @@ public sealed class DenseAllReduceHook(WirePrecision wire = WirePrecision.Float3
     public void Initialize(GradientHookContext context)
     {
         ArgumentNullException.ThrowIfNull(context);
-        _exchange = new GradientExchange(context.Communicator, context.Length, ExchangeMode.Dense, Wire);
+        _exchange = new GradientExchange(context.Communicator, context.Length, ExchangeMode.Dense, Wire) { OrderedSum = true };
     }
+
+    private GradientExchange Exchange => _exchange ?? throw new InvalidOperationException("Initialize must be called first.");
 
     /// <inheritdoc />
     public GradientHookStats Reduce(Span<float> gradient, long step)
     {
-        var e = (_exchange ?? throw new InvalidOperationException("Initialize must be called first.")).AllReduceDense(gradient);
+        var e = Exchange.AllReduceDense(gradient);
         return new GradientHookStats(0, e.ElapsedMs, gradient.Length, e.BytesPerRank, 1, ExchangeMode.Dense, 1, false, e.PredictedDenseMs);
+    }
+
+    /// <inheritdoc />
+    public void ReduceBucket(Memory<float> values, int offset, long step)
+    {
+        var e = Exchange.AverageDense(values.Span);
+        _stepMs += e.ElapsedMs;
+        _stepBytes += e.BytesPerRank;
+        _stepPredictedMs += e.PredictedDenseMs;
+        _stepEntries += values.Length;
+    }
+
+    /// <inheritdoc />
+    public GradientHookStats CompleteStep(long step)
+    {
+        var stats = new GradientHookStats(0, _stepMs, _stepEntries, _stepBytes, 1, ExchangeMode.Dense, 1, false, _stepPredictedMs);
+        _stepMs = _stepBytes = _stepPredictedMs = 0;
+        _stepEntries = 0;
+        return stats;
     }
 
     /// <inheritdoc />

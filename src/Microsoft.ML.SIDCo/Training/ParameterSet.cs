@@ -84,18 +84,26 @@ internal sealed class ParameterSet
         }
     }
 
+    /// <summary>Parameter <paramref name="index"/> itself (in <see cref="Slices"/> order).</summary>
+    public Parameter Parameter(int index) => _parameters[index].Parameter;
+
     /// <summary>Copies every parameter's gradient into <paramref name="bucket"/> (zeros for parameters without one).</summary>
     public void GatherGradients(Span<float> bucket)
     {
         if (bucket.Length != Length)
             throw new ArgumentException($"Bucket length {bucket.Length} differs from the parameter count {Length}.", nameof(bucket));
-        for (int i = 0; i < _parameters.Length; i++)
+        for (int i = 0; i < _parameters.Length; i++) GatherGradient(i, bucket);
+    }
+
+    /// <summary>Copies parameter <paramref name="i"/>'s gradient into its slice of <paramref name="bucket"/> (zeros without one).</summary>
+    public void GatherGradient(int i, Span<float> bucket)
+    {
         {
             var slice = bucket.Slice(Slices[i].Offset, Slices[i].Count);
             // The wrapper holds a reference to the native gradient: without disposing it, each step's gradients
             // (freed by zero_grad) would stay alive until the finalizer ran, growing native memory by a model per step.
             using var grad = _parameters[i].Parameter.grad;
-            if (grad is null) { slice.Clear(); continue; }
+            if (grad is null) { slice.Clear(); return; }
             if (grad.device_type != DeviceType.CPU)
             {
                 using var host = grad.cpu();

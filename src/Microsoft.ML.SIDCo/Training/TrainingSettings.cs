@@ -133,6 +133,12 @@ internal sealed record TrainingSettings
     /// Gradients come to the host bucket for the exchange either way.
     /// </summary>
     public string Device { get; init; } = "cpu";
+
+    /// <summary>Exchange buckets during backward when the hook can (<see cref="IBucketedGradientHook"/>).</summary>
+    public bool OverlapBackward { get; init; }
+
+    /// <summary>Bucket size of an overlapped exchange in bytes (the first bucket is 1 MiB).</summary>
+    public long BucketBytes { get; init; } = 25 << 20;
     /// <summary>This process's rank among the processes of its machine (the GPU a <c>cuda</c> device means under MPI).</summary>
     public int LocalRank { get; init; }
     /// <summary>Clip the averaged gradient's global L2 norm to this (0 = off).</summary>

@@ -34,6 +34,7 @@ internal sealed class WorkerRun : IDisposable
     private readonly long _rows; // training rows over all workers
     private readonly long _totalSteps;
     private readonly IGradientHook _hook;
+    private readonly BackwardOverlap? _overlap;
     private readonly FlatOptimizer _optimizer;
     private readonly float[] _bucket;
     private readonly double[] _compressTimes; // this epoch's per-step compress times, for their median
@@ -91,6 +92,8 @@ internal sealed class WorkerRun : IDisposable
             FlatOptimizer.Create(settings.Optimizer, _parameters.Length, settings.Momentum, settings.Nesterov, settings.WeightDecay,
             settings.AdamBeta1, settings.AdamBeta2, settings.AdamEpsilon);
         _bucket = new float[_parameters.Length];
+        if (settings.OverlapBackward && comm.Size > 1 && _hook is IBucketedGradientHook bucketed)
+            _overlap = new BackwardOverlap(_model, _parameters, bucketed, _bucket, settings.BucketBytes);
         _compressTimes = new double[_stepsPerEpoch];
         _batch = torch.empty([settings.BatchSize, train.FeatureLength], ScalarType.Float32);
         _classes = new long[settings.BatchSize];
@@ -170,6 +173,7 @@ internal sealed class WorkerRun : IDisposable
         }
         double lossValue;
         long correct = 0;
+        _overlap?.BeginStep(_step);
         using (torch.NewDisposeScope())
         {
             var output = _model.forward(DataParallelTrainer.OnDevice(_batch, _model));
@@ -179,10 +183,20 @@ internal sealed class WorkerRun : IDisposable
             loss.backward();
             lossValue = loss.item<float>() * _s.LossScale;
         }
-        _parameters.GatherGradients(_bucket);
-        double computeMs = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
-
-        var hook = _hook.Reduce(_bucket, _step);
+        GradientHookStats hook;
+        double computeMs;
+        if (_overlap is not null)
+        {
+            // Backward has exchanged most buckets already: what remains is waited for here, and counted as the exchange.
+            computeMs = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+            hook = _overlap.EndBackward();
+        }
+        else
+        {
+            _parameters.GatherGradients(_bucket);
+            computeMs = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+            hook = _hook.Reduce(_bucket, _step);
+        }
 
         long updateStart = Stopwatch.GetTimestamp();
         // Every path meets here: the averaged gradient is the same on every worker, so all of them decide alike.
@@ -318,6 +332,7 @@ internal sealed class WorkerRun : IDisposable
 
     public void Dispose()
     {
+        _overlap?.Dispose();
         _hook.Dispose();
         _batch.Dispose();
     }
