@@ -7,7 +7,8 @@
 #                            [--densities ...] [--steps N | --epochs N] [--dense-steps N] [--workers-per-host W]
 #                            [--density-warmup STEPS] [--no-momentum-correction] [--selection-cap C]
 #                            [--interleave BLOCK] [--run-timeout SECONDS] [--json FILE] [--launch-check N]
-#                            [--eval-every N [--target-accuracy A]] [--wire fp32|fp16|bf16]
+#                            [--eval-every N [--target-accuracy A]] [--wire fp32,fp16,bf16]
+#                            [--peers pytorch [--peer-hooks none,fp16,powersgd-r1,powersgd-r4]] [--dense-overlap on|off|both]
 # The defaults are the recipe docs/benchmarks.md reports: the 5.8M-parameter MLP, 400 steps (timed over the
 # last 200), momentum correction, and the sparse compressors of a density trained side by side in one job,
 # taking turns every 25 steps (each a training of its own, resumed from its checkpoint), so that their step
@@ -18,13 +19,16 @@
 # --launch-check N builds the hosts and starts a job that only runs `true` N times with the same
 # launch settings as the training runs, reports how many launches failed, and trains nothing.
 # --eval-every N measures time to accuracy: every compressor (none too) trains alone for --steps, its test accuracy taken
-# every N steps, and the table gives the training time until it first reaches --target-accuracy (0.8). --wire sets the
-# values' format on the wire; a compressor powersgd-rR runs PowerSgdHook at rank R.
+# every N steps, and the table gives the training time until it first reaches --target-accuracy (0.8). --wire lists the
+# values' formats on the wire (each run once per format); a compressor powersgd-rR runs PowerSgdHook at rank R.
+# --peers pytorch also trains the same model and recipe with PyTorch DDP (eng/ddp-peer.py, Debian's python3-torch, gloo)
+# on the same hosts and links, one process per host, once per DDP communication hook in --peer-hooks (none and fp16 for
+# --dense-steps steps, as our `none`; PowerSGD for --steps). --dense-overlap both runs `none` with the exchange overlapped with backward and without.
 set -euo pipefail
 dll=${1:?benchmark dll}; shift
 hosts_list=4; links=100mbit,1gbit; model=wide-mlp; compressors=none,topk,dgc,sidco-e,sidco-gp,sidco-p
 densities=0.01,0.001; steps=400; dense_steps=20; json=artifacts/bench/cluster.json; epochs=""; per_host=1; warmup=0
-recipe=--momentum-correction; cap=; launch_check=0; interleave=auto; eval_every=0; target=0.8; wire=fp32
+recipe=--momentum-correction; cap=; launch_check=0; interleave=auto; eval_every=0; target=0.8; wire=fp32; peers=""; peer_hooks=none,fp16,powersgd-r1,powersgd-r4; dense_overlap=on
 run_timeout=1200 # seconds: a run that hangs (a rank stuck on a lost connection) is stopped and counted as failed
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -48,6 +52,9 @@ while [ $# -gt 0 ]; do
     --eval-every) eval_every=$2; shift 2;;
     --target-accuracy) target=$2; shift 2;;
     --wire) wire=$2; shift 2;;
+    --peers) peers=$2; shift 2;;
+    --peer-hooks) peer_hooks=$2; shift 2;;
+    --dense-overlap) dense_overlap=$2; shift 2;;
     *) echo "cluster: unknown option $1"; exit 2;;
   esac
 done
@@ -68,6 +75,9 @@ if [ "$interleave" -gt 0 ] && [ -n "$sparse" ]; then units+=("$sparse")
 else for c in $(echo "$sparse" | tr ',' ' '); do units+=("$c"); done; fi
 
 if [ "$(id -u)" -ne 0 ]; then echo "cluster: needs root (it creates network namespaces, veth links, a bridge and tc qdiscs). Run as root."; exit 1; fi
+if [ "$peers" = pytorch ] && ! /usr/bin/python3 -c "import torch.distributed" 2>/dev/null; then
+  echo "cluster: --peers pytorch needs Debian's python3-torch (apt-get install python3-torch)"; exit 1
+fi
 for tool in ip tc mpirun; do
   command -v $tool >/dev/null || { echo "cluster: '$tool' not found: install iproute2 (ip, tc) and openmpi-bin"; exit 1; }
 done
@@ -159,16 +169,20 @@ for n in $(echo "$hosts_list" | tr ',' ' '); do
       for d in $(echo "$densities" | tr ',' ' '); do
         [ "$c" = none ] && [ "$d" != "${densities%%,*}" ] && continue
         layouts=flat; [ "$per_host" -gt 1 ] && [ "$c" != none ] && layouts="flat hierarchical"
+        if [ "$c" = none ]; then
+          case "$dense_overlap" in on) layouts=flat;; off) layouts=no-overlap;; both) layouts="flat no-overlap";; esac
+        fi
         for layout in $layouts; do
-        echo "  $c at $d ($layout, $per_host worker(s) per host)"
-        extra=""; [ "$layout" = hierarchical ] && extra="--hierarchical"
+        for w in $(echo "$wire" | tr ',' ' '); do
+        echo "  $c at $d ($layout, $per_host worker(s) per host, $w on the wire)"
+        extra=""; [ "$layout" = hierarchical ] && extra="--hierarchical"; [ "$layout" = no-overlap ] && extra="--no-overlap"
         # All emulated hosts share one hostname and /tmp: a fresh session directory per run keeps its
         # orteds from colliding with an earlier run's session files (and netns-rsh.sh gives each host
         # its own directory below it). Up to two retries, for a run that fails for a reason outside it.
         for attempt in 1 2 3; do
           session=$(mktemp -d "$work/session.XXXXXX")
           if ! timeout --foreground --kill-after=30 "$run_timeout" "${launch[@]}" --mca orte_tmpdir_base "$session" \
-            dotnet "$root/$dll" cluster-worker --compressors "$c" --interleave "$run_interleave" --checkpoints "$session/checkpoints" --density "$d" --steps "$run_steps" --model "$model" --link-mbps "$mbps" --hosts "$n" ${epochs:+--epochs $epochs} --workers-per-host "$per_host" --density-warmup "$warmup" $recipe $cap $extra --wire "$wire" \
+            dotnet "$root/$dll" cluster-worker --compressors "$c" --interleave "$run_interleave" --checkpoints "$session/checkpoints" --density "$d" --steps "$run_steps" --model "$model" --link-mbps "$mbps" --hosts "$n" ${epochs:+--epochs $epochs} --workers-per-host "$per_host" --density-warmup "$warmup" $recipe $cap $extra --wire "$w" \
             $( [ "$eval_every" -gt 0 ] && echo "--eval-every $eval_every --target-accuracy $target" ) \
             > "$work/run.log" 2>&1; then
             # The whole log is kept beside the JSON: a retry overwrites run.log, and the excerpt rarely says why.
@@ -182,8 +196,25 @@ for n in $(echo "$hosts_list" | tr ',' ' '); do
         done
         sed -n 's/.*RESULT //p' "$work/run.log" >> "$rows"
         done
+        done
       done
     done
+    if [ "$peers" = pytorch ]; then
+      for hook in $(echo "$peer_hooks" | tr ',' ' '); do
+        echo "  pytorch ddp, hook $hook"
+        pids=()
+        for i in $(seq 0 $((n - 1))); do
+          timeout --kill-after=30 "$run_timeout" ip netns exec "sidco-h$i" env OMP_NUM_THREADS="$threads" GLOO_SOCKET_IFNAME=eth0 \
+            /usr/bin/python3 "$root/eng/ddp-peer.py" --rank "$i" --world "$n" --master 10.200.0.1 --model "$model" --hook "$hook" \
+            --steps "$([ "${hook#powersgd}" = "$hook" ] && echo "$dense_steps" || echo "$steps")" --link-mbps "$mbps" $( [ "$eval_every" -gt 0 ] && echo "--eval-every $eval_every --target-accuracy $target" ) \
+            > "$work/ddp-$i.log" 2>&1 &
+          pids+=($!)
+        done
+        ok=1; for pid in "${pids[@]}"; do wait "$pid" || ok=0; done
+        if [ "$ok" -eq 1 ]; then sed -n 's/.*RESULT //p' "$work/ddp-0.log" >> "$rows"
+        else cp "$work/ddp-0.log" "$json.failed-ddp-$hook-$mbps.log"; echo "  ddp run failed, log in $json.failed-ddp-$hook-$mbps.log"; fi
+      done
+    fi
     net_down
   done
 done

@@ -62,11 +62,14 @@ internal static class ClusterBenchmark
             Model = model,
             // powersgd-rR: PyTorch's PowerSGD hook's recipe (rank R, 10 dense steps) as our hook.
             Compressor = compressor.StartsWith(PowerSgdPrefix, StringComparison.Ordinal) ? CompressorKind.None
-                : CompressorNames.Parse(compressor),
+                : CompressorNames.Parse(compressor.Replace(PerBucketSuffix, "", StringComparison.Ordinal)),
+            // sidco-e@bucket: compressed bucket by bucket during backward.
+            CompressPerBucket = compressor.EndsWith(PerBucketSuffix, StringComparison.Ordinal),
             GradientHook = compressor.StartsWith(PowerSgdPrefix, StringComparison.Ordinal)
                 ? () => new Training.PowerSgdHook(int.Parse(compressor[PowerSgdPrefix.Length..], CultureInfo.InvariantCulture), seed: 1)
                 : null,
             WirePrecision = wire,
+            OverlapBackward = !a.Has("no-overlap"),
             Density = a.Double("density", 0.001),
             // --steps N: two halves of N/2 steps (two epochs), timed over the second: the first holds JIT
             // compilation and the adaptive compressors' calibration, which a run of thousands of steps amortises.
@@ -129,7 +132,10 @@ internal static class ClusterBenchmark
                 comm.Size * options.WorkersPerRank * (options.BatchSize
                     ?? throw new InvalidOperationException("the benchmark sets BatchSize")) / W(e => e.StepMs) * 1000,
                     cost.AlphaSeconds * 1e6, cost.BetaSecondsPerByte * 1e9, parameters, model.Descriptor, W(e => e.SparseFraction),
-                options.WorkersPerRank, options.HierarchicalExchange ? "hierarchical" : "flat", options.DensityWarmupSteps, isolatedMs,
+                options.WorkersPerRank,
+                options.HierarchicalExchange ? "hierarchical"
+                    : options.Compressor == CompressorKind.None && options.GradientHook is null && options.OverlapBackward ? "overlapped"
+                    : "flat", options.DensityWarmupSteps, isolatedMs,
                     options.MomentumCorrection, "cosine", timed, TorchSharp.torch.get_num_threads(), options.SelectionCap,
                 block == 0 ? null : block, run.Blocks?.Where(b => b.Timed).Select(b => b.StepMs).ToArray(),
                     run.Blocks?.Where(b => b.Timed).Select(b => b.ComputeMs).ToArray(),
@@ -140,7 +146,7 @@ internal static class ClusterBenchmark
         return 0;
     }
 
-    private const string PowerSgdPrefix = "powersgd-r";
+    private const string PowerSgdPrefix = "powersgd-r", PerBucketSuffix = "@bucket";
 
     private sealed record Run(string Compressor, SIDCoTrainer.Options Options, SIDCoTransformer Fitted, List<Block>? Blocks = null);
 
