@@ -8,7 +8,7 @@
 #                            [--density-warmup STEPS] [--no-momentum-correction] [--selection-cap C]
 #                            [--interleave BLOCK] [--run-timeout SECONDS] [--json FILE] [--launch-check N]
 #                            [--eval-every N [--target-accuracy A]] [--wire fp32,fp16,bf16]
-#                            [--peers pytorch [--peer-hooks none,fp16,powersgd-r1,powersgd-r4]] [--dense-overlap on|off|both]
+#                            [--peers pytorch [--peer-hooks none,fp16,powersgd-r1,powersgd-r4]] [--dense-overlap on|off|both] [--bucket-mb MB]
 # The defaults are the recipe docs/benchmarks.md reports: the 5.8M-parameter MLP, 400 steps (timed over the
 # last 200), momentum correction, and the sparse compressors of a density trained side by side in one job,
 # taking turns every 25 steps (each a training of its own, resumed from its checkpoint), so that their step
@@ -28,7 +28,7 @@ set -euo pipefail
 dll=${1:?benchmark dll}; shift
 hosts_list=4; links=100mbit,1gbit; model=wide-mlp; compressors=none,topk,dgc,sidco-e,sidco-gp,sidco-p
 densities=0.01,0.001; steps=400; dense_steps=20; json=artifacts/bench/cluster.json; epochs=""; per_host=1; warmup=0
-recipe=--momentum-correction; cap=; launch_check=0; interleave=auto; eval_every=0; target=0.8; wire=fp32; peers=""; peer_hooks=none,fp16,powersgd-r1,powersgd-r4; dense_overlap=on
+recipe=--momentum-correction; cap=; launch_check=0; interleave=auto; eval_every=0; target=0.8; wire=fp32; peers=""; peer_hooks=none,fp16,powersgd-r1,powersgd-r4; dense_overlap=on; bucket_mb=25
 run_timeout=1200 # seconds: a run that hangs (a rank stuck on a lost connection) is stopped and counted as failed
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -55,6 +55,7 @@ while [ $# -gt 0 ]; do
     --peers) peers=$2; shift 2;;
     --peer-hooks) peer_hooks=$2; shift 2;;
     --dense-overlap) dense_overlap=$2; shift 2;;
+    --bucket-mb) bucket_mb=$2; shift 2;;
     *) echo "cluster: unknown option $1"; exit 2;;
   esac
 done
@@ -182,7 +183,7 @@ for n in $(echo "$hosts_list" | tr ',' ' '); do
         for attempt in 1 2 3; do
           session=$(mktemp -d "$work/session.XXXXXX")
           if ! timeout --foreground --kill-after=30 "$run_timeout" "${launch[@]}" --mca orte_tmpdir_base "$session" \
-            dotnet "$root/$dll" cluster-worker --compressors "$c" --interleave "$run_interleave" --checkpoints "$session/checkpoints" --density "$d" --steps "$run_steps" --model "$model" --link-mbps "$mbps" --hosts "$n" ${epochs:+--epochs $epochs} --workers-per-host "$per_host" --density-warmup "$warmup" $recipe $cap $extra --wire "$w" \
+            dotnet "$root/$dll" cluster-worker --compressors "$c" --interleave "$run_interleave" --checkpoints "$session/checkpoints" --density "$d" --steps "$run_steps" --model "$model" --link-mbps "$mbps" --hosts "$n" ${epochs:+--epochs $epochs} --workers-per-host "$per_host" --density-warmup "$warmup" $recipe $cap $extra --wire "$w" --bucket-mb "$bucket_mb" \
             $( [ "$eval_every" -gt 0 ] && echo "--eval-every $eval_every --target-accuracy $target" ) \
             > "$work/run.log" 2>&1; then
             # The whole log is kept beside the JSON: a retry overwrites run.log, and the excerpt rarely says why.
@@ -206,7 +207,8 @@ for n in $(echo "$hosts_list" | tr ',' ' '); do
         for i in $(seq 0 $((n - 1))); do
           timeout --kill-after=30 "$run_timeout" ip netns exec "sidco-h$i" env OMP_NUM_THREADS="$threads" GLOO_SOCKET_IFNAME=eth0 \
             /usr/bin/python3 "$root/eng/ddp-peer.py" --rank "$i" --world "$n" --master 10.200.0.1 --model "$model" --hook "$hook" \
-            --steps "$([ "${hook#powersgd}" = "$hook" ] && echo "$dense_steps" || echo "$steps")" --link-mbps "$mbps" $( [ "$eval_every" -gt 0 ] && echo "--eval-every $eval_every --target-accuracy $target" ) \
+            --steps "$([ "${hook#powersgd}" = "$hook" ] && echo "$dense_steps" || echo "$steps")" --link-mbps "$mbps" \
+            --bucket-mb "$bucket_mb" $( [ "$eval_every" -gt 0 ] && echo "--eval-every $eval_every --target-accuracy $target" ) \
             > "$work/ddp-$i.log" 2>&1 &
           pids+=($!)
         done

@@ -105,6 +105,7 @@ def main():
     a.add_argument("--test-limit", type=int, default=10000)
     a.add_argument("--link-mbps", type=int, default=0)
     a.add_argument("--data", default=DEBIAN_DATA)
+    a.add_argument("--bucket-mb", type=float, default=25)
     args = a.parse_args()
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -113,7 +114,11 @@ def main():
     dist.init_process_group("gloo", rank=args.rank, world_size=args.world)
     torch.manual_seed(SEED)
     model = model_for(args.model)
-    ddp = nn.parallel.DistributedDataParallel(model)
+    if args.hook.startswith("powersgd-r"):
+        # torch 1.13's PowerSGD hook over gloo fails when two buckets' allreduces are in flight at once ("op.preamble.length
+        # <= op.nbytes" in gloo's tcp pair): give the PowerSGD runs one bucket by raising DDP's 1 MiB first-bucket cap.
+        dist._DEFAULT_FIRST_BUCKET_BYTES = int(args.bucket_mb * (1 << 20))
+    ddp = nn.parallel.DistributedDataParallel(model, bucket_cap_mb=args.bucket_mb)
     if args.hook == "fp16":
         ddp.register_comm_hook(dist.group.WORLD, default_hooks.fp16_compress_hook)
     elif args.hook.startswith("powersgd-r"):

@@ -70,6 +70,7 @@ internal static class ClusterBenchmark
                 : null,
             WirePrecision = wire,
             OverlapBackward = !a.Has("no-overlap"),
+            BucketSizeMB = a.Double("bucket-mb", SIDCoTrainer.Defaults.BucketSizeMB),
             Density = a.Double("density", 0.001),
             // --steps N: two halves of N/2 steps (two epochs), timed over the second: the first holds JIT
             // compilation and the adaptive compressors' calibration, which a run of thousands of steps amortises.
@@ -113,7 +114,7 @@ internal static class ClusterBenchmark
             double? isolatedMs = a.Has("hierarchical") || options.WorkersPerRank > 1
                 ? null
                 : MeasureIsolatedExchange(comm, parameters, options.Compressor == CompressorKind.None ? 1 : W(e => e.AchievedDensity),
-                    cost);
+                    cost, options.WirePrecision);
             if (comm.Rank != 0) continue;
             var metrics = ml.MulticlassClassification.Evaluate(fitted.Transform(keys.Transform(test)));
             double? target = evalEvery > 0 ? a.Double("target-accuracy", 0.8) : null, toTarget = null;
@@ -202,9 +203,9 @@ internal static class ClusterBenchmark
     /// after a barrier, so it holds no wait for a slower rank. This is what the cost model describes; in
     /// training the communicate time also holds the wait for the slowest rank's compute.
     /// </summary>
-    private static double MeasureIsolatedExchange(MpiCommunicator comm, int n, double density, CostModel cost)
+    private static double MeasureIsolatedExchange(MpiCommunicator comm, int n, double density, CostModel cost, WirePrecision wire)
     {
-        var exchange = new GradientExchange(comm, n, density >= 1 ? ExchangeMode.Dense : ExchangeMode.Auto, model: cost);
+        var exchange = new GradientExchange(comm, n, density >= 1 ? ExchangeMode.Dense : ExchangeMode.Auto, wire, model: cost);
         var output = new float[n];
         var local = new SparseBuffer();
         int k = (int)Math.Max(1, Math.Round(density * n));
