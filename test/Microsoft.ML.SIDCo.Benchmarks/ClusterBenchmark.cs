@@ -61,13 +61,22 @@ internal static class ClusterBenchmark
         {
             Model = model,
             // powersgd-rR: PyTorch's PowerSGD hook's recipe (rank R, 10 dense steps) as our hook.
-            Compressor = compressor.StartsWith(PowerSgdPrefix, StringComparison.Ordinal) ? CompressorKind.None
+            Compressor = compressor.StartsWith(PowerSgdPrefix, StringComparison.Ordinal) || compressor == DenseMpiAllreduce
+                ? CompressorKind.None
                 : CompressorNames.Parse(compressor.Replace(PerBucketSuffix, "", StringComparison.Ordinal)),
             // sidco-e@bucket: compressed bucket by bucket during backward.
             CompressPerBucket = compressor.EndsWith(PerBucketSuffix, StringComparison.Ordinal),
             GradientHook = compressor.StartsWith(PowerSgdPrefix, StringComparison.Ordinal)
                 ? () => new Training.PowerSgdHook(int.Parse(compressor[PowerSgdPrefix.Length..], CultureInfo.InvariantCulture), seed: 1)
-                : null,
+                // none-mpi: the dense exchange as MPI_Allreduce after backward (the built-in `none` sums in rank order).
+                : compressor == DenseMpiAllreduce
+                    ? () => new Training.CompressionHook(new Training.CompressionHookOptions
+                    {
+                        Compressor = CompressorKind.None,
+                        Exchange = ExchangeMode.Dense,
+                        Wire = wire,
+                    })
+                    : null,
             WirePrecision = wire,
             OverlapBackward = !a.Has("no-overlap"),
             BucketSizeMB = a.Double("bucket-mb", SIDCoTrainer.Defaults.BucketSizeMB),
@@ -89,7 +98,8 @@ internal static class ClusterBenchmark
             HierarchicalExchange = a.Has("hierarchical"),
             DensityWarmupSteps = a.Int("density-warmup", 0),
             // DGC's momentum correction is a setting of the built-in hook; PowerSGD uses the optimizer's momentum, as in PyTorch.
-            MomentumCorrection = a.Has("momentum-correction") && !compressor.StartsWith(PowerSgdPrefix, StringComparison.Ordinal),
+            MomentumCorrection = a.Has("momentum-correction") && !compressor.StartsWith(PowerSgdPrefix, StringComparison.Ordinal)
+                && compressor != DenseMpiAllreduce,
             SelectionCap = a.Double("selection-cap", 0),
         };
         var trainKeys = keysFor.Transform(train);
@@ -147,7 +157,7 @@ internal static class ClusterBenchmark
         return 0;
     }
 
-    private const string PowerSgdPrefix = "powersgd-r", PerBucketSuffix = "@bucket";
+    private const string PowerSgdPrefix = "powersgd-r", PerBucketSuffix = "@bucket", DenseMpiAllreduce = "none-mpi";
 
     private sealed record Run(string Compressor, SIDCoTrainer.Options Options, SIDCoTransformer Fitted, List<Block>? Blocks = null);
 
