@@ -433,6 +433,8 @@ internal sealed class StopSelf(Microsoft.ML.SIDCo.Training.IGradientHook inner, 
 internal sealed class SignalSelf(Microsoft.ML.SIDCo.Training.IGradientHook inner, long step, string target)
     : Microsoft.ML.SIDCo.Training.IGradientHook
 {
+    private const int SignalHandlerGraceMs = 500;
+
     public void Initialize(Microsoft.ML.SIDCo.Training.GradientHookContext context) => inner.Initialize(context);
 
     public Microsoft.ML.SIDCo.Training.GradientHookStats Reduce(Span<float> gradient, long at)
@@ -444,6 +446,9 @@ internal sealed class SignalSelf(Microsoft.ML.SIDCo.Training.IGradientHook inner
             Console.Out.Flush();
             System.Diagnostics.Process.Start("kill", ["-TERM", pid.ToString(System.Globalization.CultureInfo.InvariantCulture)])
                 .WaitForExit();
+            // .NET runs SIGTERM handlers on its own signal thread: on a loaded machine (a CI run) it was once scheduled after
+            // the next step's stop check, and the run stopped a step later. Half a second lets it run within this step.
+            if (target == "rank") Thread.Sleep(SignalHandlerGraceMs);
         }
         return inner.Reduce(gradient, at);
     }
