@@ -493,6 +493,9 @@ public sealed partial class SIDCoTrainer
 
         private const double MaxBucketSizeMB = 1 << 16;
 
+        /// <summary><see cref="BucketSizeMB"/> in bytes.</summary>
+        internal long BucketBytes => (long)(BucketSizeMB * (1 << 20));
+
         /// <summary>The compressor's settings these options give.</summary>
         internal CompressorOptions ToCompressorOptions() => new()
         {
@@ -545,7 +548,7 @@ public sealed partial class SIDCoTrainer
                 AgreedOptions = ToAgreedOptions(),
                 Device = Device,
                 OverlapBackward = OverlapBackward,
-                BucketBytes = (long)(BucketSizeMB * (1 << 20)),
+                BucketBytes = BucketBytes,
                 LocalRank =
                     MpiNetCommunicator.IsLaunchedByMpiexec ? MpiNetCommunicator.LaunchedLocalRank : MpiCommunicator.LaunchedLocalRank,
                 Seed = Seed,

@@ -151,7 +151,7 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
             if (data.Hybrid && o.HierarchicalExchange) return new HierarchicalCompressionHook(hookOptions);
             // Nothing to compress: the dense hook, which can exchange during backward.
             if (o.Compressor == CompressorKind.None) return new DenseAllReduceHook(o.WirePrecision);
-            return o.CompressPerBucket ? new BucketedCompressionHook(hookOptions, (long)(o.BucketSizeMB * (1 << 20)))
+            return o.CompressPerBucket ? new BucketedCompressionHook(hookOptions, o.BucketBytes)
                 : new CompressionHook(hookOptions);
         }
         void Report(TrainingProgress p)

@@ -186,12 +186,7 @@ public sealed class GradientExchange
     {
         if (gradient.Length != Length)
             throw new ArgumentException($"Gradient length {gradient.Length} differs from the exchange length {Length}.", nameof(gradient));
-        long start = Stopwatch.GetTimestamp();
-        SumDense(gradient);
-        if (_comm.Size > 1 && Wire == WirePrecision.Float32) TensorPrimitives.Multiply(gradient, 1f / _comm.Size, gradient);
-        double ms = Model.DenseSeconds(DenseWireFloats) * 1e3;
-        return new ExchangeStats(ExchangeMode.Dense, Length, (long)Length * _comm.Size, ms, double.NaN, DenseBytesPerRank,
-            Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+        return AverageDense(gradient);
     }
 
     // The dense exchange moves as many bytes as a float32 ring allreduce of this many floats (the cost model's unit).

@@ -43,7 +43,7 @@ internal sealed class BackwardOverlap : IDisposable
     private readonly List<Action> _removeHooks = [];
     private readonly object _gate = new();
     private readonly Thread _thread;
-    private int _nextToLaunch, _launched, _done, _generation;
+    private int _launched, _done, _generation; // buckets launched (in order) and exchanged this step
     private long _step;
     private Exception? _failure;
     private bool _disposed;
@@ -117,7 +117,7 @@ internal sealed class BackwardOverlap : IDisposable
         {
             _step = step;
             _generation++;
-            _nextToLaunch = _launched = _done = 0;
+            _launched = _done = 0;
             Array.Clear(_uses);
             for (int b = 0; b < _buckets.Length; b++) _pendingParameters[b] = _buckets[b].LastParameter - _buckets[b].FirstParameter + 1;
             _failure = null;
@@ -162,11 +162,10 @@ internal sealed class BackwardOverlap : IDisposable
     // Launches, in order, every bucket whose parameters are all complete; buckets go out in the same order on every worker.
     private void LaunchReady()
     {
-        while (_nextToLaunch < _buckets.Length && _pendingParameters[_nextToLaunch] <= 0)
+        while (_launched < _buckets.Length && _pendingParameters[_launched] <= 0)
         {
-            var b = _buckets[_nextToLaunch];
+            var b = _buckets[_launched];
             for (int p = b.FirstParameter; p <= b.LastParameter; p++) _parameters.GatherGradient(p, _gradient);
-            _nextToLaunch++;
             _launched++;
             Monitor.PulseAll(_gate);
         }

@@ -106,14 +106,14 @@ public sealed class PowerSgdHook : IGradientHook
             throw new ArgumentException($"Gradient length {gradient.Length} differs from the hook's {_length}.", nameof(gradient));
         long start = Stopwatch.GetTimestamp();
         int workers = comm.Size;
-        double ring = workers <= 1 ? 0 : 2.0 * (workers - 1) / workers * sizeof(float);
+        var model = _model!;
         if (step < DenseSteps)
         {
             comm.AllReduceSum(gradient);
             if (workers > 1) TensorPrimitives.Multiply(gradient, 1f / workers, gradient);
             double ms = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
-            return new GradientHookStats(0, ms, gradient.Length, ring * gradient.Length, 1, ExchangeMode.Dense, 1, false,
-                _model!.DenseSeconds(gradient.Length) * 1e3);
+            return new GradientHookStats(0, ms, gradient.Length, model.DenseBytesPerRank(gradient.Length), 1, ExchangeMode.Dense, 1,
+                false, model.DenseSeconds(gradient.Length) * 1e3);
         }
 
         // Vectors: averaged dense.
@@ -178,8 +178,9 @@ public sealed class PowerSgdHook : IGradientHook
         }
         double elapsed = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
         // Three allreduces (vectors, P, Q): the latency three times over, the bytes once.
-        double predicted = (_model!.DenseSeconds(CompressedLength) + 2 * _model.DenseSeconds(0)) * 1e3;
-        return new GradientHookStats(0, elapsed, CompressedLength, ring * CompressedLength, 1, ExchangeMode.Dense, 1, false, predicted);
+        double predicted = (model.DenseSeconds(CompressedLength) + 2 * model.DenseSeconds(0)) * 1e3;
+        return new GradientHookStats(0, elapsed, CompressedLength, model.DenseBytesPerRank(CompressedLength), 1, ExchangeMode.Dense, 1,
+            false, predicted);
     }
 
     /// <summary>This worker's copy of matrix <paramref name="index"/>'s P (rows x r, row-major) after the last step.</summary>
