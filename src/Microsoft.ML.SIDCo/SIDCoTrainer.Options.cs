@@ -132,9 +132,13 @@ public sealed partial class SIDCoTrainer
         public Func<IGradientHook>? GradientHook;
 
         /// <summary>
-        /// Sparse, dense, or per-step automatic exchange. Default <see cref="Communication.ExchangeMode.Auto"/>, which
-        /// chooses from a cost model probed by timing. Under MPI, a fixed mode makes runs with the same seed repeat
-        /// exactly, because a dense step adds in Open MPI's order rather than rank order.
+        /// Sparse, dense, or automatic exchange. Default <see cref="Communication.ExchangeMode.Auto"/>: the first six steps at
+        /// the target density alternate compressing and exchanging the whole gradient densely, timed, and where the dense
+        /// exchange is no slower the run stops compressing (it loses nothing, and on fast links it costs less than the
+        /// compression alone); otherwise it compresses and chooses sparse or dense per step from a cost model probed by
+        /// timing. <see cref="EpochMetrics.SparseFraction"/> and <see cref="EpochMetrics.AchievedDensity"/> show the outcome.
+        /// Both choices depend on timings: a fixed mode makes runs with the same seed repeat exactly (and a resumed run
+        /// end where an uninterrupted one does).
         /// </summary>
         public ExchangeMode ExchangeMode = ExchangeMode.Auto;
 

@@ -63,9 +63,13 @@ internal static class ClusterBenchmark
             // powersgd-rR: PyTorch's PowerSGD hook's recipe (rank R, 10 dense steps) as our hook.
             Compressor = compressor.StartsWith(PowerSgdPrefix, StringComparison.Ordinal) || compressor == DenseMpiAllreduce
                 ? CompressorKind.None
-                : CompressorNames.Parse(compressor.Replace(PerBucketSuffix, "", StringComparison.Ordinal)),
+                : CompressorNames.Parse(compressor.Replace(PerBucketSuffix, "", StringComparison.Ordinal)
+                    .Replace(AutoSuffix, "", StringComparison.Ordinal)),
+            // sidco-e@auto: ExchangeMode.Auto, which also weighs not compressing at all on the link; every other row exchanges
+            // as it names (sparse for a compressor), so that its figures are that compressor's.
+            ExchangeMode = compressor.EndsWith(AutoSuffix, StringComparison.Ordinal) ? ExchangeMode.Auto : ExchangeMode.Sparse,
             // sidco-e@bucket: compressed bucket by bucket during backward.
-            CompressPerBucket = compressor.EndsWith(PerBucketSuffix, StringComparison.Ordinal),
+            CompressPerBucket = compressor.Contains(PerBucketSuffix, StringComparison.Ordinal),
             GradientHook = compressor.StartsWith(PowerSgdPrefix, StringComparison.Ordinal)
                 ? () => new Training.PowerSgdHook(int.Parse(compressor[PowerSgdPrefix.Length..], CultureInfo.InvariantCulture), seed: 1)
                 // none-mpi: the dense exchange as MPI_Allreduce after backward (the built-in `none` sums in rank order).
@@ -157,7 +161,7 @@ internal static class ClusterBenchmark
         return 0;
     }
 
-    private const string PowerSgdPrefix = "powersgd-r", PerBucketSuffix = "@bucket", DenseMpiAllreduce = "none-mpi";
+    private const string PowerSgdPrefix = "powersgd-r", PerBucketSuffix = "@bucket", AutoSuffix = "@auto", DenseMpiAllreduce = "none-mpi";
 
     private sealed record Run(string Compressor, SIDCoTrainer.Options Options, SIDCoTransformer Fitted, List<Block>? Blocks = null);
 

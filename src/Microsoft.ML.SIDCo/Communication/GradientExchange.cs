@@ -7,7 +7,11 @@ namespace Microsoft.ML.SIDCo.Communication;
 /// <summary>How compressed gradients travel between workers.</summary>
 public enum ExchangeMode
 {
-    /// <summary>Per step, whichever of sparse and dense the cost model predicts to be faster, from the actual counts.</summary>
+    /// <summary>
+    /// Per step, whichever of sparse and dense the cost model predicts to be faster, from the actual counts. The trainer's
+    /// compression hook also times, once per run, whether compressing pays at all, and exchanges the whole gradient densely
+    /// where it does not.
+    /// </summary>
     Auto,
     /// <summary>Allgather of (index, value) pairs, then scatter-add.</summary>
     Sparse,

@@ -134,7 +134,10 @@ public sealed class CompressionHookOptions
     /// <summary>Keep a residual of what was not sent. Default true.</summary>
     public bool ErrorFeedback { get; set; } = true;
 
-    /// <summary>Sparse, dense or automatic exchange. Default Auto.</summary>
+    /// <summary>
+    /// Sparse, dense or automatic exchange. Default Auto, which also times once per run whether compressing pays and,
+    /// where the dense exchange of the whole gradient is no slower, stops compressing.
+    /// </summary>
     public ExchangeMode Exchange { get; set; } = ExchangeMode.Auto;
 
     /// <summary>How gradient values travel, dense and sparse. Default <see cref="WirePrecision.Float32"/>.</summary>
@@ -223,6 +226,9 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
     private ErrorFeedback? _velocity; // the local velocity of momentum correction (ErrorFeedback gives it checksummed save/load)
     private CompressorKind _kind; // the compressor in effect: None where MinimumSelected makes the exchange dense
     private CompressorOptions _compression = new(); // the compressor's settings, with the density MinimumSelected raises
+    private ICommunicator? _comm;
+    private CompressionPayoff? _payoff; // Auto's calibration of whether compressing pays, when it applies
+    private bool _residualHeld;         // the residual may be non-zero: a dense step sends it and clears it
 
     /// <summary>The compressor in use (after <see cref="Initialize"/>).</summary>
     public GradientCompressor Compressor => _compressor ?? throw new InvalidOperationException("Initialize must be called first.");
@@ -244,6 +250,12 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
         _velocity = _options.MomentumCorrection > 0 ? new ErrorFeedback(context.Length, "momentum velocity") : null;
         var mode = _compressor.Compresses ? _options.Exchange : ExchangeMode.Dense;
         _exchange = new GradientExchange(comm, context.Length, mode, _options.Wire, _options.CostModel, _options.Kernels);
+        _comm = comm;
+        _residualHeld = false;
+        // Auto also weighs not compressing, from the first step at the target density (after the warm-ups).
+        _payoff = mode == ExchangeMode.Auto
+            ? new CompressionPayoff(comm, _options.DenseWarmupSteps + (WarmsUp ? _options.DensityWarmupSteps : 0))
+            : null;
         Precompile(context.Length);
     }
 
@@ -310,11 +322,28 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
         }
     }
 
+    /// <summary>
+    /// <see cref="ExchangeMode.Auto"/>'s decision whether compressing pays on these links (null until the calibration
+    /// steps are over, and for a fixed exchange mode).
+    /// </summary>
+    internal PayoffDecision? Payoff => _payoff?.Decision;
+
     /// <inheritdoc />
     public GradientHookStats Reduce(Span<float> gradient, long step)
     {
         if (_exchange is null || _compressor is null) throw new InvalidOperationException("Initialize must be called first.");
-        bool dense = step < _options.DenseWarmupSteps || !_compressor.Compresses;
+        var route = step < _options.DenseWarmupSteps || _payoff is null ? PayoffRoute.Compress : _payoff.RouteAt(step);
+        // The dense route's timing starts when every worker has arrived, as the compressed route's leaves the wait out.
+        if (route == PayoffRoute.ProbeDense) _comm!.Barrier();
+        var stats = ReduceStep(_exchange, _compressor, gradient, step, dense: route is PayoffRoute.ProbeDense or PayoffRoute.Dense);
+        _payoff?.Observe(step, route, stats);
+        return stats;
+    }
+
+    private GradientHookStats ReduceStep(GradientExchange exchange, GradientCompressor compressor, Span<float> gradient, long step,
+        bool dense)
+    {
+        dense |= step < _options.DenseWarmupSteps || !compressor.Compresses;
         // The compressor checks its own input in its measuring pass; a dense step, and the velocity of momentum correction
         // (which would keep a NaN for good), are checked here first, under the same policy.
         if ((dense || _velocity is not null) && NonFinite.FirstIndex(gradient) is var bad and >= 0)
@@ -325,12 +354,12 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
             if (dense)
             {
                 gradient.Clear();
-                var none = _exchange.AllReduceDense(gradient);
+                var none = exchange.AllReduceDense(gradient);
                 return new GradientHookStats(0, none.ElapsedMs, 0, none.BytesPerRank, 1, ExchangeMode.Dense, 1, true,
                     none.PredictedDenseMs);
             }
             _sparse.Reset(gradient.Length);
-            var empty = _exchange.AllReduce(_sparse, gradient);
+            var empty = exchange.AllReduce(_sparse, gradient);
             return new GradientHookStats(0, empty.ElapsedMs, 0, empty.BytesPerRank, 0, empty.Mode, 0, true, empty.PredictedMs,
                 empty.WaitMs);
         }
@@ -338,21 +367,29 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
         {
             // Dense steps still carry the momentum the optimizer does not apply.
             if (_velocity is not null) AccumulateVelocity(gradient).CopyTo(gradient);
-            var d = _exchange.AllReduceDense(gradient);
+            if (_residualHeld && _feedback is not null)
+            {
+                // Nothing stays behind in a dense step: what earlier steps held back goes out with it.
+                TensorPrimitives.Add(gradient, _feedback.Accumulator, gradient);
+                _feedback.Accumulator.Clear();
+                _residualHeld = false;
+            }
+            var d = exchange.AllReduceDense(gradient);
             return new GradientHookStats(0, d.ElapsedMs, gradient.Length, d.BytesPerRank, 1, ExchangeMode.Dense, 1, false,
                 d.PredictedDenseMs);
         }
         long start = Stopwatch.GetTimestamp();
         ReadOnlySpan<float> toCompress = _velocity is not null ? AccumulateVelocity(gradient) : gradient;
-        if (WarmsUp) _compressor.SetDensity(DensityAt(step));
-        var c = _compressor.Compress(toCompress, _sparse, _feedback);
+        if (WarmsUp) compressor.SetDensity(DensityAt(step));
+        var c = compressor.Compress(toCompress, _sparse, _feedback);
+        _residualHeld = _feedback is not null;
         if (_velocity is not null)
         {
             var u = _velocity.Accumulator;
             foreach (int i in _sparse.Indices) u[i] = 0; // momentum factor masking: what was sent stops accumulating
         }
         double compressMs = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
-        var e = _exchange.AllReduce(_sparse, gradient);
+        var e = exchange.AllReduce(_sparse, gradient);
         return new GradientHookStats(compressMs, e.ElapsedMs, c.Selected, e.BytesPerRank, c.AchievedOverTarget, e.Mode, c.Stages,
             c.Skipped, e.PredictedMs, e.WaitMs);
     }
@@ -414,6 +451,7 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
         }
         _compressor = compressor;
         if (feedback is not null) _feedback!.Restore(feedback.Residual);
+        _residualHeld = feedback is not null;
         if (velocity is not null) _velocity!.Restore(velocity.Residual);
     }
 
@@ -439,6 +477,7 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
         if (hasVelocity != _velocity is not null) throw new InvalidDataException("Checkpoint and options disagree on momentum correction.");
         _feedback?.Load(stream);
         _velocity?.Load(stream);
+        _residualHeld = _feedback is not null;
     }
 
     /// <inheritdoc />

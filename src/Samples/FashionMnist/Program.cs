@@ -41,6 +41,9 @@ var trainer = ml.Extensions.SIDCoTrainer(new SIDCoTrainer.Options
     Seed = opts.Seed,
     MomentumCorrection = opts.MomentumCorrection,
     DensityWarmupSteps = opts.DensityWarmupSteps,
+    // The sample shows compression, so it fixes the sparse exchange: Auto times whether compressing pays, and between
+    // threads of one process (memory as the link) the dense exchange of the whole gradient often costs less.
+    ExchangeMode = ExchangeMode.Sparse,
 });
 var watch = Stopwatch.StartNew();
 var pipeline = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train);

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using Microsoft.ML;
 using Microsoft.ML.SIDCo;
+using Microsoft.ML.SIDCo.Communication;
 using Microsoft.ML.SIDCo.Compression;
 using Microsoft.ML.SIDCo.Models;
 using Microsoft.ML.SIDCo.Samples;
@@ -32,6 +33,9 @@ var trainer = ml.Extensions.SIDCoTrainer(new SIDCoTrainer.Options
     Momentum = 0.9,
     GradientClipNorm = 5,
     Seed = 1,
+    // The sample shows compression, so it fixes the sparse exchange: Auto times whether compressing pays, and between
+    // threads of one process (memory as the link) the dense exchange of the whole gradient often costs less.
+    ExchangeMode = ExchangeMode.Sparse,
 });
 trainer.ProgressReported += (_, p) =>
     {

@@ -1,3 +1,4 @@
+using Microsoft.ML.SIDCo.Communication;
 using Microsoft.ML.SIDCo.Compression;
 using Microsoft.ML.SIDCo.Models;
 using Microsoft.ML.SIDCo.Tests.Support;
@@ -40,7 +41,9 @@ public sealed class CheckpointTests : IDisposable
                 new CompressionHook(new CompressionHookOptions
                 {
                     Compressor = CompressorKind.SidcoExponential,
-                    Compression = new CompressorOptions { Density = 0.01, Stages = 2, AdaptiveStages = adaptiveStages }
+                    Compression = new CompressorOptions { Density = 0.01, Stages = 2, AdaptiveStages = adaptiveStages },
+                    // A fixed exchange repeats exactly; Auto decides from timings whether compressing pays.
+                    Exchange = ExchangeMode.Sparse,
                 }),
         };
 
