@@ -132,13 +132,13 @@ public sealed partial class SIDCoTrainer
         public Func<IGradientHook>? GradientHook;
 
         /// <summary>
-        /// Sparse, dense, or automatic exchange. Default <see cref="Communication.ExchangeMode.Auto"/>: the first six steps at
-        /// the target density alternate compressing and exchanging the whole gradient densely, timed, and where the dense
-        /// exchange is no slower the run stops compressing (it loses nothing, and on fast links it costs less than the
-        /// compression alone); otherwise it compresses and chooses sparse or dense per step from a cost model probed by
-        /// timing. <see cref="EpochMetrics.SparseFraction"/> and <see cref="EpochMetrics.AchievedDensity"/> show the outcome.
-        /// Both choices depend on timings: a fixed mode makes runs with the same seed repeat exactly (and a resumed run
-        /// end where an uninterrupted one does).
+        /// Sparse, dense, or automatic exchange. Default <see cref="Communication.ExchangeMode.Auto"/>: after 50 steps at the
+        /// target density, six steps alternate compressing and exchanging the whole gradient densely, timed whole, and
+        /// unless compressed steps were more than 5 % faster the run stops compressing (the dense exchange loses nothing;
+        /// on fast links it costs no more than compressing); otherwise it compresses and chooses sparse or dense per step
+        /// from a cost model probed by timing. <see cref="EpochMetrics.SparseFraction"/> and
+        /// <see cref="EpochMetrics.AchievedDensity"/> show the outcome. Both choices depend on timings: a fixed mode makes
+        /// runs with the same seed repeat exactly (and a resumed run end where an uninterrupted one does).
         /// </summary>
         public ExchangeMode ExchangeMode = ExchangeMode.Auto;
 

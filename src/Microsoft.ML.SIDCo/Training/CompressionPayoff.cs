@@ -7,36 +7,51 @@ internal enum PayoffRoute
 {
     /// <summary>Compress and exchange the selection (outside the calibration, the route once compression pays).</summary>
     Compress,
-    /// <summary>A calibration step that compresses: its compress time and exchange (without the wait) are timed.</summary>
+    /// <summary>A calibration step that compresses, timed whole.</summary>
     ProbeCompressed,
-    /// <summary>A calibration step that exchanges the whole gradient densely, after a barrier, and is timed.</summary>
+    /// <summary>A calibration step that exchanges the whole gradient densely (error feedback's residual waits), timed whole.</summary>
     ProbeDense,
-    /// <summary>Compression did not pay: the whole gradient (with any residual) is exchanged densely.</summary>
+    /// <summary>Compression did not pay: the whole gradient is exchanged densely.</summary>
     Dense,
 }
 
 /// <summary>The workers' agreed timings of the two routes and what was chosen.</summary>
-/// <param name="CompressedMs">Compressing plus the sparse exchange, without the wait for the slowest worker (the slowest
-/// worker's median).</param>
-/// <param name="DenseMs">The dense exchange of the whole gradient after a barrier (the slowest worker's median).</param>
-/// <param name="SkipsCompression">True when the dense route was no slower: compression is off for the rest of the run.</param>
+/// <param name="CompressedMs">A compressed step's wall time (the slowest worker's median).</param>
+/// <param name="DenseMs">A dense step's wall time (the slowest worker's median).</param>
+/// <param name="SkipsCompression">True unless compressed steps were faster by more than
+/// <see cref="CompressionPayoff.TieMargin"/>: compression is off for the rest of the run.</param>
 /// <param name="Step">The step at whose end the workers agreed.</param>
 internal readonly record struct PayoffDecision(double CompressedMs, double DenseMs, bool SkipsCompression, long Step);
 
 /// <summary>
 /// <see cref="ExchangeMode.Auto"/>'s question before the per-step one: does compressing pay at all on these links? The
 /// cost model answers which exchange moves a selection faster, but not whether selecting was worth its time: on a fast
-/// link the dense exchange of the whole gradient can take less than the compression alone, and it loses nothing. So the
-/// first <see cref="Rounds"/> pairs of steps at the target density alternate the two routes, timed as they run (the
-/// compressed route without the wait for the slowest worker, the dense one after a barrier), the workers agree on the
-/// slowest worker's medians, and the rest of the run exchanges densely when that is no slower. One decision per run
-/// (a resumed run decides again); the window's steps are counted from the step number, so every worker reaches the
-/// agreement at the same step.
+/// link the dense exchange of the whole gradient can cost less than the compression, and it loses nothing. So, after
+/// <see cref="DefaultDelaySteps"/> steps at the target density, <see cref="Rounds"/> pairs of steps alternate the two
+/// routes and each step is timed whole (from the end of the previous step's exchange to the end of its own: compute,
+/// compression, exchange and the wait for the slowest worker, which is what a user's step costs); the workers agree on
+/// the slowest worker's medians, and the rest of the run exchanges densely unless compressed steps were faster by more
+/// than <see cref="TieMargin"/>. One decision per run (a resumed run decides again); the window's steps are counted
+/// from the step number, so every worker reaches the agreement at the same step.
 /// </summary>
 internal sealed class CompressionPayoff(ICommunicator comm, long firstStep)
 {
     /// <summary>Pairs of calibration steps (one compressed, one dense): an odd median of each route.</summary>
     internal const int Rounds = 3;
+
+    /// <summary>
+    /// Steps at the target density before the calibration: a process's first steps time its start-up (code compiled and
+    /// then recompiled by tiered compilation, first touches of memory, connections opened, other workers still starting on
+    /// shared cores), which slowed the compression tens of times over on the emulated cluster (docs/distributed.md).
+    /// </summary>
+    internal const int DefaultDelaySteps = 50;
+
+    /// <summary>
+    /// How much faster compressed steps must be for compression to stay. A tie goes to the dense exchange: it loses no
+    /// information, where each compressed step makes less progress (docs/distributed.md), and three timed steps of each
+    /// route on shared cores do not resolve a few per cent.
+    /// </summary>
+    internal const double TieMargin = 0.05;
 
     private readonly double[] _compressed = new double[Rounds];
     private readonly double[] _dense = new double[Rounds];
@@ -57,25 +72,24 @@ internal sealed class CompressionPayoff(ICommunicator comm, long firstStep)
     }
 
     /// <summary>
-    /// Records a calibration step's timings (a dropped contribution records nothing) and, at the window's last step,
-    /// agrees with the other workers (collective: every worker calls it for the same steps).
+    /// Records a calibration step's wall time <paramref name="stepMs"/> (NaN when unknown; a dropped contribution records
+    /// nothing) and, at the window's last step, agrees with the other workers (collective: every worker calls it for the
+    /// same steps).
     /// </summary>
-    public void Observe(long step, PayoffRoute route, in GradientHookStats stats)
+    public void Observe(long step, PayoffRoute route, bool skipped, double stepMs)
     {
         if (route is not (PayoffRoute.ProbeCompressed or PayoffRoute.ProbeDense)) return;
-        if (!stats.Skipped)
+        if (!skipped && double.IsFinite(stepMs))
         {
-            if (route == PayoffRoute.ProbeCompressed && _compressedCount < Rounds)
-                _compressed[_compressedCount++] = stats.CompressMs + stats.CommunicateMs - stats.WaitMs;
-            else if (route == PayoffRoute.ProbeDense && _denseCount < Rounds)
-                _dense[_denseCount++] = stats.CommunicateMs;
+            if (route == PayoffRoute.ProbeCompressed && _compressedCount < Rounds) _compressed[_compressedCount++] = stepMs;
+            else if (route == PayoffRoute.ProbeDense && _denseCount < Rounds) _dense[_denseCount++] = stepMs;
         }
         if (step - _windowStart + 1 < 2 * Rounds) return;
         var all = new double[2 * comm.Size];
         comm.AllGather<double>([Median(_compressed, _compressedCount), Median(_dense, _denseCount)], all);
         double compressed = SlowestOf(all, 0), dense = SlowestOf(all, 1);
         // No timing of one route on any worker (every contribution dropped): keep compressing, as configured.
-        bool skip = !double.IsNaN(compressed) && !double.IsNaN(dense) && dense <= compressed;
+        bool skip = !double.IsNaN(compressed) && !double.IsNaN(dense) && compressed * (1 + TieMargin) >= dense;
         Decision = new PayoffDecision(compressed, dense, skip, step);
     }
 

@@ -136,7 +136,7 @@ public sealed class CompressionHookOptions
 
     /// <summary>
     /// Sparse, dense or automatic exchange. Default Auto, which also times once per run whether compressing pays and,
-    /// where the dense exchange of the whole gradient is no slower, stops compressing.
+    /// unless compressed steps are more than 5 % faster than dense ones, stops compressing.
     /// </summary>
     public ExchangeMode Exchange { get; set; } = ExchangeMode.Auto;
 
@@ -172,6 +172,9 @@ public sealed class CompressionHookOptions
 
     /// <summary>Dispose <see cref="Kernels"/> with the hook (when the hook was given its own backend). Default false.</summary>
     internal bool OwnsKernels { get; set; }
+
+    /// <summary>Steps at the target density before Auto times whether compressing pays (tests shorten it).</summary>
+    internal int PayoffDelaySteps { get; set; } = CompressionPayoff.DefaultDelaySteps;
 
     /// <summary>Cost model to use instead of probing the communicator.</summary>
     public CostModel? CostModel { get; set; }
@@ -226,9 +229,9 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
     private ErrorFeedback? _velocity; // the local velocity of momentum correction (ErrorFeedback gives it checksummed save/load)
     private CompressorKind _kind; // the compressor in effect: None where MinimumSelected makes the exchange dense
     private CompressorOptions _compression = new(); // the compressor's settings, with the density MinimumSelected raises
-    private ICommunicator? _comm;
     private CompressionPayoff? _payoff; // Auto's calibration of whether compressing pays, when it applies
-    private bool _residualHeld;         // the residual may be non-zero: a dense step sends it and clears it
+    private long _lastReduceEnd;        // when the previous step's exchange ended (0: none yet), to time a step whole
+    private bool _residualDropped;
 
     /// <summary>The compressor in use (after <see cref="Initialize"/>).</summary>
     public GradientCompressor Compressor => _compressor ?? throw new InvalidOperationException("Initialize must be called first.");
@@ -250,11 +253,12 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
         _velocity = _options.MomentumCorrection > 0 ? new ErrorFeedback(context.Length, "momentum velocity") : null;
         var mode = _compressor.Compresses ? _options.Exchange : ExchangeMode.Dense;
         _exchange = new GradientExchange(comm, context.Length, mode, _options.Wire, _options.CostModel, _options.Kernels);
-        _comm = comm;
-        _residualHeld = false;
+        _lastReduceEnd = 0;
+        _residualDropped = false;
         // Auto also weighs not compressing, from the first step at the target density (after the warm-ups).
         _payoff = mode == ExchangeMode.Auto
-            ? new CompressionPayoff(comm, _options.DenseWarmupSteps + (WarmsUp ? _options.DensityWarmupSteps : 0))
+            ? new CompressionPayoff(comm,
+                _options.DenseWarmupSteps + (WarmsUp ? _options.DensityWarmupSteps : 0) + _options.PayoffDelaySteps)
             : null;
         Precompile(context.Length);
     }
@@ -333,10 +337,18 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
     {
         if (_exchange is null || _compressor is null) throw new InvalidOperationException("Initialize must be called first.");
         var route = step < _options.DenseWarmupSteps || _payoff is null ? PayoffRoute.Compress : _payoff.RouteAt(step);
-        // The dense route's timing starts when every worker has arrived, as the compressed route's leaves the wait out.
-        if (route == PayoffRoute.ProbeDense) _comm!.Barrier();
+        if (route == PayoffRoute.Dense && !_residualDropped)
+        {
+            // What error feedback held back is dropped, as at the end of any run with it: sent in one step, the updates of
+            // tens of steps would land at once (docs/distributed.md).
+            _feedback?.Reset();
+            _residualDropped = true;
+        }
         var stats = ReduceStep(_exchange, _compressor, gradient, step, dense: route is PayoffRoute.ProbeDense or PayoffRoute.Dense);
-        _payoff?.Observe(step, route, stats);
+        long end = Stopwatch.GetTimestamp();
+        double stepMs = _lastReduceEnd == 0 ? double.NaN : Stopwatch.GetElapsedTime(_lastReduceEnd, end).TotalMilliseconds;
+        _lastReduceEnd = end;
+        _payoff?.Observe(step, route, stats.Skipped, stepMs);
         return stats;
     }
 
@@ -367,13 +379,6 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
         {
             // Dense steps still carry the momentum the optimizer does not apply.
             if (_velocity is not null) AccumulateVelocity(gradient).CopyTo(gradient);
-            if (_residualHeld && _feedback is not null)
-            {
-                // Nothing stays behind in a dense step: what earlier steps held back goes out with it.
-                TensorPrimitives.Add(gradient, _feedback.Accumulator, gradient);
-                _feedback.Accumulator.Clear();
-                _residualHeld = false;
-            }
             var d = exchange.AllReduceDense(gradient);
             return new GradientHookStats(0, d.ElapsedMs, gradient.Length, d.BytesPerRank, 1, ExchangeMode.Dense, 1, false,
                 d.PredictedDenseMs);
@@ -382,7 +387,6 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
         ReadOnlySpan<float> toCompress = _velocity is not null ? AccumulateVelocity(gradient) : gradient;
         if (WarmsUp) compressor.SetDensity(DensityAt(step));
         var c = compressor.Compress(toCompress, _sparse, _feedback);
-        _residualHeld = _feedback is not null;
         if (_velocity is not null)
         {
             var u = _velocity.Accumulator;
@@ -451,7 +455,6 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
         }
         _compressor = compressor;
         if (feedback is not null) _feedback!.Restore(feedback.Residual);
-        _residualHeld = feedback is not null;
         if (velocity is not null) _velocity!.Restore(velocity.Residual);
     }
 
@@ -477,7 +480,6 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
         if (hasVelocity != _velocity is not null) throw new InvalidDataException("Checkpoint and options disagree on momentum correction.");
         _feedback?.Load(stream);
         _velocity?.Load(stream);
-        _residualHeld = _feedback is not null;
     }
 
     /// <inheritdoc />
