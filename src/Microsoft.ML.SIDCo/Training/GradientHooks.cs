@@ -47,6 +47,13 @@ public interface IGradientHook : IDisposable
     void LoadState(Stream stream);
 }
 
+/// <summary>A hook that has something to tell the user once in a while (a decision it made); the trainer logs it.</summary>
+internal interface IGradientHookNotes
+{
+    /// <summary>The note made since the last call, or null.</summary>
+    string? TakeNote();
+}
+
 /// <summary>
 /// A hook whose per-worker state can be spread over another number of workers, so that a run resumes from a checkpoint
 /// with more or fewer workers (an elastic resume).
@@ -219,7 +226,7 @@ public sealed class CompressionHookOptions
 /// acc = g + residual; select with the compressor; exchange the selections (sparse allreduce, or
 /// dense when the cost model says so); residual = acc with the sent entries zeroed.
 /// </summary>
-public sealed class CompressionHook(CompressionHookOptions options) : IGradientHook, IElasticHook
+public sealed class CompressionHook(CompressionHookOptions options) : IGradientHook, IElasticHook, IGradientHookNotes
 {
     private readonly CompressionHookOptions _options = options ?? throw new ArgumentNullException(nameof(options));
     private GradientCompressor? _compressor;
@@ -232,6 +239,7 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
     private CompressionPayoff? _payoff; // Auto's calibration of whether compressing pays, when it applies
     private long _lastReduceEnd;        // when the previous step's exchange ended (0: none yet), to time a step whole
     private bool _residualDropped;
+    private bool _payoffNoted;
 
     /// <summary>The compressor in use (after <see cref="Initialize"/>).</summary>
     public GradientCompressor Compressor => _compressor ?? throw new InvalidOperationException("Initialize must be called first.");
@@ -254,7 +262,7 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
         var mode = _compressor.Compresses ? _options.Exchange : ExchangeMode.Dense;
         _exchange = new GradientExchange(comm, context.Length, mode, _options.Wire, _options.CostModel, _options.Kernels);
         _lastReduceEnd = 0;
-        _residualDropped = false;
+        _residualDropped = _payoffNoted = false;
         // Auto also weighs not compressing, from the first step at the target density (after the warm-ups).
         _payoff = mode == ExchangeMode.Auto
             ? new CompressionPayoff(comm,
@@ -331,6 +339,19 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
     /// steps are over, and for a fixed exchange mode).
     /// </summary>
     internal PayoffDecision? Payoff => _payoff?.Decision;
+
+    string? IGradientHookNotes.TakeNote()
+    {
+        if (_payoffNoted || Payoff is not { } d) return null;
+        _payoffNoted = true;
+        long first = d.Step - 2 * CompressionPayoff.Rounds + 1;
+        return $"SIDCo: ExchangeMode.Auto timed steps {first}-{d.Step}: compressed {d.CompressedMs:F1} ms, dense {d.DenseMs:F1} ms a step "
+            + "(the slowest worker's medians); "
+            + (d.SkipsCompression
+                ? $"compressing did not pay by more than {CompressionPayoff.TieMargin:P0}, so the whole gradient is exchanged densely " +
+                    $"from now on."
+                : "compressing goes on.");
+    }
 
     /// <inheritdoc />
     public GradientHookStats Reduce(Span<float> gradient, long step)

@@ -170,6 +170,8 @@ internal sealed record TrainingSettings
     public required Func<IGradientHook> HookFactory { get; init; }
     /// <summary>Progress callback (called on worker 0's thread).</summary>
     public Action<TrainingProgress>? Progress { get; init; }
+    /// <summary>Where worker 0 reports what its hook decided during the run (<see cref="IGradientHookNotes"/>).</summary>
+    public Action<string>? Log { get; init; }
     /// <summary>
     /// Asked by every worker before every step; when it returns true on any worker, all workers stop together at the
     /// same step (a one-value collective per step), write a checkpoint when <see cref="CheckpointDirectory"/> is set, and

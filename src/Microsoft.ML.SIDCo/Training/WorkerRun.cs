@@ -117,6 +117,7 @@ internal sealed class WorkerRun : IDisposable
             {
                 ThrowIfStopRequested();
                 Step(order, inEpoch);
+                if (_comm.Rank == 0 && _s.Log is { } log && _hook is IGradientHookNotes notes && notes.TakeNote() is { } note) log(note);
                 // A checkpoint is due every CheckpointInterval steps and where StopAfterSteps ends the run (so the next run
                 // resumes there); one due on an epoch's last step is written after the epoch's metrics join the history.
                 if (CheckpointDue() && inEpoch < _stepsPerEpoch - 1) SaveCheckpoint(_totals.AsSpan());

@@ -206,6 +206,44 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
     }
 
     [Fact]
+    public void AutoLogsWhetherCompressingPaidAndTheHistoryShowsIt()
+    {
+        // Epoch 1 is the 50 steps before the calibration, epoch 2 holds it (its steps 50-55) and then runs on as decided.
+        var ml = new MLContext(seed: 1);
+        var notes = new List<string>();
+        ml.Log += (_, e) =>
+            { if (e.Message.Contains("ExchangeMode.Auto timed", StringComparison.Ordinal)) lock (notes) notes.Add(e.Message); };
+        var o = new SIDCoTrainer.Options
+        {
+            Model = SIDCoModels.Mlp(16),
+            Workers = 2,
+            Epochs = 2,
+            MaxStepsPerEpoch = 50,
+            BatchSize = 16,
+            Density = 0.01,
+            Seed = 3,
+        };
+        using var model = ml.Transforms.Conversion.MapValueToKey("Label").Append(ml.Extensions.SIDCoTrainer(o)).Fit(data.Train);
+        var note = Assert.Single(notes);
+        log.WriteLine(note);
+        Assert.Contains("timed steps 50-55", note);
+        var second = model.LastTransformer.History.Epochs[1];
+        log.WriteLine($"epoch 2: sparse fraction {second.SparseFraction:F2}, achieved density {second.AchievedDensity:F3}");
+        if (note.Contains("densely from now on", StringComparison.Ordinal))
+        {
+            // Three compressed calibration steps at most, then the whole gradient.
+            Assert.InRange(second.SparseFraction, 0, 3.0 / 50);
+            Assert.InRange(second.AchievedDensity, 0.9, 1);
+        }
+        else
+        {
+            Assert.EndsWith("compressing goes on.", note);
+            // Three dense calibration steps, the rest compressed at 0.01.
+            Assert.InRange(second.AchievedDensity, 0.005, 0.1);
+        }
+    }
+
+    [Fact]
     public void PowerSgdTrainsTwoWorkersThroughTheHookOption()
     {
         var accuracy = new Dictionary<string, double>();
