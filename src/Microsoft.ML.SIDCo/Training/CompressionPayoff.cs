@@ -61,8 +61,8 @@ internal sealed class CompressionPayoff(ICommunicator comm, long firstStep)
     /// <summary>The agreement, once made.</summary>
     public PayoffDecision? Decision { get; private set; }
 
-    /// <summary>The route step <paramref name="step"/> takes (the window opens at the first step at or after the first
-    /// compressed one that this run makes).</summary>
+    /// <summary>The route step <paramref name="step"/> takes: the window opens at the first step this run makes at or after
+    /// the first step given to the constructor (where the run starts, or resumes, later).</summary>
     public PayoffRoute RouteAt(long step)
     {
         if (Decision is { } d) return d.SkipsCompression ? PayoffRoute.Dense : PayoffRoute.Compress;
