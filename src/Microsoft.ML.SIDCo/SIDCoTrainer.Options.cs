@@ -533,7 +533,7 @@ public sealed partial class SIDCoTrainer
         /// </summary>
         internal TrainingSettings ToTrainingSettings(
             ModelDefinition model, int outputs, int epochs, int batchSize, double lossScale,
-            Func<IGradientHook> hookFactory, Action<TrainingProgress> progress, Func<bool> stopRequested) => new()
+            Func<IGradientHook> hookFactory, Action<TrainingProgress> progress, Action<string> log, Func<bool> stopRequested) => new()
             {
                 Model = model,
                 Task = Task,
@@ -567,6 +567,7 @@ public sealed partial class SIDCoTrainer
                 LossScale = lossScale,
                 HookFactory = hookFactory,
                 Progress = progress,
+                Log = log,
                 StopRequested = stopRequested,
             };
     }

@@ -162,9 +162,8 @@ public sealed partial class SIDCoTrainer : IEstimator<SIDCoTransformer>
         }
         var loaded = data.Loaded;
         var settings = o.ToTrainingSettings(model, o.Task.Outputs(loaded.Classes), epochs, batchSize,
-            lossScale: loaded.Scale.Scale * loaded.Scale.Scale, o.GradientHook ?? CreateHook, Report, IsCanceled)
-            with
-        { Log = note => ch.Info(MessageSensitivity.None, note) };
+            lossScale: loaded.Scale.Scale * loaded.Scale.Scale, o.GradientHook ?? CreateHook, Report,
+            note => ch.Info(MessageSensitivity.None, note), IsCanceled);
 
         var result = mpi is null
             ? DataParallelTrainer.RunInProcess(loaded.Data, data.Validation, settings, o.Workers)

@@ -238,7 +238,6 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
     private CompressorOptions _compression = new(); // the compressor's settings, with the density MinimumSelected raises
     private CompressionPayoff? _payoff; // Auto's calibration of whether compressing pays, when it applies
     private long _lastReduceEnd;        // when the previous step's exchange ended (0: none yet), to time a step whole
-    private bool _residualDropped;
     private bool _payoffNoted;
 
     /// <summary>The compressor in use (after <see cref="Initialize"/>).</summary>
@@ -262,7 +261,7 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
         var mode = _compressor.Compresses ? _options.Exchange : ExchangeMode.Dense;
         _exchange = new GradientExchange(comm, context.Length, mode, _options.Wire, _options.CostModel, _options.Kernels);
         _lastReduceEnd = 0;
-        _residualDropped = _payoffNoted = false;
+        _payoffNoted = false;
         // Auto also weighs not compressing, from the first step at the target density (after the warm-ups).
         _payoff = mode == ExchangeMode.Auto
             ? new CompressionPayoff(comm,
@@ -358,25 +357,23 @@ public sealed class CompressionHook(CompressionHookOptions options) : IGradientH
     {
         if (_exchange is null || _compressor is null) throw new InvalidOperationException("Initialize must be called first.");
         var route = step < _options.DenseWarmupSteps || _payoff is null ? PayoffRoute.Compress : _payoff.RouteAt(step);
-        if (route == PayoffRoute.Dense && !_residualDropped)
-        {
-            // What error feedback held back is dropped, as at the end of any run with it: sent in one step, the updates of
-            // tens of steps would land at once (docs/distributed.md).
-            _feedback?.Reset();
-            _residualDropped = true;
-        }
-        var stats = ReduceStep(_exchange, _compressor, gradient, step, dense: route is PayoffRoute.ProbeDense or PayoffRoute.Dense);
+        bool dense = step < _options.DenseWarmupSteps || !_compressor.Compresses || route is PayoffRoute.ProbeDense or PayoffRoute.Dense;
+        var stats = ReduceStep(_exchange, _compressor, gradient, step, dense);
+        if (_payoff is null) return stats;
         long end = Stopwatch.GetTimestamp();
         double stepMs = _lastReduceEnd == 0 ? double.NaN : Stopwatch.GetElapsedTime(_lastReduceEnd, end).TotalMilliseconds;
         _lastReduceEnd = end;
-        _payoff?.Observe(step, route, stats.Skipped, stepMs);
+        _payoff.Observe(step, route, stats.Skipped, stepMs);
+        // Where the run has just decided to go dense, what error feedback held back is dropped, as at the end of any run with it:
+        // sent in one step, the updates of tens of steps would land at once (docs/distributed.md).
+        if (route != PayoffRoute.Dense && _payoff.Decision is { SkipsCompression: true }) _feedback?.Reset();
         return stats;
     }
 
+    // One step: the dense exchange of the whole gradient where `dense`, else compression and the exchange of the selection.
     private GradientHookStats ReduceStep(GradientExchange exchange, GradientCompressor compressor, Span<float> gradient, long step,
         bool dense)
     {
-        dense |= step < _options.DenseWarmupSteps || !compressor.Compresses;
         // The compressor checks its own input in its measuring pass; a dense step, and the velocity of momentum correction
         // (which would keep a NaN for good), are checked here first, under the same policy.
         if ((dense || _velocity is not null) && NonFinite.FirstIndex(gradient) is var bad and >= 0)
