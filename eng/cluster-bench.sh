@@ -9,6 +9,7 @@
 #                            [--interleave BLOCK] [--run-timeout SECONDS] [--json FILE] [--launch-check N]
 #                            [--eval-every N [--target-accuracy A]] [--wire fp32,fp16,bf16]
 #                            [--peers pytorch [--peer-hooks none,fp16,powersgd-r1,powersgd-r4]] [--dense-overlap on|off|both] [--bucket-mb MB]
+#                            [--tcp quickack,cubic|bbr|reno,rps] [--exchange-trials N [--exchange-load-ms L]]
 # The defaults are the recipe docs/benchmarks.md reports: the 5.8M-parameter MLP, 400 steps (timed over the
 # last 200), momentum correction, and the sparse compressors of a density trained side by side in one job,
 # taking turns every 25 steps (each a training of its own, resumed from its checkpoint), so that their step
@@ -24,11 +25,20 @@
 # --peers pytorch also trains the same model and recipe with PyTorch DDP (eng/ddp-peer.py, Debian's python3-torch, gloo)
 # on the same hosts and links, one process per host, once per DDP communication hook in --peer-hooks (none and fp16 for
 # --dense-steps steps, as our `none`; PowerSGD for --steps). --dense-overlap both runs `none` with the exchange overlapped with backward and without.
+# Every run's TCP counters (retransmitted segments, loss probes, timeouts, delayed ACKs) and tbf drops, per host, go to
+# JSON.tcp.tsv (every counter that moved in JSON.nstat.*). --tcp changes the hosts' TCP from this machine's settings:
+# quickack acknowledges every segment at once (a route option) instead of delaying ACKs up to 40 ms; cubic, bbr or reno
+# picks the congestion control (a route option; by default the hosts use this machine's); rps steers each flow's packets
+# to one CPU's input queue, so that the veth links do not reorder them. They are there to find out where a step's time
+# goes, not to tune a result. --exchange-trials N trains nothing: it times the dense exchange of the model's gradient alone,
+# N times in each of the shapes training gives it (one piece, the overlap's buckets, on a thread of their own, with
+# --exchange-load-ms of CPU work beside them), to JSON and a table (cluster-exchange in the benchmarks).
 set -euo pipefail
 dll=${1:?benchmark dll}; shift
 hosts_list=4; links=100mbit,1gbit; model=wide-mlp; compressors=none,topk,dgc,sidco-e,sidco-gp,sidco-p
 densities=0.01,0.001; steps=400; dense_steps=20; json=artifacts/bench/cluster.json; epochs=""; per_host=1; warmup=0
 recipe=--momentum-correction; cap=; launch_check=0; interleave=auto; eval_every=0; target=0.8; wire=fp32; peers=""; peer_hooks=none,fp16,powersgd-r1,powersgd-r4; dense_overlap=on; bucket_mb=25
+tcp=""; exchange_trials=0; exchange_load=10
 run_timeout=1200 # seconds: a run that hangs (a rank stuck on a lost connection) is stopped and counted as failed
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -56,8 +66,15 @@ while [ $# -gt 0 ]; do
     --peer-hooks) peer_hooks=$2; shift 2;;
     --dense-overlap) dense_overlap=$2; shift 2;;
     --bucket-mb) bucket_mb=$2; shift 2;;
+    --tcp) tcp=$2; shift 2;;
+    --exchange-trials) exchange_trials=$2; shift 2;;
+    --exchange-load-ms) exchange_load=$2; shift 2;;
     *) echo "cluster: unknown option $1"; exit 2;;
   esac
+done
+
+for t in $(echo "$tcp" | tr ',' ' '); do
+  case "$t" in quickack|cubic|bbr|reno|rps) ;; *) echo "cluster: --tcp takes quickack, cubic, bbr, reno and rps, not $t"; exit 2;; esac
 done
 
 # Which jobs to run: `none` alone; the sparse compressors one job each, or all in one interleaved job.
@@ -121,12 +138,59 @@ make_cluster() {
     # Both directions of every host's link are limited: egress in the namespace, ingress at the bridge port.
     ip netns exec $ns tc qdisc add dev eth0 root tbf rate $rate burst $burst latency 50ms
     tc qdisc add dev sidco-v$i root tbf rate $rate burst $burst latency 50ms
+    local route=""
+    for t in $(echo "$tcp" | tr ',' ' '); do
+      case "$t" in
+        quickack) route="$route quickack 1";;
+        cubic|bbr|reno) route="$route congctl $t";;
+        rps) ip netns exec $ns sh -c "echo $(printf %x $(( (1 << $(nproc)) - 1 ))) > /sys/class/net/eth0/queues/rx-0/rps_cpus"
+             printf %x $(( (1 << $(nproc)) - 1 )) > /sys/class/net/sidco-v$i/queues/rx-0/rps_cpus;;
+        *) echo "cluster: --tcp takes quickack, cubic, bbr, reno and rps, not $t"; exit 2;;
+      esac
+    done
+    # shellcheck disable=SC2086 # route options are words
+    [ -z "$route" ] || ip -n $ns route replace 10.200.0.0/24 dev eth0 proto kernel scope link src $addr $route
     echo "$addr $ns" >> "$SIDCO_NETNS_MAP"
   done
 }
 
+# TCP counters and packet drops of every host: tcp_mark before a run, tcp_report after it appends the differences. Drops
+# are counted where a packet can be lost on the way: the tbf qdiscs (out of the host, into it), the veth ends, and the
+# kernel's per-CPU input backlog (softnet, shared by all hosts, so every host's row repeats it).
+tcp_counters="TcpRetransSegs TcpExtTCPFastRetrans TcpExtTCPLossProbes TcpExtTCPTimeouts TcpExtTCPDSACKRecv TcpExtDelayedACKs"
+drop_counts() { # host index: tbf drops out and in, veth drops (both ends), softnet drops
+  local i=$1 ns=sidco-h$1
+  qdisc() { sed -n 's/.*(dropped \([0-9]*\),.*/\1/p' | head -1; }
+  echo "$(ip netns exec "$ns" tc -s qdisc show dev eth0 | qdisc)" "$(tc -s qdisc show dev "sidco-v$i" | qdisc)" \
+    "$(( $(ip netns exec "$ns" cat /sys/class/net/eth0/statistics/{rx,tx}_dropped | paste -sd+) \
+       + $(cat /sys/class/net/sidco-v"$i"/statistics/{rx,tx}_dropped | paste -sd+) ))" \
+    "$(s=0; while read -r _ d _; do s=$((s + 16#$d)); done < /proc/net/softnet_stat; echo $s)"
+}
+tcp_mark() {
+  for i in $(seq 0 $(($1 - 1))); do
+    ip netns exec "sidco-h$i" env NSTAT_HISTORY="$work/nstat-$i" nstat -n
+    drop_counts "$i" > "$work/drops-$i"
+  done
+}
+tcp_report() { # hosts, link, run label
+  local tsv=$json.tcp.tsv
+  [ -s "$tsv" ] || { printf 'run\tlink\ttcp\thost'; printf '\t%s' $tcp_counters "tbf drops out" "tbf drops in" "veth drops" \
+    "softnet drops"; echo; } > "$tsv"
+  for i in $(seq 0 $(($1 - 1))); do
+    local counts
+    # Every counter that moved goes to a file of its own; the table takes the ones above.
+    ip netns exec "sidco-h$i" env NSTAT_HISTORY="$work/nstat-$i" nstat -s > "$json.nstat.$(echo "$3" | tr ' ' '-').h$i.txt"
+    # shellcheck disable=SC2086 # the counter names are words
+    counts=$(ip netns exec "sidco-h$i" env NSTAT_HISTORY="$work/nstat-$i" nstat -z $tcp_counters \
+      | awk 'NR > 1 { v[$1] = $2 } END { n = split("'"$tcp_counters"'", k, " "); for (j = 1; j <= n; j++) printf "%s\t", v[k[j]] + 0 }')
+    read -r -a before < "$work/drops-$i"; read -r -a after <<< "$(drop_counts "$i")"
+    local delta; delta=$(for j in 0 1 2 3; do printf '\t%s' $((after[j] - before[j])); done)
+    echo -e "$3\t$2\t${tcp:-default}\th$i\t${counts%$'\t'}$delta" >> "$tsv"
+  done
+}
+
 mkdir -p "$(dirname "$json")"
-rows=$json.rows.jsonl; [ "$launch_check" -gt 0 ] || : > "$rows"
+rows=$json.rows.jsonl; [ "$launch_check" -gt 0 ] || : > "$rows" > "$json.tcp.tsv"
 for n in $(echo "$hosts_list" | tr ',' ' '); do
   for link in $(echo "$links" | tr ',' ' '); do
     case "$link" in
@@ -165,6 +229,19 @@ for n in $(echo "$hosts_list" | tr ',' ' '); do
       continue
     fi
     echo "cluster: $n hosts at $link ($hostlist)"
+    if [ "$exchange_trials" -gt 0 ]; then
+      echo "  the dense exchange alone, $exchange_trials trials of each shape"
+      session=$(mktemp -d "$work/session.XXXXXX")
+      tcp_mark "$n"
+      timeout --foreground --kill-after=30 "$run_timeout" "${launch[@]}" --mca orte_tmpdir_base "$session" \
+        dotnet "$root/$dll" cluster-exchange --model "$model" --trials "$exchange_trials" --load-ms "$exchange_load" \
+        --bucket-mb "$bucket_mb" --link-mbps "$mbps" > "$work/run.log" 2>&1 \
+        || { cp "$work/run.log" "$json.failed-exchange-$mbps.log"; echo "  run failed, log in $json.failed-exchange-$mbps.log"; }
+      sed -n 's/.*RESULT //p' "$work/run.log" >> "$rows"
+      tcp_report "$n" "$link" "exchange"
+      net_down
+      continue
+    fi
     for c in "${units[@]}"; do
       run_steps=$steps run_interleave=$interleave; [ "$c" = none ] && run_steps=$dense_steps run_interleave=0
       for d in $(echo "$densities" | tr ',' ' '); do
@@ -182,6 +259,7 @@ for n in $(echo "$hosts_list" | tr ',' ' '); do
         # its own directory below it). Up to two retries, for a run that fails for a reason outside it.
         for attempt in 1 2 3; do
           session=$(mktemp -d "$work/session.XXXXXX")
+          tcp_mark "$n"
           if ! timeout --foreground --kill-after=30 "$run_timeout" "${launch[@]}" --mca orte_tmpdir_base "$session" \
             dotnet "$root/$dll" cluster-worker --compressors "$c" --interleave "$run_interleave" --checkpoints "$session/checkpoints" --density "$d" --steps "$run_steps" --model "$model" --link-mbps "$mbps" --hosts "$n" ${epochs:+--epochs $epochs} --workers-per-host "$per_host" --density-warmup "$warmup" $recipe $cap $extra --wire "$w" --bucket-mb "$bucket_mb" \
             $( [ "$eval_every" -gt 0 ] && echo "--eval-every $eval_every --target-accuracy $target" ) \
@@ -196,6 +274,7 @@ for n in $(echo "$hosts_list" | tr ',' ' '); do
           [ "$attempt" -lt 3 ] && echo "  retrying"
         done
         sed -n 's/.*RESULT //p' "$work/run.log" >> "$rows"
+        tcp_report "$n" "$link" "$c $d $layout $w"
         done
         done
       done
@@ -204,6 +283,7 @@ for n in $(echo "$hosts_list" | tr ',' ' '); do
       for hook in $(echo "$peer_hooks" | tr ',' ' '); do
         echo "  pytorch ddp, hook $hook"
         pids=()
+        tcp_mark "$n"
         for i in $(seq 0 $((n - 1))); do
           timeout --kill-after=30 "$run_timeout" ip netns exec "sidco-h$i" env OMP_NUM_THREADS="$threads" GLOO_SOCKET_IFNAME=eth0 \
             /usr/bin/python3 "$root/eng/ddp-peer.py" --rank "$i" --world "$n" --master 10.200.0.1 --model "$model" --hook "$hook" \
@@ -213,6 +293,7 @@ for n in $(echo "$hosts_list" | tr ',' ' '); do
           pids+=($!)
         done
         ok=1; for pid in "${pids[@]}"; do wait "$pid" || ok=0; done
+        tcp_report "$n" "$link" "ddp $hook"
         if [ "$ok" -eq 1 ]; then sed -n 's/.*RESULT //p' "$work/ddp-0.log" >> "$rows"
         else cp "$work/ddp-0.log" "$json.failed-ddp-$hook-$mbps.log"; echo "  ddp run failed, log in $json.failed-ddp-$hook-$mbps.log"; fi
       done
@@ -221,4 +302,5 @@ for n in $(echo "$hosts_list" | tr ',' ' '); do
   done
 done
 if [ "$launch_check" -gt 0 ]; then exit "${launch_failures:-0}"; fi
+if [ "$exchange_trials" -gt 0 ]; then dotnet "$root/$dll" cluster-exchange-report --rows "$rows" --json "$json"; exit; fi
 dotnet "$root/$dll" cluster-report --rows "$rows" --json "$json"

@@ -198,7 +198,8 @@ public sealed partial class SIDCoTrainer
         /// <summary>
         /// Start a dense exchange during backward, bucket by bucket in reverse layer order, as PyTorch DDP does (hooks that
         /// implement <see cref="IBucketedGradientHook"/>: the dense baseline, <c>Compressor = None</c>). The model is bitwise
-        /// the same either way. Default true.
+        /// the same either way. The exchange then runs on a thread of its own beside backward: it gains where that thread has
+        /// a core to itself; where workers share a machine's cores, time both (docs/benchmarks.md). Default true.
         /// </summary>
         public bool OverlapBackward = Defaults.OverlapBackward;
 

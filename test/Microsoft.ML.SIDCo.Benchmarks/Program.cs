@@ -29,6 +29,8 @@ return args[0] switch
     "defaults" => DefaultsBenchmark.Run(rest),
     "cluster-worker" => ClusterBenchmark.Worker(rest),
     "cluster-report" => ClusterBenchmark.Report(rest),
+    "cluster-exchange" => ClusterExchangeBenchmark.Worker(rest),
+    "cluster-exchange-report" => ClusterExchangeBenchmark.Report(rest),
     _ => Fail($"unknown benchmark '{args[0]}' (compression, kernels, allreduce, training, scoring, defaults; cluster runs through " +
         $"./build.sh bench cluster)"),
 };

@@ -30,8 +30,8 @@ public sealed class EmulatedClusterTests
         Assert.Equal(0, namespaces.ExitCode);
         Assert.DoesNotContain("sidco-h", namespaces.Output, StringComparison.Ordinal);
         Assert.NotEqual(0, MpiRunner.RunCommand("ip", ["link", "show", "sidco-br0"], TimeSpan.FromSeconds(30)).ExitCode);
-        var workers = MpiRunner.RunCommand("pgrep", ["-f", "Benchmarks.dll cluster-worker"], TimeSpan.FromSeconds(30));
-        Assert.True(workers.ExitCode == 1, "cluster-worker processes are still running: " + workers.Output);
+        var workers = MpiRunner.RunCommand("pgrep", ["-f", "Benchmarks.dll cluster-"], TimeSpan.FromSeconds(30));
+        Assert.True(workers.ExitCode == 1, "cluster-worker or cluster-exchange processes are still running: " + workers.Output);
     }
 
     [Fact]
@@ -68,6 +68,63 @@ public sealed class EmulatedClusterTests
         Assert.True(row.GetProperty("predictedCommunicateMs").GetDouble() > 0);
         Assert.True(row.GetProperty("communicateMs").GetDouble() > 0);
         Assert.InRange(row.GetProperty("testAccuracy").GetDouble(), 0.0, 1.0);
+        // Every host's TCP counters and drops for the run: a header and one row per host, every count a number.
+        var tcp = File.ReadAllLines(json + ".tcp.tsv").Select(l => l.Split('\t')).ToArray();
+        Assert.Equal(3, tcp.Length);
+        Assert.Equal(["run", "link", "tcp", "host", "TcpRetransSegs"], tcp[0][..5]);
+        Assert.Equal(["h0", "h1"], tcp[1..].Select(r => r[3]));
+        Assert.All(tcp[1..], r =>
+        {
+            Assert.Equal(tcp[0].Length, r.Length);
+            Assert.Equal("default", r[2]);
+            Assert.All(r[4..], v => Assert.True(long.TryParse(v, out long n) && n >= 0, $"counter '{v}'"));
+        });
+        AssertTornDown();
+    }
+
+    [Fact]
+    public void TimesTheDenseExchangeAloneInEveryShapeOnTheChosenTcp()
+    {
+        string json = TempJson("exchange.json");
+        var run = Cluster(TimeSpan.FromMinutes(5), "--hosts", "2", "--link", "1gbit", "--model", "convnet-small", "--exchange-trials", "3",
+            "--tcp", "cubic,quickack,rps", "--json", json);
+        Assert.True(run.ExitCode == 0, run.Output);
+        Assert.DoesNotContain("run failed", run.Output, StringComparison.Ordinal);
+        var rows = JsonDocument.Parse(File.ReadAllText(json)).RootElement.GetProperty("results").EnumerateArray().ToArray();
+        Assert.Equal(["whole, main thread", "buckets, main thread", "buckets, exchange thread",
+            "buckets, exchange thread, 10 ms CPU beside", "whole, main thread, 10 ms CPU on a second thread"],
+            rows.Select(r => r.GetProperty("shape").GetString()));
+        long bytes = rows[0].GetProperty("bytesPerRank").GetInt64();
+        Assert.True(bytes > 0);
+        foreach (var r in rows)
+        {
+            Assert.Equal(2, r.GetProperty("hosts").GetInt32());
+            Assert.Equal(1000, r.GetProperty("linkMbps").GetInt32());
+            Assert.Equal(bytes, r.GetProperty("bytesPerRank").GetInt64());
+            var trials = r.GetProperty("trialMs").EnumerateArray().Select(e => e.GetDouble()).ToArray();
+            Assert.Equal(3, trials.Length);
+            Assert.All(trials, t => Assert.True(t > 0));
+            Assert.Equal(trials.Min(), r.GetProperty("minMs").GetDouble());
+            Assert.Equal(trials.Max(), r.GetProperty("maxMs").GetDouble());
+            Assert.Equal(trials.Order().ElementAt(1), r.GetProperty("medianMs").GetDouble());
+            Assert.InRange(r.GetProperty("slowTrials").GetInt32(), 0, 3);
+        }
+        Assert.Equal(1, rows[0].GetProperty("pieces").GetInt32());
+        Assert.True(rows[1].GetProperty("pieces").GetInt32() >= 1);
+        Assert.Contains("| whole, main thread | 1 |", File.ReadAllText(Path.ChangeExtension(json, ".md")), StringComparison.Ordinal);
+        var tcp = File.ReadAllLines(json + ".tcp.tsv").Skip(1).Select(l => l.Split('\t')).ToArray();
+        Assert.Equal(2, tcp.Length);
+        Assert.All(tcp, r => Assert.Equal(("exchange", "cubic,quickack,rps"), (r[0], r[2])));
+        AssertTornDown();
+    }
+
+    [Fact]
+    public void AnUnknownTcpSettingIsRefusedByNameAndTearsDown()
+    {
+        var run = Cluster(TimeSpan.FromMinutes(2), "--hosts", "2", "--link", "1gbit", "--exchange-trials", "1", "--tcp", "vegas",
+            "--json", TempJson("refused.json"));
+        Assert.Equal(2, run.ExitCode);
+        Assert.Contains("--tcp takes quickack, cubic, bbr, reno and rps, not vegas", run.Output, StringComparison.Ordinal);
         AssertTornDown();
     }
 

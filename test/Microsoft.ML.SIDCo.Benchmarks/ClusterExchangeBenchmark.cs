@@ -1,0 +1,137 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Microsoft.ML.SIDCo.Communication;
+using Microsoft.ML.SIDCo.Samples;
+using Microsoft.ML.SIDCo.Training;
+
+namespace Microsoft.ML.SIDCo.Benchmarks;
+
+/// <summary>
+/// The dense exchange alone on the emulated links (<c>./build.sh bench cluster --exchange-trials N</c>), in the shapes training
+/// gives it, to find where an overlapped step's time goes: the whole gradient in one piece on the main thread (the exchange
+/// after backward), the overlap's bucket pieces on the main thread, the same on a thread of their own, that thread with CPU
+/// work on the main thread beside it (what backward does while a bucket is exchanged), and the one piece with CPU work on a
+/// second thread. Every trial starts after a barrier and a pause (the compute between steps), the shapes take turns trial
+/// by trial, and a trial's time is the slowest rank's.
+/// </summary>
+internal static class ClusterExchangeBenchmark
+{
+    private const int DefaultTrials = 10, DefaultGapMs = 35, DefaultLoadMs = 10;
+
+    public sealed record Row(string Model, int Hosts, int LinkMbps, string Shape, int Pieces, long BytesPerRank, double MedianMs,
+        double MinMs, double MaxMs, int SlowTrials, double[] TrialMs);
+
+    private sealed record Shape(string Name, int Pieces, Func<double> Run);
+
+    public static int Worker(BenchArgs a)
+    {
+        string modelName = a.Get("model", "wide-mlp");
+        var definition = Bench.Model(modelName);
+        int trials = a.Int("trials", DefaultTrials), gapMs = a.Int("gap-ms", DefaultGapMs), loadMs = a.Int("load-ms", DefaultLoadMs);
+        int linkMbps = a.Int("link-mbps", 0);
+        using var module = definition.Build(FashionMnist.Pixels, FashionMnist.Classes);
+        var parameters = new ParameterSet(module);
+        var buckets =
+            BackwardOverlap.Plan(parameters.Slices, (long)(a.Double("bucket-mb", SIDCoTrainer.Defaults.BucketSizeMB) * (1 << 20)));
+        using var comm = new MpiCommunicator();
+        var exchange = new GradientExchange(comm, parameters.Length, ExchangeMode.Dense) { OrderedSum = true };
+        var gradient = new float[parameters.Length];
+        var rng = new Random(comm.Rank + 1);
+        for (int i = 0; i < gradient.Length; i++) gradient[i] = rng.NextSingle() - 0.5f;
+
+        void Whole() => exchange.AllReduceDense(gradient);
+        void Pieces() { foreach (var b in buckets) exchange.AverageDense(gradient.AsSpan(b.Offset, b.Count)); }
+        var shapes = new[]
+        {
+            new Shape("whole, main thread", 1, () => Timed(Whole)),
+            new Shape("buckets, main thread", buckets.Count, () => Timed(Pieces)),
+            new Shape("buckets, exchange thread", buckets.Count, () => Timed(() => OnThread(Pieces, 0))),
+            new Shape($"buckets, exchange thread, {loadMs} ms CPU beside", buckets.Count, () => Timed(() => OnThread(Pieces, loadMs))),
+            new Shape($"whole, main thread, {loadMs} ms CPU on a second thread", 1, () => Timed(() => BesideLoad(Whole, loadMs))),
+        };
+        long bytes = (long)exchange.AllReduceDense(gradient).BytesPerRank; // also opens the connections and sizes the buffers
+        var mine = new double[shapes.Length * trials];
+        for (int t = 0; t < trials; t++)
+        {
+            for (int s = 0; s < shapes.Length; s++)
+            {
+                comm.Barrier();
+                Thread.Sleep(gapMs);
+                mine[s * trials + t] = shapes[s].Run();
+            }
+        }
+        var all = new double[mine.Length * comm.Size];
+        comm.AllGather<double>(mine, all);
+        if (comm.Rank != 0) return 0;
+        var slowest = Enumerable.Range(0, shapes.Length).Select(s => Enumerable.Range(0, trials)
+            .Select(t => Enumerable.Range(0, comm.Size).Max(r => all[r * mine.Length + s * trials + t])).ToArray()).ToArray();
+        // A slow trial: a fifth above the fastest trial of any shape (all move the same bytes), far beyond the spread of an
+        // undisturbed exchange.
+        double fastest = slowest.Min(x => x.Min());
+        for (int s = 0; s < shapes.Length; s++)
+        {
+            var sorted = slowest[s].Order().ToArray();
+            double median = trials % 2 == 1 ? sorted[trials / 2] : 0.5 * (sorted[trials / 2 - 1] + sorted[trials / 2]);
+            int slow = slowest[s].Count(x => x > 1.2 * fastest);
+            var row = new Row(modelName, comm.Size, linkMbps, shapes[s].Name, shapes[s].Pieces, bytes, median, sorted[0], sorted[^1],
+                slow, slowest[s]);
+            Console.WriteLine("RESULT " + JsonSerializer.Serialize(row, Bench.JsonLine));
+        }
+        return 0;
+    }
+
+    private static double Timed(Action body)
+    {
+        long start = Stopwatch.GetTimestamp();
+        body();
+        return Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+    }
+
+    // The overlap's arrangement: the exchange on a thread of its own, this thread busy for loadMs and then waiting for it.
+    private static void OnThread(Action exchange, int loadMs)
+    {
+        var thread = new Thread(() => exchange()) { IsBackground = true };
+        thread.Start();
+        Busy(loadMs);
+        thread.Join();
+    }
+
+    private static void BesideLoad(Action exchange, int loadMs)
+    {
+        var thread = new Thread(() => Busy(loadMs)) { IsBackground = true };
+        thread.Start();
+        exchange();
+        thread.Join();
+    }
+
+    // CPU work without memory traffic or allocation: a spin for the given time.
+    private static void Busy(int ms)
+    {
+        if (ms <= 0) return;
+        long end = Stopwatch.GetTimestamp() + ms * Stopwatch.Frequency / 1000;
+        while (Stopwatch.GetTimestamp() < end) Thread.SpinWait(20);
+    }
+
+    public static int Report(BenchArgs a)
+    {
+        var rows = File.ReadAllLines(a.Get("rows") ?? throw new ArgumentException("--rows FILE"))
+            .Where(l => l.Length > 0).Select(l => JsonSerializer.Deserialize<Row>(l, Bench.JsonLine)!).ToList();
+        if (rows.Count == 0) { Console.Error.WriteLine("cluster: no results"); return 1; }
+        var sb = new System.Text.StringBuilder();
+        foreach (var g in rows.GroupBy(r => (r.Model, r.Hosts, r.LinkMbps)))
+        {
+            sb.AppendLine($"**{g.Key.Model}, {g.Key.Hosts} hosts at {g.Key.LinkMbps} Mbit/s**, " +
+                $"{g.First().BytesPerRank:N0} bytes per rank, {g.First().TrialMs.Length} trials of each shape (the slowest rank's time)");
+            sb.AppendLine();
+            sb.AppendLine(Bench.Table(["shape", "pieces", "median ms", "min ms", "max ms", "trials > 1.2x fastest", "trials (ms)"],
+                g.Select(r => new[]
+                {
+                    r.Shape, r.Pieces.ToString(System.Globalization.CultureInfo.InvariantCulture), Bench.F(r.MedianMs, "F1"),
+                    Bench.F(r.MinMs, "F1"), Bench.F(r.MaxMs, "F1"), $"{r.SlowTrials} of {r.TrialMs.Length}",
+                    string.Join(" ", r.TrialMs.Select(x => Bench.F(x, "F0"))),
+                })));
+        }
+        Bench.WriteResults(a.Get("json"), rows, sb.ToString());
+        return 0;
+    }
+}
