@@ -90,6 +90,11 @@ internal static class Bench
         Console.WriteLine($"wrote {path} and {Path.ChangeExtension(path, ".md")}");
     }
 
+    /// <summary>The rows of a JSON-lines file (<c>--rows FILE</c>: one object per line, as the ranks print after RESULT).</summary>
+    public static List<T> ReadRows<T>(BenchArgs a) =>
+        [.. File.ReadAllLines(a.Get("rows") ?? throw new ArgumentException("--rows FILE"))
+            .Where(l => l.Length > 0).Select(l => JsonSerializer.Deserialize<T>(l, JsonLine)!)];
+
     public static string Table(IEnumerable<string> header, IEnumerable<IEnumerable<string>> rows)
     {
         var sb = new StringBuilder();

@@ -114,8 +114,7 @@ internal static class ClusterExchangeBenchmark
 
     public static int Report(BenchArgs a)
     {
-        var rows = File.ReadAllLines(a.Get("rows") ?? throw new ArgumentException("--rows FILE"))
-            .Where(l => l.Length > 0).Select(l => JsonSerializer.Deserialize<Row>(l, Bench.JsonLine)!).ToList();
+        var rows = Bench.ReadRows<Row>(a);
         if (rows.Count == 0) { Console.Error.WriteLine("cluster: no results"); return 1; }
         var sb = new System.Text.StringBuilder();
         foreach (var g in rows.GroupBy(r => (r.Model, r.Hosts, r.LinkMbps)))
