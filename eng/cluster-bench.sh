@@ -138,14 +138,14 @@ make_cluster() {
     # Both directions of every host's link are limited: egress in the namespace, ingress at the bridge port.
     ip netns exec $ns tc qdisc add dev eth0 root tbf rate $rate burst $burst latency 50ms
     tc qdisc add dev sidco-v$i root tbf rate $rate burst $burst latency 50ms
-    local route=""
+    # --tcp (validated above): route options, or every CPU in the veth ends' flow steering.
+    local route="" cpus; cpus=$(printf %x $(( (1 << $(nproc)) - 1 )))
     for t in $(echo "$tcp" | tr ',' ' '); do
       case "$t" in
         quickack) route="$route quickack 1";;
         cubic|bbr|reno) route="$route congctl $t";;
-        rps) ip netns exec $ns sh -c "echo $(printf %x $(( (1 << $(nproc)) - 1 ))) > /sys/class/net/eth0/queues/rx-0/rps_cpus"
-             printf %x $(( (1 << $(nproc)) - 1 )) > /sys/class/net/sidco-v$i/queues/rx-0/rps_cpus;;
-        *) echo "cluster: --tcp takes quickack, cubic, bbr, reno and rps, not $t"; exit 2;;
+        rps) ip netns exec $ns sh -c "echo $cpus > /sys/class/net/eth0/queues/rx-0/rps_cpus"
+             echo "$cpus" > /sys/class/net/sidco-v$i/queues/rx-0/rps_cpus;;
       esac
     done
     # shellcheck disable=SC2086 # route options are words
@@ -190,7 +190,7 @@ tcp_report() { # hosts, link, run label
 }
 
 mkdir -p "$(dirname "$json")"
-rows=$json.rows.jsonl; [ "$launch_check" -gt 0 ] || : > "$rows" > "$json.tcp.tsv"
+rows=$json.rows.jsonl; [ "$launch_check" -gt 0 ] || { : > "$rows"; : > "$json.tcp.tsv"; }
 for n in $(echo "$hosts_list" | tr ',' ' '); do
   for link in $(echo "$links" | tr ',' ' '); do
     case "$link" in
