@@ -75,8 +75,12 @@ internal static class Bench
             t[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
         }
         Array.Sort(t);
-        return runs % 2 == 1 ? t[runs / 2] : 0.5 * (t[runs / 2 - 1] + t[runs / 2]);
+        return Median(t);
     }
+
+    /// <summary>The median of ascending <paramref name="sorted"/> (the mean of the middle two for an even count).</summary>
+    public static double Median(IReadOnlyList<double> sorted) =>
+        sorted.Count % 2 == 1 ? sorted[sorted.Count / 2] : 0.5 * (sorted[sorted.Count / 2 - 1] + sorted[sorted.Count / 2]);
 
     /// <summary>Writes {"results":[...]} (and "comparisons" when given) to <paramref name="path"/> and a markdown table beside it
     /// (.md).</summary>

@@ -237,7 +237,7 @@ internal static class ClusterBenchmark
             times.Add(e.ElapsedMs);
         }
         times.Sort();
-        return times[times.Count / 2];
+        return Bench.Median(times);
     }
 
     public static int Report(BenchArgs a)

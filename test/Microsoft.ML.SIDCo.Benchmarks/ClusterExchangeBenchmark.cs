@@ -71,10 +71,9 @@ internal static class ClusterExchangeBenchmark
         for (int s = 0; s < shapes.Length; s++)
         {
             var sorted = slowest[s].Order().ToArray();
-            double median = trials % 2 == 1 ? sorted[trials / 2] : 0.5 * (sorted[trials / 2 - 1] + sorted[trials / 2]);
             int slow = slowest[s].Count(x => x > 1.2 * fastest);
-            var row = new Row(modelName, comm.Size, linkMbps, shapes[s].Name, shapes[s].Pieces, bytes, median, sorted[0], sorted[^1],
-                slow, slowest[s]);
+            var row = new Row(modelName, comm.Size, linkMbps, shapes[s].Name, shapes[s].Pieces, bytes, Bench.Median(sorted), sorted[0],
+                sorted[^1], slow, slowest[s]);
             Console.WriteLine("RESULT " + JsonSerializer.Serialize(row, Bench.JsonLine));
         }
         return 0;
