@@ -35,12 +35,22 @@ internal static class ClusterExchangeBenchmark
             BackwardOverlap.Plan(parameters.Slices, (long)(a.Double("bucket-mb", SIDCoTrainer.Defaults.BucketSizeMB) * (1 << 20)));
         using var comm = new MpiCommunicator();
         var exchange = new GradientExchange(comm, parameters.Length, ExchangeMode.Dense) { OrderedSum = true };
+        var unordered = new GradientExchange(comm, parameters.Length, ExchangeMode.Dense);
+        // The same world with MPI_Allgather for every block size: Open MPI's algorithm beside our ring.
+        using var openMpiGather = new MpiCommunicator { RingAllGatherMinBytes = int.MaxValue };
+        var openMpiExchange = new GradientExchange(openMpiGather, parameters.Length, ExchangeMode.Dense) { OrderedSum = true };
         var gradient = new float[parameters.Length];
         var rng = new Random(comm.Rank + 1);
         for (int i = 0; i < gradient.Length; i++) gradient[i] = rng.NextSingle() - 0.5f;
 
         void Whole() => exchange.AllReduceDense(gradient);
         void Pieces() { foreach (var b in buckets) exchange.AverageDense(gradient.AsSpan(b.Offset, b.Count)); }
+        // The rank-ordered sum's two halves alone, on its padded blocks, and Open MPI's own allreduce (its order, not ours).
+        int block = (gradient.Length + comm.Size - 1) / comm.Size;
+        var padded = new float[block * comm.Size];
+        var received = new float[padded.Length];
+        void AllToAllHalf() => comm.AllToAll<float>(padded, received);
+        void AllGatherHalf(MpiCommunicator c) => c.AllGather<float>(padded.AsSpan(0, block), received);
         var shapes = new[]
         {
             new Shape("whole, main thread", 1, () => Timed(Whole)),
@@ -48,8 +58,14 @@ internal static class ClusterExchangeBenchmark
             new Shape("buckets, exchange thread", buckets.Count, () => Timed(() => OnThread(Pieces, 0))),
             new Shape($"buckets, exchange thread, {loadMs} ms CPU beside", buckets.Count, () => Timed(() => OnThread(Pieces, loadMs))),
             new Shape($"whole, main thread, {loadMs} ms CPU on a second thread", 1, () => Timed(() => BesideLoad(Whole, loadMs))),
+            new Shape("whole, main thread, Open MPI's allgather", 1, () => Timed(() => openMpiExchange.AllReduceDense(gradient))),
+            new Shape("whole, the all-to-all half alone", 1, () => Timed(AllToAllHalf)),
+            new Shape("whole, the allgather half alone", 1, () => Timed(() => AllGatherHalf(comm))),
+            new Shape("whole, the allgather half alone, Open MPI's", 1, () => Timed(() => AllGatherHalf(openMpiGather))),
+            new Shape("whole, MPI_Allreduce (Open MPI's order)", 1, () => Timed(() => unordered.AllReduceDense(gradient))),
         };
         long bytes = (long)exchange.AllReduceDense(gradient).BytesPerRank; // also opens the connections and sizes the buffers
+        openMpiExchange.AllReduceDense(gradient);
         var mine = new double[shapes.Length * trials];
         for (int t = 0; t < trials; t++)
         {

@@ -20,6 +20,20 @@ switch (scenario)
             chunked.AllReduceSum<float>(buf);
             bool ok = buf.Select((v, i) => v == i * comm.Size).All(x => x);
             Console.WriteLine($"CHECK {comm.Rank} chunked-allreduce {(ok ? "OK" : "FAIL")} {buf[99]}");
+            // Large blocks are gathered by our ring: force it for every size, in pieces of 7, and compare with MPI_Allgather.
+            using var ring = new MpiCommunicator { RingAllGatherMinBytes = 0, MaxElementsPerCall = 7 };
+            var floats = Enumerable.Range(0, 100).Select(i => comm.Rank * 1000f + i).ToArray();
+            var byRing = new float[100 * comm.Size];
+            var byMpi = new float[byRing.Length];
+            ring.AllGather<float>(floats, byRing);
+            comm.AllGather<float>(floats, byMpi);
+            var halves = Enumerable.Range(0, 33).Select(i => (Half)(comm.Rank + i / 64f)).ToArray();
+            var halvesByRing = new Half[33 * comm.Size];
+            ring.AllGather<Half>(halves, halvesByRing);
+            bool ringOk = byRing.SequenceEqual(Enumerable.Range(0, byRing.Length).Select(i => i / 100 * 1000f + i % 100))
+                && byRing.SequenceEqual(byMpi)
+                && halvesByRing.SequenceEqual(Enumerable.Range(0, halvesByRing.Length).Select(i => (Half)(i / 33 + i % 33 / 64f)));
+            Console.WriteLine($"CHECK {comm.Rank} ring-allgather {(ringOk ? "OK" : "FAIL")} {byRing[^1]} {halvesByRing[^1]}");
             Console.WriteLine($"CHECK {comm.Rank} launched-by-mpirun " +
                 $"{(MpiCommunicator.IsLaunchedByMpirun && MpiCommunicator.LaunchedWorldSize == comm.Size ? "OK" : "FAIL")}");
             // All ranks of the test run on this one machine, so every one of them shares its cores with all the others.

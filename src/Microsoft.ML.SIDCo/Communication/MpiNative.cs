@@ -40,6 +40,7 @@ internal static unsafe class MpiNative
         public delegate* unmanaged<void*, int, nint, void*, int, nint, nint, int> Allgather;
         public delegate* unmanaged<void*, int, nint, void*, int*, int*, nint, nint, int> Allgatherv;
         public delegate* unmanaged<void*, int, nint, void*, int, nint, nint, int> Alltoall;
+        public delegate* unmanaged<void*, int, nint, int, int, void*, int, nint, int, int, nint, void*, int> Sendrecv;
         public delegate* unmanaged<nint, nint, int> CommSetErrhandler;
         public delegate* unmanaged<int, byte*, int*, int> ErrorString;
         public delegate* unmanaged<nint, int, int> Abort;
@@ -85,6 +86,7 @@ internal static unsafe class MpiNative
             Allgather = (delegate* unmanaged<void*, int, nint, void*, int, nint, nint, int>)F("MPI_Allgather"),
             Allgatherv = (delegate* unmanaged<void*, int, nint, void*, int*, int*, nint, nint, int>)F("MPI_Allgatherv"),
             Alltoall = (delegate* unmanaged<void*, int, nint, void*, int, nint, nint, int>)F("MPI_Alltoall"),
+            Sendrecv = (delegate* unmanaged<void*, int, nint, int, int, void*, int, nint, int, int, nint, void*, int>)F("MPI_Sendrecv"),
             CommSetErrhandler = (delegate* unmanaged<nint, nint, int>)F("MPI_Comm_set_errhandler"),
             ErrorString = (delegate* unmanaged<int, byte*, int*, int>)F("MPI_Error_string"),
             Abort = (delegate* unmanaged<nint, int, int>)F("MPI_Abort"),

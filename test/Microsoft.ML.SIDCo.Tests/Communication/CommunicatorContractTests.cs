@@ -40,7 +40,7 @@ public class CommunicatorContractTests
         Assert.False(run.TimedOut, run.Output);
         Assert.True(run.ExitCode == 0, run.Output);
         var names =
-            s_expectedChecks.Concat(["chunked-allreduce", "launched-by-mpirun", "ranks-on-this-machine",
+            s_expectedChecks.Concat(["chunked-allreduce", "ring-allgather", "launched-by-mpirun", "ranks-on-this-machine",
             "probe-once-per-process"]).ToArray();
         for (int r = 0; r < ranks; r++)
         {
