@@ -37,8 +37,8 @@ public sealed unsafe class MpiCommunicator : ICommunicator, ISharesLinks, IWorld
 
     /// <summary>
     /// <see cref="AllGather{T}"/> of blocks this large (bytes per rank) or larger runs as a ring of our own instead of
-    /// <c>MPI_Allgather</c>: on rate-limited TCP links Open MPI's choice for large blocks took 1.5x the ring's time
-    /// (docs/benchmarks.md). Smaller blocks keep Open MPI's algorithms, which need fewer rounds.
+    /// <c>MPI_Allgather</c>: on rate-limited TCP links the algorithm Open MPI picks for large blocks is slower than a ring
+    /// (docs/benchmarks.md, "The allgather half"). Smaller blocks keep Open MPI's algorithms, which need fewer rounds.
     /// </summary>
     internal int RingAllGatherMinBytes { get; init; } = DefaultRingAllGatherMinBytes;
 
