@@ -32,7 +32,8 @@
 # to one CPU's input queue, so that the veth links do not reorder them. They are there to find out where a step's time
 # goes, not to tune a result. --exchange-trials N trains nothing: it times the dense exchange of the model's gradient alone,
 # N times in each of the shapes training gives it (one piece, the overlap's buckets, on a thread of their own, with
-# --exchange-load-ms of CPU work beside them), to JSON and a table (cluster-exchange in the benchmarks).
+# --exchange-load-ms of CPU work beside them) and its parts (each half alone, Open MPI's allgather beside our ring, Open
+# MPI's allreduce), to JSON and a table (cluster-exchange in the benchmarks).
 set -euo pipefail
 dll=${1:?benchmark dll}; shift
 hosts_list=4; links=100mbit,1gbit; model=wide-mlp; compressors=none,topk,dgc,sidco-e,sidco-gp,sidco-p

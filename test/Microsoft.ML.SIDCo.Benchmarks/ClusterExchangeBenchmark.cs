@@ -11,8 +11,10 @@ namespace Microsoft.ML.SIDCo.Benchmarks;
 /// gives it, to find where an overlapped step's time goes: the whole gradient in one piece on the main thread (the exchange
 /// after backward), the overlap's bucket pieces on the main thread, the same on a thread of their own, that thread with CPU
 /// work on the main thread beside it (what backward does while a bucket is exchanged), and the one piece with CPU work on a
-/// second thread. Every trial starts after a barrier and a pause (the compute between steps), the shapes take turns trial
-/// by trial, and a trial's time is the slowest rank's.
+/// second thread; then where the time of one piece goes: the exchange with Open MPI's allgather instead of our ring, its
+/// all-to-all half and its allgather half alone (ring and Open MPI's), and Open MPI's own allreduce. Every trial starts
+/// after a barrier and a pause (the compute between steps), the shapes take turns trial by trial, and a trial's time is the
+/// slowest rank's.
 /// </summary>
 internal static class ClusterExchangeBenchmark
 {

@@ -92,7 +92,9 @@ public sealed class EmulatedClusterTests
         Assert.DoesNotContain("run failed", run.Output, StringComparison.Ordinal);
         var rows = JsonDocument.Parse(File.ReadAllText(json)).RootElement.GetProperty("results").EnumerateArray().ToArray();
         Assert.Equal(["whole, main thread", "buckets, main thread", "buckets, exchange thread",
-            "buckets, exchange thread, 10 ms CPU beside", "whole, main thread, 10 ms CPU on a second thread"],
+            "buckets, exchange thread, 10 ms CPU beside", "whole, main thread, 10 ms CPU on a second thread",
+            "whole, main thread, Open MPI's allgather", "whole, the all-to-all half alone", "whole, the allgather half alone",
+            "whole, the allgather half alone, Open MPI's", "whole, MPI_Allreduce (Open MPI's order)"],
             rows.Select(r => r.GetProperty("shape").GetString()));
         long bytes = rows[0].GetProperty("bytesPerRank").GetInt64();
         Assert.True(bytes > 0);
