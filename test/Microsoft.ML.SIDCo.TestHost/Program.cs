@@ -30,7 +30,12 @@ switch (scenario)
             var halves = Enumerable.Range(0, 33).Select(i => (Half)(comm.Rank + i / 64f)).ToArray();
             var halvesByRing = new Half[33 * comm.Size];
             ring.AllGather<Half>(halves, halvesByRing);
-            bool ringOk = byRing.SequenceEqual(Enumerable.Range(0, byRing.Length).Select(i => i / 100 * 1000f + i % 100))
+            // A block at the default threshold takes the ring without forcing it.
+            int large = MpiCommunicator.DefaultRingAllGatherMinBytes / sizeof(float);
+            var largeAll = new float[large * comm.Size];
+            comm.AllGather<float>(Enumerable.Range(0, large).Select(i => comm.Rank + i / (float)large).ToArray(), largeAll);
+            bool largeOk = largeAll.Select((v, i) => v == i / large + i % large / (float)large).All(x => x);
+            bool ringOk = largeOk && byRing.SequenceEqual(Enumerable.Range(0, byRing.Length).Select(i => i / 100 * 1000f + i % 100))
                 && byRing.SequenceEqual(byMpi)
                 && halvesByRing.SequenceEqual(Enumerable.Range(0, halvesByRing.Length).Select(i => (Half)(i / 33 + i % 33 / 64f)));
             Console.WriteLine($"CHECK {comm.Rank} ring-allgather {(ringOk ? "OK" : "FAIL")} {byRing[^1]} {halvesByRing[^1]}");
