@@ -173,6 +173,8 @@ public sealed unsafe class MpiCommunicator : ICommunicator, ISharesLinks, IWorld
     // with one block at a time; the same bytes as MPI_Allgather in the same places.
     private void RingAllGather<T>(ReadOnlySpan<T> mine, Span<T> all, nint type, int scale) where T : unmanaged
     {
+        if ((long)Math.Min(MaxElementsPerCall, mine.Length) * scale > int.MaxValue)
+            throw new InvalidOperationException("A ring piece exceeds int.MaxValue MPI elements; lower MaxElementsPerCall.");
         int block = mine.Length, next = (Rank + 1) % Size, previous = (Rank + Size - 1) % Size;
         mine.CopyTo(all.Slice(Rank * block, block));
         fixed (T* r = all)
@@ -184,8 +186,6 @@ public sealed unsafe class MpiCommunicator : ICommunicator, ISharesLinks, IWorld
                 for (long off = 0; off < block; off += MaxElementsPerCall)
                 {
                     int n = (int)Math.Min(MaxElementsPerCall, block - off);
-                    if ((long)n * scale > int.MaxValue)
-                        throw new InvalidOperationException("A ring piece exceeds int.MaxValue MPI elements; lower MaxElementsPerCall.");
                     Check("MPI_Sendrecv", _api.Sendrecv(send + off, n * scale, type, next, RingTag, receive + off, n * scale, type,
                         previous, RingTag, _api.CommWorld, null));
                 }
