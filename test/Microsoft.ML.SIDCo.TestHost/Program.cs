@@ -2,6 +2,7 @@ using Microsoft.ML;
 using Microsoft.ML.SIDCo;
 using Microsoft.ML.SIDCo.Communication;
 using Microsoft.ML.SIDCo.TestHost;
+using Microsoft.ML.SIDCo.Training;
 
 // Scenarios the tests start under mpirun. Each rank prints lines the tests parse:
 //   CHECK <rank> <name> OK|FAIL <detail>
@@ -266,6 +267,36 @@ switch (scenario)
             long on = Scenarios.TrainDense(ml, train, workers: 1, overlap: true);
             long off = Scenarios.TrainDense(ml, train, workers: 1, overlap: false);
             Console.WriteLine($"CHECK {SIDCoTrainer.Rank} overlap OK {on} {off}");
+            return 0;
+        }
+    case "powersgd-dense-start":
+        {
+            // PowerSGD's dense start exchanges by the dense baseline's rank-ordered sums: bitwise its average on every rank.
+            // MPI_Allreduce sums large vectors in its own order; how many entries it rounds differently shows the check can fail.
+            using var comm = new MpiCommunicator();
+            const int Rows = 1000, Columns = 1000, Bias = 1000, Length = Rows * Columns + Bias;
+            ParameterSlice[] slices = [new("w", 0, Rows * Columns, [Rows, Columns]), new("b", Rows * Columns, Bias, [Bias])];
+            var random = new Random(comm.Rank + 1);
+            var gradient = Enumerable.Range(0, Length).Select(_ => random.NextSingle() * 2 - 1).ToArray();
+            var byPowerSgd = (float[])gradient.Clone();
+            var byDense = (float[])gradient.Clone();
+            var byMpi = (float[])gradient.Clone();
+            using (var powerSgd = new PowerSgdHook(rank: 1, denseSteps: 1))
+            {
+                powerSgd.Initialize(new GradientHookContext(comm, Length, slices));
+                powerSgd.Reduce(byPowerSgd, step: 0);
+            }
+            using (var dense = new DenseAllReduceHook())
+            {
+                dense.Initialize(new GradientHookContext(comm, Length, slices));
+                dense.Reduce(byDense, step: 0);
+            }
+            comm.AllReduceSum<float>(byMpi);
+            int differ = 0;
+            for (int i = 0; i < Length; i++) if (byMpi[i] / comm.Size != byDense[i]) differ++;
+            bool ok = byPowerSgd.SequenceEqual(byDense)
+                && byDense.Select((v, i) => Math.Abs(v * comm.Size - byMpi[i]) <= 1e-5f * comm.Size).All(x => x);
+            Console.WriteLine($"CHECK {comm.Rank} powersgd-dense-start {(ok ? "OK" : "FAIL")} {differ}");
             return 0;
         }
     case "memory":

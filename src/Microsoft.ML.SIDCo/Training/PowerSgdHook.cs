@@ -9,7 +9,9 @@ namespace Microsoft.ML.SIDCo.Training;
 /// dimension by the rest, plus this worker's error) is sent as a rank-r product: P = M Q, summed over the workers and
 /// orthogonalised, then Q = M^T P averaged over the workers, and every worker applies P Q^T. Q is warm-started from the last
 /// step; the error M - P Q^T stays with the worker. Vectors (biases, norms) and matrices too small to gain are averaged
-/// dense, as in PyTorch's PowerSGD hook, and so is the whole gradient for the first <see cref="DenseSteps"/> steps.
+/// dense, as in PyTorch's PowerSGD hook, and so is the whole gradient for the first <see cref="DenseSteps"/> steps, by the
+/// exchange of the no-compression baseline (<see cref="DenseAllReduceHook"/>, sums in rank order), as PyTorch's hook starts
+/// with DDP's own allreduce.
 /// </summary>
 public sealed class PowerSgdHook : IGradientHook
 {
@@ -28,6 +30,7 @@ public sealed class PowerSgdHook : IGradientHook
 
     private ICommunicator? _comm;
     private CostModel? _model;
+    private GradientExchange? _dense;
     private Matrix[] _matrices = [];
     private (int Offset, int Count)[] _vectors = [];
     private float[] _p = [], _q = [], _error = [], _vectorValues = [], _approx = [];
@@ -65,6 +68,7 @@ public sealed class PowerSgdHook : IGradientHook
         _comm = context.Communicator;
         _model = CostModel.Probe(_comm);
         _length = context.Length;
+        _dense = new GradientExchange(_comm, _length, ExchangeMode.Dense, WirePrecision.Float32, _model) { OrderedSum = true };
         var matrices = new List<Matrix>();
         var vectors = new List<(int, int)>();
         int pLength = 0, qLength = 0, covered = 0;
@@ -109,11 +113,9 @@ public sealed class PowerSgdHook : IGradientHook
         var model = _model!;
         if (step < DenseSteps)
         {
-            comm.AllReduceSum(gradient);
-            if (workers > 1) TensorPrimitives.Multiply(gradient, 1f / workers, gradient);
-            double ms = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
-            return new GradientHookStats(0, ms, gradient.Length, model.DenseBytesPerRank(gradient.Length), 1, ExchangeMode.Dense, 1,
-                false, model.DenseSeconds(gradient.Length) * 1e3);
+            var e = _dense!.AllReduceDense(gradient);
+            return new GradientHookStats(0, e.ElapsedMs, gradient.Length, e.BytesPerRank, 1, ExchangeMode.Dense, 1, false,
+                e.PredictedDenseMs);
         }
 
         // Vectors: averaged dense.

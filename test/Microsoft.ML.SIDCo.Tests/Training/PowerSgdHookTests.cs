@@ -187,3 +187,23 @@ public class PowerSgdHookTests
                     $"{what} [{i},{j}]: {expected[i, j]} vs {actual[i * cols + j]}");
     }
 }
+
+/// <summary>PowerSGD under mpirun.</summary>
+public class PowerSgdHookMpiTests(Xunit.Abstractions.ITestOutputHelper log)
+{
+    [Theory]
+    [Trait(Category.Name, Category.Mpi)]
+    [InlineData(2)]
+    [InlineData(4)]
+    public void DenseStartIsTheDenseBaselineBitwiseUnderMpirun(int ranks)
+    {
+        var run = MpiRunner.Run(ranks, MpiRunner.TestHost, "powersgd-dense-start", TimeSpan.FromMinutes(2));
+        Assert.False(run.TimedOut, run.Output);
+        Assert.True(run.ExitCode == 0, run.Output);
+        var checks = run.Checks.Where(c => c.Name == "powersgd-dense-start").ToList();
+        Assert.Equal(ranks, checks.Count);
+        Assert.All(checks, c => Assert.True(c.Ok, $"rank {c.Rank}: {c.Detail}\n{run.Output}"));
+        // The entries where MPI_Allreduce's own order of sums rounds differently: what the old dense start gave.
+        log.WriteLine($"mpirun -np {ranks}: MPI_Allreduce differs from the rank-ordered average in {checks[0].Detail} entries");
+    }
+}
