@@ -9,7 +9,7 @@
 #                            [--interleave BLOCK] [--run-timeout SECONDS] [--json FILE] [--launch-check N]
 #                            [--eval-every N [--target-accuracy A]] [--wire fp32,fp16,bf16]
 #                            [--peers pytorch [--peer-hooks none,fp16,powersgd-r1,powersgd-r4]] [--dense-overlap on|off|both] [--bucket-mb MB]
-#                            [--tcp quickack,cubic|bbr|reno,rps] [--exchange-trials N [--exchange-load-ms L]]
+#                            [--tcp quickack,cubic|bbr|reno,rps] [--exchange-trials N [--exchange-load-ms L] [--exchange-shapes S]]
 # The defaults are the recipe docs/benchmarks.md reports: the 5.8M-parameter MLP, 400 steps (timed over the
 # last 200), momentum correction, and the sparse compressors of a density trained side by side in one job,
 # taking turns every 25 steps (each a training of its own, resumed from its checkpoint), so that their step
@@ -33,13 +33,14 @@
 # goes, not to tune a result. --exchange-trials N trains nothing: it times the dense exchange of the model's gradient alone,
 # N times in each of the shapes training gives it (one piece, the overlap's buckets, on a thread of their own, with
 # --exchange-load-ms of CPU work beside them) and its parts (each half alone, Open MPI's allgather beside our ring, Open
-# MPI's allreduce), to JSON and a table (cluster-exchange in the benchmarks).
+# MPI's allreduce), to JSON and a table (cluster-exchange in the benchmarks). --exchange-shapes allgather-sweep times
+# instead our allgather ring against Open MPI's allgather for blocks of 4 KiB to 4 MiB a rank (the ring's threshold).
 set -euo pipefail
 dll=${1:?benchmark dll}; shift
 hosts_list=4; links=100mbit,1gbit; model=wide-mlp; compressors=none,topk,dgc,sidco-e,sidco-gp,sidco-p
 densities=0.01,0.001; steps=400; dense_steps=20; json=artifacts/bench/cluster.json; epochs=""; per_host=1; warmup=0
 recipe=--momentum-correction; cap=; launch_check=0; interleave=auto; eval_every=0; target=0.8; wire=fp32; peers=""; peer_hooks=none,fp16,powersgd-r1,powersgd-r4; dense_overlap=on; bucket_mb=25
-tcp=""; exchange_trials=0; exchange_load=10
+tcp=""; exchange_trials=0; exchange_load=10; exchange_shapes=training
 run_timeout=1200 # seconds: a run that hangs (a rank stuck on a lost connection) is stopped and counted as failed
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -70,6 +71,7 @@ while [ $# -gt 0 ]; do
     --tcp) tcp=$2; shift 2;;
     --exchange-trials) exchange_trials=$2; shift 2;;
     --exchange-load-ms) exchange_load=$2; shift 2;;
+    --exchange-shapes) exchange_shapes=$2; shift 2;;
     *) echo "cluster: unknown option $1"; exit 2;;
   esac
 done
@@ -77,6 +79,8 @@ done
 for t in $(echo "$tcp" | tr ',' ' '); do
   case "$t" in quickack|cubic|bbr|reno|rps) ;; *) echo "cluster: --tcp takes quickack, cubic, bbr, reno and rps, not $t"; exit 2;; esac
 done
+case "$exchange_shapes" in training|allgather-sweep) ;;
+  *) echo "cluster: --exchange-shapes takes training or allgather-sweep, not $exchange_shapes"; exit 2;; esac
 
 # Which jobs to run: `none` alone; the sparse compressors one job each, or all in one interleaved job.
 sparse=$(echo "$compressors" | tr "," "\n" | { grep -vx none || true; } | paste -sd, -)
@@ -236,7 +240,7 @@ for n in $(echo "$hosts_list" | tr ',' ' '); do
       tcp_mark "$n"
       timeout --foreground --kill-after=30 "$run_timeout" "${launch[@]}" --mca orte_tmpdir_base "$session" \
         dotnet "$root/$dll" cluster-exchange --model "$model" --trials "$exchange_trials" --load-ms "$exchange_load" \
-        --bucket-mb "$bucket_mb" --link-mbps "$mbps" > "$work/run.log" 2>&1 \
+        --shapes "$exchange_shapes" --bucket-mb "$bucket_mb" --link-mbps "$mbps" > "$work/run.log" 2>&1 \
         || { cp "$work/run.log" "$json.failed-exchange-$mbps.log"; echo "  run failed, log in $json.failed-exchange-$mbps.log"; }
       sed -n 's/.*RESULT //p' "$work/run.log" >> "$rows"
       tcp_report "$n" "$link" "exchange"

@@ -12,18 +12,25 @@ namespace Microsoft.ML.SIDCo.Benchmarks;
 /// after backward), the overlap's bucket pieces on the main thread, the same on a thread of their own, that thread with CPU
 /// work on the main thread beside it (what backward does while a bucket is exchanged), and the one piece with CPU work on a
 /// second thread; then where the time of one piece goes: the exchange with Open MPI's allgather instead of our ring, its
-/// all-to-all half and its allgather half alone (ring and Open MPI's), and Open MPI's own allreduce. Every trial starts
-/// after a barrier and a pause (the compute between steps), the shapes take turns trial by trial, and a trial's time is the
+/// all-to-all half and its allgather half alone (ring and Open MPI's), and Open MPI's own allreduce. With
+/// <c>--shapes allgather-sweep</c> it times instead our ring against Open MPI's allgather for blocks from 4 KiB to 4 MiB a
+/// rank, around the ring's threshold (<see cref="MpiCommunicator.DefaultRingAllGatherMinBytes"/>). Every trial starts after
+/// a barrier and a pause (the compute between steps), the shapes take turns trial by trial, and a trial's time is the
 /// slowest rank's.
 /// </summary>
 internal static class ClusterExchangeBenchmark
 {
     private const int DefaultTrials = 10, DefaultGapMs = 35, DefaultLoadMs = 10;
+    private const string TrainingShapes = "training", AllGatherSweep = "allgather-sweep";
+
+    // Blocks a rank, in KiB, of the allgather sweep: powers of 4 on both sides of the ring's 256 KiB threshold.
+    private static readonly int[] s_sweepBlockKiB = [4, 16, 64, 256, 1024, 4096];
 
     public sealed record Row(string Model, int Hosts, int LinkMbps, string Shape, int Pieces, long BytesPerRank, double MedianMs,
         double MinMs, double MaxMs, int SlowTrials, double[] TrialMs);
 
-    private sealed record Shape(string Name, int Pieces, Func<double> Run);
+    // Bytes: what each rank sends in one trial of the shape.
+    private sealed record Shape(string Name, int Pieces, long Bytes, Func<double> Run);
 
     public static int Worker(BenchArgs a)
     {
@@ -31,6 +38,9 @@ internal static class ClusterExchangeBenchmark
         var definition = Bench.Model(modelName);
         int trials = a.Int("trials", DefaultTrials), gapMs = a.Int("gap-ms", DefaultGapMs), loadMs = a.Int("load-ms", DefaultLoadMs);
         int linkMbps = a.Int("link-mbps", 0);
+        string set = a.Get("shapes", TrainingShapes);
+        if (set is not (TrainingShapes or AllGatherSweep))
+            throw new ArgumentException($"--shapes takes {TrainingShapes} or {AllGatherSweep}, not {set}.");
         using var module = definition.Build(FashionMnist.Pixels, FashionMnist.Classes);
         var parameters = new ParameterSet(module);
         var buckets =
@@ -53,21 +63,25 @@ internal static class ClusterExchangeBenchmark
         var received = new float[padded.Length];
         void AllToAllHalf() => comm.AllToAll<float>(padded, received);
         void AllGatherHalf(MpiCommunicator c) => c.AllGather<float>(padded.AsSpan(0, block), received);
-        var shapes = new[]
-        {
-            new Shape("whole, main thread", 1, () => Timed(Whole)),
-            new Shape("buckets, main thread", buckets.Count, () => Timed(Pieces)),
-            new Shape("buckets, exchange thread", buckets.Count, () => Timed(() => OnThread(Pieces, 0))),
-            new Shape($"buckets, exchange thread, {loadMs} ms CPU beside", buckets.Count, () => Timed(() => OnThread(Pieces, loadMs))),
-            new Shape($"whole, main thread, {loadMs} ms CPU on a second thread", 1, () => Timed(() => BesideLoad(Whole, loadMs))),
-            new Shape("whole, main thread, Open MPI's allgather", 1, () => Timed(() => openMpiExchange.AllReduceDense(gradient))),
-            new Shape("whole, the all-to-all half alone", 1, () => Timed(AllToAllHalf)),
-            new Shape("whole, the allgather half alone", 1, () => Timed(() => AllGatherHalf(comm))),
-            new Shape("whole, the allgather half alone, Open MPI's", 1, () => Timed(() => AllGatherHalf(openMpiGather))),
-            new Shape("whole, MPI_Allreduce (Open MPI's order)", 1, () => Timed(() => unordered.AllReduceDense(gradient))),
-        };
         long bytes = (long)exchange.AllReduceDense(gradient).BytesPerRank; // also opens the connections and sizes the buffers
         openMpiExchange.AllReduceDense(gradient);
+        long half = (comm.Size - 1L) * block * sizeof(float);
+        using var ring = set == AllGatherSweep ? new MpiCommunicator { RingAllGatherMinBytes = 0 } : null;
+        var shapes = ring is not null ? SweepShapes(comm, ring, openMpiGather) : new[]
+        {
+            new Shape("whole, main thread", 1, bytes, () => Timed(Whole)),
+            new Shape("buckets, main thread", buckets.Count, bytes, () => Timed(Pieces)),
+            new Shape("buckets, exchange thread", buckets.Count, bytes, () => Timed(() => OnThread(Pieces, 0))),
+            new Shape($"buckets, exchange thread, {loadMs} ms CPU beside", buckets.Count, bytes,
+                () => Timed(() => OnThread(Pieces, loadMs))),
+            new Shape($"whole, main thread, {loadMs} ms CPU on a second thread", 1, bytes, () => Timed(() => BesideLoad(Whole, loadMs))),
+            new Shape("whole, main thread, Open MPI's allgather", 1, bytes, () => Timed(() => openMpiExchange.AllReduceDense(gradient))),
+            new Shape("whole, the all-to-all half alone", 1, half, () => Timed(AllToAllHalf)),
+            new Shape("whole, the allgather half alone", 1, half, () => Timed(() => AllGatherHalf(comm))),
+            new Shape("whole, the allgather half alone, Open MPI's", 1, half, () => Timed(() => AllGatherHalf(openMpiGather))),
+            new Shape("whole, MPI_Allreduce (Open MPI's order)", 1, bytes, () => Timed(() => unordered.AllReduceDense(gradient))),
+        };
+        if (ring is not null) foreach (var shape in shapes) shape.Run(); // the ring's connections open untimed too
         var mine = new double[shapes.Length * trials];
         for (int t = 0; t < trials; t++)
         {
@@ -83,18 +97,36 @@ internal static class ClusterExchangeBenchmark
         if (comm.Rank != 0) return 0;
         var slowest = Enumerable.Range(0, shapes.Length).Select(s => Enumerable.Range(0, trials)
             .Select(t => Enumerable.Range(0, comm.Size).Max(r => all[r * mine.Length + s * trials + t])).ToArray()).ToArray();
-        // A slow trial: a fifth above the fastest trial of any shape (all move the same bytes), far beyond the spread of an
-        // undisturbed exchange.
-        double fastest = slowest.Min(x => x.Min());
         for (int s = 0; s < shapes.Length; s++)
         {
+            // A slow trial: a fifth above the fastest trial of any shape that moves the same bytes, far beyond the spread of
+            // an undisturbed exchange.
+            double fastest = Enumerable.Range(0, shapes.Length).Where(o => shapes[o].Bytes == shapes[s].Bytes).Min(o => slowest[o].Min());
             var sorted = slowest[s].Order().ToArray();
             int slow = slowest[s].Count(x => x > 1.2 * fastest);
-            var row = new Row(modelName, comm.Size, linkMbps, shapes[s].Name, shapes[s].Pieces, bytes, Bench.Median(sorted), sorted[0],
-                sorted[^1], slow, slowest[s]);
+            var row = new Row(modelName, comm.Size, linkMbps, shapes[s].Name, shapes[s].Pieces, shapes[s].Bytes, Bench.Median(sorted),
+                sorted[0], sorted[^1], slow, slowest[s]);
             Console.WriteLine("RESULT " + JsonSerializer.Serialize(row, Bench.JsonLine));
         }
         return 0;
+    }
+
+    // Our ring (every block size) against Open MPI's MPI_Allgather, for each block of the sweep; float blocks.
+    private static Shape[] SweepShapes(MpiCommunicator comm, MpiCommunicator ring, MpiCommunicator openMpi)
+    {
+        var shapes = new List<Shape>();
+        foreach (int kib in s_sweepBlockKiB)
+        {
+            var mine = new float[kib * 1024 / sizeof(float)];
+            mine.AsSpan().Fill(comm.Rank);
+            var all = new float[mine.Length * comm.Size];
+            long bytes = (comm.Size - 1L) * kib * 1024;
+            shapes.Add(new Shape($"allgather of {kib} KiB blocks, our ring", 1, bytes,
+                () => Timed(() => ring.AllGather<float>(mine, all))));
+            shapes.Add(new Shape($"allgather of {kib} KiB blocks, Open MPI's", 1, bytes,
+                () => Timed(() => openMpi.AllGather<float>(mine, all))));
+        }
+        return [.. shapes];
     }
 
     private static double Timed(Action body)
@@ -137,12 +169,14 @@ internal static class ClusterExchangeBenchmark
         foreach (var g in rows.GroupBy(r => (r.Model, r.Hosts, r.LinkMbps)))
         {
             sb.AppendLine($"**{g.Key.Model}, {g.Key.Hosts} hosts at {g.Key.LinkMbps} Mbit/s**, " +
-                $"{g.First().BytesPerRank:N0} bytes per rank, {g.First().TrialMs.Length} trials of each shape (the slowest rank's time)");
+                $"{g.First().TrialMs.Length} trials of each shape (the slowest rank's time)");
             sb.AppendLine();
-            sb.AppendLine(Bench.Table(["shape", "pieces", "median ms", "min ms", "max ms", "trials > 1.2x fastest", "trials (ms)"],
+            sb.AppendLine(Bench.Table(["shape", "pieces", "bytes sent a rank", "median ms", "min ms", "max ms",
+                "trials > 1.2x fastest (same bytes)", "trials (ms)"],
                 g.Select(r => new[]
                 {
-                    r.Shape, r.Pieces.ToString(System.Globalization.CultureInfo.InvariantCulture), Bench.F(r.MedianMs, "F1"),
+                    r.Shape, r.Pieces.ToString(System.Globalization.CultureInfo.InvariantCulture), Bench.F(r.BytesPerRank, "N0"),
+                    Bench.F(r.MedianMs, "F1"),
                     Bench.F(r.MinMs, "F1"), Bench.F(r.MaxMs, "F1"), $"{r.SlowTrials} of {r.TrialMs.Length}",
                     string.Join(" ", r.TrialMs.Select(x => Bench.F(x, "F0"))),
                 })));

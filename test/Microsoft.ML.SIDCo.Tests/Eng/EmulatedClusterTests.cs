@@ -102,7 +102,9 @@ public sealed class EmulatedClusterTests
         {
             Assert.Equal(2, r.GetProperty("hosts").GetInt32());
             Assert.Equal(1000, r.GetProperty("linkMbps").GetInt32());
-            Assert.Equal(bytes, r.GetProperty("bytesPerRank").GetInt64());
+            // Each half of the exchange alone sends half of the whole exchange's bytes (up to the padding of its blocks).
+            long expected = r.GetProperty("shape").GetString()!.Contains("half alone", StringComparison.Ordinal) ? bytes / 2 : bytes;
+            Assert.InRange(r.GetProperty("bytesPerRank").GetInt64(), expected, expected + 16);
             var trials = r.GetProperty("trialMs").EnumerateArray().Select(e => e.GetDouble()).ToArray();
             Assert.Equal(3, trials.Length);
             Assert.All(trials, t => Assert.True(t > 0));
@@ -121,12 +123,40 @@ public sealed class EmulatedClusterTests
     }
 
     [Fact]
+    public void TimesOurAllGatherRingAgainstOpenMpisAroundItsThreshold()
+    {
+        string json = TempJson("allgather-sweep.json");
+        var run = Cluster(TimeSpan.FromMinutes(5), "--hosts", "2", "--link", "1gbit", "--model", "convnet-small", "--exchange-trials", "2",
+            "--exchange-shapes", "allgather-sweep", "--json", json);
+        Assert.True(run.ExitCode == 0, run.Output);
+        Assert.DoesNotContain("run failed", run.Output, StringComparison.Ordinal);
+        var rows = JsonDocument.Parse(File.ReadAllText(json)).RootElement.GetProperty("results").EnumerateArray().ToArray();
+        int[] kib = [4, 16, 64, 256, 1024, 4096];
+        Assert.Equal(kib.SelectMany(k => new[] { $"allgather of {k} KiB blocks, our ring", $"allgather of {k} KiB blocks, Open MPI's" }),
+            rows.Select(r => r.GetProperty("shape").GetString()));
+        for (int i = 0; i < rows.Length; i++)
+        {
+            // Two hosts: each rank sends its one block to the other.
+            Assert.Equal(kib[i / 2] * 1024L, rows[i].GetProperty("bytesPerRank").GetInt64());
+            Assert.All(rows[i].GetProperty("trialMs").EnumerateArray(), t => Assert.True(t.GetDouble() > 0));
+        }
+        Assert.Contains("| allgather of 256 KiB blocks, our ring | 1 | 262,144 |", File.ReadAllText(Path.ChangeExtension(json, ".md")),
+            StringComparison.Ordinal);
+        AssertTornDown();
+    }
+
+    [Fact]
     public void AnUnknownTcpSettingIsRefusedByNameAndTearsDown()
     {
         var run = Cluster(TimeSpan.FromMinutes(2), "--hosts", "2", "--link", "1gbit", "--exchange-trials", "1", "--tcp", "vegas",
             "--json", TempJson("refused.json"));
         Assert.Equal(2, run.ExitCode);
         Assert.Contains("--tcp takes quickack, cubic, bbr, reno and rps, not vegas", run.Output, StringComparison.Ordinal);
+        AssertTornDown();
+        run = Cluster(TimeSpan.FromMinutes(2), "--hosts", "2", "--link", "1gbit", "--exchange-trials", "1", "--exchange-shapes", "sweep",
+            "--json", TempJson("refused.json"));
+        Assert.Equal(2, run.ExitCode);
+        Assert.Contains("--exchange-shapes takes training or allgather-sweep, not sweep", run.Output, StringComparison.Ordinal);
         AssertTornDown();
     }
 
