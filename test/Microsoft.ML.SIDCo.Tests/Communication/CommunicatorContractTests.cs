@@ -37,8 +37,7 @@ public class CommunicatorContractTests
     public void OpenMpiRanksHonourTheContract(int ranks)
     {
         var run = MpiRunner.Run(ranks, MpiRunner.TestHost, "contract", TimeSpan.FromSeconds(120));
-        Assert.False(run.TimedOut, run.Output);
-        Assert.True(run.ExitCode == 0, run.Output);
+        run.AssertCompleted();
         var names =
             s_expectedChecks.Concat(["chunked-allreduce", "ring-allgather", "launched-by-mpirun", "ranks-on-this-machine",
             "probe-once-per-process"]).ToArray();
@@ -58,8 +57,7 @@ public class HybridCommunicatorTests
     public void TwoWorkersInEachOfTwoRanksHonourTheContract()
     {
         var run = MpiRunner.Run(2, MpiRunner.TestHost, "hybrid-contract", TimeSpan.FromSeconds(120));
-        Assert.False(run.TimedOut, run.Output);
-        Assert.True(run.ExitCode == 0, run.Output);
+        run.AssertCompleted();
         var expected = CommunicatorContract.Run(InProcessCommunicator.CreateSingle()).Select(c => c.Name).ToArray();
         for (int r = 0; r < 4; r++)
         {

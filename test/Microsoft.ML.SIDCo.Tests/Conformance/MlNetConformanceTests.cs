@@ -46,8 +46,7 @@ public sealed class MlNetConformanceTests(ITestOutputHelper log)
     public void TheSameChecksHoldUnderMpirunWithTwoRanks()
     {
         var run = MpiRunner.Run(2, MpiRunner.TestHost, "conformance", TimeSpan.FromMinutes(8));
-        Assert.False(run.TimedOut, run.Output);
-        Assert.True(run.ExitCode == 0, run.Output);
+        run.AssertCompleted();
         foreach (var c in run.Checks) log.WriteLine($"rank {c.Rank} {(c.Ok ? "ok  " : "FAIL")} {c.Name}: {c.Detail}");
         Assert.Equal(2 * ChecksPerCase * ConformanceCase.All.Count, run.Checks.Count);
         Assert.All(run.Checks, c => Assert.True(c.Ok, $"rank {c.Rank} {c.Name}: {c.Detail}"));

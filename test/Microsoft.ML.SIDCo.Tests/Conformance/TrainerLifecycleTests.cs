@@ -109,8 +109,7 @@ public sealed class TrainerLifecycleTests(FashionMnistFixture data, ITestOutputH
     {
         var run = MpiRunner.Run(2, MpiRunner.TestHost, $"lifecycle {_dir}", TimeSpan.FromMinutes(4));
         log.WriteLine(run.Output);
-        Assert.False(run.TimedOut, run.Output);
-        Assert.True(run.ExitCode == 0, run.Output);
+        run.AssertCompleted();
         Assert.All(run.Checks, c => Assert.True(c.Ok, $"rank {c.Rank} {c.Name}: {c.Detail}"));
         Assert.Equal(["0 0 2 True", "1 1 2 False"],
             run.Checks.Where(c => c.Name == "rank").OrderBy(c => c.Rank).Select(c => $"{c.Rank} {c.Detail}"));

@@ -21,6 +21,16 @@ public sealed class EmulatedClusterTests
         return MpiRunner.RunCommand("bash", [Script, Path.GetRelativePath(MpiRunner.RepoRoot, BenchmarksDll), .. options], timeout);
     }
 
+    // The exchange alone on 2 hosts at 1 Gbit/s (the small ConvNet's gradient) with these options: the JSON's result rows.
+    private static JsonElement[] ExchangeRows(string json, params string[] options)
+    {
+        var run = Cluster(TimeSpan.FromMinutes(5),
+            ["--hosts", "2", "--link", "1gbit", "--model", "convnet-small", .. options, "--json", json]);
+        Assert.True(run.ExitCode == 0, run.Output);
+        Assert.DoesNotContain("run failed", run.Output, StringComparison.Ordinal);
+        return JsonDocument.Parse(File.ReadAllText(json)).RootElement.GetProperty("results").EnumerateArray().ToArray();
+    }
+
     private static string TempJson(string name) => Path.Combine(Directory.CreateTempSubdirectory("sidco-cluster-").FullName, name);
 
     // What the benchmark promises after it ends, however it ends: no namespace, no bridge, no rank left.
@@ -86,11 +96,7 @@ public sealed class EmulatedClusterTests
     public void TimesTheDenseExchangeAloneInEveryShapeOnTheChosenTcp()
     {
         string json = TempJson("exchange.json");
-        var run = Cluster(TimeSpan.FromMinutes(5), "--hosts", "2", "--link", "1gbit", "--model", "convnet-small", "--exchange-trials", "3",
-            "--tcp", "cubic,quickack,rps", "--json", json);
-        Assert.True(run.ExitCode == 0, run.Output);
-        Assert.DoesNotContain("run failed", run.Output, StringComparison.Ordinal);
-        var rows = JsonDocument.Parse(File.ReadAllText(json)).RootElement.GetProperty("results").EnumerateArray().ToArray();
+        var rows = ExchangeRows(json, "--exchange-trials", "3", "--tcp", "cubic,quickack,rps");
         Assert.Equal(["whole, main thread", "buckets, main thread", "buckets, exchange thread",
             "buckets, exchange thread, 10 ms CPU beside", "whole, main thread, 10 ms CPU on a second thread",
             "whole, main thread, Open MPI's allgather", "whole, the all-to-all half alone", "whole, the allgather half alone",
@@ -126,11 +132,7 @@ public sealed class EmulatedClusterTests
     public void TimesOurAllGatherRingAgainstOpenMpisAroundItsThreshold()
     {
         string json = TempJson("allgather-sweep.json");
-        var run = Cluster(TimeSpan.FromMinutes(5), "--hosts", "2", "--link", "1gbit", "--model", "convnet-small", "--exchange-trials", "2",
-            "--exchange-shapes", "allgather-sweep", "--json", json);
-        Assert.True(run.ExitCode == 0, run.Output);
-        Assert.DoesNotContain("run failed", run.Output, StringComparison.Ordinal);
-        var rows = JsonDocument.Parse(File.ReadAllText(json)).RootElement.GetProperty("results").EnumerateArray().ToArray();
+        var rows = ExchangeRows(json, "--exchange-trials", "2", "--exchange-shapes", "allgather-sweep");
         int[] kib = [4, 16, 64, 256, 1024, 4096];
         Assert.Equal(kib.SelectMany(k => new[] { $"allgather of {k} KiB blocks, our ring", $"allgather of {k} KiB blocks, Open MPI's" }),
             rows.Select(r => r.GetProperty("shape").GetString()));

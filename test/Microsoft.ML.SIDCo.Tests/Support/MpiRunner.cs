@@ -12,6 +12,14 @@ public sealed record MpiRun(int ExitCode, string Output, TimeSpan Elapsed, bool 
         .Select(l => l.TrimEnd().Split(' ', 5))
         .Select(p => (int.Parse(p[1]), p[2], p[3] == "OK", p.Length > 4 ? p[4] : ""))
         .ToList();
+
+    /// <summary>Asserts that the job ended by itself with exit code 0 (the output is the message otherwise).</summary>
+    public MpiRun AssertCompleted()
+    {
+        Xunit.Assert.False(TimedOut, Output);
+        Xunit.Assert.True(ExitCode == 0, Output);
+        return this;
+    }
 }
 
 /// <summary>Starts programs of this repository under the real mpirun.</summary>

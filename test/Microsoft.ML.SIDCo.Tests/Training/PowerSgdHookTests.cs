@@ -198,8 +198,7 @@ public class PowerSgdHookMpiTests(Xunit.Abstractions.ITestOutputHelper log)
     public void DenseStartIsTheDenseBaselineBitwiseUnderMpirun(int ranks)
     {
         var run = MpiRunner.Run(ranks, MpiRunner.TestHost, "powersgd-dense-start", TimeSpan.FromMinutes(2));
-        Assert.False(run.TimedOut, run.Output);
-        Assert.True(run.ExitCode == 0, run.Output);
+        run.AssertCompleted();
         var checks = run.Checks.Where(c => c.Name == "powersgd-dense-start").ToList();
         Assert.Equal(ranks, checks.Count);
         Assert.All(checks, c => Assert.True(c.Ok, $"rank {c.Rank}: {c.Detail}\n{run.Output}"));

@@ -57,8 +57,7 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
     public void TheSameProgramUnderMpirunReachesTheSameBandWithIdenticalModels()
     {
         var run = MpiRunner.Run(2, MpiRunner.TestHost, "train", TimeSpan.FromMinutes(5));
-        Assert.False(run.TimedOut, run.Output);
-        Assert.True(run.ExitCode == 0, run.Output);
+        run.AssertCompleted();
         var accuracy =
             run.Checks.Where(c => c.Name == "accuracy").Select(c =>
             double.Parse(c.Detail, System.Globalization.CultureInfo.InvariantCulture)).ToList();
@@ -84,8 +83,7 @@ public class SIDCoTrainerTests(FashionMnistFixture data, ITestOutputHelper log)
     public void HierarchicalAndFlatExchangeTrainTwoWorkersPerRankWithIdenticalReplicas()
     {
         var run = MpiRunner.Run(2, MpiRunner.TestHost, "hybrid-train", TimeSpan.FromMinutes(6));
-        Assert.False(run.TimedOut, run.Output);
-        Assert.True(run.ExitCode == 0, run.Output);
+        run.AssertCompleted();
         foreach (var layout in new[] { "flat", "hierarchical" })
         {
             var acc = run.Checks.Where(c => c.Name == layout + "-accuracy").Select(c =>
