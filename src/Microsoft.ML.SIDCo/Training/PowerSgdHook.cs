@@ -68,7 +68,6 @@ public sealed class PowerSgdHook : IGradientHook
         _comm = context.Communicator;
         _model = CostModel.Probe(_comm);
         _length = context.Length;
-        _dense = new GradientExchange(_comm, _length, ExchangeMode.Dense, WirePrecision.Float32, _model) { OrderedSum = true };
         var matrices = new List<Matrix>();
         var vectors = new List<(int, int)>();
         int pLength = 0, qLength = 0, covered = 0;
@@ -113,7 +112,11 @@ public sealed class PowerSgdHook : IGradientHook
         var model = _model!;
         if (step < DenseSteps)
         {
-            var e = _dense!.AllReduceDense(gradient);
+            // Created at the first dense step and dropped after the last: its buffers (twice the gradient) serve only the
+            // dense start. Creating it is collective, as this call is: every worker takes the same steps.
+            _dense ??= new GradientExchange(comm, _length, ExchangeMode.Dense, WirePrecision.Float32, model) { OrderedSum = true };
+            var e = _dense.AllReduceDense(gradient);
+            if (step == DenseSteps - 1) _dense = null;
             return new GradientHookStats(0, e.ElapsedMs, gradient.Length, e.BytesPerRank, 1, ExchangeMode.Dense, 1, false,
                 e.PredictedDenseMs);
         }
@@ -193,6 +196,9 @@ public sealed class PowerSgdHook : IGradientHook
 
     /// <summary>This worker's error (the whole gradient's length; zero outside the matrices).</summary>
     internal float[] Error => (float[])_error.Clone();
+
+    /// <summary>Whether the dense start's exchange (and its buffers) is held: from the first dense step to the last.</summary>
+    internal bool HoldsDenseExchange => _dense is not null;
 
     /// <summary>The matrices compressed, in order: name, rows, columns.</summary>
     internal IReadOnlyList<(string Name, int Rows, int Columns)> Matrices => [.. _matrices.Select(m => (m.Name, m.Rows, m.Columns))];

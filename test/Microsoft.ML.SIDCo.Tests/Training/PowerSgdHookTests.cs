@@ -101,6 +101,17 @@ public class PowerSgdHookTests
             var stats = hook.Reduce(mine, 0);
             Assert.Equal(Length, stats.Selected);
             for (int i = 0; i < Length; i++) Assert.Equal((g[0][i] + g[1][i]) / 2, mine[i]);
+            // The dense start's exchange and its buffers are let go after its last step.
+            Assert.False(hook.HoldsDenseExchange);
+            using (var longer = new PowerSgdHook(Rank, denseSteps: 2))
+            {
+                longer.Initialize(new GradientHookContext(comm, Length, s_parameters));
+                Assert.False(longer.HoldsDenseExchange);
+                longer.Reduce((float[])g[comm.Rank].Clone(), 0);
+                Assert.True(longer.HoldsDenseExchange);
+                longer.Reduce((float[])g[comm.Rank].Clone(), 1);
+                Assert.False(longer.HoldsDenseExchange);
+            }
             mine = (float[])g[comm.Rank].Clone();
             stats = hook.Reduce(mine, 1);
             Assert.Equal(hook.CompressedLength, stats.Selected);
