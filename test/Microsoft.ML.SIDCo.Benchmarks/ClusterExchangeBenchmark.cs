@@ -41,6 +41,7 @@ internal static class ClusterExchangeBenchmark
         string set = a.Get("shapes", TrainingShapes);
         if (set is not (TrainingShapes or AllGatherSweep))
             throw new ArgumentException($"--shapes takes {TrainingShapes} or {AllGatherSweep}, not {set}.");
+        if (set == AllGatherSweep) return Sweep(modelName, trials, gapMs, linkMbps);
         using var module = definition.Build(FashionMnist.Pixels, FashionMnist.Classes);
         var parameters = new ParameterSet(module);
         var buckets =
@@ -66,8 +67,7 @@ internal static class ClusterExchangeBenchmark
         long bytes = (long)exchange.AllReduceDense(gradient).BytesPerRank; // also opens the connections and sizes the buffers
         openMpiExchange.AllReduceDense(gradient);
         long half = (comm.Size - 1L) * block * sizeof(float);
-        using var ring = set == AllGatherSweep ? new MpiCommunicator { RingAllGatherMinBytes = 0 } : null;
-        var shapes = ring is not null ? SweepShapes(comm, ring, openMpiGather) : new[]
+        var shapes = new[]
         {
             new Shape("whole, main thread", 1, bytes, () => Timed(Whole)),
             new Shape("buckets, main thread", buckets.Count, bytes, () => Timed(Pieces)),
@@ -81,7 +81,23 @@ internal static class ClusterExchangeBenchmark
             new Shape("whole, the allgather half alone, Open MPI's", 1, half, () => Timed(() => AllGatherHalf(openMpiGather))),
             new Shape("whole, MPI_Allreduce (Open MPI's order)", 1, bytes, () => Timed(() => unordered.AllReduceDense(gradient))),
         };
-        if (ring is not null) foreach (var shape in shapes) shape.Run(); // the ring's connections open untimed too
+        return TimeAndReport(comm, shapes, trials, gapMs, modelName, linkMbps);
+    }
+
+    // The allgather sweep needs no model or gradient: our ring (every block size) against Open MPI's MPI_Allgather.
+    private static int Sweep(string modelName, int trials, int gapMs, int linkMbps)
+    {
+        using var comm = new MpiCommunicator();
+        using var ring = new MpiCommunicator { RingAllGatherMinBytes = 0 };
+        using var openMpiGather = new MpiCommunicator { RingAllGatherMinBytes = int.MaxValue };
+        var shapes = SweepShapes(comm, ring, openMpiGather);
+        foreach (var shape in shapes) shape.Run(); // connections and first touches of the buffers, untimed
+        return TimeAndReport(comm, shapes, trials, gapMs, modelName, linkMbps);
+    }
+
+    // Times every shape `trials` times, taking turns after a barrier and a pause; rank 0 prints a row per shape.
+    private static int TimeAndReport(MpiCommunicator comm, Shape[] shapes, int trials, int gapMs, string modelName, int linkMbps)
+    {
         var mine = new double[shapes.Length * trials];
         for (int t = 0; t < trials; t++)
         {
@@ -111,7 +127,7 @@ internal static class ClusterExchangeBenchmark
         return 0;
     }
 
-    // Our ring (every block size) against Open MPI's MPI_Allgather, for each block of the sweep; float blocks.
+    // The sweep's shapes: a float block of each size, gathered by the ring and by MPI_Allgather.
     private static Shape[] SweepShapes(MpiCommunicator comm, MpiCommunicator ring, MpiCommunicator openMpi)
     {
         var shapes = new List<Shape>();
